@@ -1,0 +1,102 @@
+"""restyle: from one photo of a secondhand item to what it is, its comps and a price.
+
+```python
+from restyle import Engine
+analysis = Engine().analyze("jacket.jpg")
+```
+"""
+
+from restyle._catalog import BuildReport, Catalog, Rejection
+from restyle._components import Component, Encoder, Expert, Marketplace, Synthesizer
+from restyle._engine import Engine
+from restyle._errors import (
+    CatalogError,
+    ConfigurationError,
+    DuplicateComponentError,
+    EncoderError,
+    ExpertError,
+    FetchError,
+    ImageError,
+    MarketplaceError,
+    PluginError,
+    RestyleError,
+    SynthesizerError,
+)
+from restyle._fetching import Fetcher, FetchLimits
+from restyle._hookspecs import hookimpl
+from restyle._imaging import Photo, load_photo
+from restyle._index import VectorIndex
+from restyle._plugins import PluginLoadWarning
+from restyle._pricing import MINIMUM_COMPS, estimate_price
+from restyle._query import build_query, relaxed_queries
+from restyle._types import (
+    Analysis,
+    Attribute,
+    Box,
+    Comp,
+    Condition,
+    Evidence,
+    Identification,
+    Listing,
+    Money,
+    Observation,
+    Opinion,
+    OpinionStatus,
+    PhotoInfo,
+    PriceEstimate,
+    PriceStatus,
+    Query,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MINIMUM_COMPS",
+    "Analysis",
+    "Attribute",
+    "Box",
+    "BuildReport",
+    "Catalog",
+    "CatalogError",
+    "Comp",
+    "Component",
+    "Condition",
+    "ConfigurationError",
+    "DuplicateComponentError",
+    "Encoder",
+    "EncoderError",
+    "Engine",
+    "Evidence",
+    "Expert",
+    "ExpertError",
+    "FetchError",
+    "FetchLimits",
+    "Fetcher",
+    "Identification",
+    "ImageError",
+    "Listing",
+    "Marketplace",
+    "MarketplaceError",
+    "Money",
+    "Observation",
+    "Opinion",
+    "OpinionStatus",
+    "Photo",
+    "PhotoInfo",
+    "PluginError",
+    "PluginLoadWarning",
+    "PriceEstimate",
+    "PriceStatus",
+    "Query",
+    "Rejection",
+    "RestyleError",
+    "Synthesizer",
+    "SynthesizerError",
+    "VectorIndex",
+    "__version__",
+    "build_query",
+    "estimate_price",
+    "hookimpl",
+    "load_photo",
+    "relaxed_queries",
+]

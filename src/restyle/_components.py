@@ -1,0 +1,129 @@
+"""The four kinds of component a plugin can provide, as small abstract classes.
+
+A component is constructed cheaply (no network, no model loading) when its
+plugin registers it; expensive set-up happens lazily on first use. An Engine
+calls :meth:`Component.attach` once when it adopts a component, which is how a
+component reaches shared resources such as the Engine's encoder or catalog.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+from restyle._types import Identification, Listing, Opinion, Query
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from restyle._engine import Engine
+    from restyle._imaging import Photo
+
+__all__ = ["Component", "Encoder", "Expert", "Marketplace", "Synthesizer"]
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+
+
+class Component(ABC):
+    """Base of every component: a kind, a name, and an optional attach step."""
+
+    kind: ClassVar[str] = "component"
+    #: The name users select the component by, e.g. ``Engine(experts=["clip"])``.
+    name: str = ""
+
+    def attach(self, engine: Engine) -> None:  # noqa: B027 - optional hook, empty on purpose
+        """Called once by each Engine that uses this component, before first use."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.kind} {self.name!r}>"
+
+
+def check_component_name(component: Component) -> str:
+    name = getattr(component, "name", None)
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(
+            f"{type(component).__name__}.name must be a lower-case identifier "
+            f"such as 'google-vision', got {name!r}"
+        )
+    return name
+
+
+class Expert(Component):
+    """Looks at the photo and reports what it sees as an :class:`Opinion`.
+
+    ``timeout`` is this expert's own deadline in seconds; an expert that takes
+    longer is reported as timed out and the pipeline goes on without it.
+    Raising any exception is fine: the Engine records it in the Opinion.
+    """
+
+    kind: ClassVar[str] = "expert"
+    timeout: float = 20.0
+
+    @abstractmethod
+    def examine(self, photo: Photo) -> Opinion:
+        """Examine the photo and return an Opinion whose ``expert`` is ``self.name``."""
+
+
+class Synthesizer(Component):
+    """Merges the experts' opinions into one :class:`Identification`."""
+
+    kind: ClassVar[str] = "synthesizer"
+
+    @abstractmethod
+    def synthesize(self, opinions: Sequence[Opinion], *, photo: Photo) -> Identification:
+        """Merge ``opinions`` (failed ones included, for context) into an Identification."""
+
+
+class Marketplace(Component):
+    """Finds listings comparable to the identified item."""
+
+    kind: ClassVar[str] = "marketplace"
+
+    @abstractmethod
+    def search(self, query: Query) -> Sequence[Listing]:
+        """Listings matching ``query``, best first, at most ``query.limit``."""
+
+    def search_by_image(
+        self, photo: Photo, query: Query, *, embedding: np.ndarray, model_id: str
+    ) -> Sequence[Listing] | None:
+        """Listings that look like the photo, filtered by ``query``; None if unsupported.
+
+        ``embedding`` is the photo's unit vector under the Engine's encoder
+        ``model_id``, for marketplaces that search by vector.
+        """
+        return None
+
+    def image_embeddings(
+        self, listings: Sequence[Listing], *, model_id: str
+    ) -> Mapping[str, np.ndarray]:
+        """Known embeddings of these listings' images under ``model_id``, keyed by
+        :attr:`Listing.key`. Listings left out have their images fetched and encoded."""
+        return {}
+
+
+class Encoder(Component):
+    """Embeds images and texts into one vector space (unit-length rows)."""
+
+    kind: ClassVar[str] = "encoder"
+
+    @property
+    @abstractmethod
+    def model_id(self) -> str:
+        """A stable id of the model and weights; vectors from different ids never mix."""
+
+    @property
+    @abstractmethod
+    def dim(self) -> int:
+        """The length of each embedding."""
+
+    @abstractmethod
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """A float32 array of shape (len(images), dim) with unit-length rows."""
+
+    @abstractmethod
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """A float32 array of shape (len(texts), dim) with unit-length rows."""

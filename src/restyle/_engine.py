@@ -1,0 +1,393 @@
+"""The Engine: runs the pipeline from one photo to an Analysis."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Literal, TypeVar, overload
+
+import numpy as np
+
+from restyle import _settings
+from restyle._catalog import Catalog
+from restyle._components import Component, Encoder, Expert, Marketplace, Synthesizer
+from restyle._errors import (
+    ConfigurationError,
+    FetchError,
+    ImageError,
+    PluginError,
+    RestyleError,
+)
+from restyle._fetching import Fetcher
+from restyle._imaging import ImageInput, Photo, decode, load_photo
+from restyle._plugins import PluginRegistry
+from restyle._pricing import MINIMUM_COMPS, estimate_price
+from restyle._progress import progress_bar
+from restyle._query import relaxed_queries
+from restyle._types import Analysis, Comp, Identification, Listing, Opinion, OpinionStatus, Query
+
+__all__ = ["Engine"]
+
+logger = logging.getLogger("restyle")
+
+C = TypeVar("C", bound=Component)
+
+
+class Engine:
+    """One configured pipeline. Thread-safe; build one per process and share it.
+
+    Components are given by name (looked up among the registered plugins) or
+    as instances. With no arguments the embedded defaults are used: the
+    ``clip`` and ``catalog`` experts, the ``consensus`` synthesizer, the
+    ``catalog`` marketplace and the ``openclip`` encoder, all offline.
+    """
+
+    def __init__(
+        self,
+        *,
+        experts: Sequence[str | Expert] | None = None,
+        synthesizer: str | Synthesizer | None = None,
+        marketplaces: Sequence[str | Marketplace] | None = None,
+        encoder: str | Encoder | None = None,
+        catalog: str | Path | None = None,
+        plugins: Sequence[object] = (),
+        load_entrypoints: bool = True,
+        strict_plugins: bool = False,
+        identify_budget: float = 60.0,
+        comps_wanted: int = 10,
+        max_comps: int = 30,
+        minimum_price_comps: int = MINIMUM_COMPS,
+        fetcher: Fetcher | None = None,
+    ) -> None:
+        if identify_budget <= 0:
+            raise ConfigurationError("identify_budget must be positive")
+        self.registry = PluginRegistry(
+            plugins=plugins, load_entrypoints=load_entrypoints, strict=strict_plugins
+        )
+        self.identify_budget = identify_budget
+        self.comps_wanted = comps_wanted
+        self.max_comps = max_comps
+        self.minimum_price_comps = minimum_price_comps
+        self.fetcher = fetcher or Fetcher()
+        self.catalog_dir = Path(catalog).expanduser() if catalog else _settings.catalog_dir()
+        self._catalog: Catalog | None = None
+        self._catalog_lock = threading.Lock()
+
+        self.encoder: Encoder = self._resolve(
+            "encoder", encoder or _settings.env_str("RESTYLE_ENCODER") or _settings.DEFAULT_ENCODER,
+            Encoder,
+        )
+        expert_names = experts if experts is not None else (
+            _settings.env_list("RESTYLE_EXPERTS") or _settings.DEFAULT_EXPERTS
+        )
+        self.experts: tuple[Expert, ...] = tuple(
+            self._resolve("expert", e, Expert) for e in expert_names
+        )
+        self.synthesizer: Synthesizer = self._resolve(
+            "synthesizer",
+            synthesizer or _settings.env_str("RESTYLE_SYNTHESIZER") or _settings.DEFAULT_SYNTHESIZER,
+            Synthesizer,
+        )
+        market_names = marketplaces if marketplaces is not None else (
+            _settings.env_list("RESTYLE_MARKETPLACES") or _settings.DEFAULT_MARKETPLACES
+        )
+        self.marketplaces: tuple[Marketplace, ...] = tuple(
+            self._resolve("marketplace", m, Marketplace) for m in market_names
+        )
+        _unique("expert", self.experts)
+        _unique("marketplace", self.marketplaces)
+        for component in (self.encoder, *self.experts, self.synthesizer, *self.marketplaces):
+            component.attach(self)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Engine experts={[e.name for e in self.experts]} "
+            f"synthesizer={self.synthesizer.name!r} "
+            f"marketplaces={[m.name for m in self.marketplaces]} encoder={self.encoder.name!r}>"
+        )
+
+    @property
+    def plugin_errors(self) -> list[PluginError]:
+        """Plugins that failed to load (each also issued a PluginLoadWarning)."""
+        return list(self.registry.errors)
+
+    def _resolve(self, kind: str, spec: str | C, base: type[C]) -> C:
+        if isinstance(spec, base):
+            return spec
+        if isinstance(spec, Component) or not isinstance(spec, str):
+            raise ConfigurationError(
+                f"{spec!r} is not {'an' if kind[0] in 'aeiou' else 'a'} {kind}: pass a name or "
+                f"a restyle.{base.__name__} instance"
+            )
+        registration = self.registry.get(kind, spec)
+        if registration is None:
+            known = ", ".join(self.registry.names(kind)) or "none"
+            message = f"no {kind} named {spec!r} is registered (available: {known})"
+            if self.registry.errors:
+                failed = "; ".join(str(e) for e in self.registry.errors)
+                message += f". Plugins that failed to load: {failed}"
+            raise ConfigurationError(message)
+        component = registration.component
+        assert isinstance(component, base)
+        return component
+
+    @property
+    def catalog(self) -> Catalog:
+        """The local catalog, opened on first use for this Engine's encoder."""
+        with self._catalog_lock:
+            if self._catalog is None:
+                self._catalog = Catalog.open(self.catalog_dir, self.encoder)
+            return self._catalog
+
+    def build_catalog(
+        self, listings: str | Path, *, progress: bool | None = None
+    ) -> Any:
+        """Add the listings of a JSONL or CSV file to this Engine's catalog."""
+        with self._catalog_lock:
+            if self._catalog is None:
+                self._catalog = Catalog.open(self.catalog_dir, self.encoder, create=True)
+            catalog = self._catalog
+        return catalog.build(listings, self.encoder, progress=progress)
+
+    # -- identify ------------------------------------------------------------
+
+    def examine(self, image: ImageInput | Photo) -> tuple[Opinion, ...]:
+        """Every expert's Opinion of the photo, gathered concurrently.
+
+        Each expert runs under its own ``timeout`` inside the Engine's
+        ``identify_budget``. One that raises, times out or hangs gives an
+        Opinion with an error status; the others are unaffected.
+        """
+        photo = load_photo(image)
+        start = time.monotonic()
+        budget_end = start + self.identify_budget
+        futures: list[tuple[Expert, Future[Opinion], float]] = []
+        for expert in self.experts:
+            future: Future[Opinion] = Future()
+            thread = threading.Thread(
+                target=_run_expert, args=(expert, photo, future),
+                name=f"restyle-expert-{expert.name}", daemon=True,
+            )
+            thread.start()
+            futures.append((expert, future, min(start + expert.timeout, budget_end)))
+        opinions = []
+        for expert, future, deadline in futures:
+            remaining = max(0.0, deadline - time.monotonic())
+            try:
+                opinion = future.result(timeout=remaining)
+            except TimeoutError:
+                waited = time.monotonic() - start
+                limit = min(expert.timeout, self.identify_budget)
+                opinion = Opinion.failure(
+                    expert.name, f"no answer within {limit:g} s",
+                    status=OpinionStatus.TIMEOUT, latency=waited,
+                )
+                logger.warning("expert %s timed out after %.1f s", expert.name, waited)
+            opinions.append(opinion)
+        return tuple(opinions)
+
+    def identify(self, image: ImageInput | Photo) -> Identification:
+        """What the item in the photo is."""
+        photo = load_photo(image)
+        return self._synthesize(self.examine(photo), photo)
+
+    def _synthesize(self, opinions: Sequence[Opinion], photo: Photo) -> Identification:
+        try:
+            return self.synthesizer.synthesize(opinions, photo=photo)
+        except Exception as exc:
+            if self.synthesizer.name == _settings.DEFAULT_SYNTHESIZER:
+                raise
+            fallback = self.registry.get("synthesizer", _settings.DEFAULT_SYNTHESIZER)
+            if fallback is None:
+                raise
+            reason = f"{self.synthesizer.name} failed: {type(exc).__name__}: {exc}"
+            logger.warning("%s; falling back to consensus", reason)
+            ident = fallback.component.synthesize(opinions, photo=photo)  # type: ignore[attr-defined]
+            return replace(ident, fallback_reason=reason)
+
+    # -- comps ---------------------------------------------------------------
+
+    def find_comps(
+        self, image: ImageInput | Photo, identification: Identification
+    ) -> list[Comp]:
+        """Comparable listings for the identified item, most alike first."""
+        comps, _, _ = self._find_comps(load_photo(image), identification)
+        return comps
+
+    def _find_comps(
+        self, photo: Photo, identification: Identification
+    ) -> tuple[list[Comp], Query | None, list[str]]:
+        warnings: list[str] = []
+        embedding = photo.embedding(self.encoder)
+        found: dict[str, tuple[Listing, str]] = {}
+        first_query: Query | None = None
+        failed: set[str] = set()
+        for query in relaxed_queries(identification, limit=self.max_comps):
+            first_query = first_query or query
+            for market, listings in self._search_all(photo, query, embedding, failed, warnings):
+                for listing in listings:
+                    found.setdefault(listing.key, (listing, query.step))
+            if len(found) >= self.comps_wanted or len(failed) == len(self.marketplaces):
+                break
+        listings = list(found.values())[: self.max_comps]
+        comps = self._rerank(embedding, listings, warnings)
+        return comps, first_query, warnings
+
+    def _search_all(
+        self, photo: Photo, query: Query, embedding: np.ndarray, failed: set[str],
+        warnings: list[str],
+    ) -> list[tuple[Marketplace, Sequence[Listing]]]:
+        active = [m for m in self.marketplaces if m.name not in failed]
+
+        def one(market: Marketplace) -> Sequence[Listing]:
+            by_image = market.search_by_image(
+                photo, query, embedding=embedding, model_id=self.encoder.model_id
+            )
+            return by_image if by_image is not None else market.search(query)
+
+        results = []
+        with ThreadPoolExecutor(max_workers=max(1, len(active))) as pool:
+            futures = [(m, pool.submit(one, m)) for m in active]
+            for market, future in futures:
+                try:
+                    results.append((market, list(future.result())))
+                except Exception as exc:
+                    failed.add(market.name)
+                    message = f"marketplace {market.name} failed: {type(exc).__name__}: {exc}"
+                    warnings.append(message)
+                    logger.warning("%s", message)
+        return results
+
+    def _rerank(
+        self, embedding: np.ndarray, found: Sequence[tuple[Listing, str]], warnings: list[str]
+    ) -> list[Comp]:
+        if not found:
+            return []
+        model_id = self.encoder.model_id
+        listings = [listing for listing, _ in found]
+        vectors: dict[str, np.ndarray] = {}
+        for market in self.marketplaces:
+            try:
+                vectors.update(market.image_embeddings(listings, model_id=model_id))
+            except Exception as exc:
+                warnings.append(f"marketplace {market.name} gave no embeddings: {exc}")
+        errors: dict[str, str] = {}
+        missing = [item for item in listings if item.key not in vectors]
+        urls = [item.image_url for item in missing if item.image_url]
+        fetched = self.fetcher.fetch_many(urls) if urls else {}
+        to_encode: list[tuple[str, Any]] = []
+        for item in missing:
+            if not item.image_url:
+                errors[item.key] = "listing has no image"
+                continue
+            result = fetched[item.image_url]
+            if isinstance(result, FetchError):
+                errors[item.key] = str(result)
+                continue
+            try:
+                to_encode.append((item.key, decode(result, source=item.image_url).image))
+            except ImageError as exc:
+                errors[item.key] = str(exc)
+        if to_encode:
+            encoded = self.encoder.encode_images([image for _, image in to_encode])
+            vectors.update({key: vec for (key, _), vec in zip(to_encode, encoded, strict=True)})
+        comps = []
+        for listing, step in found:
+            vector = vectors.get(listing.key)
+            if vector is not None:
+                similarity = float(np.clip(np.dot(vector, embedding), -1.0, 1.0))
+                comps.append(Comp(listing=listing, score=max(similarity, 0.0),
+                                  similarity=similarity, query_step=step))
+            else:
+                comps.append(Comp(listing=listing, score=0.0,
+                                  image_error=errors.get(listing.key, "image unavailable"),
+                                  flags=("image_unavailable",), query_step=step))
+        comps.sort(key=lambda c: -c.score)
+        return comps
+
+    # -- analyze -------------------------------------------------------------
+
+    def analyze(self, image: ImageInput | Photo) -> Analysis:
+        """Identify the item, find and re-rank comps, and estimate a price."""
+        start = time.monotonic()
+        photo = load_photo(image)
+        opinions = self.examine(photo)
+        identification = self._synthesize(opinions, photo)
+        comps, query, warnings = self._find_comps(photo, identification)
+        price = estimate_price(comps, minimum_comps=self.minimum_price_comps)
+        return Analysis(
+            photo=photo.info(),
+            opinions=opinions,
+            identification=identification,
+            query=query,
+            comps=tuple(comps),
+            price=price,
+            model_id=self.encoder.model_id,
+            warnings=tuple(warnings),
+            elapsed=round(time.monotonic() - start, 4),
+        )
+
+    @overload
+    def analyze_many(
+        self, images: Iterable[ImageInput], *, progress: bool | None = ...,
+        return_exceptions: Literal[False] = ...,
+    ) -> list[Analysis]: ...
+
+    @overload
+    def analyze_many(
+        self, images: Iterable[ImageInput], *, progress: bool | None = ...,
+        return_exceptions: Literal[True],
+    ) -> list[Analysis | RestyleError]: ...
+
+    def analyze_many(
+        self, images: Iterable[ImageInput], *, progress: bool | None = None,
+        return_exceptions: bool = False,
+    ) -> list[Analysis] | list[Analysis | RestyleError]:
+        """Analyze several photos, with a progress bar on a terminal.
+
+        With ``return_exceptions=True`` a photo that fails gives its
+        RestyleError in its place and the others go on (as in ``asyncio.gather``).
+        """
+        items = list(images)
+        results: list[Any] = []
+        bar = progress_bar(total=len(items), desc="Analyzing", unit="photo", enabled=progress)
+        try:
+            for item in items:
+                try:
+                    results.append(self.analyze(item))
+                except RestyleError as exc:
+                    if not return_exceptions:
+                        raise
+                    results.append(exc)
+                bar.update(1)
+        finally:
+            bar.close()
+        return results
+
+
+def _run_expert(expert: Expert, photo: Photo, future: Future[Opinion]) -> None:
+    start = time.monotonic()
+    try:
+        opinion = expert.examine(photo)
+        if not isinstance(opinion, Opinion):
+            raise TypeError(f"examine() returned {type(opinion).__name__}, not an Opinion")
+        opinion = replace(opinion, expert=expert.name, latency=time.monotonic() - start)
+    except Exception as exc:
+        logger.warning("expert %s failed: %s: %s", expert.name, type(exc).__name__, exc)
+        opinion = Opinion.failure(
+            expert.name, f"{type(exc).__name__}: {exc}", latency=time.monotonic() - start
+        )
+    future.set_result(opinion)
+
+
+def _unique(kind: str, components: Sequence[Component]) -> None:
+    names = [c.name for c in components]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigurationError(f"{kind} {', '.join(duplicates)} selected more than once")
+

@@ -1,0 +1,83 @@
+"""The exceptions restyle raises, all under one root.
+
+```
+RestyleError
+├── ConfigurationError      a bad option, environment variable or component name
+├── PluginError             a plugin failed to load or registered something invalid
+│   └── DuplicateComponentError
+├── ImageError              input that is not a usable JPEG, PNG or WebP photo
+├── FetchError              a remote image could not be downloaded safely
+├── ExpertError             an expert could not examine the photo
+├── SynthesizerError        a synthesizer could not merge the opinions
+├── MarketplaceError        a marketplace search failed
+├── EncoderError            the encoder could not load its model or embed inputs
+└── CatalogError            the local catalog is missing, corrupt or built with another model
+```
+
+Foreign exceptions are translated where they enter restyle, with
+``raise ... from exc`` so the cause is kept. Messages never contain secrets.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CatalogError",
+    "ConfigurationError",
+    "DuplicateComponentError",
+    "EncoderError",
+    "ExpertError",
+    "FetchError",
+    "ImageError",
+    "MarketplaceError",
+    "PluginError",
+    "RestyleError",
+    "SynthesizerError",
+]
+
+
+class RestyleError(Exception):
+    """Root of every error restyle raises on purpose."""
+
+
+class ConfigurationError(RestyleError):
+    """An option, environment variable or component name is invalid."""
+
+
+class PluginError(RestyleError):
+    """A plugin could not be loaded or registered an invalid component."""
+
+    def __init__(self, message: str, *, distribution: str | None = None) -> None:
+        super().__init__(message)
+        self.distribution = distribution
+
+
+class DuplicateComponentError(PluginError):
+    """Two plugins registered a component of the same kind under the same name."""
+
+
+class ImageError(RestyleError):
+    """The input is not a photo restyle can safely decode."""
+
+
+class FetchError(RestyleError):
+    """A remote image could not be downloaded within the safety limits."""
+
+
+class ExpertError(RestyleError):
+    """An expert failed to examine a photo."""
+
+
+class SynthesizerError(RestyleError):
+    """A synthesizer failed to produce an identification."""
+
+
+class MarketplaceError(RestyleError):
+    """A marketplace search failed."""
+
+
+class EncoderError(RestyleError):
+    """The encoder could not load its model or embed its inputs."""
+
+
+class CatalogError(RestyleError):
+    """The local catalog is missing, damaged, or was built with another encoder."""

@@ -1,0 +1,225 @@
+"""Safe decoding of the photos restyle is given.
+
+Only JPEG, PNG and WebP are accepted; the pixel cap is enforced here (Pillow's
+process-wide settings are left alone); truncated files are rejected; only the
+first frame is used and EXIF orientation is applied. Every decoder failure
+becomes one :class:`~restyle.ImageError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from restyle._errors import ImageError
+from restyle._types import PhotoInfo
+
+if TYPE_CHECKING:
+    from restyle._components import Encoder
+
+__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS", "ImageInput", "Photo", "load_photo"]
+
+ImageInput = Union[str, os.PathLike[str], bytes, bytearray, memoryview, IO[bytes], Image.Image]
+
+#: Largest photo accepted, in pixels (width x height).
+DEFAULT_MAX_PIXELS = 40_000_000
+#: Largest encoded photo accepted, in bytes.
+DEFAULT_MAX_BYTES = 30 * 1024 * 1024
+
+_FORMATS = ("JPEG", "PNG", "WEBP")
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The image format named by ``data``'s magic bytes, if it is one restyle accepts."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "JPEG"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "PNG"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return None
+
+
+class Photo:
+    """A decoded, validated photo: RGB pixels plus the bytes it came from.
+
+    Embeddings are memoised per encoder, so the experts and the re-ranker that
+    all need the photo's vector compute it once.
+    """
+
+    __slots__ = ("_embeddings", "_lock", "data", "format", "image", "sha256", "source")
+
+    def __init__(
+        self, *, image: Image.Image, data: bytes | None, fmt: str, source: str | None
+    ) -> None:
+        self.image = image
+        self.data = data
+        self.format = fmt
+        self.source = source
+        digest_input = data if data is not None else image.tobytes()
+        self.sha256 = hashlib.sha256(digest_input).hexdigest()
+        self._embeddings: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (
+            f"Photo(source={self.source!r}, format={self.format!r}, "
+            f"size={self.image.width}x{self.image.height}, sha256={self.sha256[:12]}...)"
+        )
+
+    @property
+    def width(self) -> int:
+        return self.image.width
+
+    @property
+    def height(self) -> int:
+        return self.image.height
+
+    def embedding(self, encoder: Encoder) -> np.ndarray:
+        """This photo's unit-length embedding under ``encoder``, computed once."""
+        key = encoder.model_id
+        with self._lock:
+            cached = self._embeddings.get(key)
+            if cached is None:
+                cached = encoder.encode_images([self.image])[0]
+                self._embeddings[key] = cached
+            return cached
+
+    def encoded(self, *, fmt: str = "JPEG", max_side: int | None = None, quality: int = 90) -> bytes:
+        """The photo re-encoded (and downscaled to ``max_side`` if given)."""
+        img = self.image
+        if max_side is not None and max(img.size) > max_side:
+            img = img.copy()
+            img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        img.save(buf, format=fmt, quality=quality)
+        return buf.getvalue()
+
+    def info(self, *, thumbnail_side: int = 256) -> PhotoInfo:
+        thumb = self.encoded(max_side=thumbnail_side, quality=80)
+        return PhotoInfo(
+            sha256=self.sha256,
+            width=self.width,
+            height=self.height,
+            format=self.format,
+            source=self.source,
+            thumbnail="data:image/jpeg;base64," + base64.b64encode(thumb).decode("ascii"),
+        )
+
+
+def _read_limited(read: Callable[[int], bytes], max_bytes: int, what: str) -> bytes:
+    data = read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ImageError(f"{what} is larger than the {max_bytes // (1024 * 1024)} MiB limit")
+    return data
+
+
+def load_photo(
+    source: ImageInput | Photo,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Photo:
+    """Decode ``source`` (a path, bytes, a binary file object or a PIL image) safely."""
+    if isinstance(source, Photo):
+        return source
+    if isinstance(source, Image.Image):
+        return _from_pil(source, max_pixels=max_pixels)
+    name: str | None = None
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        name = str(path)
+        try:
+            with path.open("rb") as fh:
+                data = _read_limited(fh.read, max_bytes, f"photo {path.name!r}")
+        except FileNotFoundError as exc:
+            raise ImageError(f"photo not found: {path}") from exc
+        except IsADirectoryError as exc:
+            raise ImageError(f"photo path is a directory: {path}") from exc
+        except OSError as exc:
+            raise ImageError(f"cannot read photo {path}: {exc.strerror or exc}") from exc
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        if len(data) > max_bytes:
+            raise ImageError(f"photo is larger than the {max_bytes // (1024 * 1024)} MiB limit")
+    elif hasattr(source, "read"):
+        name = getattr(source, "name", None)
+        name = name if isinstance(name, str) else None
+        raw = _read_limited(source.read, max_bytes, "photo")
+        if not isinstance(raw, (bytes, bytearray)):
+            raise ImageError("photo file object must be opened in binary mode")
+        data = bytes(raw)
+    else:
+        raise ImageError(
+            f"cannot read a photo from {type(source).__name__}; "
+            "pass a path, bytes, a binary file object or a PIL image"
+        )
+    return decode(data, max_pixels=max_pixels, source=name)
+
+
+def decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, source: str | None = None) -> Photo:
+    """Decode encoded image bytes into a :class:`Photo`, or raise :class:`ImageError`."""
+    what = f"photo {source!r}" if source else "photo"
+    if not data:
+        raise ImageError(f"{what} is empty")
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise ImageError(f"{what} is not a JPEG, PNG or WebP image")
+    try:
+        with Image.open(io.BytesIO(data), formats=[fmt]) as img:
+            _check_pixels(img.size, max_pixels, what)
+            if fmt == "JPEG" and max(img.size) > 4096:
+                # Decode large JPEGs at reduced scale: nothing downstream needs more.
+                img.draft("RGB", (img.width // 2, img.height // 2))
+            img.seek(0)
+            img.load()
+            rgb = _to_rgb(ImageOps.exif_transpose(img))
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"{what} cannot be decoded: {exc}") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, TypeError) as exc:
+        raise ImageError(f"{what} is corrupt or truncated: {exc}") from exc
+    return Photo(image=rgb, data=data, fmt=fmt, source=source)
+
+
+def _from_pil(img: Image.Image, *, max_pixels: int) -> Photo:
+    _check_pixels(img.size, max_pixels, "photo")
+    try:
+        img.seek(0)
+        img.load()
+        rgb = _to_rgb(ImageOps.exif_transpose(img))
+    except (OSError, ValueError, EOFError) as exc:
+        raise ImageError(f"PIL image cannot be used: {exc}") from exc
+    return Photo(image=rgb, data=None, fmt=img.format or "PIL", source=None)
+
+
+def _check_pixels(size: tuple[int, int], max_pixels: int, what: str) -> None:
+    width, height = size
+    if width <= 0 or height <= 0:
+        raise ImageError(f"{what} has no pixels")
+    if width * height > max_pixels:
+        raise ImageError(
+            f"{what} is {width}x{height} pixels, more than the limit of {max_pixels:,}"
+        )
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img.copy()
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA"):
+        background = Image.new("RGB", img.size, (255, 255, 255))
+        background.paste(img, mask=img.getchannel("A"))
+        return background
+    return img.convert("RGB")

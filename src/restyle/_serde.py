@@ -1,0 +1,111 @@
+"""Turning restyle's frozen dataclasses into JSON-ready dicts and back."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import types
+import typing
+from decimal import Decimal
+from functools import cache
+from typing import Any, TypeVar, Union, get_args, get_origin
+
+T = TypeVar("T")
+
+
+def to_jsonable(value: Any) -> Any:
+    """Convert a value built from restyle's types into plain JSON types."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: to_jsonable(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if f.metadata.get("serialize", True)
+        }
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, float) and value != value:  # NaN is not JSON
+        return None
+    return value
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def from_jsonable(cls: type[T], data: Any) -> T:
+    """Rebuild an instance of ``cls`` from the output of :func:`to_jsonable`."""
+    return _convert(cls, data)  # type: ignore[no-any-return]
+
+
+def _convert(tp: Any, data: Any) -> Any:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if data is None and type(None) in args:
+            return None
+        last: Exception | None = None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, data)
+            except (TypeError, ValueError, KeyError) as exc:
+                last = exc
+        raise TypeError(f"cannot convert {data!r} to {tp}") from last
+    if origin is tuple:
+        args = get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v) for v in data)
+        return tuple(_convert(a, v) for a, v in zip(args, data, strict=True))
+    if origin in (list, typing.Sequence):
+        (arg,) = get_args(tp)
+        return [_convert(arg, v) for v in data]
+    if origin in (dict, typing.Mapping) or (origin is not None and "Mapping" in repr(origin)):
+        key_t, val_t = get_args(tp)
+        return {_convert(key_t, k): _convert(val_t, v) for k, v in data.items()}
+    if tp is Any:
+        return data
+    if isinstance(tp, type):
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(data, dict):
+                raise TypeError(f"expected an object for {tp.__name__}, got {type(data).__name__}")
+            hints = _hints(tp)
+            kwargs = {
+                f.name: _convert(hints[f.name], data[f.name])
+                for f in dataclasses.fields(tp)
+                if f.init and f.name in data
+            }
+            return tp(**kwargs)
+        if issubclass(tp, enum.Enum):
+            return tp(data)
+        if tp is Decimal:
+            return Decimal(str(data))
+        if tp is dt.datetime:
+            return dt.datetime.fromisoformat(data)
+        if tp is float:
+            if isinstance(data, bool) or not isinstance(data, (int, float)):
+                raise TypeError(f"expected a number, got {data!r}")
+            return float(data)
+        if tp is int:
+            if isinstance(data, bool) or not isinstance(data, int):
+                raise TypeError(f"expected an integer, got {data!r}")
+            return data
+        if tp is str:
+            if not isinstance(data, str):
+                raise TypeError(f"expected a string, got {data!r}")
+            return data
+        if tp is bool:
+            if not isinstance(data, bool):
+                raise TypeError(f"expected true or false, got {data!r}")
+            return data
+    return data

@@ -1,0 +1,381 @@
+"""The values that flow through the pipeline: frozen, typed, keyword-only.
+
+Every value that comes back to a caller serialises with ``to_dict()``;
+``Analysis.from_dict`` / ``Analysis.from_json`` rebuild an analysis from it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, TypeVar
+
+from restyle._serde import from_jsonable, to_jsonable
+
+__all__ = [
+    "Analysis",
+    "Attribute",
+    "Box",
+    "Comp",
+    "Condition",
+    "Evidence",
+    "Identification",
+    "Listing",
+    "Money",
+    "Observation",
+    "Opinion",
+    "OpinionStatus",
+    "PhotoInfo",
+    "PriceEstimate",
+    "PriceStatus",
+    "Query",
+]
+
+_T = TypeVar("_T", bound="_Value")
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+_value = dataclass(frozen=True, slots=True, kw_only=True)
+
+
+class _Value:
+    """Mixin giving every pipeline value ``to_dict`` and ``from_dict``."""
+
+    __slots__ = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return this value as plain JSON types (Decimal as string, enums as values)."""
+        result: dict[str, Any] = to_jsonable(self)
+        return result
+
+    @classmethod
+    def from_dict(cls: type[_T], data: Mapping[str, Any]) -> _T:
+        """Rebuild a value from the output of :meth:`to_dict`."""
+        return from_jsonable(cls, dict(data))
+
+
+def _check_score(owner: str, name: str, value: float | None) -> None:
+    if value is None:
+        return
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise ValueError(f"{owner}.{name} must be a number in [0, 1], got {value!r}")
+
+
+@_value
+class Box(_Value):
+    """A region of the photo, in fractions of its width and height."""
+
+    left: float
+    top: float
+    width: float
+    height: float
+
+    def __post_init__(self) -> None:
+        for name in ("left", "top", "width", "height"):
+            _check_score("Box", name, getattr(self, name))
+
+
+@_value
+class Observation(_Value):
+    """One thing an expert saw, with its score normalised to [0, 1].
+
+    ``facet`` says what the text describes when the expert knows it
+    (``"brand"``, ``"category"``, ``"color"``, ``"material"``, ...);
+    ``raw_score`` keeps the service's own number when it was not in [0, 1].
+    """
+
+    text: str
+    score: float
+    facet: str | None = None
+    box: Box | None = None
+    raw_score: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_score("Observation", "score", self.score)
+
+
+class OpinionStatus(str, enum.Enum):
+    """How an expert's examination ended."""
+
+    OK = "ok"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+
+
+@_value
+class Opinion(_Value):
+    """What one expert saw in the photo, or why it saw nothing."""
+
+    expert: str
+    status: OpinionStatus = OpinionStatus.OK
+    labels: tuple[Observation, ...] = ()
+    entities: tuple[Observation, ...] = ()
+    objects: tuple[Observation, ...] = ()
+    logos: tuple[Observation, ...] = ()
+    texts: tuple[Observation, ...] = ()
+    pages: tuple[Observation, ...] = ()
+    similar_images: tuple[str, ...] = ()
+    error: str | None = None
+    latency: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status is OpinionStatus.OK
+
+    def observations(self) -> tuple[Observation, ...]:
+        """Every observation of this opinion, whatever its group."""
+        return self.labels + self.entities + self.objects + self.logos + self.texts + self.pages
+
+    @classmethod
+    def failure(
+        cls,
+        expert: str,
+        error: str,
+        *,
+        status: OpinionStatus = OpinionStatus.ERROR,
+        latency: float = 0.0,
+    ) -> Opinion:
+        """An opinion that records a failed examination."""
+        return cls(expert=expert, status=status, error=error, latency=latency)
+
+
+@_value
+class Attribute(_Value):
+    """A secondary trait of the item: ``Attribute(name="color", value="blue")``."""
+
+    name: str
+    value: str
+    confidence: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_score("Attribute", "confidence", self.confidence)
+
+
+@_value
+class Evidence(_Value):
+    """Which expert supported a field's value, and how strongly."""
+
+    field: str
+    value: str
+    expert: str
+    score: float
+
+    def __post_init__(self) -> None:
+        _check_score("Evidence", "score", self.score)
+
+
+@_value
+class Identification(_Value):
+    """What the item is, merged from the experts' opinions by a synthesizer."""
+
+    product_name: str | None = None
+    brand: str | None = None
+    category: str | None = None
+    attributes: tuple[Attribute, ...] = ()
+    confidence: float = 0.0
+    summary: str = ""
+    evidence: tuple[Evidence, ...] = ()
+    synthesizer: str = ""
+    fallback_reason: str | None = None
+    suggested_photos: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_score("Identification", "confidence", self.confidence)
+
+    def attribute(self, name: str) -> str | None:
+        """The value of attribute ``name``, or None."""
+        for attr in self.attributes:
+            if attr.name == name:
+                return attr.value
+        return None
+
+    def evidence_for(self, field_name: str) -> tuple[Evidence, ...]:
+        return tuple(e for e in self.evidence if e.field == field_name)
+
+
+@_value
+class Money(_Value):
+    """An amount in one currency. ``amount`` is a Decimal; ``currency`` is ISO 4217."""
+
+    amount: Decimal
+    currency: str
+
+    def __post_init__(self) -> None:
+        amount = self.amount
+        if isinstance(amount, float):
+            amount = Decimal(repr(amount))
+        try:
+            amount = Decimal(amount)
+        except (InvalidOperation, TypeError, ValueError) as exc:
+            raise ValueError(f"Money.amount must be a decimal number, got {self.amount!r}") from exc
+        if not amount.is_finite() or amount < 0:
+            raise ValueError(f"Money.amount must be finite and not negative, got {self.amount!r}")
+        currency = str(self.currency).upper()
+        if not _CURRENCY.match(currency):
+            raise ValueError(f"Money.currency must be a 3-letter ISO code, got {self.currency!r}")
+        object.__setattr__(self, "amount", amount)
+        object.__setattr__(self, "currency", currency)
+
+    def __str__(self) -> str:
+        return f"{self.amount:.2f} {self.currency}"
+
+
+class Condition(str, enum.Enum):
+    """A small condition scale every marketplace's grades map onto."""
+
+    NEW = "new"
+    LIKE_NEW = "like_new"
+    USED = "used"
+    FOR_PARTS = "for_parts"
+    UNKNOWN = "unknown"
+
+    @classmethod
+    def parse(cls, text: str | None) -> Condition:
+        """Map free text such as ``"Pre-owned"`` or ``"new with tags"`` onto the scale."""
+        if not text:
+            return cls.UNKNOWN
+        t = text.strip().lower().replace("-", " ").replace("_", " ")
+        if t in {"new", "brand new", "new with tags", "new with box", "nwt", "nwb", "sealed"}:
+            return cls.NEW
+        if "parts" in t or "not working" in t or "broken" in t:
+            return cls.FOR_PARTS
+        if "like new" in t or "excellent" in t or "open box" in t or "without tags" in t:
+            return cls.LIKE_NEW
+        if t.startswith("new"):
+            return cls.NEW
+        if "used" in t or "pre owned" in t or "good" in t or "fair" in t or "worn" in t:
+            return cls.USED
+        return cls.UNKNOWN
+
+
+@_value
+class Query(_Value):
+    """What to search a marketplace for, built from an Identification.
+
+    ``step`` names the relaxation step that produced this query (``"full"`` for
+    the first, most specific one).
+    """
+
+    text: str
+    brand: str | None = None
+    category: str | None = None
+    product_name: str | None = None
+    attributes: tuple[str, ...] = ()
+    condition: Condition | None = None
+    min_price: Decimal | None = None
+    max_price: Decimal | None = None
+    currency: str | None = None
+    limit: int = 50
+    step: str = "full"
+
+
+@_value
+class Listing(_Value):
+    """One item offered (or sold) on a marketplace."""
+
+    marketplace: str
+    listing_id: str
+    title: str
+    price: Money | None = None
+    url: str | None = None
+    image_url: str | None = None
+    brand: str | None = None
+    category: str | None = None
+    condition: Condition = Condition.UNKNOWN
+    shipping: Money | None = None
+    sold: bool | None = None
+    seller: str | None = None
+
+    @property
+    def key(self) -> str:
+        """A key unique across marketplaces."""
+        return f"{self.marketplace}:{self.listing_id}"
+
+
+@_value
+class Comp(_Value):
+    """A comparable listing plus how much it looks like the photo.
+
+    ``similarity`` is the visual cosine similarity (None when the comp's image
+    could not be used; ``image_error`` says why). ``score`` orders the comps.
+    """
+
+    listing: Listing
+    score: float
+    similarity: float | None = None
+    image_error: str | None = None
+    flags: tuple[str, ...] = ()
+    query_step: str = "full"
+
+
+class PriceStatus(str, enum.Enum):
+    OK = "ok"
+    NOT_ENOUGH_DATA = "not_enough_data"
+
+
+@_value
+class PriceEstimate(_Value):
+    """A price a reseller can act on, and what it rests on.
+
+    ``status`` is ``not_enough_data`` when fewer than ``minimum_comps`` usable
+    comps were found; the amounts are then None.
+    """
+
+    status: PriceStatus
+    currency: str | None = None
+    estimate: Decimal | None = None
+    low: Decimal | None = None
+    high: Decimal | None = None
+    comps_used: int = 0
+    effective_weight: float = 0.0
+    minimum_comps: int = 3
+    excluded: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.status is PriceStatus.OK
+
+
+@_value
+class PhotoInfo(_Value):
+    """What restyle kept of the analysed photo."""
+
+    sha256: str
+    width: int
+    height: int
+    format: str
+    source: str | None = None
+    thumbnail: str | None = field(default=None, repr=False)
+
+
+@_value
+class Analysis(_Value):
+    """Everything restyle found out about one photo."""
+
+    photo: PhotoInfo
+    opinions: tuple[Opinion, ...]
+    identification: Identification
+    query: Query | None
+    comps: tuple[Comp, ...]
+    price: PriceEstimate
+    model_id: str | None = None
+    warnings: tuple[str, ...] = ()
+    elapsed: float = 0.0
+    created_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+
+    @property
+    def failed_experts(self) -> dict[str, str]:
+        """The experts that failed, with the reason each gave."""
+        return {o.expert: o.error or o.status.value for o in self.opinions if not o.ok}
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> Analysis:
+        return cls.from_dict(json.loads(text))

@@ -1,0 +1,166 @@
+"""The ``restyle`` command line. The only part of restyle that prints or exits."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from restyle import __version__
+from restyle._engine import Engine
+from restyle._errors import RestyleError
+from restyle._types import Analysis
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="restyle",
+        description="Identify a secondhand item from a photo, find comps and estimate a price.",
+    )
+    parser.add_argument("--version", action="version", version=f"restyle {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--catalog", metavar="DIR",
+                        help="local catalog directory (default: $RESTYLE_CATALOG)")
+    common.add_argument("--model", metavar="SPEC",
+                        help="open_clip model, e.g. ViT-B-32/laion2b_s34b_b79k or local-dir:PATH "
+                        "(default: $RESTYLE_MODEL)")
+    common.add_argument("--no-plugins", action="store_true",
+                        help="load no third-party plugins")
+
+    analyze = sub.add_parser("analyze", parents=[common], help="analyze one photo")
+    analyze.add_argument("photo", help="a JPEG, PNG or WebP file")
+    analyze.add_argument("--json", action="store_true", help="print the full Analysis as JSON")
+    analyze.add_argument("--experts", metavar="A,B", help="comma-separated expert names")
+    analyze.add_argument("--synthesizer", metavar="NAME")
+    analyze.add_argument("--marketplaces", metavar="A,B", help="comma-separated marketplaces")
+    analyze.add_argument("--top", type=int, default=10, help="comps to show (default 10)")
+
+    catalog = sub.add_parser("catalog", help="manage the local catalog")
+    catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True, metavar="ACTION")
+    build = catalog_sub.add_parser("build", parents=[common],
+                                   help="add listings from a JSONL or CSV file")
+    build.add_argument("file", help="listings file (.jsonl or .csv)")
+    build.add_argument("--dir", required=True, metavar="DIR", help="catalog directory")
+
+    plugins = sub.add_parser("plugins", help="list registered components and their plugins")
+    plugins.add_argument("--no-plugins", action="store_true", help="load no third-party plugins")
+    return parser
+
+
+def _split(text: str | None) -> list[str] | None:
+    return None if text is None else [p.strip() for p in text.split(",") if p.strip()]
+
+
+def _engine(args: argparse.Namespace, **kwargs: object) -> Engine:
+    encoder = None
+    if getattr(args, "model", None):
+        from restyle.encoders.openclip import OpenClipEncoder
+
+        encoder = OpenClipEncoder(args.model)
+    return Engine(
+        encoder=encoder,
+        catalog=getattr(args, "catalog", None),
+        load_entrypoints=not args.no_plugins,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def _print_summary(analysis: Analysis, top: int) -> None:
+    ident = analysis.identification
+    out = sys.stdout.write
+    out(f"{ident.summary}\n")
+    out(f"  brand:      {ident.brand or '-'}\n")
+    out(f"  product:    {ident.product_name or '-'}\n")
+    out(f"  category:   {ident.category or '-'}\n")
+    if ident.attributes:
+        out("  attributes: " + ", ".join(f"{a.name} {a.value}" for a in ident.attributes) + "\n")
+    out(f"  confidence: {ident.confidence:.2f}\n")
+    for suggestion in ident.suggested_photos:
+        out(f"  to be surer, add {suggestion}\n")
+    for expert, reason in analysis.failed_experts.items():
+        out(f"  expert {expert} failed: {reason}\n")
+    for warning in analysis.warnings:
+        out(f"  warning: {warning}\n")
+    price = analysis.price
+    if price.ok:
+        out(f"\nPrice: {price.estimate} {price.currency} (range {price.low}-{price.high}, "
+            f"from {price.comps_used} comps)\n")
+    else:
+        out(f"\nPrice: not enough data ({price.comps_used} usable comps, "
+            f"{price.minimum_comps} needed)\n")
+    if analysis.comps:
+        out(f"\nComps ({len(analysis.comps)} found, most alike first):\n")
+        for i, comp in enumerate(analysis.comps[:top], start=1):
+            listing = comp.listing
+            price_text = str(listing.price) if listing.price else "no price"
+            sim = f"{comp.similarity:.3f}" if comp.similarity is not None else "  n/a"
+            out(f"  {i:>2}. {sim}  {price_text:>14}  {listing.title}  [{listing.marketplace}]\n")
+    else:
+        out("\nNo comps found.\n")
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "analyze":
+        engine = _engine(
+            args,
+            experts=_split(args.experts),
+            synthesizer=args.synthesizer,
+            marketplaces=_split(args.marketplaces),
+        )
+        analysis = engine.analyze(Path(args.photo))
+        if args.json:
+            sys.stdout.write(analysis.to_json(indent=2) + "\n")
+        else:
+            _print_summary(analysis, args.top)
+        return 0
+    if args.command == "catalog" and args.catalog_command == "build":
+        args.catalog = args.dir
+        engine = _engine(args, experts=[], marketplaces=[])
+        report = engine.build_catalog(Path(args.file), progress=None)
+        sys.stdout.write(
+            f"catalog {args.dir}: {report.added} added, {report.updated} updated, "
+            f"{report.skipped} unchanged, {len(report.rejected)} rejected\n"
+        )
+        for rejection in report.rejected[:20]:
+            sys.stderr.write(f"  row {rejection.row} rejected: {rejection.reason}\n")
+        if len(report.rejected) > 20:
+            sys.stderr.write(f"  ... {len(report.rejected) - 20} more\n")
+        if report.rejected_file:
+            sys.stderr.write(f"  rejected rows written to {report.rejected_file}\n")
+        return 0
+    if args.command == "plugins":
+        engine = Engine(load_entrypoints=not args.no_plugins, experts=[], marketplaces=[])
+        rows = [(r.kind, r.name, r.distribution, r.plugin) for r in engine.registry]
+        width = max(len(r[1]) for r in rows)
+        for kind, name, dist, plugin in rows:
+            sys.stdout.write(f"{kind:<12} {name:<{width}}  {dist} ({plugin})\n")
+        for error in engine.plugin_errors:
+            sys.stdout.write(f"failed to load: {error}\n")
+        return 0
+    raise AssertionError(args)  # pragma: no cover - argparse enforces the commands
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(args)
+    except RestyleError as exc:
+        sys.stderr.write(f"restyle: error: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("restyle: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,358 @@
+"""The ``openclip`` encoder: an open_clip model picked by one string.
+
+Model specs:
+
+- ``"ViT-B-32/laion2b_s34b_b79k"``: a built-in architecture plus a pretrained tag
+  (downloaded on first use, then cached where open_clip and huggingface_hub
+  cache weights). A bare architecture name uses its first published tag.
+- ``"hf-hub:org/repo"``: a model published on the Hugging Face Hub.
+- ``"local-dir:/path"`` or the path of a directory holding
+  ``open_clip_config.json`` and a weights file: no network at all.
+- ``weights="/path/file.safetensors"`` with an architecture name loads a local
+  weights file for that architecture.
+
+The model loads lazily, once per process per (spec, device, precision), and
+is shared by every Engine that asks for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from restyle import _settings
+from restyle._components import Encoder
+from restyle._errors import EncoderError
+from restyle._hookspecs import hookimpl
+
+__all__ = ["OpenClipEncoder", "ModelSpec", "parse_model_spec"]
+
+logger = logging.getLogger("restyle.encoders.openclip")
+
+_PRECISIONS = {"fp32", "fp16", "bf16"}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """A parsed model string: what to pass to open_clip and the id to record."""
+
+    model_name: str
+    pretrained: str | None
+    model_id: str
+
+
+def parse_model_spec(spec: str, *, weights: str | os.PathLike[str] | None = None) -> ModelSpec:
+    """Parse a model string (see the module docstring) into a :class:`ModelSpec`."""
+    spec = spec.strip()
+    if not spec:
+        raise EncoderError("the model spec is empty")
+    if spec.startswith("hf-hub:"):
+        return ModelSpec(spec, None, spec)
+    local: Path | None = None
+    if spec.startswith("local-dir:"):
+        local = Path(spec[len("local-dir:") :]).expanduser()
+    elif os.sep in spec and Path(spec).expanduser().is_dir():
+        local = Path(spec).expanduser()
+    if local is not None:
+        config = local / "open_clip_config.json"
+        if not config.is_file():
+            raise EncoderError(f"model directory {local} has no open_clip_config.json")
+        checkpoint = _first_checkpoint(local)
+        if checkpoint is None:
+            raise EncoderError(f"model directory {local} has no weights file")
+        fingerprint = _fingerprint(config, checkpoint)
+        return ModelSpec(f"local-dir:{local.resolve()}", None, f"local:{local.name}:{fingerprint}")
+    arch, _, tag = spec.partition("/")
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise EncoderError(f"weights file not found: {path}")
+        return ModelSpec(arch, str(path), f"{arch}/file:{path.name}:{_fingerprint(path)}")
+    if tag == "random":  # untrained weights: for benchmarks and tests only
+        return ModelSpec(arch, None, f"{arch}/random")
+    if not tag:
+        tag = _default_tag(arch)
+    return ModelSpec(arch, tag, f"{arch}/{tag}")
+
+
+def _default_tag(arch: str) -> str:
+    import open_clip
+
+    if arch not in open_clip.list_models():
+        raise EncoderError(
+            f"unknown model architecture {arch!r}; see open_clip.list_models(), "
+            "or use 'hf-hub:org/repo' or 'local-dir:/path'"
+        )
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    if not tags:
+        raise EncoderError(f"model {arch!r} has no published weights; pass weights=PATH")
+    return "laion2b_s34b_b79k" if "laion2b_s34b_b79k" in tags else str(tags[0])
+
+
+def _first_checkpoint(directory: Path) -> Path | None:
+    for pattern in ("*.safetensors", "*.bin", "*.pth", "*.pt"):
+        found = sorted(directory.glob(pattern))
+        if found:
+            return found[0]
+    return None
+
+
+def _fingerprint(*paths: Path) -> str:
+    # Size plus the first 4 MiB tells different weight files apart without
+    # reading gigabytes on every start.
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(str(path.stat().st_size).encode())
+        with path.open("rb") as fh:
+            digest.update(fh.read(4 * 1024 * 1024))
+    return digest.hexdigest()[:12]
+
+
+def select_device(requested: str | None = None) -> str:
+    """``requested`` if given, else CUDA, then Apple MPS, then CPU."""
+    import torch
+
+    if requested:
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+@dataclass
+class _Loaded:
+    model: Any
+    preprocess: Any
+    tokenizer: Any
+    dim: int
+
+
+_CACHE: dict[tuple[str, str | None, str, str], _Loaded] = {}
+_CACHE_LOCK = threading.Lock()
+_KEY_LOCKS: dict[tuple[str, str | None, str, str], threading.Lock] = {}
+
+
+class OpenClipEncoder(Encoder):
+    """Embeds images and texts with an open_clip model."""
+
+    name = "openclip"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        weights: str | os.PathLike[str] | None = None,
+        device: str | None = None,
+        precision: str | None = None,
+        offline: bool | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        self._spec_text = model or _settings.env_str("RESTYLE_MODEL") or _settings.DEFAULT_MODEL
+        self._weights = weights if weights is not None else _settings.env_str("RESTYLE_WEIGHTS")
+        self._device = device or _settings.env_str("RESTYLE_DEVICE")
+        self._precision = precision or _settings.env_str("RESTYLE_PRECISION")
+        if self._precision is not None and self._precision not in _PRECISIONS:
+            raise EncoderError(
+                f"precision must be one of {sorted(_PRECISIONS)}, got {self._precision!r}"
+            )
+        self._offline = offline
+        self._cache_dir = str(cache_dir) if cache_dir is not None else None
+        if batch_size < 1:
+            raise EncoderError("batch_size must be at least 1")
+        self.batch_size = batch_size
+        self._spec: ModelSpec | None = None
+
+    def __repr__(self) -> str:
+        return f"<OpenClipEncoder {self._spec_text!r}>"
+
+    @property
+    def spec(self) -> ModelSpec:
+        if self._spec is None:
+            self._spec = parse_model_spec(self._spec_text, weights=self._weights)
+        return self._spec
+
+    @property
+    def model_id(self) -> str:
+        return self.spec.model_id
+
+    @property
+    def dim(self) -> int:
+        return self._load().dim
+
+    @property
+    def device(self) -> str:
+        return select_device(self._device)
+
+    @property
+    def precision(self) -> str:
+        if self._precision:
+            return self._precision
+        return "fp16" if self.device == "cuda" else "fp32"
+
+    def load(self) -> None:
+        """Load the model now instead of on first use."""
+        self._load()
+
+    def _load(self) -> _Loaded:
+        spec = self.spec
+        key = (spec.model_name, spec.pretrained, self.device, self.precision)
+        with _CACHE_LOCK:
+            loaded = _CACHE.get(key)
+            if loaded is not None:
+                return loaded
+            key_lock = _KEY_LOCKS.setdefault(key, threading.Lock())
+        with key_lock:  # one thread loads; the others wait for it, not for each other's models
+            with _CACHE_LOCK:
+                loaded = _CACHE.get(key)
+            if loaded is None:
+                loaded = self._create(spec)
+                with _CACHE_LOCK:
+                    _CACHE[key] = loaded
+            return loaded
+
+    def _create(self, spec: ModelSpec) -> _Loaded:
+        try:
+            import open_clip
+            import torch
+        except ImportError as exc:  # pragma: no cover - core dependencies
+            raise EncoderError(f"open_clip and torch are required: {exc}") from exc
+        pretrained = spec.pretrained
+        if pretrained is not None and not os.path.isfile(pretrained):
+            pretrained = self._resolve_tag(spec)
+        offline = self._offline if self._offline is not None else _settings.offline()
+        if spec.model_name.startswith("hf-hub:") and offline:
+            self._require_cached_hf(spec.model_name[len("hf-hub:") :], "open_clip_config.json")
+        logger.info("loading open_clip model %s on %s (%s)", spec.model_id, self.device, self.precision)
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                spec.model_name,
+                pretrained=pretrained,
+                device=self.device,
+                precision=self.precision,
+                cache_dir=self._cache_dir,
+            )
+            tokenizer = open_clip.get_tokenizer(spec.model_name, cache_dir=self._cache_dir)
+        except Exception as exc:  # open_clip raises many kinds; users need one
+            raise EncoderError(
+                f"cannot load model {spec.model_id}: {type(exc).__name__}: {exc}. "
+                "If this machine is offline, run once with network access to cache the "
+                "weights, or pass a local model ('local-dir:/path' or weights=PATH)"
+            ) from exc
+        model.eval()
+        with torch.inference_mode():
+            dim = int(model.encode_text(tokenizer(["a"]).to(self.device)).shape[-1])
+        return _Loaded(model=model, preprocess=preprocess, tokenizer=tokenizer, dim=dim)
+
+    def _resolve_tag(self, spec: ModelSpec) -> str | None:
+        """Return the pretrained tag, or the cached file when downloads are off."""
+        offline = self._offline if self._offline is not None else _settings.offline()
+        if not offline or spec.pretrained is None:
+            return spec.pretrained
+        import open_clip
+
+        cfg = open_clip.get_pretrained_cfg(spec.model_name, spec.pretrained)
+        if not cfg:
+            raise EncoderError(f"model {spec.model_id!r} is not a published open_clip model")
+        hub = cfg.get("hf_hub", "")
+        if not hub:
+            raise EncoderError(
+                f"weights for {spec.model_id} are not on the Hugging Face Hub and cannot be "
+                "checked offline; pass weights=PATH"
+            )
+        repo, filename = os.path.split(hub.rstrip("/")) if not hub.endswith("/") else (
+            hub.rstrip("/"), ""
+        )
+        names = [filename] if filename else [
+            "open_clip_model.safetensors",
+            "open_clip_pytorch_model.safetensors",
+            "open_clip_pytorch_model.bin",
+        ]
+        for name in names:
+            path = self._cached_hf(repo, name)
+            if path is not None:
+                return path
+        raise EncoderError(
+            f"weights for {spec.model_id} are not in the local cache and offline mode is on "
+            "(RESTYLE_OFFLINE or HF_HUB_OFFLINE); run once online, or use a local model "
+            "('local-dir:/path' or weights=PATH)"
+        )
+
+    def _cached_hf(self, repo: str, filename: str) -> str | None:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:  # pragma: no cover - open_clip depends on it
+            return None
+        found = try_to_load_from_cache(repo, filename, cache_dir=self._cache_dir)
+        return found if isinstance(found, str) else None
+
+    def _require_cached_hf(self, repo: str, filename: str) -> None:
+        if self._cached_hf(repo, filename) is None:
+            raise EncoderError(
+                f"model hf-hub:{repo} is not in the local cache and offline mode is on; "
+                "run once online, or use a local model ('local-dir:/path')"
+            )
+
+    # -- encoding --------------------------------------------------------------
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        import torch
+
+        loaded = self._load()
+        if not images:
+            return np.zeros((0, loaded.dim), dtype=np.float32)
+        out = []
+        dtype = next(loaded.model.parameters()).dtype
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            try:
+                batch = torch.stack([loaded.preprocess(img.convert("RGB")) for img in chunk])
+                with torch.inference_mode():
+                    features = loaded.model.encode_image(batch.to(self.device, dtype=dtype))
+            except Exception as exc:
+                raise EncoderError(f"cannot encode images: {type(exc).__name__}: {exc}") from exc
+            out.append(_normalise(features))
+        return np.concatenate(out)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        loaded = self._load()
+        if not texts:
+            return np.zeros((0, loaded.dim), dtype=np.float32)
+        out = []
+        for start in range(0, len(texts), 256):
+            chunk = list(texts[start : start + 256])
+            try:
+                tokens = loaded.tokenizer(chunk).to(self.device)
+                with torch.inference_mode():
+                    features = loaded.model.encode_text(tokens)
+            except Exception as exc:
+                raise EncoderError(f"cannot encode texts: {type(exc).__name__}: {exc}") from exc
+            out.append(_normalise(features))
+        return np.concatenate(out)
+
+
+def _normalise(features: Any) -> np.ndarray:
+    array = features.float().cpu().numpy().astype(np.float32, copy=False)
+    norms = np.linalg.norm(array, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    result: np.ndarray = array / norms
+    return result
+
+
+@hookimpl
+def register_encoders(register: Any) -> None:
+    register(OpenClipEncoder())

@@ -1,0 +1,66 @@
+"""The ``catalog`` expert: the photo's nearest neighbours in the local catalog.
+
+Reports their brands, titles and categories like web entities, scored by
+visual similarity, so the consensus synthesizer can name a brand with no cloud.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+from restyle._components import Expert
+from restyle._hookspecs import hookimpl
+from restyle._types import Observation, Opinion
+
+if TYPE_CHECKING:
+    from restyle._catalog import Catalog
+    from restyle._engine import Engine
+    from restyle._imaging import Photo
+
+__all__ = ["CatalogExpert"]
+
+
+class CatalogExpert(Expert):
+    """Names what the photo's nearest catalog listings are."""
+
+    name = "catalog"
+    timeout = 60.0
+
+    def __init__(self, *, neighbours: int = 5) -> None:
+        self.neighbours = neighbours
+        self._engine: Engine | None = None
+
+    def attach(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def _catalog(self) -> Catalog:
+        if self._engine is None:
+            raise RuntimeError("CatalogExpert must be attached to an Engine")
+        return self._engine.catalog
+
+    def examine(self, photo: Photo) -> Opinion:
+        assert self._engine is not None
+        catalog = self._catalog()
+        vector = photo.embedding(self._engine.encoder)
+        hits = catalog.search_vector(vector, limit=self.neighbours)
+        best: dict[tuple[str, str], float] = defaultdict(float)
+        for listing, similarity in hits:
+            score = max(0.0, min(1.0, similarity))
+            for facet, value in (
+                ("brand", listing.brand),
+                ("product", listing.title),
+                ("category", listing.category),
+            ):
+                if value:
+                    best[(facet, value)] = max(best[(facet, value)], score)
+        entities = tuple(
+            Observation(text=value, score=score, facet=facet)
+            for (facet, value), score in sorted(best.items(), key=lambda kv: -kv[1])
+        )
+        return Opinion(expert=self.name, entities=entities)
+
+
+@hookimpl
+def register_experts(register: Any) -> None:
+    register(CatalogExpert())

@@ -1,0 +1,91 @@
+"""The ``clip`` expert: zero-shot labels from the encoder's text tower.
+
+Scores every term of the reseller taxonomy (category, colour, material,
+pattern, style) against the photo and reports the most likely terms per facet.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from restyle._components import Encoder, Expert
+from restyle._hookspecs import hookimpl
+from restyle._taxonomy import CATEGORIES, FACETS, PROMPTS
+from restyle._types import Observation, Opinion
+
+if TYPE_CHECKING:
+    from restyle._engine import Engine
+    from restyle._imaging import Photo
+
+__all__ = ["ClipExpert"]
+
+# CLIP's learned logit scale is about 100; it turns cosine gaps into probabilities.
+_LOGIT_SCALE = 100.0
+
+
+class ClipExpert(Expert):
+    """Zero-shot classification over the taxonomy with the Engine's encoder."""
+
+    name = "clip"
+    timeout = 60.0  # the first call may load the model
+
+    def __init__(self, *, encoder: Encoder | None = None, top_k: int = 3) -> None:
+        self._encoder = encoder
+        self.top_k = top_k
+        self._text_vectors: dict[str, tuple[str, np.ndarray]] = {}
+        self._lock = threading.Lock()
+
+    def attach(self, engine: Engine) -> None:
+        if self._encoder is None:
+            self._encoder = engine.encoder
+
+    @property
+    def encoder(self) -> Encoder:
+        if self._encoder is None:
+            raise RuntimeError("ClipExpert has no encoder; attach it to an Engine first")
+        return self._encoder
+
+    def _facets(self) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
+        facets: dict[str, tuple[str, ...]] = {"category": CATEGORIES, **FACETS}
+        result = {}
+        with self._lock:
+            for facet, terms in facets.items():
+                key = f"{self.encoder.model_id}:{facet}"
+                cached = self._text_vectors.get(key)
+                if cached is None:
+                    prompts = [PROMPTS[facet].format(term) for term in terms]
+                    cached = (facet, self.encoder.encode_texts(prompts))
+                    self._text_vectors[key] = cached
+                result[facet] = (terms, cached[1])
+        return result
+
+    def examine(self, photo: Photo) -> Opinion:
+        vector = photo.embedding(self.encoder)
+        labels: list[Observation] = []
+        for facet, (terms, text_vectors) in self._facets().items():
+            logits = (text_vectors @ vector) * _LOGIT_SCALE
+            probs = _softmax(logits)
+            for i in np.argsort(-probs)[: self.top_k]:
+                labels.append(
+                    Observation(
+                        text=terms[int(i)],
+                        score=float(np.clip(probs[i], 0.0, 1.0)),
+                        facet=facet,
+                        raw_score=float(logits[i] / _LOGIT_SCALE),
+                    )
+                )
+        return Opinion(expert=self.name, labels=tuple(labels))
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = np.exp(x - x.max())
+    result: np.ndarray = z / z.sum()
+    return result
+
+
+@hookimpl
+def register_experts(register: Any) -> None:
+    register(ClipExpert())

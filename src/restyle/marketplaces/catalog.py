@@ -1,0 +1,66 @@
+"""The ``catalog`` marketplace: listings from the local catalog, the default."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from restyle._components import Marketplace
+from restyle._hookspecs import hookimpl
+from restyle._types import Listing, Query
+
+if TYPE_CHECKING:
+    from restyle._catalog import Catalog
+    from restyle._engine import Engine
+    from restyle._imaging import Photo
+
+__all__ = ["CatalogMarketplace"]
+
+
+class CatalogMarketplace(Marketplace):
+    """Searches the Engine's local catalog by image vector or by words."""
+
+    name = "catalog"
+
+    def __init__(self) -> None:
+        self._engine: Engine | None = None
+
+    def attach(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._engine is None:
+            raise RuntimeError("CatalogMarketplace must be attached to an Engine")
+        return self._engine.catalog
+
+    def search(self, query: Query) -> Sequence[Listing]:
+        return self.catalog.search_text(query)
+
+    def search_by_image(
+        self, photo: Photo, query: Query, *, embedding: np.ndarray, model_id: str
+    ) -> Sequence[Listing] | None:
+        if model_id != self.catalog.model_id:
+            return None
+        return [listing for listing, _ in self.catalog.search_vector(embedding, query,
+                                                                      limit=query.limit)]
+
+    def image_embeddings(
+        self, listings: Sequence[Listing], *, model_id: str
+    ) -> Mapping[str, np.ndarray]:
+        if model_id != self.catalog.model_id:
+            return {}
+        ours = [listing for listing in listings if listing.marketplace == self.name]
+        vectors = self.catalog.vectors_for([listing.listing_id for listing in ours])
+        return {
+            listing.key: vectors[listing.listing_id]
+            for listing in ours
+            if listing.listing_id in vectors
+        }
+
+
+@hookimpl
+def register_marketplaces(register: Any) -> None:
+    register(CatalogMarketplace())

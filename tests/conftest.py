@@ -1,0 +1,85 @@
+"""Shared fixtures: a tiny open_clip model built locally, and the sample catalog."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+SAMPLE_PHOTO = EXAMPLES / "photo.jpg"
+SAMPLE_LISTINGS = EXAMPLES / "catalog" / "listings.jsonl"
+
+# A 2-layer ViT of width 64 on 64-pixel images and a 2-layer text tower:
+# the real architecture and code path, at a size that runs in milliseconds.
+TINY_MODEL_CFG = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory):
+    """Keep tests away from the developer's own catalog, plugins and settings."""
+    for name in ("RESTYLE_MODEL", "RESTYLE_WEIGHTS", "RESTYLE_CATALOG", "RESTYLE_EXPERTS",
+                 "RESTYLE_MARKETPLACES", "RESTYLE_SYNTHESIZER", "RESTYLE_ENCODER",
+                 "RESTYLE_LOAD_PLUGINS", "RESTYLE_DEVICE", "RESTYLE_PRECISION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RESTYLE_HOME", str(tmp_path_factory.mktemp("restyle-home")))
+    monkeypatch.setenv("RESTYLE_DEVICE", "cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local open_clip model directory (config + weights), as a user would have."""
+    import open_clip
+    import torch
+
+    directory = tmp_path_factory.mktemp("tiny-clip")
+    config = {"model_cfg": TINY_MODEL_CFG,
+              "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073],
+                                 "std": [0.26862954, 0.26130258, 0.27577711]}}
+    (directory / "open_clip_config.json").write_text(json.dumps(config))
+    torch.manual_seed(0)
+    model = open_clip.CLIP(**TINY_MODEL_CFG)
+    torch.save(model.state_dict(), directory / "open_clip_pytorch_model.bin")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_model_spec(tiny_model_dir: Path) -> str:
+    return f"local-dir:{tiny_model_dir}"
+
+
+@pytest.fixture
+def tiny_encoder(tiny_model_spec: str):
+    from restyle.encoders.openclip import OpenClipEncoder
+
+    return OpenClipEncoder(tiny_model_spec, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def sample_catalog_dir(tiny_model_spec: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample catalog built once with the tiny model."""
+    from restyle import Engine
+    from restyle.encoders.openclip import OpenClipEncoder
+
+    directory = tmp_path_factory.mktemp("sample-catalog") / "catalog"
+    engine = Engine(encoder=OpenClipEncoder(tiny_model_spec, device="cpu"), catalog=directory,
+                    experts=[], marketplaces=[], load_entrypoints=False)
+    report = engine.build_catalog(SAMPLE_LISTINGS, progress=False)
+    assert report.added == 12 and not report.rejected
+    engine.catalog.close()
+    return directory
+
+
+@pytest.fixture
+def catalog_copy(sample_catalog_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the sample catalog that a test may change."""
+    target = tmp_path / "catalog"
+    shutil.copytree(sample_catalog_dir, target)
+    return target
