@@ -6,6 +6,8 @@ analysis = Engine().analyze("jacket.jpg")
 ```
 """
 
+import logging
+
 from restyle._catalog import BuildReport, Catalog, Rejection
 from restyle._components import Component, Encoder, Expert, Marketplace, Synthesizer
 from restyle._engine import Engine
@@ -49,6 +51,9 @@ from restyle._types import (
 )
 
 __version__ = "0.1.0"
+
+# A library logs but never decides where logs go: that is the application's call.
+logging.getLogger("restyle").addHandler(logging.NullHandler())
 
 __all__ = [
     "MINIMUM_COMPS",

@@ -82,8 +82,8 @@ class Engine:
             "encoder", encoder or _settings.env_str("RESTYLE_ENCODER") or _settings.DEFAULT_ENCODER,
             Encoder,
         )
-        expert_names = experts if experts is not None else (
-            _settings.env_list("RESTYLE_EXPERTS") or _settings.DEFAULT_EXPERTS
+        expert_names = experts if experts is not None else _settings.env_list(
+            "RESTYLE_EXPERTS", _settings.DEFAULT_EXPERTS
         )
         self.experts: tuple[Expert, ...] = tuple(
             self._resolve("expert", e, Expert) for e in expert_names
@@ -93,8 +93,8 @@ class Engine:
             synthesizer or _settings.env_str("RESTYLE_SYNTHESIZER") or _settings.DEFAULT_SYNTHESIZER,
             Synthesizer,
         )
-        market_names = marketplaces if marketplaces is not None else (
-            _settings.env_list("RESTYLE_MARKETPLACES") or _settings.DEFAULT_MARKETPLACES
+        market_names = marketplaces if marketplaces is not None else _settings.env_list(
+            "RESTYLE_MARKETPLACES", _settings.DEFAULT_MARKETPLACES
         )
         self.marketplaces: tuple[Marketplace, ...] = tuple(
             self._resolve("marketplace", m, Marketplace) for m in market_names
