@@ -18,8 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from restyle import Engine, Expert, Opinion, load_photo  # noqa: E402
-from tests.fakes.components import ColorEncoder  # noqa: E402
+from tests.fakes.components import ColorEncoder
+
+from restyle import Engine, Expert, Opinion, load_photo
 
 PHOTO = Path(__file__).resolve().parent.parent / "examples" / "photo.jpg"
 

@@ -23,7 +23,9 @@ TINY_MODEL_CFG = {
 
 
 @pytest.fixture(autouse=True)
-def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory):
+def _isolated_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     """Keep tests away from the developer's own catalog, plugins and settings."""
     for name in ("RESTYLE_MODEL", "RESTYLE_WEIGHTS", "RESTYLE_CATALOG", "RESTYLE_EXPERTS",
                  "RESTYLE_MARKETPLACES", "RESTYLE_SYNTHESIZER", "RESTYLE_ENCODER",

@@ -47,7 +47,8 @@ def test_model_loads_once_per_process(tiny_model_spec: str) -> None:
     a = OpenClipEncoder(tiny_model_spec, device="cpu")
     b = OpenClipEncoder(tiny_model_spec, device="cpu")
     assert a._load() is b._load()
-    assert sum(1 for key in module._CACHE if key[0] == f"local-dir:{Path(tiny_model_spec[10:]).resolve()}") == 1
+    model_name = f"local-dir:{Path(tiny_model_spec[len('local-dir:'):]).resolve()}"
+    assert sum(1 for key in module._CACHE if key[0] == model_name) == 1
 
 
 def test_model_spec_parsing(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -62,7 +63,7 @@ def test_model_spec_parsing(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert spec.pretrained == str(weights) and spec.model_id.startswith("ViT-B-32/file:")
     with pytest.raises(EncoderError, match="unknown model architecture"):
         parse_model_spec("ViT-Nope")
-    with pytest.raises(EncoderError, match="no open_clip_config.json"):
+    with pytest.raises(EncoderError, match=r"no open_clip_config\.json"):
         parse_model_spec(f"local-dir:{tmp_path}")
     with pytest.raises(EncoderError, match="weights file not found"):
         parse_model_spec("ViT-B-32", weights=tmp_path / "missing.pt")
@@ -73,7 +74,7 @@ def test_missing_weights_offline_is_a_clear_error(
 ) -> None:
     monkeypatch.setenv("RESTYLE_OFFLINE", "1")
     encoder = OpenClipEncoder("ViT-B-32/laion2b_s34b_b79k", cache_dir=tmp_path, device="cpu")
-    with pytest.raises(EncoderError, match="not in the local cache and offline mode is on"):
+    with pytest.raises(EncoderError, match=r"not in the local cache and offline mode is on"):
         encoder.encode_texts(["x"])
 
 

@@ -144,9 +144,8 @@ def test_comps_are_ranked_by_visual_similarity_and_priced() -> None:
     ]
     colors = [(30, 30, 200), (200, 30, 30), (30, 200, 30), (190, 40, 40)]
     vectors = encoder.encode_images([colored(c) for c in colors])
-    market = ListMarketplace(
-        "m", listings, embeddings={item.key: vec for item, vec in zip(listings, vectors)}
-    )
+    embeddings = {item.key: vec for item, vec in zip(listings, vectors, strict=True)}
+    market = ListMarketplace("m", listings, embeddings=embeddings)
     market.listings.append(Listing(marketplace="m", listing_id="no-image", title="no image",
                                    price=Money(amount=25, currency="USD")))
     engine = Engine(experts=[ScriptedExpert("a", entities=[("Acme", 0.9, "brand")])],

@@ -70,7 +70,7 @@ def test_pixel_cap_is_enforced_without_touching_pillow_settings() -> None:
     with pytest.raises(ImageError, match="more than the limit"):
         decode(data, max_pixels=1_000_000)
     assert decode(data, max_pixels=3_000_000).image.size == (2000, 1500)
-    assert Image.MAX_IMAGE_PIXELS == before
+    assert before == Image.MAX_IMAGE_PIXELS
 
 
 def test_pixel_cap_applies_to_pil_input() -> None:

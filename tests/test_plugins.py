@@ -175,7 +175,7 @@ def test_registering_the_wrong_kind_is_a_plugin_error() -> None:
         def register_experts(self, register: Callable[[object], None]) -> None:
             register(ListMarketplace("m", []))
 
-    with pytest.raises(PluginError, match="not a restyle.Expert"):
+    with pytest.raises(PluginError, match=r"not a restyle\.Expert"):
         fake_engine(plugins=[Wrong()], load_entrypoints=False)
 
 

@@ -79,25 +79,30 @@ class Engine:
         self._catalog_lock = threading.Lock()
 
         self.encoder: Encoder = self._resolve(
-            "encoder", encoder or _settings.env_str("RESTYLE_ENCODER") or _settings.DEFAULT_ENCODER,
-            Encoder,
+            "encoder",
+            encoder or _settings.env_str("RESTYLE_ENCODER") or _settings.DEFAULT_ENCODER,
+            Encoder,  # type: ignore[type-abstract]
         )
         expert_names = experts if experts is not None else _settings.env_list(
             "RESTYLE_EXPERTS", _settings.DEFAULT_EXPERTS
         )
         self.experts: tuple[Expert, ...] = tuple(
-            self._resolve("expert", e, Expert) for e in expert_names
+            self._resolve("expert", e, Expert)  # type: ignore[type-abstract]
+            for e in expert_names
         )
         self.synthesizer: Synthesizer = self._resolve(
             "synthesizer",
-            synthesizer or _settings.env_str("RESTYLE_SYNTHESIZER") or _settings.DEFAULT_SYNTHESIZER,
-            Synthesizer,
+            synthesizer
+            or _settings.env_str("RESTYLE_SYNTHESIZER")
+            or _settings.DEFAULT_SYNTHESIZER,
+            Synthesizer,  # type: ignore[type-abstract]
         )
         market_names = marketplaces if marketplaces is not None else _settings.env_list(
             "RESTYLE_MARKETPLACES", _settings.DEFAULT_MARKETPLACES
         )
         self.marketplaces: tuple[Marketplace, ...] = tuple(
-            self._resolve("marketplace", m, Marketplace) for m in market_names
+            self._resolve("marketplace", m, Marketplace)  # type: ignore[type-abstract]
+            for m in market_names
         )
         _unique("expert", self.experts)
         _unique("marketplace", self.marketplaces)
@@ -229,13 +234,12 @@ class Engine:
         failed: set[str] = set()
         for query in relaxed_queries(identification, limit=self.max_comps):
             first_query = first_query or query
-            for market, listings in self._search_all(photo, query, embedding, failed, warnings):
+            for _market, listings in self._search_all(photo, query, embedding, failed, warnings):
                 for listing in listings:
                     found.setdefault(listing.key, (listing, query.step))
             if len(found) >= self.comps_wanted or len(failed) == len(self.marketplaces):
                 break
-        listings = list(found.values())[: self.max_comps]
-        comps = self._rerank(embedding, listings, warnings)
+        comps = self._rerank(embedding, list(found.values())[: self.max_comps], warnings)
         return comps, first_query, warnings
 
     def _search_all(
@@ -250,7 +254,7 @@ class Engine:
             )
             return by_image if by_image is not None else market.search(query)
 
-        results = []
+        results: list[tuple[Marketplace, Sequence[Listing]]] = []
         with ThreadPoolExecutor(max_workers=max(1, len(active))) as pool:
             futures = [(m, pool.submit(one, m)) for m in active]
             for market, future in futures:

@@ -28,7 +28,10 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS", "ImageInput", "Photo", "load_photo"]
 
-ImageInput = Union[str, os.PathLike[str], bytes, bytearray, memoryview, IO[bytes], Image.Image]
+#: Everything a photo may be given as.
+ImageInput = Union[  # noqa: UP007 - a runtime alias must work on Python 3.10
+    str, os.PathLike[str], bytes, bytearray, memoryview, IO[bytes], Image.Image
+]
 
 #: Largest photo accepted, in pixels (width x height).
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -94,7 +97,9 @@ class Photo:
                 self._embeddings[key] = cached
             return cached
 
-    def encoded(self, *, fmt: str = "JPEG", max_side: int | None = None, quality: int = 90) -> bytes:
+    def encoded(
+        self, *, fmt: str = "JPEG", max_side: int | None = None, quality: int = 90
+    ) -> bytes:
         """The photo re-encoded (and downscaled to ``max_side`` if given)."""
         img = self.image
         if max_side is not None and max(img.size) > max_side:
@@ -166,7 +171,9 @@ def load_photo(
     return decode(data, max_pixels=max_pixels, source=name)
 
 
-def decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, source: str | None = None) -> Photo:
+def decode(
+    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, source: str | None = None
+) -> Photo:
     """Decode encoded image bytes into a :class:`Photo`, or raise :class:`ImageError`."""
     what = f"photo {source!r}" if source else "photo"
     if not data:

@@ -17,7 +17,7 @@ import importlib
 import logging
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from types import ModuleType
@@ -215,7 +215,7 @@ class PluginRegistry:
     def names(self, kind: str) -> list[str]:
         return sorted(n for k, n in self.registrations if k == kind)
 
-    def __iter__(self) -> Iterable[Registration]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[Registration]:
         return iter(sorted(self.registrations.values(), key=lambda r: (r.kind, r.name)))
 
 

@@ -31,7 +31,9 @@ MINIMUM_COMPS = 3
 _CENT = Decimal("0.01")
 
 
-def weighted_quantile(values: Sequence[float], weights: Sequence[float], q: float) -> float:
+def weighted_quantile(
+    values: Sequence[float] | np.ndarray, weights: Sequence[float] | np.ndarray, q: float
+) -> float:
     """The smallest value whose cumulative weight reaches ``q`` of the total
     (the lower weighted quantile; midpoint when exactly on a boundary)."""
     order = np.argsort(values, kind="stable")
@@ -64,7 +66,8 @@ def estimate_price(comps: Sequence[Comp], *, minimum_comps: int = MINIMUM_COMPS)
             excluded=tuple(excluded),
         )
     currency = max(
-        sorted(by_currency), key=lambda c: (sum(x.score for x in by_currency[c]), len(by_currency[c]))
+        sorted(by_currency),
+        key=lambda c: (sum(x.score for x in by_currency[c]), len(by_currency[c])),
     )
     for other, group in sorted(by_currency.items()):
         if other != currency:

@@ -40,8 +40,6 @@ __all__ = [
 _T = TypeVar("_T", bound="_Value")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
-_value = dataclass(frozen=True, slots=True, kw_only=True)
-
 
 class _Value:
     """Mixin giving every pipeline value ``to_dict`` and ``from_dict``."""
@@ -66,7 +64,7 @@ def _check_score(owner: str, name: str, value: float | None) -> None:
         raise ValueError(f"{owner}.{name} must be a number in [0, 1], got {value!r}")
 
 
-@_value
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Box(_Value):
     """A region of the photo, in fractions of its width and height."""
 
@@ -80,7 +78,7 @@ class Box(_Value):
             _check_score("Box", name, getattr(self, name))
 
 
-@_value
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Observation(_Value):
     """One thing an expert saw, with its score normalised to [0, 1].
 
@@ -107,7 +105,7 @@ class OpinionStatus(str, enum.Enum):
     TIMEOUT = "timeout"
 
 
-@_value
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Opinion(_Value):
     """What one expert saw in the photo, or why it saw nothing."""
 
@@ -144,7 +142,7 @@ class Opinion(_Value):
         return cls(expert=expert, status=status, error=error, latency=latency)
 
 
-@_value
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Attribute(_Value):
     """A secondary trait of the item: ``Attribute(name="color", value="blue")``."""
 
@@ -156,7 +154,7 @@ class Attribute(_Value):
         _check_score("Attribute", "confidence", self.confidence)
 
 
-@_value
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Evidence(_Value):
     """Which expert supported a field's value, and how strongly."""
 
@@ -169,7 +167,7 @@ class Evidence(_Value):
         _check_score("Evidence", "score", self.score)
 
 
-@_value
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Identification(_Value):
     """What the item is, merged from the experts' opinions by a synthesizer."""
 
@@ -198,7 +196,7 @@ class Identification(_Value):
         return tuple(e for e in self.evidence if e.field == field_name)
 
 
-@_value
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Money(_Value):
     """An amount in one currency. ``amount`` is a Decimal; ``currency`` is ISO 4217."""
 
@@ -253,7 +251,7 @@ class Condition(str, enum.Enum):
         return cls.UNKNOWN
 
 
-@_value
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Query(_Value):
     """What to search a marketplace for, built from an Identification.
 
@@ -274,7 +272,7 @@ class Query(_Value):
     step: str = "full"
 
 
-@_value
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Listing(_Value):
     """One item offered (or sold) on a marketplace."""
 
@@ -297,7 +295,7 @@ class Listing(_Value):
         return f"{self.marketplace}:{self.listing_id}"
 
 
-@_value
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Comp(_Value):
     """A comparable listing plus how much it looks like the photo.
 
@@ -318,7 +316,7 @@ class PriceStatus(str, enum.Enum):
     NOT_ENOUGH_DATA = "not_enough_data"
 
 
-@_value
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PriceEstimate(_Value):
     """A price a reseller can act on, and what it rests on.
 
@@ -341,7 +339,7 @@ class PriceEstimate(_Value):
         return self.status is PriceStatus.OK
 
 
-@_value
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PhotoInfo(_Value):
     """What restyle kept of the analysed photo."""
 
@@ -353,7 +351,7 @@ class PhotoInfo(_Value):
     thumbnail: str | None = field(default=None, repr=False)
 
 
-@_value
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Analysis(_Value):
     """Everything restyle found out about one photo."""
 

@@ -75,7 +75,9 @@ class ConsensusSynthesizer(Synthesizer):
 
     name = "consensus"
 
-    def synthesize(self, opinions: Sequence[Opinion], *, photo: Photo | None = None) -> Identification:
+    def synthesize(
+        self, opinions: Sequence[Opinion], *, photo: Photo | None = None
+    ) -> Identification:
         answered = [o for o in opinions if o.ok]
         votes: dict[str, dict[str, _Vote]] = defaultdict(dict)
         for opinion in answered:
@@ -110,7 +112,7 @@ class ConsensusSynthesizer(Synthesizer):
                 if independent and runner_up.support >= CONFLICT_RATIO * winner.support:
                     suggestions.append(_SUGGESTIONS[field_name])
 
-        def value(name: str) -> str | None:
+        def winner_of(name: str) -> str | None:
             return chosen[name][0] if name in chosen else None
 
         confidence = sum(
@@ -122,9 +124,9 @@ class ConsensusSynthesizer(Synthesizer):
             if facet in chosen and chosen[facet][1] >= MIN_ATTRIBUTE_CONFIDENCE
         )
         identification = Identification(
-            product_name=value("product_name"),
-            brand=value("brand"),
-            category=value("category"),
+            product_name=winner_of("product_name"),
+            brand=winner_of("brand"),
+            category=winner_of("category"),
             attributes=attributes,
             confidence=round(min(1.0, confidence), 4),
             evidence=tuple(evidence),
