@@ -195,6 +195,11 @@ class Identification(_Value):
     def evidence_for(self, field_name: str) -> tuple[Evidence, ...]:
         return tuple(e for e in self.evidence if e.field == field_name)
 
+    def _repr_html_(self) -> str:
+        from restyle._display import identification_html
+
+        return identification_html(self)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Money(_Value):
@@ -310,6 +315,11 @@ class Comp(_Value):
     flags: tuple[str, ...] = ()
     query_step: str = "full"
 
+    def _repr_html_(self) -> str:
+        from restyle._display import comp_html
+
+        return comp_html(self)
+
 
 class PriceStatus(str, enum.Enum):
     OK = "ok"
@@ -377,3 +387,8 @@ class Analysis(_Value):
     @classmethod
     def from_json(cls, text: str) -> Analysis:
         return cls.from_dict(json.loads(text))
+
+    def _repr_html_(self) -> str:
+        from restyle._display import analysis_html
+
+        return analysis_html(self)
