@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
-import sys
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -20,47 +17,6 @@ from restyle import (
 from restyle._plugins import DEFAULT_PLUGINS
 from tests.conftest import SAMPLE_PHOTO
 from tests.fakes.components import ColorEncoder, ListMarketplace, ScriptedExpert
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
-
-PLUGINS = Path(__file__).parent / "plugins"
-
-
-@pytest.fixture
-def install_plugin(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[[str], None]]:
-    """Make a plugin distribution under tests/plugins/ importable with its dist-info,
-    exactly as pip would lay it out in site-packages."""
-    site = tmp_path / "site-packages"
-    site.mkdir()
-    monkeypatch.syspath_prepend(str(site))
-    installed: list[str] = []
-
-    def install(project: str) -> None:
-        meta = tomllib.loads((PLUGINS / project / "pyproject.toml").read_text())["project"]
-        dist = meta["name"].replace("-", "_")
-        info = site / f"{dist}-{meta['version']}.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(
-            f"Metadata-Version: 2.1\nName: {meta['name']}\nVersion: {meta['version']}\n"
-        )
-        points = meta["entry-points"]["restyle"]
-        (info / "entry_points.txt").write_text(
-            "[restyle]\n" + "".join(f"{k} = {v}\n" for k, v in points.items())
-        )
-        for package in (PLUGINS / project / "src").iterdir():
-            shutil.copytree(package, site / package.name)
-            installed.append(package.name)
-
-    yield install
-    for name in list(sys.modules):
-        if any(name == pkg or name.startswith(pkg + ".") for pkg in installed):
-            del sys.modules[name]
-
 
 def fake_engine(**kwargs: object) -> Engine:
     defaults: dict[str, object] = {"encoder": ColorEncoder(), "marketplaces": [], "experts": []}
