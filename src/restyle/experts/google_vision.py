@@ -264,10 +264,11 @@ class GoogleVisionExpert(Expert):
                     f"google-vision sent a malformed answer: {type(exc).__name__}: "
                     f"{_first_line(self._redact(str(exc)))}"
                 ) from exc
+            reason = self._redact(reason)
             pause = min(2.0, 0.2 * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
             if attempt >= self.max_attempts or time.monotonic() + pause >= deadline:
                 suffix = f" after {attempt} attempts" if attempt > 1 else ""
-                raise ExpertError(self._redact(f"google-vision failed{suffix}: {reason}")) from error
+                raise ExpertError(f"google-vision failed{suffix}: {reason}") from error
             logger.info("google-vision attempt %d failed (%s); retrying", attempt, reason)
             time.sleep(pause)
 
@@ -347,24 +348,28 @@ def _clean(text: str) -> str:
     return _SPACE.sub(" ", html.unescape(_TAG.sub("", text or ""))).strip()
 
 
+def _clamp(value: float) -> float:
+    return min(1.0, max(0.0, float(value)))
+
+
 def _unit(value: float) -> float:
     # Scores arrive as float32; four decimals is all the precision they carry.
-    return round(min(1.0, max(0.0, float(value))), 4)
+    return round(_clamp(value), 4)
 
 
 def _normalized_box(vertices: Any) -> Box | None:
     if not vertices:
         return None
-    xs = [_unit(v.x) for v in vertices]
-    ys = [_unit(v.y) for v in vertices]
+    xs = [_clamp(v.x) for v in vertices]
+    ys = [_clamp(v.y) for v in vertices]
     return Box(left=min(xs), top=min(ys), width=max(xs) - min(xs), height=max(ys) - min(ys))
 
 
 def _pixel_box(vertices: Any, upload: UploadImage) -> Box | None:
     if not vertices:
         return None
-    xs = [_unit(v.x / upload.width) for v in vertices]
-    ys = [_unit(v.y / upload.height) for v in vertices]
+    xs = [_clamp(v.x / upload.width) for v in vertices]
+    ys = [_clamp(v.y / upload.height) for v in vertices]
     return Box(left=min(xs), top=min(ys), width=max(xs) - min(xs), height=max(ys) - min(ys))
 
 
