@@ -67,7 +67,8 @@ SNEAKER_RESPONSE: dict[str, Any] = {
             "description": "Nike",
             "score": 0.88,
             "boundingPoly": {
-                "vertices": [{"x": 16, "y": 8}, {"x": 48, "y": 8}, {"x": 48, "y": 24}, {"x": 16, "y": 24}]
+                "vertices": [{"x": 16, "y": 8}, {"x": 48, "y": 8},
+                             {"x": 48, "y": 24}, {"x": 16, "y": 24}]
             },
         }
     ],
