@@ -230,3 +230,12 @@ def test_bad_options_are_refused_at_construction() -> None:
         GoogleVisionExpert(transport="http")
     with pytest.raises(ConfigurationError):
         GoogleVisionExpert(timeout=0)
+
+
+def test_grpc_is_the_default_transport_and_its_failures_are_translated(photo: Photo) -> None:
+    # Nothing listens on port 9: the gRPC channel reports UNAVAILABLE, which is retried.
+    expert = GoogleVisionExpert(credentials=AnonymousCredentials(), endpoint="127.0.0.1:9",
+                                max_attempts=2, timeout=5)
+    assert expert.transport == "grpc"
+    with pytest.raises(ExpertError, match=r"after 2 attempts: server error \(503\)"):
+        expert.examine(photo)

@@ -207,7 +207,7 @@ class GoogleVisionExpert(Expert):
         request = vision.AnnotateImageRequest(
             image=vision.Image(content=upload.data),
             features=[
-                vision.Feature(type_=vision.Feature.Type[name], max_results=cap)
+                vision.Feature(type_=getattr(vision.Feature.Type, name), max_results=cap)
                 for name, cap in self.features()
             ],
         )
