@@ -45,6 +45,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "restyle.encoders.openclip",
     "restyle.experts.clip",
     "restyle.experts.catalog",
+    "restyle.experts.google_vision",
+    "restyle.experts.aws_rekognition",
     "restyle.synthesizers.consensus",
     "restyle.marketplaces.catalog",
 )
