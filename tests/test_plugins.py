@@ -18,6 +18,7 @@ from restyle._plugins import DEFAULT_PLUGINS
 from tests.conftest import SAMPLE_PHOTO
 from tests.fakes.components import ColorEncoder, ListMarketplace, ScriptedExpert
 
+
 def fake_engine(**kwargs: object) -> Engine:
     defaults: dict[str, object] = {"encoder": ColorEncoder(), "marketplaces": [], "experts": []}
     defaults.update(kwargs)
