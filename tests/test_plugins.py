@@ -192,3 +192,65 @@ def test_instances_and_names_can_be_mixed() -> None:
         fake_engine(experts=["clip", "clip"], load_entrypoints=False)
     with pytest.raises(ConfigurationError, match="is not an expert"):
         fake_engine(experts=[ListMarketplace("m", [])], load_entrypoints=False)
+
+
+class HookPlugin:
+    """One in-process plugin implementing every hook."""
+
+    @restyle.hookimpl
+    def register_experts(self, register: Callable[[object], None]) -> None:
+        register(ScriptedExpert("hooked-expert", entities=[("Hooked", 0.9, "brand")]))
+
+    @restyle.hookimpl
+    def register_synthesizers(self, register: Callable[[object], None]) -> None:
+        class Upper(restyle.Synthesizer):
+            name = "upper"
+
+            def synthesize(self, opinions, *, photo):  # type: ignore[no-untyped-def]
+                brands = [o.text for op in opinions for o in op.entities if o.facet == "brand"]
+                return restyle.Identification(brand=brands[0].upper(), synthesizer=self.name)
+
+        register(Upper())
+
+    @restyle.hookimpl
+    def register_marketplaces(self, register: Callable[[object], None]) -> None:
+        register(ListMarketplace("hooked-market", [
+            restyle.Listing(marketplace="hooked-market", listing_id="1", title="hooked")
+        ]))
+
+    @restyle.hookimpl
+    def register_encoders(self, register: Callable[[object], None]) -> None:
+        encoder = ColorEncoder()
+        encoder.name = "hooked-encoder"
+        register(encoder)
+
+
+def hooked_engine(**kwargs: object) -> Engine:
+    options: dict[str, object] = {"plugins": [HookPlugin()], "load_entrypoints": False,
+                                  "experts": [], "marketplaces": [],
+                                  "encoder": "hooked-encoder"}
+    options.update(kwargs)
+    return Engine(**options)  # type: ignore[arg-type]
+
+
+def test_hook_register_experts() -> None:
+    engine = hooked_engine(experts=["hooked-expert"])
+    [opinion] = engine.examine(SAMPLE_PHOTO)
+    assert opinion.expert == "hooked-expert" and opinion.entities[0].text == "Hooked"
+
+
+def test_hook_register_synthesizers() -> None:
+    engine = hooked_engine(experts=["hooked-expert"], synthesizer="upper")
+    assert engine.identify(SAMPLE_PHOTO).brand == "HOOKED"
+
+
+def test_hook_register_marketplaces() -> None:
+    engine = hooked_engine(marketplaces=["hooked-market"])
+    analysis = engine.analyze(SAMPLE_PHOTO)
+    assert [c.listing.key for c in analysis.comps] == ["hooked-market:1"]
+
+
+def test_hook_register_encoders() -> None:
+    engine = hooked_engine()
+    assert isinstance(engine.encoder, ColorEncoder) and engine.encoder.name == "hooked-encoder"
+    assert engine.analyze(SAMPLE_PHOTO).model_id == "color-histogram-4"
