@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from restyle import Engine, Photo, load_photo
-from restyle.testing import check_expert, sample_image
 from restyle_dominant_color import DominantColorExpert
 from restyle_dominant_color import plugin as plugin_module
+
+from restyle import Engine, Photo, load_photo
+from restyle.testing import check_expert, sample_image
 
 
 def test_keeps_the_expert_contract() -> None:
