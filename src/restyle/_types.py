@@ -25,6 +25,7 @@ __all__ = [
     "Comp",
     "Condition",
     "Evidence",
+    "Exclusion",
     "Identification",
     "Listing",
     "Money",
@@ -32,8 +33,10 @@ __all__ = [
     "Opinion",
     "OpinionStatus",
     "PhotoInfo",
+    "PriceBand",
     "PriceEstimate",
     "PriceStatus",
+    "PricedComp",
     "Query",
 ]
 
@@ -265,6 +268,7 @@ class Query(_Value):
     brand: str | None = None
     category: str | None = None
     product_name: str | None = None
+    model_number: str | None = None
     attributes: tuple[str, ...] = ()
     condition: Condition | None = None
     min_price: Decimal | None = None
@@ -276,7 +280,12 @@ class Query(_Value):
 
 @_value
 class Listing(_Value):
-    """One item offered (or sold) on a marketplace."""
+    """One item offered (or sold) on a marketplace.
+
+    ``price`` is the asking price, or the current bid of an auction
+    (``auction`` True, with ``bid_count``). ``shipping`` is None when the
+    marketplace did not say, which is not the same as free.
+    """
 
     marketplace: str
     listing_id: str
@@ -290,11 +299,24 @@ class Listing(_Value):
     shipping: Money | None = None
     sold: bool | None = None
     seller: str | None = None
+    seller_feedback_percent: float | None = None
+    seller_feedback_score: int | None = None
+    auction: bool | None = None
+    bid_count: int | None = None
 
     @property
     def key(self) -> str:
         """A key unique across marketplaces."""
         return f"{self.marketplace}:{self.listing_id}"
+
+    @property
+    def delivered_price(self) -> Money | None:
+        """Price plus shipping, only when both are known and in one currency."""
+        if self.price is None or self.shipping is None:
+            return None
+        if self.price.currency != self.shipping.currency:
+            return None
+        return Money(amount=self.price.amount + self.shipping.amount, currency=self.price.currency)
 
 
 @_value
@@ -319,11 +341,58 @@ class PriceStatus(str, enum.Enum):
 
 
 @_value
+class PricedComp(_Value):
+    """A comp that counted towards an estimate, and with what weight."""
+
+    listing_key: str
+    price: Money
+    weight: float
+    condition: Condition = Condition.UNKNOWN
+    sold: bool | None = None
+    down_weighted: str | None = None
+
+
+@_value
+class Exclusion(_Value):
+    """A comp left out of an estimate: ``reason`` is a stable code, ``detail`` says more.
+
+    Reasons: ``no_price``, ``below_cutoff``, ``not_alike``, ``auction_without_bids``,
+    ``outlier``.
+    """
+
+    listing_key: str
+    reason: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.listing_key}: {self.detail or self.reason}"
+
+
+@_value
+class PriceBand(_Value):
+    """The estimate for one slice of the comps: a currency, and optionally one
+    condition or only sold (``sold`` True) or only active (False) listings."""
+
+    currency: str
+    status: PriceStatus
+    condition: Condition | None = None
+    sold: bool | None = None
+    estimate: Decimal | None = None
+    low: Decimal | None = None
+    high: Decimal | None = None
+    comps_used: int = 0
+    effective_weight: float = 0.0
+
+
+@_value
 class PriceEstimate(_Value):
     """A price a reseller can act on, and what it rests on.
 
-    ``status`` is ``not_enough_data`` when fewer than ``minimum_comps`` usable
-    comps were found; the amounts are then None.
+    The headline amounts are for ``currency``, the currency carrying the most
+    weight. ``status`` is ``not_enough_data`` when fewer than ``minimum_comps``
+    good comps were found; the amounts are then None. ``counted`` and
+    ``excluded`` explain the estimate comp by comp; ``bands`` splits it by
+    currency, condition and sold vs active.
     """
 
     status: PriceStatus
@@ -334,7 +403,9 @@ class PriceEstimate(_Value):
     comps_used: int = 0
     effective_weight: float = 0.0
     minimum_comps: int = 3
-    excluded: tuple[str, ...] = ()
+    counted: tuple[PricedComp, ...] = ()
+    excluded: tuple[Exclusion, ...] = ()
+    bands: tuple[PriceBand, ...] = ()
 
     @property
     def ok(self) -> bool:
