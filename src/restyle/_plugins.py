@@ -47,6 +47,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "restyle.experts.catalog",
     "restyle.synthesizers.consensus",
     "restyle.marketplaces.catalog",
+    "restyle.marketplaces.ebay",
 )
 
 BUILTIN_DISTRIBUTION = "restyle"
