@@ -213,6 +213,7 @@ class EbayMarketplace(Marketplace):
         self._token = _Token()
         self._token_lock = threading.Lock()
         self._local = threading.local()
+        self._sessions: list[requests.Session] = []
         self._state_lock = threading.Lock()
         self._image_refused = False
         self._last_image_search: tuple[object, list[Listing]] | None = None
@@ -362,10 +363,21 @@ class EbayMarketplace(Marketplace):
     # -- HTTP ------------------------------------------------------------------
 
     def _session(self) -> requests.Session:
+        # One session per thread: requests does not promise a shared one is thread safe.
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
             session = self._local.session = requests.Session()
+            with self._state_lock:
+                self._sessions.append(session)
         return session
+
+    def close(self) -> None:
+        """Close the connections kept open to eBay; a later search opens new ones."""
+        with self._state_lock:
+            sessions, self._sessions = self._sessions, []
+        self._local = threading.local()
+        for session in sessions:
+            session.close()
 
     def _call(
         self, method: str, path: str, params: Mapping[str, str], config: _Config, *,
