@@ -11,7 +11,8 @@ Rules, in order (docs/pricing.md says the same for users):
    :data:`UNSEEN_WEIGHT`: the search found it, but nobody could check that it
    looks like the photo. Every other comp weighs its score (capped at 1).
 3. Currencies are never mixed or converted: each currency is estimated on its
-   own, and the headline is the currency carrying the most weight.
+   own (see the bands), and the headline is the currency carrying the most
+   weight; comps in other currencies are left out of it (``other_currency``).
 4. Within a currency with at least four comps, prices outside Tukey's fences
    (Q1 - 1.5 IQR, Q3 + 1.5 IQR) are excluded as outliers (``outlier``).
 5. The estimate is the weighted median, the range the weighted 25th to 75th
@@ -187,14 +188,14 @@ def estimate_price(comps: Sequence[Comp], *, minimum_comps: int = MINIMUM_COMPS)
             condition=listing.condition, sold=listing.sold, down_weighted=lowered,
         ))
 
-    counted: list[PricedComp] = []
+    kept_by_currency: dict[str, list[PricedComp]] = {}
     bands: list[PriceBand] = []
     overall: dict[str, PriceBand] = {}
     for currency in sorted(by_currency):
         kept, outliers = _trim_outliers(by_currency[currency])
-        excluded.extend(sorted(outliers, key=lambda e: e.listing_key))
+        excluded.extend(outliers)
         kept.sort(key=_sort_key)
-        counted.extend(kept)
+        kept_by_currency[currency] = kept
         overall[currency] = band = _band(currency, kept, minimum_comps)
         bands.append(band)
         for condition in Condition:
@@ -206,16 +207,20 @@ def estimate_price(comps: Sequence[Comp], *, minimum_comps: int = MINIMUM_COMPS)
             if group:
                 bands.append(_band(currency, group, minimum_comps, sold=sold))
 
-    excluded.sort(key=lambda e: (e.reason, e.listing_key, e.detail))
     if not overall:
         return PriceEstimate(
             status=PriceStatus.NOT_ENOUGH_DATA, minimum_comps=minimum_comps,
-            excluded=tuple(excluded),
+            exclusions=_ordered(excluded),
         )
-    weight_of = {
-        c: math.fsum(p.weight for p in counted if p.price.currency == c) for c in overall
-    }
+    weight_of = {c: math.fsum(p.weight for p in kept_by_currency[c]) for c in overall}
     currency = max(sorted(overall), key=lambda c: (weight_of[c], overall[c].comps_used))
+    for other in sorted(overall):
+        if other != currency:
+            excluded.extend(
+                Exclusion(listing_key=p.listing_key, reason="other_currency",
+                          detail=f"priced in {other}, not {currency} (see the {other} band)")
+                for p in kept_by_currency[other]
+            )
     headline = overall[currency]
     return PriceEstimate(
         status=headline.status,
@@ -226,7 +231,11 @@ def estimate_price(comps: Sequence[Comp], *, minimum_comps: int = MINIMUM_COMPS)
         comps_used=headline.comps_used,
         effective_weight=headline.effective_weight,
         minimum_comps=minimum_comps,
-        counted=tuple(counted),
-        excluded=tuple(excluded),
+        counted=tuple(kept_by_currency[currency]),
+        exclusions=_ordered(excluded),
         bands=tuple(bands),
     )
+
+
+def _ordered(exclusions: list[Exclusion]) -> tuple[Exclusion, ...]:
+    return tuple(sorted(exclusions, key=lambda e: (e.reason, e.listing_key, e.detail)))

@@ -340,7 +340,7 @@ class PriceStatus(str, enum.Enum):
     NOT_ENOUGH_DATA = "not_enough_data"
 
 
-@_value
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PricedComp(_Value):
     """A comp that counted towards an estimate, and with what weight."""
 
@@ -352,12 +352,13 @@ class PricedComp(_Value):
     down_weighted: str | None = None
 
 
-@_value
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Exclusion(_Value):
-    """A comp left out of an estimate: ``reason`` is a stable code, ``detail`` says more.
+    """A comp left out of the headline estimate: ``reason`` is a stable code,
+    ``detail`` says more in words.
 
     Reasons: ``no_price``, ``below_cutoff``, ``not_alike``, ``auction_without_bids``,
-    ``outlier``.
+    ``outlier``, and ``other_currency`` (estimated in its own currency's band).
     """
 
     listing_key: str
@@ -368,7 +369,7 @@ class Exclusion(_Value):
         return f"{self.listing_key}: {self.detail or self.reason}"
 
 
-@_value
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PriceBand(_Value):
     """The estimate for one slice of the comps: a currency, and optionally one
     condition or only sold (``sold`` True) or only active (False) listings."""
@@ -384,15 +385,15 @@ class PriceBand(_Value):
     effective_weight: float = 0.0
 
 
-@_value
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PriceEstimate(_Value):
     """A price a reseller can act on, and what it rests on.
 
     The headline amounts are for ``currency``, the currency carrying the most
     weight. ``status`` is ``not_enough_data`` when fewer than ``minimum_comps``
     good comps were found; the amounts are then None. ``counted`` and
-    ``excluded`` explain the estimate comp by comp; ``bands`` splits it by
-    currency, condition and sold vs active.
+    ``exclusions`` explain the headline comp by comp; ``bands`` gives the
+    estimate per currency, condition and sold vs active.
     """
 
     status: PriceStatus
@@ -404,12 +405,17 @@ class PriceEstimate(_Value):
     effective_weight: float = 0.0
     minimum_comps: int = 3
     counted: tuple[PricedComp, ...] = ()
-    excluded: tuple[Exclusion, ...] = ()
+    exclusions: tuple[Exclusion, ...] = ()
     bands: tuple[PriceBand, ...] = ()
 
     @property
     def ok(self) -> bool:
         return self.status is PriceStatus.OK
+
+    @property
+    def excluded(self) -> tuple[str, ...]:
+        """Why each comp left out was left out, in words (``exclusions`` as text)."""
+        return tuple(str(e) for e in self.exclusions)
 
 
 @_value
