@@ -284,8 +284,9 @@ def test_bad_options_are_refused_at_construction() -> None:
 def test_429_honours_retry_after(fake: FakeEbay, sleeps: list[float]) -> None:
     fake.script(SEARCH_PATH, 429, RATE_LIMITED, {"Retry-After": "3"})
     fake.script(SEARCH_PATH, 429, RATE_LIMITED)  # eBay often sends no Retry-After
+    fake.script(SEARCH_PATH, 429, RATE_LIMITED, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})
     assert len(market(fake, sleeps, backoff=0.25).search(Query(text="jacket"))) == 5
-    assert sleeps == [3.0, 0.5]
+    assert sleeps == [3.0, 0.5, 0.0]
 
 
 def test_429_that_persists_is_a_rate_limit_error(fake: FakeEbay, sleeps: list[float]) -> None:
@@ -348,6 +349,15 @@ def test_malformed_token_answer_is_a_response_error(fake: FakeEbay, sleeps: list
     fake.script(TOKEN_PATH, 200, {"token_type": "Application Access Token"})
     with pytest.raises(MarketplaceResponseError, match="access_token"):
         market(fake, sleeps).search(Query(text="jacket"))
+
+
+def test_a_slow_answer_times_out(fake: FakeEbay, sleeps: list[float]) -> None:
+    fake.script(SEARCH_PATH, 200, {"total": 0}, delay=0.5, times=2)
+    ebay = market(fake, sleeps, timeout=(1.0, 0.1), max_retries=1)
+    with pytest.raises(MarketplaceUnavailableError, match="ReadTimeout"):
+        ebay.search(Query(text="jacket"))
+    assert len(sleeps) == 1
+    ebay.close()
 
 
 def test_no_server_is_unavailable_after_retries(sleeps: list[float]) -> None:

@@ -8,6 +8,7 @@ import contextlib
 import json
 import socket
 import threading
+import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -102,6 +103,7 @@ class Scripted:
     status: int
     body: Any
     headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
 
 
 class FakeEbay:
@@ -188,10 +190,12 @@ class FakeEbay:
         return f"http://{host}:{port}"
 
     def script(self, path: str, status: int, body: Any,
-               headers: dict[str, str] | None = None, *, times: int = 1) -> None:
+               headers: dict[str, str] | None = None, *, times: int = 1,
+               delay: float = 0.0) -> None:
+        """Queue an answer for ``path``; ``delay`` seconds pass before it is sent."""
         with self._lock:
             for _ in range(times):
-                self._scripts[path].append(Scripted(status, body, dict(headers or {})))
+                self._scripts[path].append(Scripted(status, body, dict(headers or {}), delay))
 
     def revoke_tokens(self) -> None:
         """Make every token issued so far invalid, as if it had expired at eBay."""
@@ -214,7 +218,10 @@ class FakeEbay:
             self.requests.append(recorded)
             scripted = self._scripts[parts.path].popleft() if self._scripts[parts.path] else None
         if scripted is not None:
-            self._send(handler, scripted.status, scripted.body, scripted.headers)
+            if scripted.delay:
+                time.sleep(scripted.delay)
+            with contextlib.suppress(OSError):  # the client may have given up waiting
+                self._send(handler, scripted.status, scripted.body, scripted.headers)
             return
         if parts.path == TOKEN_PATH and method == "POST":
             self._token(handler, recorded)

@@ -325,8 +325,8 @@ class EbayMarketplace(Marketplace):
             filters.append(f"price:[{low}..{high}]")
             filters.append(f"priceCurrency:{query.currency or config.currency}")
         if query.condition is not None and query.condition is not Condition.UNKNOWN:
-            ids = sorted(i for i, c in CONDITION_IDS.items() if c is query.condition)
-            filters.append("conditionIds:{" + "|".join(str(i) for i in ids) + "}")
+            wanted = sorted(i for i, c in CONDITION_IDS.items() if c is query.condition)
+            filters.append("conditionIds:{" + "|".join(str(i) for i in wanted) + "}")
         if self.buying_options:
             filters.append("buyingOptions:{" + "|".join(self.buying_options) + "}")
         filters.extend(self.filters)
@@ -713,7 +713,7 @@ def _listing(item: Any, marketplace: str) -> Listing | None:
     price = _amount(item.get("price"))
     if auction:
         price = _amount(item.get("currentBidPrice")) or price
-    seller = item.get("seller") if isinstance(item.get("seller"), dict) else {}
+    seller: dict[str, Any] = item["seller"] if isinstance(item.get("seller"), dict) else {}
     return Listing(
         marketplace=marketplace,
         listing_id=item_id,
