@@ -49,6 +49,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "restyle.experts.aws_rekognition",
     "restyle.synthesizers.consensus",
     "restyle.marketplaces.catalog",
+    "restyle.marketplaces.ebay",
 )
 
 BUILTIN_DISTRIBUTION = "restyle"

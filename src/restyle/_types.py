@@ -25,6 +25,7 @@ __all__ = [
     "Comp",
     "Condition",
     "Evidence",
+    "Exclusion",
     "Identification",
     "Listing",
     "Money",
@@ -32,8 +33,10 @@ __all__ = [
     "Opinion",
     "OpinionStatus",
     "PhotoInfo",
+    "PriceBand",
     "PriceEstimate",
     "PriceStatus",
+    "PricedComp",
     "Query",
 ]
 
@@ -268,6 +271,7 @@ class Query(_Value):
     brand: str | None = None
     category: str | None = None
     product_name: str | None = None
+    model_number: str | None = None
     attributes: tuple[str, ...] = ()
     condition: Condition | None = None
     min_price: Decimal | None = None
@@ -279,7 +283,12 @@ class Query(_Value):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Listing(_Value):
-    """One item offered (or sold) on a marketplace."""
+    """One item offered (or sold) on a marketplace.
+
+    ``price`` is the asking price, or the current bid of an auction
+    (``auction`` True, with ``bid_count``). ``shipping`` is None when the
+    marketplace did not say, which is not the same as free.
+    """
 
     marketplace: str
     listing_id: str
@@ -293,11 +302,24 @@ class Listing(_Value):
     shipping: Money | None = None
     sold: bool | None = None
     seller: str | None = None
+    seller_feedback_percent: float | None = None
+    seller_feedback_score: int | None = None
+    auction: bool | None = None
+    bid_count: int | None = None
 
     @property
     def key(self) -> str:
         """A key unique across marketplaces."""
         return f"{self.marketplace}:{self.listing_id}"
+
+    @property
+    def delivered_price(self) -> Money | None:
+        """Price plus shipping, only when both are known and in one currency."""
+        if self.price is None or self.shipping is None:
+            return None
+        if self.price.currency != self.shipping.currency:
+            return None
+        return Money(amount=self.price.amount + self.shipping.amount, currency=self.price.currency)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -327,11 +349,59 @@ class PriceStatus(str, enum.Enum):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PricedComp(_Value):
+    """A comp that counted towards an estimate, and with what weight."""
+
+    listing_key: str
+    price: Money
+    weight: float
+    condition: Condition = Condition.UNKNOWN
+    sold: bool | None = None
+    down_weighted: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Exclusion(_Value):
+    """A comp left out of the headline estimate: ``reason`` is a stable code,
+    ``detail`` says more in words.
+
+    Reasons: ``no_price``, ``below_cutoff``, ``not_alike``, ``auction_without_bids``,
+    ``outlier``, and ``other_currency`` (estimated in its own currency's band).
+    """
+
+    listing_key: str
+    reason: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.listing_key}: {self.detail or self.reason}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PriceBand(_Value):
+    """The estimate for one slice of the comps: a currency, and optionally one
+    condition or only sold (``sold`` True) or only active (False) listings."""
+
+    currency: str
+    status: PriceStatus
+    condition: Condition | None = None
+    sold: bool | None = None
+    estimate: Decimal | None = None
+    low: Decimal | None = None
+    high: Decimal | None = None
+    comps_used: int = 0
+    effective_weight: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PriceEstimate(_Value):
     """A price a reseller can act on, and what it rests on.
 
-    ``status`` is ``not_enough_data`` when fewer than ``minimum_comps`` usable
-    comps were found; the amounts are then None.
+    The headline amounts are for ``currency``, the currency carrying the most
+    weight. ``status`` is ``not_enough_data`` when fewer than ``minimum_comps``
+    good comps were found; the amounts are then None. ``counted`` and
+    ``exclusions`` explain the headline comp by comp; ``bands`` gives the
+    estimate per currency, condition and sold vs active.
     """
 
     status: PriceStatus
@@ -342,11 +412,18 @@ class PriceEstimate(_Value):
     comps_used: int = 0
     effective_weight: float = 0.0
     minimum_comps: int = 3
-    excluded: tuple[str, ...] = ()
+    counted: tuple[PricedComp, ...] = ()
+    exclusions: tuple[Exclusion, ...] = ()
+    bands: tuple[PriceBand, ...] = ()
 
     @property
     def ok(self) -> bool:
         return self.status is PriceStatus.OK
+
+    @property
+    def excluded(self) -> tuple[str, ...]:
+        """Why each comp left out was left out, in words (``exclusions`` as text)."""
+        return tuple(str(e) for e in self.exclusions)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
