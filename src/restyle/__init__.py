@@ -8,6 +8,7 @@ analysis = Engine().analyze("jacket.jpg")
 
 from restyle._catalog import BuildReport, Catalog, Rejection
 from restyle._components import Component, Encoder, Expert, Marketplace, Synthesizer
+from restyle._embedcache import EmbeddingCache
 from restyle._engine import Engine
 from restyle._errors import (
     CatalogError,
@@ -29,6 +30,7 @@ from restyle._index import VectorIndex
 from restyle._plugins import PluginLoadWarning
 from restyle._pricing import MINIMUM_COMPS, estimate_price
 from restyle._query import build_query, relaxed_queries
+from restyle._rerank import Reranker
 from restyle._types import (
     Analysis,
     Attribute,
@@ -63,6 +65,7 @@ __all__ = [
     "Condition",
     "ConfigurationError",
     "DuplicateComponentError",
+    "EmbeddingCache",
     "Encoder",
     "EncoderError",
     "Engine",
@@ -89,6 +92,7 @@ __all__ = [
     "PriceStatus",
     "Query",
     "Rejection",
+    "Reranker",
     "RestyleError",
     "Synthesizer",
     "SynthesizerError",
