@@ -11,6 +11,7 @@ distribution flags the comps that do not look like the photo.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -37,6 +38,8 @@ BELOW_CUTOFF = "below_cutoff"
 # JPEGs are decoded at a reduced scale as long as both sides stay above this:
 # twice the input of the largest common CLIP models (224 or 336 pixels).
 _DRAFT_SIDE = 448
+# Comp images are encoded in batches of at least this many as they arrive.
+_STREAM_BATCH = 8
 
 
 def similarity_cutoff(similarities: Sequence[float], *, min_separation: float = 0.85,
@@ -201,8 +204,9 @@ class Reranker:
                 for key in urls.pop(url):
                     vectors[key] = vector
                     hashes[key] = sha
-        prepared: dict[str, _Prepared | RestyleError] = {}
-        lock = threading.Lock()
+        if not urls:
+            return vectors, hashes, errors
+        ready: queue.Queue[tuple[str, _Prepared | RestyleError] | None] = queue.Queue()
 
         def on_result(url: str, result: bytes | FetchError) -> None:
             # Runs in the fetch threads: decoding overlaps the other downloads.
@@ -216,46 +220,88 @@ class Reranker:
                     outcome = _Prepared(sha256=photo.sha256, image=photo.image)
                 except ImageError as exc:
                     outcome = ImageError(f"comp image is unusable: {exc}")
-            with lock:
-                prepared[url] = outcome
+            ready.put((url, outcome))
 
-        if urls:
-            self.fetcher.fetch_many(list(urls), on_result=on_result)
-        to_encode: dict[str, tuple[Any, list[str]]] = {}  # sha -> (image, urls)
-        for url, keys in urls.items():
-            outcome = prepared.get(url) or FetchError("image was not fetched")
-            if isinstance(outcome, RestyleError):
-                for key in keys:
-                    errors[key] = str(outcome)
-                continue
-            for key in keys:
-                hashes[key] = outcome.sha256
-            known = cache.get(outcome.sha256, model_id) if cache is not None else None
-            if known is not None:
-                cache.remember_url(url, outcome.sha256)  # type: ignore[union-attr]
-                for key in keys:
-                    vectors[key] = known
-                continue
-            entry = to_encode.setdefault(outcome.sha256, (outcome.image, []))
-            entry[1].append(url)
-        if to_encode:
-            shas = list(to_encode)
+        def fetch_all() -> None:
             try:
-                encoded = encoder.encode_images([to_encode[sha][0] for sha in shas])
+                self.fetcher.fetch_many(list(urls), on_result=on_result)
+            finally:
+                ready.put(None)
+
+        encoded: dict[str, np.ndarray] = {}  # sha -> vector, within this call
+        batch: dict[str, tuple[Any, list[str]]] = {}  # sha -> (image, urls)
+        unseen = set(urls)
+
+        def assign(url: str, sha: str, vector: np.ndarray) -> None:
+            for key in urls[url]:
+                vectors[key] = vector
+
+        def take(url: str, outcome: _Prepared | RestyleError) -> None:
+            unseen.discard(url)
+            if isinstance(outcome, RestyleError):
+                for key in urls[url]:
+                    errors[key] = str(outcome)
+                return
+            sha = outcome.sha256
+            for key in urls[url]:
+                hashes[key] = sha
+            if sha in encoded:
+                assign(url, sha, encoded[sha])
+            elif sha in batch:
+                batch[sha][1].append(url)
+            else:
+                known = cache.get(sha, model_id) if cache is not None else None
+                if known is not None:
+                    cache.remember_url(url, sha)  # type: ignore[union-attr]
+                    encoded[sha] = known
+                    assign(url, sha, known)
+                else:
+                    batch[sha] = (outcome.image, [url])
+
+        def encode_batch() -> None:
+            shas = list(batch)
+            try:
+                rows = encoder.encode_images([batch[sha][0] for sha in shas])
             except Exception as exc:
                 message = f"comp images could not be encoded: {type(exc).__name__}: {exc}"
                 warnings.append(message)
                 logger.warning("%s", message)
-                encoded = None
-            for row, sha in enumerate(shas):
-                for url in to_encode[sha][1]:
-                    for key in urls[url]:
-                        if encoded is None:
+                for sha in shas:
+                    for url in batch[sha][1]:
+                        for key in urls[url]:
                             errors[key] = message
-                        else:
-                            vectors[key] = encoded[row]
-                    if encoded is not None and cache is not None:
-                        cache.put(sha, model_id, encoded[row], url=url)
+                batch.clear()
+                return
+            for sha, row in zip(shas, rows, strict=True):
+                encoded[sha] = row
+                for url in batch[sha][1]:
+                    assign(url, sha, row)
+                    if cache is not None:
+                        cache.put(sha, model_id, row, url=url)
+            batch.clear()
+
+        # Encode while the rest still download: the model works on what has
+        # arrived instead of waiting for the slowest image.
+        fetching = threading.Thread(target=fetch_all, name="restyle-rerank-fetch", daemon=True)
+        fetching.start()
+        try:
+            done = False
+            while not done:
+                item = ready.get()
+                while item is not None:
+                    take(*item)
+                    try:
+                        item = ready.get_nowait()
+                    except queue.Empty:
+                        break
+                done = item is None
+                if batch and (done or len(batch) >= _STREAM_BATCH):
+                    encode_batch()
+        finally:
+            fetching.join()
+        for url in unseen:
+            for key in urls[url]:
+                errors[key] = "image was not fetched"
         return vectors, hashes, errors
 
     def _text_similarities(
