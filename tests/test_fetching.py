@@ -309,3 +309,13 @@ def test_https_is_pinned_to_the_checked_address_with_the_hosts_certificate(
         with pytest.raises(FetchError, match="failed"):
             fetcher.fetch(f"https://other.example:{srv.port}/a.jpg")
     assert Path(cert).is_file()
+
+
+def test_resolver_failures_are_fetch_errors() -> None:
+    def broken(host: str, port: int) -> list[str]:
+        raise OSError("no network")
+
+    results = Fetcher(resolver=broken).fetch_many(["https://images.example/a.jpg"])
+    assert isinstance(results["https://images.example/a.jpg"], FetchError)
+    with pytest.raises(FetchError, match="cannot resolve"):
+        Fetcher(resolver=lambda host, port: []).fetch("https://images.example/a.jpg")

@@ -220,8 +220,15 @@ class Fetcher:
             literal: IPAddress | None = ipaddress.ip_address(target.host)
         except ValueError:
             literal = None
-        answers = [target.host] if literal is not None else self._resolver(target.host,
-                                                                          target.port)
+        if literal is not None:
+            answers: Sequence[str] = [target.host]
+        else:
+            try:
+                answers = self._resolver(target.host, target.port)
+            except FetchError:
+                raise
+            except Exception as exc:  # a custom resolver's own failure
+                raise FetchError(f"cannot resolve the host of {_redact(url)}") from exc
         if not answers:
             raise FetchError(f"cannot resolve the host of {_redact(url)}")
         checked: list[IPAddress] = []
