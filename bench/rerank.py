@@ -27,10 +27,11 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.encode import photos  # noqa: E402
-from restyle import Fetcher, FetchLimits, Listing, Money, Reranker  # noqa: E402
-from restyle.encoders.openclip import OpenClipEncoder  # noqa: E402
-from tests.fakes.image_server import FakeImageServer, Route  # noqa: E402
+from tests.fakes.image_server import FakeImageServer, Route
+
+from bench.encode import photos
+from restyle import Fetcher, FetchLimits, Listing, Money, Reranker
+from restyle.encoders.openclip import OpenClipEncoder
 
 
 class OriginalEncoder:
