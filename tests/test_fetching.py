@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -256,12 +257,14 @@ def test_a_batch_ends_at_its_deadline_and_keeps_every_result(server: FakeImageSe
 
 
 def test_per_host_limit_bounds_concurrent_connections() -> None:
+    before = threading.active_count()
     routes = {f"/{i}.jpg": Route(body=JPEG, delay=0.15) for i in range(8)}
     with FakeImageServer(routes) as srv:
         fetcher = Fetcher(FetchLimits(per_host=2, workers=8), trusted_networks=LOCAL)
         results = fetcher.fetch_many([srv.url(p) for p in routes])
         assert all(r == JPEG for r in results.values())
         assert srv.max_active == 2
+    assert threading.active_count() == before  # no worker or handler thread outlives its call
 
 
 def test_secrets_in_urls_never_appear_in_errors(server: FakeImageServer) -> None:

@@ -15,7 +15,7 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Union
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS", "ImageInput", "Photo", "load_photo"]
 
-ImageInput = Union[str, os.PathLike[str], bytes, bytearray, memoryview, IO[bytes], Image.Image]
+ImageInput = str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes] | Image.Image
 
 #: Largest photo accepted, in pixels (width x height).
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -94,7 +94,9 @@ class Photo:
                 self._embeddings[key] = cached
             return cached
 
-    def encoded(self, *, fmt: str = "JPEG", max_side: int | None = None, quality: int = 90) -> bytes:
+    def encoded(
+        self, *, fmt: str = "JPEG", max_side: int | None = None, quality: int = 90
+    ) -> bytes:
         """The photo re-encoded (and downscaled to ``max_side`` if given)."""
         img = self.image
         if max_side is not None and max(img.size) > max_side:
