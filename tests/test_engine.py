@@ -142,7 +142,7 @@ def test_comps_are_ranked_by_visual_similarity_and_priced() -> None:
                 price=Money(amount=price, currency="USD"))
         for i, price in enumerate([10, 20, 30, 40])
     ]
-    colors = [(30, 30, 200), (200, 30, 30), (30, 200, 30), (190, 40, 40)]
+    colors = [(30, 30, 200), (200, 30, 30), (210, 20, 20), (220, 40, 40)]
     vectors = encoder.encode_images([colored(c) for c in colors])
     embeddings = {item.key: vec for item, vec in zip(listings, vectors, strict=True)}
     market = ListMarketplace("m", listings, embeddings=embeddings)
@@ -158,7 +158,10 @@ def test_comps_are_ranked_by_visual_similarity_and_priced() -> None:
     last = analysis.comps[-1]
     assert last.similarity is None and last.image_error == "listing has no image"
     assert "image_unavailable" in last.flags
+    blue = next(c for c in analysis.comps if c.listing.listing_id == "0")
+    assert "below_cutoff" in blue.flags  # kept, but it does not look like the photo
     assert analysis.price.ok and analysis.price.currency == "USD"
+    assert "m:0" not in {p.listing_key for p in analysis.price.counted}
     assert analysis.query is not None and "Acme" in analysis.query.text
     assert Analysis.from_json(analysis.to_json()) == analysis
 

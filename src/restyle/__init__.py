@@ -10,6 +10,7 @@ import logging
 
 from restyle._catalog import BuildReport, Catalog, Rejection
 from restyle._components import Component, Encoder, Expert, Marketplace, Synthesizer
+from restyle._embedcache import EmbeddingCache
 from restyle._engine import Engine
 from restyle._errors import (
     CatalogError,
@@ -35,6 +36,7 @@ from restyle._index import VectorIndex
 from restyle._plugins import PluginLoadWarning
 from restyle._pricing import MINIMUM_COMPS, estimate_price
 from restyle._query import build_query, relaxed_queries
+from restyle._rerank import Reranker
 from restyle._types import (
     Analysis,
     Attribute,
@@ -75,6 +77,7 @@ __all__ = [
     "Condition",
     "ConfigurationError",
     "DuplicateComponentError",
+    "EmbeddingCache",
     "Encoder",
     "EncoderError",
     "Engine",
@@ -108,6 +111,7 @@ __all__ = [
     "PricedComp",
     "Query",
     "Rejection",
+    "Reranker",
     "RestyleError",
     "Synthesizer",
     "SynthesizerError",

@@ -260,6 +260,30 @@ class Catalog:
                 self._db.rollback()
                 raise
 
+    def remove(self, listing_ids: Sequence[str]) -> int:
+        """Remove listings (rows and vectors) without a rebuild; returns how many."""
+        with self._lock:
+            ids = []
+            for listing_id in listing_ids:
+                row = self._db.execute(
+                    "SELECT id FROM items WHERE listing_id = ?", (listing_id,)
+                ).fetchone()
+                if row is not None:
+                    ids.append(int(row[0]))
+            if not ids:
+                return 0
+            try:
+                self._db.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in ids])
+                self.index.remove(ids)
+                # Index first, as in _store: a crash before the commit leaves rows
+                # without vectors, which the next build re-embeds.
+                self.index.save(self.directory / INDEX_NAME)
+                self._db.commit()
+            except BaseException:
+                self._db.rollback()
+                raise
+        return len(ids)
+
     # -- reading -------------------------------------------------------------
 
     def listing(self, item_id: int) -> Listing | None:

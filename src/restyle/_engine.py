@@ -18,16 +18,15 @@ from restyle._catalog import Catalog
 from restyle._components import Component, Encoder, Expert, Marketplace, Synthesizer
 from restyle._errors import (
     ConfigurationError,
-    FetchError,
-    ImageError,
     PluginError,
     RestyleError,
 )
 from restyle._fetching import Fetcher
-from restyle._imaging import ImageInput, Photo, decode, load_photo
+from restyle._imaging import ImageInput, Photo, load_photo
 from restyle._plugins import PluginRegistry
 from restyle._pricing import MINIMUM_COMPS, estimate_price
 from restyle._progress import progress_bar
+from restyle._rerank import Reranker
 from restyle._search import search_marketplaces
 from restyle._types import Analysis, Comp, Identification, Listing, Opinion, OpinionStatus, Query
 
@@ -63,6 +62,7 @@ class Engine:
         max_comps: int = 30,
         minimum_price_comps: int = MINIMUM_COMPS,
         fetcher: Fetcher | None = None,
+        reranker: Reranker | None = None,
     ) -> None:
         if identify_budget <= 0:
             raise ConfigurationError("identify_budget must be positive")
@@ -73,7 +73,8 @@ class Engine:
         self.comps_wanted = comps_wanted
         self.max_comps = max_comps
         self.minimum_price_comps = minimum_price_comps
-        self.fetcher = fetcher or Fetcher()
+        self.fetcher = fetcher or (reranker.fetcher if reranker is not None else Fetcher())
+        self.reranker = reranker or Reranker(fetcher=self.fetcher)
         self.catalog_dir = Path(catalog).expanduser() if catalog else _settings.catalog_dir()
         self._catalog: Catalog | None = None
         self._catalog_lock = threading.Lock()
@@ -234,55 +235,18 @@ class Engine:
             model_id=self.encoder.model_id, wanted=self.comps_wanted, limit=self.max_comps,
             warnings=warnings,
         )
-        comps = self._rerank(embedding, [(f.listing, f.step) for f in found], warnings)
+        pairs = [(f.listing, f.step) for f in found]
+        comps = self._rerank(embedding, pairs, warnings, identification)
         return comps, first_query, warnings
 
     def _rerank(
-        self, embedding: np.ndarray, found: Sequence[tuple[Listing, str]], warnings: list[str]
+        self, embedding: np.ndarray, found: Sequence[tuple[Listing, str]], warnings: list[str],
+        identification: Identification | None = None,
     ) -> list[Comp]:
-        if not found:
-            return []
-        model_id = self.encoder.model_id
-        listings = [listing for listing, _ in found]
-        vectors: dict[str, np.ndarray] = {}
-        for market in self.marketplaces:
-            try:
-                vectors.update(market.image_embeddings(listings, model_id=model_id))
-            except Exception as exc:
-                warnings.append(f"marketplace {market.name} gave no embeddings: {exc}")
-        errors: dict[str, str] = {}
-        missing = [item for item in listings if item.key not in vectors]
-        urls = [item.image_url for item in missing if item.image_url]
-        fetched = self.fetcher.fetch_many(urls) if urls else {}
-        to_encode: list[tuple[str, Any]] = []
-        for item in missing:
-            if not item.image_url:
-                errors[item.key] = "listing has no image"
-                continue
-            result = fetched[item.image_url]
-            if isinstance(result, FetchError):
-                errors[item.key] = str(result)
-                continue
-            try:
-                to_encode.append((item.key, decode(result, source=item.image_url).image))
-            except ImageError as exc:
-                errors[item.key] = str(exc)
-        if to_encode:
-            encoded = self.encoder.encode_images([image for _, image in to_encode])
-            vectors.update({key: vec for (key, _), vec in zip(to_encode, encoded, strict=True)})
-        comps = []
-        for listing, step in found:
-            vector = vectors.get(listing.key)
-            if vector is not None:
-                similarity = float(np.clip(np.dot(vector, embedding), -1.0, 1.0))
-                comps.append(Comp(listing=listing, score=max(similarity, 0.0),
-                                  similarity=similarity, query_step=step))
-            else:
-                comps.append(Comp(listing=listing, score=0.0,
-                                  image_error=errors.get(listing.key, "image unavailable"),
-                                  flags=("image_unavailable",), query_step=step))
-        comps.sort(key=lambda c: -c.score)
-        return comps
+        return self.reranker.rerank(
+            embedding, found, encoder=self.encoder, marketplaces=self.marketplaces,
+            identification=identification, warnings=warnings,
+        )
 
     # -- analyze -------------------------------------------------------------
 

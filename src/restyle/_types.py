@@ -327,12 +327,16 @@ class Comp(_Value):
     """A comparable listing plus how much it looks like the photo.
 
     ``similarity`` is the visual cosine similarity (None when the comp's image
-    could not be used; ``image_error`` says why). ``score`` orders the comps.
+    could not be used; ``image_error`` says why). ``text_similarity`` compares
+    the identification with the title, when the re-ranker is asked to.
+    ``score`` orders the comps. ``flags`` may hold ``image_unavailable``,
+    ``duplicate_image`` and ``below_cutoff``.
     """
 
     listing: Listing
     score: float
     similarity: float | None = None
+    text_similarity: float | None = None
     image_error: str | None = None
     flags: tuple[str, ...] = ()
     query_step: str = "full"

@@ -13,6 +13,13 @@ Model specs:
 
 The model loads lazily, once per process per (spec, device, precision), and
 is shared by every Engine that asks for it.
+
+Precision: on CUDA the weights are fp16; on CPUs with native bfloat16
+instructions (AVX512-BF16 or AMX) the whole model is cast to bfloat16, which
+more than doubles ViT-B-32 throughput while keeping embeddings within cosine
+0.9999 of fp32 (bf16 *autocast* is avoided: it is several times slower than
+fp32 for open_clip); elsewhere fp32. ``precision="fp32"`` or
+``RESTYLE_PRECISION=fp32`` turns the fast path off.
 """
 
 from __future__ import annotations
@@ -20,8 +27,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,11 +43,14 @@ from restyle._components import Encoder
 from restyle._errors import EncoderError
 from restyle._hookspecs import hookimpl
 
-__all__ = ["ModelSpec", "OpenClipEncoder", "parse_model_spec"]
+__all__ = ["ModelSpec", "OpenClipEncoder", "cpu_has_bf16", "parse_model_spec", "select_device"]
 
 logger = logging.getLogger("restyle.encoders.openclip")
 
 _PRECISIONS = {"fp32", "fp16", "bf16"}
+# Low precision casts the whole model (open_clip's "pure_*"): its default
+# mixed mode keeps fp32 islands that cost more in conversions than they save.
+_OPEN_CLIP_PRECISION = {"fp32": "fp32", "fp16": "pure_fp16", "bf16": "pure_bf16"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +143,30 @@ def select_device(requested: str | None = None) -> str:
     return "cpu"
 
 
+_BF16: bool | None = None
+
+
+def cpu_has_bf16() -> bool:
+    """True when this CPU runs bfloat16 matrix maths natively (AVX512-BF16, AMX, ARM BF16)."""
+    global _BF16
+    if _BF16 is None:
+        import torch
+
+        try:
+            supported = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            supported = False
+        if supported and sys.platform.startswith("linux"):
+            # torch's check accepts any AVX512 CPU, which only emulates bf16.
+            try:
+                flags = Path("/proc/cpuinfo").read_text(errors="replace").split()
+            except OSError:
+                flags = []
+            supported = "avx512_bf16" in flags or "amx_bf16" in flags or "bf16" in flags
+        _BF16 = supported
+    return _BF16
+
+
 @dataclass
 class _Loaded:
     model: Any
@@ -200,7 +236,12 @@ class OpenClipEncoder(Encoder):
     def precision(self) -> str:
         if self._precision:
             return self._precision
-        return "fp16" if self.device == "cuda" else "fp32"
+        device = self.device
+        if device.startswith("cuda"):
+            return "fp16"
+        if device == "cpu" and cpu_has_bf16():
+            return "bf16"
+        return "fp32"
 
     def load(self) -> None:
         """Load the model now instead of on first use."""
@@ -243,7 +284,7 @@ class OpenClipEncoder(Encoder):
                 spec.model_name,
                 pretrained=pretrained,
                 device=self.device,
-                precision=self.precision,
+                precision=_OPEN_CLIP_PRECISION[self.precision],
                 cache_dir=self._cache_dir,
             )
             tokenizer = open_clip.get_tokenizer(spec.model_name, cache_dir=self._cache_dir)
@@ -309,7 +350,19 @@ class OpenClipEncoder(Encoder):
 
     # -- encoding --------------------------------------------------------------
 
+    @property
+    def image_size(self) -> int:
+        """The side of the square the model sees, in pixels."""
+        size = getattr(self._load().model.visual, "image_size", 224)
+        return int(size[0] if isinstance(size, (tuple, list)) else size)
+
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Embed ``images`` in batches of ``batch_size``.
+
+        Preprocessing (resize, crop, normalise) runs in a thread pool one
+        batch ahead of the model, so the model does not wait for it; torch
+        releases the GIL while it computes.
+        """
         import torch
 
         loaded = self._load()
@@ -317,16 +370,38 @@ class OpenClipEncoder(Encoder):
             return np.zeros((0, loaded.dim), dtype=np.float32)
         out = []
         dtype = next(loaded.model.parameters()).dtype
-        for start in range(0, len(images), self.batch_size):
-            chunk = images[start : start + self.batch_size]
-            try:
-                batch = torch.stack([loaded.preprocess(img.convert("RGB")) for img in chunk])
-                with torch.inference_mode():
-                    features = loaded.model.encode_image(batch.to(self.device, dtype=dtype))
-            except Exception as exc:
-                raise EncoderError(f"cannot encode images: {type(exc).__name__}: {exc}") from exc
-            out.append(_normalise(features))
+        workers = max(1, min(4, (os.cpu_count() or 2) - 1, len(images)))
+        with ThreadPoolExecutor(max_workers=workers,
+                                thread_name_prefix="restyle-preprocess") as pool:
+            for futures in self._prepared_batches(pool, loaded, images):
+                try:
+                    batch = torch.stack([future.result() for future in futures])
+                    with torch.inference_mode():
+                        features = loaded.model.encode_image(batch.to(self.device, dtype=dtype))
+                except Exception as exc:
+                    for future in futures:
+                        future.cancel()
+                    raise EncoderError(
+                        f"cannot encode images: {type(exc).__name__}: {exc}"
+                    ) from exc
+                out.append(_normalise(features))
         return np.concatenate(out)
+
+    def _prepared_batches(
+        self, pool: ThreadPoolExecutor, loaded: _Loaded, images: Sequence[Image.Image]
+    ) -> Iterator[list[Future[Any]]]:
+        def prepare(img: Image.Image) -> Any:
+            return loaded.preprocess(img if img.mode == "RGB" else img.convert("RGB"))
+
+        starts = range(0, len(images), self.batch_size)
+        pending: list[list[Future[Any]]] = []
+        for start in starts:
+            # Keep at most two batches in flight: the one being encoded and the next.
+            pending.append([pool.submit(prepare, img)
+                            for img in images[start : start + self.batch_size]])
+            if len(pending) == 2:
+                yield pending.pop(0)
+        yield from pending
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         import torch

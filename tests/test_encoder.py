@@ -1,0 +1,141 @@
+"""The openclip encoder: model strings, device and precision choice, batched encoding."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from restyle import EncoderError
+from restyle._imaging import decode
+from restyle.encoders import openclip
+from restyle.encoders.openclip import OpenClipEncoder, parse_model_spec, select_device
+from tests.fakes.image_server import jpeg_bytes
+
+
+def test_a_bare_architecture_takes_its_published_weights() -> None:
+    spec = parse_model_spec("ViT-B-32")
+    assert (spec.model_name, spec.pretrained) == ("ViT-B-32", "laion2b_s34b_b79k")
+    assert spec.model_id == "ViT-B-32/laion2b_s34b_b79k"
+
+
+def test_architecture_and_tag_as_in_the_original_design() -> None:
+    spec = parse_model_spec("ViT-L-14/laion2b_s32b_b82k")
+    assert (spec.model_name, spec.pretrained) == ("ViT-L-14", "laion2b_s32b_b82k")
+
+
+def test_hf_hub_and_random_specs() -> None:
+    hub = parse_model_spec("hf-hub:Marqo/marqo-fashionSigLIP")
+    assert hub.model_name == "hf-hub:Marqo/marqo-fashionSigLIP" and hub.pretrained is None
+    assert parse_model_spec("ViT-B-32/random").model_id == "ViT-B-32/random"
+
+
+def test_local_directory_and_weights_file(tiny_model_dir: Path) -> None:
+    by_prefix = parse_model_spec(f"local-dir:{tiny_model_dir}")
+    by_path = parse_model_spec(str(tiny_model_dir))
+    assert by_prefix == by_path and by_prefix.model_id.startswith("local:")
+    weights = tiny_model_dir / "open_clip_pytorch_model.bin"
+    spec = parse_model_spec("ViT-B-32", weights=weights)
+    assert spec.pretrained == str(weights) and spec.model_id.startswith("ViT-B-32/file:")
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("", "empty"),
+    ("NoSuchNet-99", "unknown model architecture"),
+    ("local-dir:/nonexistent/model", "no open_clip_config.json"),
+])
+def test_bad_specs_are_clear_errors(spec: str, message: str) -> None:
+    with pytest.raises(EncoderError, match=message):
+        parse_model_spec(spec)
+
+
+def test_missing_weights_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(EncoderError, match="weights file not found"):
+        parse_model_spec("ViT-B-32", weights=tmp_path / "nope.safetensors")
+
+
+def test_device_prefers_cuda_then_mps_then_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert select_device() == "cuda"
+    assert select_device("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert select_device() == "mps"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert select_device() == "cpu"
+
+
+def test_precision_defaults_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(openclip, "cpu_has_bf16", lambda: True)
+    assert OpenClipEncoder("ViT-B-32/random", device="cpu").precision == "bf16"
+    assert OpenClipEncoder("ViT-B-32/random", device="cuda").precision == "fp16"
+    assert OpenClipEncoder("ViT-B-32/random", device="cpu", precision="fp32").precision == "fp32"
+    monkeypatch.setattr(openclip, "cpu_has_bf16", lambda: False)
+    assert OpenClipEncoder("ViT-B-32/random", device="cpu").precision == "fp32"
+    monkeypatch.setenv("RESTYLE_PRECISION", "fp16")
+    assert OpenClipEncoder("ViT-B-32/random", device="cpu").precision == "fp16"
+    with pytest.raises(EncoderError, match="precision must be one of"):
+        OpenClipEncoder("ViT-B-32/random", precision="int4")
+
+
+def images(n: int) -> list[Image.Image]:
+    rng = np.random.default_rng(7)
+    return [Image.fromarray(rng.integers(0, 255, (48 + i, 80, 3), dtype=np.uint8))
+            for i in range(n)]
+
+
+def test_bf16_embeddings_stay_within_cosine_0999_of_fp32(tiny_model_spec: str) -> None:
+    batch = images(6)
+    exact = OpenClipEncoder(tiny_model_spec, device="cpu", precision="fp32")
+    fast = OpenClipEncoder(tiny_model_spec, device="cpu", precision="bf16")
+    a, b = exact.encode_images(batch), fast.encode_images(batch)
+    import torch
+
+    assert next(fast._load().model.parameters()).dtype == torch.bfloat16
+    assert b.dtype == np.float32
+    assert np.allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    cosines = (a * b).sum(axis=1)
+    assert cosines.min() >= 0.999
+    texts = ["a red leather jacket", "white sneakers"]
+    assert (exact.encode_texts(texts) * fast.encode_texts(texts)).sum(axis=1).min() >= 0.999
+
+
+def test_batches_match_one_at_a_time_in_order(tiny_model_spec: str) -> None:
+    encoder = OpenClipEncoder(tiny_model_spec, device="cpu", precision="fp32", batch_size=3)
+    batch = [*images(6), images(1)[0].convert("L")]
+    together = encoder.encode_images(batch)
+    alone = np.concatenate([encoder.encode_images([img]) for img in batch])
+    assert together.shape == (7, encoder.dim)
+    assert np.allclose(together, alone, atol=1e-4)
+    assert encoder.encode_images([]).shape == (0, encoder.dim)
+    assert encoder.image_size == 64
+
+
+def test_a_failing_preprocess_is_an_encoder_error(tiny_model_spec: str) -> None:
+    encoder = OpenClipEncoder(tiny_model_spec, device="cpu", precision="fp32", batch_size=2)
+
+    class Broken:
+        mode = "RGB"
+
+    with pytest.raises(EncoderError, match="cannot encode images"):
+        encoder.encode_images([*images(3), Broken()])  # type: ignore[list-item]
+
+
+def test_large_jpegs_decode_at_reduced_scale_for_the_encoder() -> None:
+    big = jpeg_bytes(size=(2000, 1200))
+    assert decode(big).image.size == (2000, 1200)
+    drafted = decode(big, draft_side=224).image
+    assert drafted.size == (500, 300)  # 1/4 scale: both sides still >= 224
+    small = jpeg_bytes(size=(300, 300))
+    assert decode(small, draft_side=224).image.size == (300, 300)
+
+
+def test_png_is_unaffected_by_draft() -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (1000, 1000), (1, 2, 3)).save(buf, format="PNG")
+    assert decode(buf.getvalue(), draft_side=100).image.size == (1000, 1000)
