@@ -46,6 +46,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "restyle.experts.clip",
     "restyle.experts.catalog",
     "restyle.synthesizers.consensus",
+    "restyle.synthesizers.gemini",
+    "restyle.synthesizers.openai_compat",
     "restyle.marketplaces.catalog",
 )
 

@@ -7,6 +7,7 @@ repeats); every request is recorded so tests can check what went over the wire.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ class FakeServer:
         self.requests: list[Recorded] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._connections: set[socket.socket] = set()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -54,6 +56,16 @@ class FakeServer:
 
             def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                with server._lock:
+                    server._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with server._lock:
+                    server._connections.discard(self.connection)
+                super().finish()
 
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -114,6 +126,14 @@ class FakeServer:
     def stop(self) -> None:
         self._stop.set()
         self._httpd.shutdown()
+        # Clients keep connections alive; close them so the handler threads end.
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         self._httpd.server_close()  # joins the handler threads
         self._thread.join()
 
