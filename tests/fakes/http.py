@@ -6,6 +6,7 @@ repeats); every request is recorded so tests can check what went over the wire.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -102,7 +103,7 @@ class FakeServer:
         self._httpd.daemon_threads = False
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-            name="fake-http-server", daemon=True,
+            name="fake-http-server",
         )
 
     @property
@@ -130,10 +131,8 @@ class FakeServer:
         with self._lock:
             connections = list(self._connections)
         for connection in connections:
-            try:
+            with contextlib.suppress(OSError):  # already closed by the client
                 connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         self._httpd.server_close()  # joins the handler threads
         self._thread.join()
 

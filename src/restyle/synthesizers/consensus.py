@@ -2,11 +2,11 @@
 
 Each field (brand, category, product name, and the attributes colour,
 material, pattern, style, size and model number) is voted on by the experts
-that spoke about it: a value's support is the sum, over experts, of the best
-score each expert gave it. A field's confidence is that support divided by the
-number of experts that voted on the field, but never by fewer than two: one
-expert alone cannot reach more than 0.5, however sure it is, and disagreement
-lowers the winner's share.
+that spoke about it, and the value with the most support wins. Its confidence
+is calibrated on agreement between independent experts (see
+:func:`field_confidence`): one expert alone never gets above 0.5, however sure
+it is; each further expert that agrees halves the remaining doubt; experts
+that name something else lower it.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from restyle.synthesizers._vocabulary import (
 if TYPE_CHECKING:
     from restyle._imaging import Photo
 
-__all__ = ["ConsensusSynthesizer", "supporters"]
+__all__ = ["ConsensusSynthesizer", "field_confidence", "supporters"]
 
 #: Weight of each main field in the overall confidence.
 FIELD_WEIGHTS = {"brand": 0.35, "category": 0.35, "product_name": 0.30}
@@ -40,6 +40,8 @@ FIELD_WEIGHTS = {"brand": 0.35, "category": 0.35, "product_name": 0.30}
 ATTRIBUTES: tuple[str, ...] = (*FACETS, "size", "model_number")
 #: An attribute is reported only when its confidence reaches this.
 MIN_ATTRIBUTE_CONFIDENCE = 0.1
+#: No field is ever more certain than this, however many experts agree.
+MAX_CONFIDENCE = 0.95
 #: A runner-up from an independent expert this close to the winner is a disagreement.
 CONFLICT_RATIO = 0.6
 #: How much a brand named only in passing (a page title, a product name) counts.
@@ -81,7 +83,6 @@ class _Vote:
 @dataclass
 class _Ballot:
     votes: dict[str, dict[str, _Vote]] = field(default_factory=lambda: defaultdict(dict))
-    voters: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
 
     def add(self, field_name: str, value: str, expert: str, score: float) -> None:
         value = value.strip()
@@ -91,13 +92,43 @@ class _Ballot:
         vote = self.votes[field_name].setdefault(key, _Vote())
         vote.by_expert[expert] = max(vote.by_expert.get(expert, 0.0), score)
         vote.spellings[value] = max(vote.spellings.get(value, 0.0), score)
-        self.voters[field_name].add(expert)
+
+    def merge_refinements(self, field_name: str) -> None:
+        """An expert naming "Nike Air Max 90 white" also backs "Nike Air Max 90"."""
+        candidates = self.votes.get(field_name, {})
+        for short_key, short in candidates.items():
+            if len(short_key.split()) < 2:
+                continue
+            for long_key, longer in candidates.items():
+                if long_key.startswith(short_key + " "):
+                    for expert, score in longer.by_expert.items():
+                        short.by_expert[expert] = max(short.by_expert.get(expert, 0.0), score)
 
     def ranked(self, field_name: str) -> list[_Vote]:
         candidates = self.votes.get(field_name, {})
         return sorted(
             candidates.values(), key=lambda v: (-v.support, -len(v.by_expert), _norm(v.display))
         )
+
+
+def field_confidence(winner: dict[str, float], voters: dict[str, float]) -> float:
+    """Confidence in a value backed by ``winner`` (expert -> score) among ``voters``
+    (every expert that voted on the field -> its best score for any value).
+
+    The strength of the backing is a noisy-or of the backers' scores, capped at
+    1 - 0.5**k for k backers (0.5 for one, 0.75 for two, 0.875 for three, at
+    most 0.95), then scaled by the backers' share of all the votes cast.
+    """
+    if not winner:
+        return 0.0
+    doubt = 1.0
+    for score in winner.values():
+        doubt *= 1.0 - score
+    ceiling = min(MAX_CONFIDENCE, 1.0 - 0.5 ** len(winner))
+    strength = min(ceiling, 1.0 - doubt)
+    cast = sum(voters.values())
+    share = sum(winner.values()) / cast if cast > 0 else 0.0
+    return round(max(0.0, min(1.0, strength * share)), 4)
 
 
 def _norm(text: str) -> str:
@@ -175,20 +206,19 @@ def _place_entities(
     """Web entities are brands or products; the service does not say which.
 
     An entity is taken for a brand when another expert named it as one, or
-    when it is short and starts a longer entity of the same expert ("Nike"
-    beside "Nike Air Max 90"). Other entities of two words or more are product
-    names; single generic words ("Shoe") are dropped.
+    when it is the shortest of this expert's entities that start the same way
+    ("Nike" beside "Nike Air Max 90", but not "Nike Air Max 90" beside
+    "Nike Air Max 90 Essential"). Other entities of two words or more are
+    product names; single generic words ("Shoe") are dropped.
     """
-    names = [text for text, _ in pending.entities] + [text for text, _ in pending.mentions]
+    keys = [_norm(text) for text, _ in pending.entities]
     for text, score in pending.entities:
         key = _norm(text)
-        words = key.split()
-        starts_longer = any(
-            _norm(other).startswith(key + " ") for other in names if _norm(other) != key
-        )
-        if key in known_brands or (len(words) <= 3 and starts_longer):
+        starts_longer = any(other.startswith(key + " ") for other in keys)
+        has_prefix = any(key.startswith(other + " ") for other in keys)
+        if key in known_brands or (len(key.split()) <= 4 and starts_longer and not has_prefix):
             ballot.add("brand", text, opinion.expert, score)
-        elif len(words) >= 2:
+        elif len(key.split()) >= 2:
             ballot.add("product_name", text, opinion.expert, score)
             pending.mentions.append((text, score))
 
@@ -251,6 +281,7 @@ class ConsensusSynthesizer(Synthesizer):
             _place_entities(opinion, pending[opinion.expert], known_brands, ballot)
         for opinion in answered:
             _corroborate(opinion, pending[opinion.expert], ballot)
+        ballot.merge_refinements("product_name")
 
         chosen: dict[str, tuple[str, float]] = {}
         evidence: list[Evidence] = []
@@ -260,8 +291,11 @@ class ConsensusSynthesizer(Synthesizer):
             if not ranked:
                 continue
             winner = ranked[0]
-            denominator = max(2, len(ballot.voters[field_name]))
-            confidence = round(min(1.0, winner.support / denominator), 4)
+            voters: dict[str, float] = {}
+            for vote in ranked:
+                for expert, score in vote.by_expert.items():
+                    voters[expert] = max(voters.get(expert, 0.0), score)
+            confidence = field_confidence(winner.by_expert, voters)
             if field_name in ATTRIBUTES and confidence < MIN_ATTRIBUTE_CONFIDENCE:
                 continue
             chosen[field_name] = (winner.display, confidence)
