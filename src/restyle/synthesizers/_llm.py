@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import threading
 from abc import abstractmethod
 from collections.abc import Sequence
@@ -312,11 +313,19 @@ def _parse(completion: Completion) -> Any:
             from None
 
 
+# Anything shaped like a URL is removed from the model's text: nothing it says
+# may be followed, fetched or shown as a link.
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S*|\bwww\.\S+", re.IGNORECASE)
+
+
+def _model_text(text: str, limit: int) -> str:
+    return clean_text(_URL.sub(" ", text), limit=limit)
+
+
 def _clean_optional(text: str | None, limit: int) -> str | None:
     if text is None:
         return None
-    cleaned = clean_text(text, limit=limit)
-    return cleaned or None
+    return _model_text(text, limit) or None
 
 
 def _identification(answer: Any, opinions: Sequence[Opinion], name: str) -> Identification:
@@ -332,7 +341,7 @@ def _identification(answer: Any, opinions: Sequence[Opinion], name: str) -> Iden
     attributes = []
     seen = set()
     for attr in answer.attributes:
-        value = clean_text(attr.value, limit=ANSWER_LIMITS["attribute"])
+        value = _model_text(attr.value, ANSWER_LIMITS["attribute"])
         if not value or attr.name in seen:
             continue
         term = map_facet_term(value)
@@ -360,12 +369,12 @@ def _identification(answer: Any, opinions: Sequence[Opinion], name: str) -> Iden
         category=category,
         attributes=tuple(attributes),
         confidence=round(min(confidence, ceiling), 4),
-        summary=clean_text(answer.summary, limit=ANSWER_LIMITS["summary"]),
+        summary=_model_text(answer.summary, ANSWER_LIMITS["summary"]),
         evidence=tuple(evidence),
         synthesizer=name,
         suggested_photos=tuple(
             cleaned for p in answer.suggested_photos
-            if (cleaned := clean_text(p, limit=ANSWER_LIMITS["suggested_photo"]))
+            if (cleaned := _model_text(p, ANSWER_LIMITS["suggested_photo"]))
         ),
     )
 

@@ -46,6 +46,8 @@ MAX_CONFIDENCE = 0.95
 CONFLICT_RATIO = 0.6
 #: How much a brand named only in passing (a page title, a product name) counts.
 MENTION_WEIGHT = 0.5
+#: How many more words than the value an observation may have and still back it.
+SUPPORT_SLACK_WORDS = 6
 #: Score given to a brand read in the photo's text when the reader gave no score.
 TEXT_SCORE = 0.5
 
@@ -255,7 +257,10 @@ def supporters(opinions: Sequence[Opinion], field_name: str, value: str | None) 
             if field_name == "category":
                 hit = map_category(text) == value or _norm(text) == _norm(value)
             else:
-                hit = _mentions(text, value) or (len(_norm(text)) > 3 and _mentions(value, text))
+                # The value must be most of what the observation says: a long
+                # text that merely mentions it (planted web text) backs nothing.
+                extra_words = len(_norm(text).split()) - len(_norm(value).split())
+                hit = _mentions(text, value) and extra_words <= SUPPORT_SLACK_WORDS
             if hit:
                 score = obs.score if obs.score > 0 else TEXT_SCORE
                 best[opinion.expert] = max(best.get(opinion.expert, 0.0), score)

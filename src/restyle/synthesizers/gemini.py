@@ -85,6 +85,8 @@ class GeminiSynthesizer(LLMSynthesizer):
                 attempts=self.retries + 1,
                 initial_delay=self.retry_delay,
                 max_delay=max(self.retry_delay, 30.0),
+                # The SDK's default jitter adds up to a whole second to every wait.
+                jitter=self.retry_delay,
             ),
         }
         if self.base_url:
@@ -120,6 +122,9 @@ class GeminiSynthesizer(LLMSynthesizer):
             # Nothing the model says may call a tool or fetch anything.
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
         )
+        # The error is raised after the except block so that the SDK's exception
+        # (whose text may quote the key) is not kept as its __context__.
+        failure = None
         try:
             response = client.models.generate_content(
                 model=self.model, contents=contents, config=config
@@ -127,11 +132,14 @@ class GeminiSynthesizer(LLMSynthesizer):
         except errors.APIError as exc:
             message = redact(str(exc.message or ""), self._key(required=False))[:200]
             what = f"HTTP {exc.code} {exc.status or ''}".rstrip()
-            raise self._failure(what + (f": {message}" if message else ""), exc) from None
+            failure = self._failure(what + (f": {message}" if message else ""), exc)
         except Exception as exc:
             if is_timeout(exc):
-                raise self._failure(f"no answer within {self.timeout:g} s", exc) from None
-            raise self._failure(f"request failed ({type(exc).__name__})", exc) from None
+                failure = self._failure(f"no answer within {self.timeout:g} s", exc)
+            else:
+                failure = self._failure(f"request failed ({type(exc).__name__})", exc)
+        if failure is not None:
+            raise failure
         return _completion(response)
 
 

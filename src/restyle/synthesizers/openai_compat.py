@@ -133,8 +133,12 @@ class OpenAICompatibleSynthesizer(LLMSynthesizer):
         client = self.client
         import openai
 
+        # Errors are raised after the except blocks so that the SDK's exception
+        # (whose text may quote the key) is not kept as their __context__.
         while True:
             response_format = self._format()
+            failure = None
+            downgrade = False
             try:
                 response = client.chat.completions.create(
                     model=self.model,
@@ -144,25 +148,29 @@ class OpenAICompatibleSynthesizer(LLMSynthesizer):
                     max_tokens=self.max_tokens,
                     n=1,
                 )
-                break
             except openai.APIStatusError as exc:
-                if (
+                # A server that does not take a JSON schema gets JSON mode from now on.
+                downgrade = (
                     self.response_format == "auto"
                     and response_format["type"] == "json_schema"
                     and exc.status_code in (400, 422)
-                ):
-                    # The server does not take a JSON schema: JSON mode from now on.
-                    with self._format_lock:
-                        self._schema_unsupported = True
-                    continue
+                )
                 message = redact(_status_message(exc), self._key(required=False))[:200]
-                raise self._failure(
+                failure = self._failure(
                     f"HTTP {exc.status_code}" + (f": {message}" if message else ""), exc
-                ) from None
+                )
             except Exception as exc:
                 if is_timeout(exc):
-                    raise self._failure(f"no answer within {self.timeout:g} s", exc) from None
-                raise self._failure(f"request failed ({type(exc).__name__})", exc) from None
+                    failure = self._failure(f"no answer within {self.timeout:g} s", exc)
+                else:
+                    failure = self._failure(f"request failed ({type(exc).__name__})", exc)
+            if downgrade:
+                with self._format_lock:
+                    self._schema_unsupported = True
+                continue
+            if failure is not None:
+                raise failure
+            break
         return _completion(response)
 
 
