@@ -352,8 +352,8 @@ def _identification(answer: Any, opinions: Sequence[Opinion], name: str) -> Iden
         attributes.append(Attribute(name=attr.name, value=value, confidence=confidence))
 
     evidence: list[Evidence] = []
-    for field_name, value in (("brand", brand), ("category", category), ("product_name", product)):
-        evidence.extend(supporters(opinions, field_name, value))
+    for field_name, chosen in (("brand", brand), ("category", category), ("product_name", product)):
+        evidence.extend(supporters(opinions, field_name, chosen))
     backers = {e.expert for e in evidence}
     for attr in attributes:
         evidence.extend(supporters(opinions, attr.name, attr.value))
@@ -435,7 +435,6 @@ class LLMSynthesizer(Synthesizer):
         api_key: str | None = None,
         timeout: float = 30.0,
         retries: int = 2,
-        retry_delay: float = 1.0,
         send_photo: bool = True,
         photo_side: int = 1024,
         temperature: float = 0.0,
@@ -447,14 +446,13 @@ class LLMSynthesizer(Synthesizer):
         self._api_key = api_key
         self.timeout = timeout
         self.retries = retries
-        self.retry_delay = retry_delay
         self.send_photo = send_photo
         self.photo_side = photo_side
         self.temperature = temperature
         self._client: Any = None
         self._client_lock = threading.Lock()
 
-    # The key is never an attribute a repr, vars() dump or log line would show by name.
+    # Resolved at call time, so a key set after the Engine was built is still used.
     def _key(self, *, required: bool = True) -> str | None:
         if self._api_key:
             return self._api_key

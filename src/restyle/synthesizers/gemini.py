@@ -60,9 +60,10 @@ class GeminiSynthesizer(LLMSynthesizer):
         temperature: float = 0.0,
     ) -> None:
         super().__init__(
-            api_key=api_key, timeout=timeout, retries=retries, retry_delay=retry_delay,
+            api_key=api_key, timeout=timeout, retries=retries,
             send_photo=send_photo, photo_side=photo_side, temperature=temperature,
         )
+        self.retry_delay = retry_delay
         self._model = model
         self.base_url = base_url
         self.api_version = api_version
