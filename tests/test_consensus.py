@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -117,9 +118,9 @@ def test_no_brand_at_all_asks_for_the_label() -> None:
 
 def test_failed_experts_are_ignored() -> None:
     failed = Opinion.failure("aws-rekognition", "ThrottlingException", status=OpinionStatus.ERROR)
-    assert synthesize(GOOGLE, failed).to_dict() == synthesize(GOOGLE).to_dict() | {
-        "summary": synthesize(GOOGLE, failed).summary
-    }
+    with_failure, without = synthesize(GOOGLE, failed), synthesize(GOOGLE)
+    assert replace(with_failure, summary="") == replace(without, summary="")
+    assert "from 1 of 2 experts" in with_failure.summary
     assert synthesize(failed).brand is None
     assert synthesize().confidence == 0.0
 

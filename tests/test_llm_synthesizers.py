@@ -120,6 +120,7 @@ GEMINI_FAILURES = [
     ("timeout", [Reply(hang=True)], {"timeout": 0.3}, 1, "no answer within 0.3 s"),
 ]
 
+# The SDK honours retry-after-ms; it keeps the retried cases fast.
 _FAST = {"retry-after-ms": "10"}
 OPENAI_FAILURES = [
     ("refusal", [openai_text(None, refusal="I can't help with that.")], {}, 1, "refused"),
@@ -135,12 +136,11 @@ OPENAI_FAILURES = [
     ("http-400-strict", [openai_error(400, "Invalid schema for response_format.")],
      {"response_format": "json_schema"}, 1, "HTTP 400"),
     ("http-400-auto", [openai_error(400, "Unsupported parameter.")], {}, 2, "HTTP 400"),
-    ("http-429", [Reply(**{**openai_error(429, "Rate limit reached.", kind="requests",
-                                          error_code="rate_limit_exceeded").__dict__,
-                           "headers": _FAST})], {"retries": 1}, 2, "HTTP 429"),
-    ("http-503", [Reply(**{**openai_error(503, "The server is overloaded.",
-                                          kind="server_error").__dict__, "headers": _FAST})],
-     {"retries": 1}, 2, "HTTP 503"),
+    ("http-429", [openai_error(429, "Rate limit reached.", kind="requests",
+                               error_code="rate_limit_exceeded", headers=_FAST)],
+     {"retries": 1}, 2, "HTTP 429"),
+    ("http-503", [openai_error(503, "The server is overloaded.", kind="server_error",
+                               headers=_FAST)], {"retries": 1}, 2, "HTTP 503"),
     ("timeout", [Reply(hang=True)], {"timeout": 0.3}, 1, "no answer within 0.3 s"),
 ]
 

@@ -68,7 +68,9 @@ def openai_json(answer: dict[str, Any], *, finish: str = "stop") -> Reply:
 
 
 def openai_error(code: int, message: str, *, kind: str = "invalid_request_error",
-                 error_code: str | None = None, param: str | None = None) -> Reply:
+                 error_code: str | None = None, param: str | None = None,
+                 headers: dict[str, str] | None = None) -> Reply:
     """An error in OpenAI's JSON envelope."""
-    return Reply(status=code, body={"error": {"message": message, "type": kind,
-                                              "param": param, "code": error_code}})
+    return Reply(status=code, headers=dict(headers or {}),
+                 body={"error": {"message": message, "type": kind, "param": param,
+                                 "code": error_code}})
