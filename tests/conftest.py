@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 SAMPLE_PHOTO = EXAMPLES / "photo.jpg"
 SAMPLE_LISTINGS = EXAMPLES / "catalog" / "listings.jsonl"
+PLUGINS = Path(__file__).parent / "plugins"
 
 # A 2-layer ViT of width 64 on 64-pixel images and a 2-layer text tower:
 # the real architecture and code path, at a size that runs in milliseconds.
@@ -23,7 +31,9 @@ TINY_MODEL_CFG = {
 
 
 @pytest.fixture(autouse=True)
-def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory):
+def _isolated_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     """Keep tests away from the developer's own catalog, plugins and settings."""
     for name in ("RESTYLE_MODEL", "RESTYLE_WEIGHTS", "RESTYLE_CATALOG", "RESTYLE_EXPERTS",
                  "RESTYLE_MARKETPLACES", "RESTYLE_SYNTHESIZER", "RESTYLE_ENCODER",
@@ -83,3 +93,37 @@ def catalog_copy(sample_catalog_dir: Path, tmp_path: Path) -> Path:
     target = tmp_path / "catalog"
     shutil.copytree(sample_catalog_dir, target)
     return target
+
+
+@pytest.fixture
+def install_plugin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[str | Path], None]]:
+    """Make a plugin project (a name under tests/plugins/, or a path) importable with
+    its dist-info, laid out as pip lays it out in site-packages."""
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    installed: list[str] = []
+
+    def install(project: str | Path) -> None:
+        root = PLUGINS / project if isinstance(project, str) else project
+        meta = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+        dist = meta["name"].replace("-", "_")
+        info = site / f"{dist}-{meta['version']}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: {meta['name']}\nVersion: {meta['version']}\n"
+        )
+        points = meta["entry-points"]["restyle"]
+        (info / "entry_points.txt").write_text(
+            "[restyle]\n" + "".join(f"{k} = {v}\n" for k, v in points.items())
+        )
+        for package in (root / "src").iterdir():
+            shutil.copytree(package, site / package.name)
+            installed.append(package.name)
+
+    yield install
+    for name in list(sys.modules):
+        if any(name == pkg or name.startswith(pkg + ".") for pkg in installed):
+            del sys.modules[name]

@@ -80,7 +80,7 @@ def test_plugins_lists_every_builtin(capsys: pytest.CaptureFixture[str]) -> None
 def test_user_mistakes_print_one_line_and_fail(
     tiny_env: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, err = run(capsys, "analyze", str(tmp_path / "nope.jpg"), "--no-plugins",
+    code, _, err = run(capsys, "analyze", str(tmp_path / "nope.jpg"), "--no-plugins",
                          "--catalog", str(tmp_path))
     assert code == 1
     assert err.startswith("restyle: error: photo not found")

@@ -6,6 +6,8 @@ analysis = Engine().analyze("jacket.jpg")
 ```
 """
 
+import logging
+
 from restyle._catalog import BuildReport, Catalog, Rejection
 from restyle._components import Component, Encoder, Expert, Marketplace, Synthesizer
 from restyle._engine import Engine
@@ -17,7 +19,11 @@ from restyle._errors import (
     ExpertError,
     FetchError,
     ImageError,
+    MarketplaceAuthError,
     MarketplaceError,
+    MarketplaceRateLimitError,
+    MarketplaceResponseError,
+    MarketplaceUnavailableError,
     PluginError,
     RestyleError,
     SynthesizerError,
@@ -36,6 +42,7 @@ from restyle._types import (
     Comp,
     Condition,
     Evidence,
+    Exclusion,
     Identification,
     Listing,
     Money,
@@ -43,12 +50,17 @@ from restyle._types import (
     Opinion,
     OpinionStatus,
     PhotoInfo,
+    PriceBand,
+    PricedComp,
     PriceEstimate,
     PriceStatus,
     Query,
 )
 
 __version__ = "0.1.0"
+
+# A library logs but never decides where logs go: that is the application's call.
+logging.getLogger("restyle").addHandler(logging.NullHandler())
 
 __all__ = [
     "MINIMUM_COMPS",
@@ -67,6 +79,7 @@ __all__ = [
     "EncoderError",
     "Engine",
     "Evidence",
+    "Exclusion",
     "Expert",
     "ExpertError",
     "FetchError",
@@ -76,7 +89,11 @@ __all__ = [
     "ImageError",
     "Listing",
     "Marketplace",
+    "MarketplaceAuthError",
     "MarketplaceError",
+    "MarketplaceRateLimitError",
+    "MarketplaceResponseError",
+    "MarketplaceUnavailableError",
     "Money",
     "Observation",
     "Opinion",
@@ -85,8 +102,10 @@ __all__ = [
     "PhotoInfo",
     "PluginError",
     "PluginLoadWarning",
+    "PriceBand",
     "PriceEstimate",
     "PriceStatus",
+    "PricedComp",
     "Query",
     "Rejection",
     "RestyleError",

@@ -28,7 +28,7 @@ __all__ = ["Component", "Encoder", "Expert", "Marketplace", "Synthesizer"]
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 
-class Component(ABC):
+class Component(ABC):  # noqa: B024 - abstract in spirit; subclasses add the methods
     """Base of every component: a kind, a name, and an optional attach step."""
 
     kind: ClassVar[str] = "component"

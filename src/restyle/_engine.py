@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
@@ -28,7 +28,7 @@ from restyle._imaging import ImageInput, Photo, decode, load_photo
 from restyle._plugins import PluginRegistry
 from restyle._pricing import MINIMUM_COMPS, estimate_price
 from restyle._progress import progress_bar
-from restyle._query import relaxed_queries
+from restyle._search import search_marketplaces
 from restyle._types import Analysis, Comp, Identification, Listing, Opinion, OpinionStatus, Query
 
 __all__ = ["Engine"]
@@ -79,25 +79,30 @@ class Engine:
         self._catalog_lock = threading.Lock()
 
         self.encoder: Encoder = self._resolve(
-            "encoder", encoder or _settings.env_str("RESTYLE_ENCODER") or _settings.DEFAULT_ENCODER,
-            Encoder,
+            "encoder",
+            encoder or _settings.env_str("RESTYLE_ENCODER") or _settings.DEFAULT_ENCODER,
+            Encoder,  # type: ignore[type-abstract]
         )
-        expert_names = experts if experts is not None else (
-            _settings.env_list("RESTYLE_EXPERTS") or _settings.DEFAULT_EXPERTS
+        expert_names = experts if experts is not None else _settings.env_list(
+            "RESTYLE_EXPERTS", _settings.DEFAULT_EXPERTS
         )
         self.experts: tuple[Expert, ...] = tuple(
-            self._resolve("expert", e, Expert) for e in expert_names
+            self._resolve("expert", e, Expert)  # type: ignore[type-abstract]
+            for e in expert_names
         )
         self.synthesizer: Synthesizer = self._resolve(
             "synthesizer",
-            synthesizer or _settings.env_str("RESTYLE_SYNTHESIZER") or _settings.DEFAULT_SYNTHESIZER,
-            Synthesizer,
+            synthesizer
+            or _settings.env_str("RESTYLE_SYNTHESIZER")
+            or _settings.DEFAULT_SYNTHESIZER,
+            Synthesizer,  # type: ignore[type-abstract]
         )
-        market_names = marketplaces if marketplaces is not None else (
-            _settings.env_list("RESTYLE_MARKETPLACES") or _settings.DEFAULT_MARKETPLACES
+        market_names = marketplaces if marketplaces is not None else _settings.env_list(
+            "RESTYLE_MARKETPLACES", _settings.DEFAULT_MARKETPLACES
         )
         self.marketplaces: tuple[Marketplace, ...] = tuple(
-            self._resolve("marketplace", m, Marketplace) for m in market_names
+            self._resolve("marketplace", m, Marketplace)  # type: ignore[type-abstract]
+            for m in market_names
         )
         _unique("expert", self.experts)
         _unique("marketplace", self.marketplaces)
@@ -224,44 +229,13 @@ class Engine:
     ) -> tuple[list[Comp], Query | None, list[str]]:
         warnings: list[str] = []
         embedding = photo.embedding(self.encoder)
-        found: dict[str, tuple[Listing, str]] = {}
-        first_query: Query | None = None
-        failed: set[str] = set()
-        for query in relaxed_queries(identification, limit=self.max_comps):
-            first_query = first_query or query
-            for market, listings in self._search_all(photo, query, embedding, failed, warnings):
-                for listing in listings:
-                    found.setdefault(listing.key, (listing, query.step))
-            if len(found) >= self.comps_wanted or len(failed) == len(self.marketplaces):
-                break
-        listings = list(found.values())[: self.max_comps]
-        comps = self._rerank(embedding, listings, warnings)
+        found, first_query = search_marketplaces(
+            self.marketplaces, photo, identification, embedding=embedding,
+            model_id=self.encoder.model_id, wanted=self.comps_wanted, limit=self.max_comps,
+            warnings=warnings,
+        )
+        comps = self._rerank(embedding, [(f.listing, f.step) for f in found], warnings)
         return comps, first_query, warnings
-
-    def _search_all(
-        self, photo: Photo, query: Query, embedding: np.ndarray, failed: set[str],
-        warnings: list[str],
-    ) -> list[tuple[Marketplace, Sequence[Listing]]]:
-        active = [m for m in self.marketplaces if m.name not in failed]
-
-        def one(market: Marketplace) -> Sequence[Listing]:
-            by_image = market.search_by_image(
-                photo, query, embedding=embedding, model_id=self.encoder.model_id
-            )
-            return by_image if by_image is not None else market.search(query)
-
-        results = []
-        with ThreadPoolExecutor(max_workers=max(1, len(active))) as pool:
-            futures = [(m, pool.submit(one, m)) for m in active]
-            for market, future in futures:
-                try:
-                    results.append((market, list(future.result())))
-                except Exception as exc:
-                    failed.add(market.name)
-                    message = f"marketplace {market.name} failed: {type(exc).__name__}: {exc}"
-                    warnings.append(message)
-                    logger.warning("%s", message)
-        return results
 
     def _rerank(
         self, embedding: np.ndarray, found: Sequence[tuple[Listing, str]], warnings: list[str]

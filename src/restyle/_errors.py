@@ -10,6 +10,10 @@ RestyleError
 ├── ExpertError             an expert could not examine the photo
 ├── SynthesizerError        a synthesizer could not merge the opinions
 ├── MarketplaceError        a marketplace search failed
+│   ├── MarketplaceAuthError        credentials missing or rejected
+│   ├── MarketplaceRateLimitError   still rate limited after the allowed retries
+│   ├── MarketplaceUnavailableError server errors or no connection after the retries
+│   └── MarketplaceResponseError    a request refused, or an answer that makes no sense
 ├── EncoderError            the encoder could not load its model or embed inputs
 └── CatalogError            the local catalog is missing, corrupt or built with another model
 ```
@@ -28,7 +32,11 @@ __all__ = [
     "ExpertError",
     "FetchError",
     "ImageError",
+    "MarketplaceAuthError",
     "MarketplaceError",
+    "MarketplaceRateLimitError",
+    "MarketplaceResponseError",
+    "MarketplaceUnavailableError",
     "PluginError",
     "RestyleError",
     "SynthesizerError",
@@ -72,7 +80,55 @@ class SynthesizerError(RestyleError):
 
 
 class MarketplaceError(RestyleError):
-    """A marketplace search failed."""
+    """A marketplace search failed.
+
+    ``status`` is the HTTP status when there was one; ``error_ids`` the
+    marketplace's own error codes (eBay's ``errorId``), when it sent any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        marketplace: str | None = None,
+        status: int | None = None,
+        error_ids: tuple[int, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.marketplace = marketplace
+        self.status = status
+        self.error_ids = error_ids
+
+
+class MarketplaceAuthError(MarketplaceError):
+    """The marketplace credentials are missing or were rejected."""
+
+
+class MarketplaceRateLimitError(MarketplaceError):
+    """The marketplace kept refusing with "too many requests".
+
+    ``retry_after`` is the wait in seconds the marketplace asked for, if it said.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        marketplace: str | None = None,
+        status: int | None = None,
+        error_ids: tuple[int, ...] = (),
+    ) -> None:
+        super().__init__(message, marketplace=marketplace, status=status, error_ids=error_ids)
+        self.retry_after = retry_after
+
+
+class MarketplaceUnavailableError(MarketplaceError):
+    """The marketplace answered with server errors, or not at all, on every try."""
+
+
+class MarketplaceResponseError(MarketplaceError):
+    """The marketplace refused the request, or answered with something malformed."""
 
 
 class EncoderError(RestyleError):

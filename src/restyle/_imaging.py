@@ -14,6 +14,7 @@ import io
 import os
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Union
 
@@ -26,9 +27,21 @@ from restyle._types import PhotoInfo
 if TYPE_CHECKING:
     from restyle._components import Encoder
 
-__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS", "ImageInput", "Photo", "load_photo"]
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_PIXELS",
+    "ImageInput",
+    "Photo",
+    "UploadImage",
+    "UploadLimits",
+    "load_photo",
+    "prepare_upload",
+]
 
-ImageInput = Union[str, os.PathLike[str], bytes, bytearray, memoryview, IO[bytes], Image.Image]
+#: Everything a photo may be given as.
+ImageInput = Union[  # noqa: UP007 - a runtime alias must work on Python 3.10
+    str, os.PathLike[str], bytes, bytearray, memoryview, IO[bytes], Image.Image
+]
 
 #: Largest photo accepted, in pixels (width x height).
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -94,7 +107,9 @@ class Photo:
                 self._embeddings[key] = cached
             return cached
 
-    def encoded(self, *, fmt: str = "JPEG", max_side: int | None = None, quality: int = 90) -> bytes:
+    def encoded(
+        self, *, fmt: str = "JPEG", max_side: int | None = None, quality: int = 90
+    ) -> bytes:
         """The photo re-encoded (and downscaled to ``max_side`` if given)."""
         img = self.image
         if max_side is not None and max(img.size) > max_side:
@@ -166,7 +181,9 @@ def load_photo(
     return decode(data, max_pixels=max_pixels, source=name)
 
 
-def decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, source: str | None = None) -> Photo:
+def decode(
+    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, source: str | None = None
+) -> Photo:
     """Decode encoded image bytes into a :class:`Photo`, or raise :class:`ImageError`."""
     what = f"photo {source!r}" if source else "photo"
     if not data:
@@ -223,3 +240,79 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         background.paste(img, mask=img.getchannel("A"))
         return background
     return img.convert("RGB")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UploadLimits:
+    """What a remote service accepts: encoded bytes, longest side, pixels, formats."""
+
+    max_bytes: int
+    max_side: int | None = None
+    max_pixels: int | None = None
+    formats: tuple[str, ...] = ("JPEG", "PNG")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UploadImage:
+    """Bytes ready to send, with the size of the image they encode."""
+
+    data: bytes = field(repr=False)
+    format: str
+    width: int
+    height: int
+    reencoded: bool
+
+
+# JPEG qualities tried, best first, before the image is shrunk further.
+_UPLOAD_QUALITIES = (90, 80, 70)
+
+
+def prepare_upload(photo: Photo, limits: UploadLimits) -> UploadImage:
+    """The photo as bytes a service with these limits accepts.
+
+    The original bytes are sent untouched when they already fit (same format,
+    size and orientation), so the service sees exactly what the user took;
+    otherwise the upright pixels are downscaled and re-encoded as JPEG, first
+    lowering the quality and then the size until they fit ``max_bytes``.
+    """
+    img = photo.image
+    if photo.data is not None and _fits_as_is(photo, limits):
+        return UploadImage(data=photo.data, format=photo.format, width=img.width,
+                           height=img.height, reencoded=False)
+    scale = 1.0
+    if limits.max_side is not None:
+        scale = min(scale, limits.max_side / max(img.size))
+    if limits.max_pixels is not None:
+        scale = min(scale, (limits.max_pixels / (img.width * img.height)) ** 0.5)
+    while True:
+        size = (max(1, int(img.width * scale)), max(1, int(img.height * scale)))
+        scaled = img if size == img.size else img.resize(size, Image.Resampling.LANCZOS)
+        for quality in _UPLOAD_QUALITIES:
+            buf = io.BytesIO()
+            scaled.save(buf, format="JPEG", quality=quality)
+            if buf.tell() <= limits.max_bytes:
+                return UploadImage(data=buf.getvalue(), format="JPEG", width=size[0],
+                                   height=size[1], reencoded=True)
+        if max(size) <= 16:
+            raise ImageError(f"photo cannot be made smaller than {limits.max_bytes} bytes")
+        scale *= 0.75
+
+
+def _fits_as_is(photo: Photo, limits: UploadLimits) -> bool:
+    data = photo.data
+    assert data is not None
+    width, height = photo.image.size
+    if (
+        photo.format not in limits.formats
+        or len(data) > limits.max_bytes
+        or (limits.max_side is not None and max(width, height) > limits.max_side)
+        or (limits.max_pixels is not None and width * height > limits.max_pixels)
+    ):
+        return False
+    # The pixels restyle decoded were turned upright and may have been decoded
+    # at reduced scale; the original bytes only stand for them when neither happened.
+    try:
+        with Image.open(io.BytesIO(data)) as original:
+            return original.size == (width, height) and original.getexif().get(0x0112, 1) == 1
+    except (OSError, ValueError, SyntaxError):
+        return False

@@ -17,7 +17,7 @@ import importlib
 import logging
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from types import ModuleType
@@ -45,10 +45,13 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "restyle.encoders.openclip",
     "restyle.experts.clip",
     "restyle.experts.catalog",
+    "restyle.experts.google_vision",
+    "restyle.experts.aws_rekognition",
     "restyle.synthesizers.consensus",
     "restyle.synthesizers.gemini",
     "restyle.synthesizers.openai_compat",
     "restyle.marketplaces.catalog",
+    "restyle.marketplaces.ebay",
 )
 
 BUILTIN_DISTRIBUTION = "restyle"
@@ -217,7 +220,7 @@ class PluginRegistry:
     def names(self, kind: str) -> list[str]:
         return sorted(n for k, n in self.registrations if k == kind)
 
-    def __iter__(self) -> Iterable[Registration]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[Registration]:
         return iter(sorted(self.registrations.values(), key=lambda r: (r.kind, r.name)))
 
 

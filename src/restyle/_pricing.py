@@ -1,106 +1,241 @@
-"""The price estimate: a similarity-weighted median with outliers trimmed.
+"""The price estimate: a similarity-weighted median with outliers trimmed, per currency.
 
-Rules, in order:
+Rules, in order (docs/pricing.md says the same for users):
 
-1. A comp counts only if it has a price and a positive score.
-2. Only the currency carrying the most weight is used; comps in other
-   currencies are excluded (never converted: rates would be a guess).
-3. With at least four prices, prices outside Tukey's fences
-   (Q1 - 1.5 IQR, Q3 + 1.5 IQR) are excluded as outliers.
-4. The estimate is the weighted median, the range the weighted 25th to 75th
-   percentile, each comp weighted by its score.
-5. Fewer than ``minimum_comps`` (default :data:`MINIMUM_COMPS`) comps left:
-   the answer is ``not_enough_data``, with no amounts.
+1. A comp is excluded when it has no price (``no_price``), when re-ranking
+   flagged it ``below_cutoff`` (``below_cutoff``), when its score is not
+   positive although its image was compared (``not_alike``), or when it is an
+   active auction nobody has bid on (``auction_without_bids``: a starting
+   price says nothing about the market).
+2. A comp flagged ``image_unavailable`` is not excluded but down-weighted to
+   :data:`UNSEEN_WEIGHT`: the search found it, but nobody could check that it
+   looks like the photo. Every other comp weighs its score (capped at 1).
+3. Currencies are never mixed or converted: each currency is estimated on its
+   own (see the bands), and the headline is the currency carrying the most
+   weight; comps in other currencies are left out of it (``other_currency``).
+4. Within a currency with at least four comps, prices outside Tukey's fences
+   (Q1 - 1.5 IQR, Q3 + 1.5 IQR) are excluded as outliers (``outlier``).
+5. The estimate is the weighted median, the range the weighted 25th to 75th
+   percentile, of the item prices (shipping left out: it depends on the buyer).
+6. Fewer than ``minimum_comps`` (default :data:`MINIMUM_COMPS`) comps left in a
+   currency: ``not_enough_data`` for it, with no amounts.
+7. Bands split each currency by condition and, when the marketplaces said
+   which, into sold and active listings, under the same minimum.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from decimal import ROUND_HALF_UP, Decimal
+from typing import TypeVar
 
 import numpy as np
 
-from restyle._types import Comp, PriceEstimate, PriceStatus
+from restyle._types import (
+    Comp,
+    Condition,
+    Exclusion,
+    PriceBand,
+    PricedComp,
+    PriceEstimate,
+    PriceStatus,
+)
 
-__all__ = ["MINIMUM_COMPS", "estimate_price", "weighted_quantile"]
+__all__ = ["MINIMUM_COMPS", "UNSEEN_WEIGHT", "estimate_price", "weighted_quantile"]
 
-#: Fewest usable comps an estimate may rest on.
+#: Fewest comps an estimate may rest on.
 MINIMUM_COMPS = 3
+#: Weight of a comp whose image could not be compared with the photo.
+UNSEEN_WEIGHT = 0.25
+#: Fewest prices before outliers are looked for: with three, the fences say nothing.
+_OUTLIER_MINIMUM = 4
 
 _CENT = Decimal("0.01")
+_N = TypeVar("_N", float, Decimal)
 
 
-def weighted_quantile(values: Sequence[float], weights: Sequence[float], q: float) -> float:
+def weighted_quantile(values: Sequence[_N], weights: Sequence[float], q: float) -> _N:
     """The smallest value whose cumulative weight reaches ``q`` of the total
-    (the lower weighted quantile; midpoint when exactly on a boundary)."""
-    order = np.argsort(values, kind="stable")
-    v = np.asarray(values, dtype=float)[order]
-    w = np.asarray(weights, dtype=float)[order]
-    cumulative = np.cumsum(w)
-    target = q * cumulative[-1]
-    i = int(np.searchsorted(cumulative, target - 1e-12 * cumulative[-1]))
-    i = min(i, len(v) - 1)
-    if np.isclose(cumulative[i], target) and i + 1 < len(v):
-        return float((v[i] + v[i + 1]) / 2)
-    return float(v[i])
+    (the lower weighted quantile; the midpoint when exactly on a boundary).
+
+    Pairs are sorted by value and then weight, so the answer does not depend
+    on the order the values come in.
+    """
+    if not values or len(values) != len(weights):
+        raise ValueError("weighted_quantile needs as many weights as values, and at least one")
+    pairs = sorted(zip(values, weights, strict=True))
+    total = math.fsum(w for _, w in pairs)
+    target = q * total
+    cumulative = 0.0
+    for i, (value, weight) in enumerate(pairs):
+        cumulative += weight
+        if cumulative >= target - 1e-12 * total:
+            if math.isclose(cumulative, target, rel_tol=1e-9) and i + 1 < len(pairs):
+                return (value + pairs[i + 1][0]) / 2  # type: ignore[return-value]
+            return value
+    return pairs[-1][0]
+
+
+def _money(value: Decimal) -> Decimal:
+    return value.quantize(_CENT, rounding=ROUND_HALF_UP)
+
+
+def _weigh(comp: Comp) -> tuple[float, str | None] | Exclusion:
+    """A comp's weight and why it was lowered, or why it is excluded."""
+    listing = comp.listing
+    key = listing.key
+    if listing.price is None:
+        return Exclusion(listing_key=key, reason="no_price", detail="no price")
+    if "below_cutoff" in comp.flags:
+        return Exclusion(
+            listing_key=key, reason="below_cutoff",
+            detail=f"looks too little like the photo (score {comp.score:.2f})",
+        )
+    if listing.auction and not listing.sold and listing.bid_count == 0:
+        return Exclusion(
+            listing_key=key, reason="auction_without_bids",
+            detail=f"auction without bids (starting price {listing.price})",
+        )
+    if "image_unavailable" in comp.flags:
+        return UNSEEN_WEIGHT, "image_unavailable"
+    if not comp.score > 0:
+        return Exclusion(
+            listing_key=key, reason="not_alike",
+            detail=f"does not look like the photo (score {comp.score:.2f})",
+        )
+    return min(float(comp.score), 1.0), None
+
+
+def _trim_outliers(
+    priced: list[PricedComp],
+) -> tuple[list[PricedComp], list[Exclusion]]:
+    if len(priced) < _OUTLIER_MINIMUM:
+        return priced, []
+    prices = np.array([float(p.price.amount) for p in priced])
+    q1, q3 = np.percentile(prices, [25, 75])
+    fence = 1.5 * (q3 - q1)
+    kept, excluded = [], []
+    for item, value in zip(priced, prices, strict=True):
+        if q1 - fence <= value <= q3 + fence:
+            kept.append(item)
+        else:
+            excluded.append(Exclusion(
+                listing_key=item.listing_key, reason="outlier",
+                detail=f"outlier price {item.price} (kept {q1 - fence:.2f} to {q3 + fence:.2f})",
+            ))
+    return kept, excluded
+
+
+def _band(
+    currency: str,
+    priced: Sequence[PricedComp],
+    minimum_comps: int,
+    *,
+    condition: Condition | None = None,
+    sold: bool | None = None,
+) -> PriceBand:
+    if len(priced) < minimum_comps:
+        return PriceBand(
+            currency=currency, status=PriceStatus.NOT_ENOUGH_DATA, condition=condition,
+            sold=sold, comps_used=len(priced),
+            effective_weight=_effective_weight([p.weight for p in priced]),
+        )
+    prices = [p.price.amount for p in priced]
+    weights = [p.weight for p in priced]
+    return PriceBand(
+        currency=currency,
+        status=PriceStatus.OK,
+        condition=condition,
+        sold=sold,
+        estimate=_money(weighted_quantile(prices, weights, 0.5)),
+        low=_money(weighted_quantile(prices, weights, 0.25)),
+        high=_money(weighted_quantile(prices, weights, 0.75)),
+        comps_used=len(priced),
+        effective_weight=_effective_weight(weights),
+    )
+
+
+def _effective_weight(weights: Sequence[float]) -> float:
+    """Kish's effective number of comps: n when all weigh the same, less when a few dominate."""
+    if not weights:
+        return 0.0
+    total = math.fsum(weights)
+    return round(total * total / math.fsum(w * w for w in weights), 3)
+
+
+def _sort_key(priced: PricedComp) -> tuple[Decimal, float, str]:
+    return (priced.price.amount, -priced.weight, priced.listing_key)
 
 
 def estimate_price(comps: Sequence[Comp], *, minimum_comps: int = MINIMUM_COMPS) -> PriceEstimate:
     """Estimate a price from ``comps`` following the module's rules."""
-    excluded: list[str] = []
-    by_currency: dict[str, list[Comp]] = defaultdict(list)
+    if minimum_comps < 1:
+        raise ValueError("minimum_comps must be at least 1")
+    excluded: list[Exclusion] = []
+    by_currency: dict[str, list[PricedComp]] = defaultdict(list)
     for comp in comps:
-        key = comp.listing.key
-        if comp.listing.price is None:
-            excluded.append(f"{key}: no price")
-        elif comp.score <= 0:
-            excluded.append(f"{key}: does not look like the photo (score {comp.score:.2f})")
-        else:
-            by_currency[comp.listing.price.currency].append(comp)
-    if not by_currency:
+        weighed = _weigh(comp)
+        if isinstance(weighed, Exclusion):
+            excluded.append(weighed)
+            continue
+        weight, lowered = weighed
+        listing = comp.listing
+        assert listing.price is not None
+        by_currency[listing.price.currency].append(PricedComp(
+            listing_key=listing.key, price=listing.price, weight=weight,
+            condition=listing.condition, sold=listing.sold, down_weighted=lowered,
+        ))
+
+    kept_by_currency: dict[str, list[PricedComp]] = {}
+    bands: list[PriceBand] = []
+    overall: dict[str, PriceBand] = {}
+    for currency in sorted(by_currency):
+        kept, outliers = _trim_outliers(by_currency[currency])
+        excluded.extend(outliers)
+        kept.sort(key=_sort_key)
+        kept_by_currency[currency] = kept
+        overall[currency] = band = _band(currency, kept, minimum_comps)
+        bands.append(band)
+        for condition in Condition:
+            group = [p for p in kept if p.condition is condition]
+            if group:
+                bands.append(_band(currency, group, minimum_comps, condition=condition))
+        for sold in (True, False):
+            group = [p for p in kept if p.sold is sold]
+            if group:
+                bands.append(_band(currency, group, minimum_comps, sold=sold))
+
+    if not overall:
         return PriceEstimate(
             status=PriceStatus.NOT_ENOUGH_DATA, minimum_comps=minimum_comps,
-            excluded=tuple(excluded),
+            exclusions=_ordered(excluded),
         )
-    currency = max(
-        sorted(by_currency), key=lambda c: (sum(x.score for x in by_currency[c]), len(by_currency[c]))
-    )
-    for other, group in sorted(by_currency.items()):
+    weight_of = {c: math.fsum(p.weight for p in kept_by_currency[c]) for c in overall}
+    currency = max(sorted(overall), key=lambda c: (weight_of[c], overall[c].comps_used))
+    for other in sorted(overall):
         if other != currency:
-            excluded.extend(f"{c.listing.key}: priced in {other}, not {currency}" for c in group)
-    used = by_currency[currency]
-    prices = np.array([float(c.listing.price.amount) for c in used])  # type: ignore[union-attr]
-    if len(used) >= 4:
-        q1, q3 = np.percentile(prices, [25, 75])
-        fence = 1.5 * (q3 - q1)
-        keep = (prices >= q1 - fence) & (prices <= q3 + fence)
-        excluded.extend(
-            f"{c.listing.key}: outlier price {c.listing.price}"  # type: ignore[union-attr]
-            for c, k in zip(used, keep, strict=True)
-            if not k
-        )
-        used = [c for c, k in zip(used, keep, strict=True) if k]
-        prices = prices[keep]
-    if len(used) < minimum_comps:
-        return PriceEstimate(
-            status=PriceStatus.NOT_ENOUGH_DATA, currency=currency, comps_used=len(used),
-            minimum_comps=minimum_comps, excluded=tuple(excluded),
-        )
-    weights = np.array([c.score for c in used])
-    effective = float(weights.sum() ** 2 / (weights**2).sum())
-
-    def money(x: float) -> Decimal:
-        return Decimal(repr(x)).quantize(_CENT, rounding=ROUND_HALF_UP)
-
+            excluded.extend(
+                Exclusion(listing_key=p.listing_key, reason="other_currency",
+                          detail=f"priced in {other}, not {currency} (see the {other} band)")
+                for p in kept_by_currency[other]
+            )
+    headline = overall[currency]
     return PriceEstimate(
-        status=PriceStatus.OK,
+        status=headline.status,
         currency=currency,
-        estimate=money(weighted_quantile(prices, weights, 0.5)),
-        low=money(weighted_quantile(prices, weights, 0.25)),
-        high=money(weighted_quantile(prices, weights, 0.75)),
-        comps_used=len(used),
-        effective_weight=round(effective, 3),
+        estimate=headline.estimate,
+        low=headline.low,
+        high=headline.high,
+        comps_used=headline.comps_used,
+        effective_weight=headline.effective_weight,
         minimum_comps=minimum_comps,
-        excluded=tuple(excluded),
+        counted=tuple(kept_by_currency[currency]),
+        exclusions=_ordered(excluded),
+        bands=tuple(bands),
     )
+
+
+def _ordered(exclusions: list[Exclusion]) -> tuple[Exclusion, ...]:
+    return tuple(sorted(exclusions, key=lambda e: (e.reason, e.listing_key, e.detail)))

@@ -32,10 +32,11 @@ def env_flag(name: str, default: bool = False) -> bool:
     raise ConfigurationError(f"{name} must be one of 1/0, true/false, yes/no; got {raw!r}")
 
 
-def env_list(name: str) -> tuple[str, ...] | None:
+def env_list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated list; unset gives ``default``, an empty string gives ()."""
     raw = os.environ.get(name)
     if raw is None:
-        return None
+        return default
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "Comp",
     "Condition",
     "Evidence",
+    "Exclusion",
     "Identification",
     "Listing",
     "Money",
@@ -32,15 +33,15 @@ __all__ = [
     "Opinion",
     "OpinionStatus",
     "PhotoInfo",
+    "PriceBand",
     "PriceEstimate",
     "PriceStatus",
+    "PricedComp",
     "Query",
 ]
 
 _T = TypeVar("_T", bound="_Value")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
-
-_value = dataclass(frozen=True, slots=True, kw_only=True)
 
 
 class _Value:
@@ -66,7 +67,7 @@ def _check_score(owner: str, name: str, value: float | None) -> None:
         raise ValueError(f"{owner}.{name} must be a number in [0, 1], got {value!r}")
 
 
-@_value
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Box(_Value):
     """A region of the photo, in fractions of its width and height."""
 
@@ -80,7 +81,7 @@ class Box(_Value):
             _check_score("Box", name, getattr(self, name))
 
 
-@_value
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Observation(_Value):
     """One thing an expert saw, with its score normalised to [0, 1].
 
@@ -107,7 +108,7 @@ class OpinionStatus(str, enum.Enum):
     TIMEOUT = "timeout"
 
 
-@_value
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Opinion(_Value):
     """What one expert saw in the photo, or why it saw nothing."""
 
@@ -144,7 +145,7 @@ class Opinion(_Value):
         return cls(expert=expert, status=status, error=error, latency=latency)
 
 
-@_value
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Attribute(_Value):
     """A secondary trait of the item: ``Attribute(name="color", value="blue")``."""
 
@@ -156,7 +157,7 @@ class Attribute(_Value):
         _check_score("Attribute", "confidence", self.confidence)
 
 
-@_value
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Evidence(_Value):
     """Which expert supported a field's value, and how strongly."""
 
@@ -169,7 +170,7 @@ class Evidence(_Value):
         _check_score("Evidence", "score", self.score)
 
 
-@_value
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Identification(_Value):
     """What the item is, merged from the experts' opinions by a synthesizer."""
 
@@ -197,8 +198,13 @@ class Identification(_Value):
     def evidence_for(self, field_name: str) -> tuple[Evidence, ...]:
         return tuple(e for e in self.evidence if e.field == field_name)
 
+    def _repr_html_(self) -> str:
+        from restyle._display import identification_html
 
-@_value
+        return identification_html(self)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Money(_Value):
     """An amount in one currency. ``amount`` is a Decimal; ``currency`` is ISO 4217."""
 
@@ -253,7 +259,7 @@ class Condition(str, enum.Enum):
         return cls.UNKNOWN
 
 
-@_value
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Query(_Value):
     """What to search a marketplace for, built from an Identification.
 
@@ -265,6 +271,7 @@ class Query(_Value):
     brand: str | None = None
     category: str | None = None
     product_name: str | None = None
+    model_number: str | None = None
     attributes: tuple[str, ...] = ()
     condition: Condition | None = None
     min_price: Decimal | None = None
@@ -274,9 +281,14 @@ class Query(_Value):
     step: str = "full"
 
 
-@_value
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Listing(_Value):
-    """One item offered (or sold) on a marketplace."""
+    """One item offered (or sold) on a marketplace.
+
+    ``price`` is the asking price, or the current bid of an auction
+    (``auction`` True, with ``bid_count``). ``shipping`` is None when the
+    marketplace did not say, which is not the same as free.
+    """
 
     marketplace: str
     listing_id: str
@@ -290,14 +302,27 @@ class Listing(_Value):
     shipping: Money | None = None
     sold: bool | None = None
     seller: str | None = None
+    seller_feedback_percent: float | None = None
+    seller_feedback_score: int | None = None
+    auction: bool | None = None
+    bid_count: int | None = None
 
     @property
     def key(self) -> str:
         """A key unique across marketplaces."""
         return f"{self.marketplace}:{self.listing_id}"
 
+    @property
+    def delivered_price(self) -> Money | None:
+        """Price plus shipping, only when both are known and in one currency."""
+        if self.price is None or self.shipping is None:
+            return None
+        if self.price.currency != self.shipping.currency:
+            return None
+        return Money(amount=self.price.amount + self.shipping.amount, currency=self.price.currency)
 
-@_value
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Comp(_Value):
     """A comparable listing plus how much it looks like the photo.
 
@@ -312,18 +337,71 @@ class Comp(_Value):
     flags: tuple[str, ...] = ()
     query_step: str = "full"
 
+    def _repr_html_(self) -> str:
+        from restyle._display import comp_html
+
+        return comp_html(self)
+
 
 class PriceStatus(str, enum.Enum):
     OK = "ok"
     NOT_ENOUGH_DATA = "not_enough_data"
 
 
-@_value
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PricedComp(_Value):
+    """A comp that counted towards an estimate, and with what weight."""
+
+    listing_key: str
+    price: Money
+    weight: float
+    condition: Condition = Condition.UNKNOWN
+    sold: bool | None = None
+    down_weighted: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Exclusion(_Value):
+    """A comp left out of the headline estimate: ``reason`` is a stable code,
+    ``detail`` says more in words.
+
+    Reasons: ``no_price``, ``below_cutoff``, ``not_alike``, ``auction_without_bids``,
+    ``outlier``, and ``other_currency`` (estimated in its own currency's band).
+    """
+
+    listing_key: str
+    reason: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.listing_key}: {self.detail or self.reason}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PriceBand(_Value):
+    """The estimate for one slice of the comps: a currency, and optionally one
+    condition or only sold (``sold`` True) or only active (False) listings."""
+
+    currency: str
+    status: PriceStatus
+    condition: Condition | None = None
+    sold: bool | None = None
+    estimate: Decimal | None = None
+    low: Decimal | None = None
+    high: Decimal | None = None
+    comps_used: int = 0
+    effective_weight: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PriceEstimate(_Value):
     """A price a reseller can act on, and what it rests on.
 
-    ``status`` is ``not_enough_data`` when fewer than ``minimum_comps`` usable
-    comps were found; the amounts are then None.
+    The headline amounts are for ``currency``, the currency carrying the most
+    weight. ``status`` is ``not_enough_data`` when fewer than ``minimum_comps``
+    good comps were found; the amounts are then None. ``counted`` and
+    ``exclusions`` explain the headline comp by comp; ``bands`` gives the
+    estimate per currency, condition and sold vs active.
     """
 
     status: PriceStatus
@@ -334,14 +412,21 @@ class PriceEstimate(_Value):
     comps_used: int = 0
     effective_weight: float = 0.0
     minimum_comps: int = 3
-    excluded: tuple[str, ...] = ()
+    counted: tuple[PricedComp, ...] = ()
+    exclusions: tuple[Exclusion, ...] = ()
+    bands: tuple[PriceBand, ...] = ()
 
     @property
     def ok(self) -> bool:
         return self.status is PriceStatus.OK
 
+    @property
+    def excluded(self) -> tuple[str, ...]:
+        """Why each comp left out was left out, in words (``exclusions`` as text)."""
+        return tuple(str(e) for e in self.exclusions)
 
-@_value
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PhotoInfo(_Value):
     """What restyle kept of the analysed photo."""
 
@@ -353,7 +438,7 @@ class PhotoInfo(_Value):
     thumbnail: str | None = field(default=None, repr=False)
 
 
-@_value
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Analysis(_Value):
     """Everything restyle found out about one photo."""
 
@@ -379,3 +464,8 @@ class Analysis(_Value):
     @classmethod
     def from_json(cls, text: str) -> Analysis:
         return cls.from_dict(json.loads(text))
+
+    def _repr_html_(self) -> str:
+        from restyle._display import analysis_html
+
+        return analysis_html(self)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -115,6 +114,7 @@ def _run(args: argparse.Namespace) -> int:
             synthesizer=args.synthesizer,
             marketplaces=_split(args.marketplaces),
         )
+        engine.encoder.dim  # noqa: B018 - load the model first: one clear error if it cannot
         analysis = engine.analyze(Path(args.photo))
         if args.json:
             sys.stdout.write(analysis.to_json(indent=2) + "\n")

@@ -34,7 +34,7 @@ from restyle._components import Encoder
 from restyle._errors import EncoderError
 from restyle._hookspecs import hookimpl
 
-__all__ = ["OpenClipEncoder", "ModelSpec", "parse_model_spec"]
+__all__ = ["ModelSpec", "OpenClipEncoder", "parse_model_spec"]
 
 logger = logging.getLogger("restyle.encoders.openclip")
 
@@ -235,7 +235,9 @@ class OpenClipEncoder(Encoder):
         offline = self._offline if self._offline is not None else _settings.offline()
         if spec.model_name.startswith("hf-hub:") and offline:
             self._require_cached_hf(spec.model_name[len("hf-hub:") :], "open_clip_config.json")
-        logger.info("loading open_clip model %s on %s (%s)", spec.model_id, self.device, self.precision)
+        logger.info(
+            "loading open_clip model %s on %s (%s)", spec.model_id, self.device, self.precision
+        )
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 spec.model_name,

@@ -1,0 +1,59 @@
+"""``AIImageSearchView`` rebuilt on restyle's Engine.
+
+One Engine per process, created on first use and shared by every request
+(Engine is thread-safe). Uploads are size-limited; bad photos get a clear 400;
+clients never see internal error text, which goes to the log instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from django.conf import settings
+from django.http import HttpRequest, JsonResponse
+from django.utils.decorators import method_decorator
+from django.views import View
+from django.views.decorators.csrf import csrf_exempt
+
+from restyle import Engine, ImageError, RestyleError
+
+logger = logging.getLogger(__name__)
+
+_engine: Engine | None = None
+_engine_lock = threading.Lock()
+
+
+def get_engine() -> Engine:
+    """The process's Engine, built once (configure it with RESTYLE_* variables)."""
+    global _engine
+    with _engine_lock:
+        if _engine is None:
+            _engine = Engine()
+        return _engine
+
+
+@method_decorator(csrf_exempt, name="dispatch")  # an API endpoint; protect it with your auth
+class AIImageSearchView(View):
+    http_method_names = ("post",)  # type: ignore[assignment]
+
+    def post(self, request: HttpRequest) -> JsonResponse:
+        upload = request.FILES.get("image")
+        if upload is None:
+            return JsonResponse({"error": "No image file provided."}, status=400)
+        limit = settings.RESTYLE_MAX_UPLOAD_BYTES
+        if upload.size is not None and upload.size > limit:
+            return JsonResponse({"error": "The photo is larger than 10 MB."}, status=413)
+        data = upload.read(limit + 1)
+        if len(data) > limit:
+            return JsonResponse({"error": "The photo is larger than 10 MB."}, status=413)
+        try:
+            analysis = get_engine().analyze(data)
+        except ImageError:
+            return JsonResponse(
+                {"error": "The upload is not a JPEG, PNG or WebP photo we can read."}, status=400
+            )
+        except RestyleError:
+            logger.exception("analysis failed")
+            return JsonResponse({"error": "The analysis is unavailable."}, status=503)
+        return JsonResponse(analysis.to_dict())

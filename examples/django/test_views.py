@@ -1,0 +1,78 @@
+"""The Django example view, driven through Django's test client with an offline Engine."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable, Iterator
+
+import django
+import pytest
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "restyle_site.settings")
+django.setup()
+
+from django.test import Client  # noqa: E402
+from django.test.utils import override_settings  # noqa: E402
+from restyle_site import views  # noqa: E402
+
+from restyle import Engine, RestyleError  # noqa: E402
+from restyle.testing import ScriptedExpert, sample_image  # noqa: E402
+
+URL = "/api/ai-image-search/"
+
+
+@pytest.fixture
+def client(
+    restyle_engine: Callable[..., Engine], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Client]:
+    engine = restyle_engine(experts=[ScriptedExpert("acme", entities=[("Acme", 0.9, "brand")])])
+    monkeypatch.setattr(views, "_engine", engine)
+    yield Client()
+
+
+def upload(data: bytes, name: str = "item.jpg") -> io.BytesIO:
+    buf = io.BytesIO(data)
+    buf.name = name
+    return buf
+
+
+def jpeg() -> bytes:
+    buf = io.BytesIO()
+    sample_image().save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def test_analysis_comes_back_as_json(client: Client) -> None:
+    response = client.post(URL, {"image": upload(jpeg())})
+    assert response.status_code == 200
+    assert response.json()["identification"]["brand"] == "Acme"
+
+
+def test_missing_and_bad_images_are_400(client: Client) -> None:
+    assert client.post(URL, {}).status_code == 400
+    response = client.post(URL, {"image": upload(b"GIF89a....")})
+    assert response.status_code == 400
+    assert response.json() == {"error": "The upload is not a JPEG, PNG or WebP photo we can read."}
+    assert client.get(URL).status_code == 405
+
+
+def test_oversized_upload_is_413(client: Client) -> None:
+    with override_settings(RESTYLE_MAX_UPLOAD_BYTES=100):
+        assert client.post(URL, {"image": upload(jpeg())}).status_code == 413
+
+
+def test_internal_errors_are_not_leaked(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(self: Engine, image: object) -> None:
+        raise RestyleError("token sk-live-123 rejected by /internal/service")
+
+    monkeypatch.setattr(Engine, "analyze", boom)
+    response = client.post(URL, {"image": upload(jpeg())})
+    assert response.status_code == 503
+    assert b"sk-live" not in response.content and b"internal" not in response.content
+
+
+def test_one_engine_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(views, "_engine", None)
+    monkeypatch.setattr(views, "Engine", lambda: object())
+    assert views.get_engine() is views.get_engine()

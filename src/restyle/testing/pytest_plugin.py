@@ -1,0 +1,46 @@
+"""pytest fixtures for restyle plugin authors (loaded through the ``pytest11`` entry point)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from restyle._engine import Engine
+from restyle._imaging import Photo, load_photo
+from restyle.testing._checks import sample_image
+from restyle.testing._fakes import ColorEncoder
+
+
+@pytest.fixture
+def color_encoder() -> ColorEncoder:
+    """A deterministic encoder that needs no model."""
+    return ColorEncoder()
+
+
+@pytest.fixture
+def restyle_photo() -> Photo:
+    """A small drawn photo, decoded as restyle decodes user photos."""
+    return load_photo(sample_image())
+
+
+@pytest.fixture
+def restyle_engine(color_encoder: ColorEncoder) -> Callable[..., Engine]:
+    """A factory of offline Engines: ``restyle_engine(experts=[MyExpert()])``.
+
+    No installed plugin is loaded, no marketplace is searched and the encoder
+    is the fake one unless the test passes others.
+    """
+
+    def make(**kwargs: Any) -> Engine:
+        options: dict[str, Any] = {
+            "encoder": color_encoder,
+            "experts": [],
+            "marketplaces": [],
+            "load_entrypoints": False,
+        }
+        options.update(kwargs)
+        return Engine(**options)
+
+    return make

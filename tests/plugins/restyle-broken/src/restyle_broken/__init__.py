@@ -1,0 +1,1 @@
+"""A plugin whose module cannot be imported."""

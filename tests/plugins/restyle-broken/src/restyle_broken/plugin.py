@@ -1,0 +1,3 @@
+"""Fails on import the way a plugin with a missing dependency does."""
+
+import restyle_missing_dependency  # noqa: F401

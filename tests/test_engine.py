@@ -1,0 +1,215 @@
+"""The Engine's pipeline: concurrent experts under deadlines, degradation, comps, price."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from restyle import (
+    Analysis,
+    ConfigurationError,
+    Engine,
+    Identification,
+    ImageError,
+    Listing,
+    Money,
+    Opinion,
+    OpinionStatus,
+    Synthesizer,
+    load_photo,
+)
+from tests.conftest import SAMPLE_PHOTO
+from tests.fakes.components import ColorEncoder, ListMarketplace, ScriptedExpert
+
+
+@pytest.fixture
+def release() -> Iterator[threading.Event]:
+    """An event hung experts wait on; set at teardown so no thread outlives the test."""
+    event = threading.Event()
+    yield event
+    event.set()
+
+
+def engine_with(experts: Sequence[ScriptedExpert], **kwargs: object) -> Engine:
+    options: dict[str, object] = {"encoder": ColorEncoder(), "marketplaces": [],
+                                  "load_entrypoints": False}
+    options.update(kwargs)
+    return Engine(experts=list(experts), **options)  # type: ignore[arg-type]
+
+
+def test_hung_and_raising_experts_degrade_the_answer(release: threading.Event) -> None:
+    good = ScriptedExpert("good", entities=[("Acme", 0.9, "brand"), ("jacket", 0.8, "category")])
+    hung = ScriptedExpert("hung", hang=release, timeout=0.3)
+    broken = ScriptedExpert("broken", error=RuntimeError("quota exceeded"))
+    engine = engine_with([good, hung, broken])
+    opinions = {o.expert: o for o in engine.examine(SAMPLE_PHOTO)}
+    assert opinions["good"].ok
+    assert opinions["hung"].status is OpinionStatus.TIMEOUT
+    assert "0.3 s" in (opinions["hung"].error or "")
+    assert opinions["broken"].status is OpinionStatus.ERROR
+    assert opinions["broken"].error == "RuntimeError: quota exceeded"
+    analysis = engine.analyze(SAMPLE_PHOTO)
+    assert analysis.identification.brand == "Acme"
+    assert set(analysis.failed_experts) == {"hung", "broken"}
+
+
+def test_overall_budget_caps_every_expert(release: threading.Event) -> None:
+    slow = ScriptedExpert("slow", hang=release, timeout=30)
+    engine = engine_with([slow], identify_budget=0.2)
+    [opinion] = engine.examine(SAMPLE_PHOTO)
+    assert opinion.status is OpinionStatus.TIMEOUT
+    assert "0.2 s" in (opinion.error or "")
+
+
+def test_experts_run_concurrently(release: threading.Event) -> None:
+    # Each expert waits until all three have started: only concurrent runs can finish.
+    barrier = threading.Barrier(3, timeout=5)
+
+    def meet(photo: object) -> Opinion:
+        barrier.wait()
+        return Opinion(expert="x")
+
+    experts = [ScriptedExpert(f"e{i}", result=meet) for i in range(3)]
+    opinions = engine_with(experts).examine(SAMPLE_PHOTO)
+    assert [o.status for o in opinions] == [OpinionStatus.OK] * 3
+    assert [o.expert for o in opinions] == ["e0", "e1", "e2"]
+
+
+def test_expert_returning_the_wrong_type_is_a_failed_opinion() -> None:
+    odd = ScriptedExpert("odd", result=lambda photo: {"brand": "x"})
+    [opinion] = engine_with([odd]).examine(SAMPLE_PHOTO)
+    assert opinion.status is OpinionStatus.ERROR
+    assert "not an Opinion" in (opinion.error or "")
+
+
+def test_expert_name_and_latency_are_set_by_the_engine() -> None:
+    liar = ScriptedExpert("liar", result=lambda photo: Opinion(expert="someone-else"))
+    [opinion] = engine_with([liar]).examine(SAMPLE_PHOTO)
+    assert opinion.expert == "liar"
+    assert opinion.latency >= 0
+
+
+def test_photo_is_decoded_once_and_shared(release: threading.Event) -> None:
+    seen: list[object] = []
+
+    def record(photo: object) -> Opinion:
+        seen.append(photo)
+        return Opinion(expert="r")
+
+    engine = engine_with([ScriptedExpert("a", result=record), ScriptedExpert("b", result=record)])
+    engine.examine(SAMPLE_PHOTO)
+    assert seen[0] is seen[1]
+
+
+def test_bad_image_is_a_typed_error_before_any_expert_runs() -> None:
+    expert = ScriptedExpert("a")
+    with pytest.raises(ImageError):
+        engine_with([expert]).analyze(b"not an image")
+    assert expert.calls == 0
+
+
+class ExplodingSynthesizer(Synthesizer):
+    name = "exploding"
+
+    def synthesize(self, opinions, *, photo):  # type: ignore[no-untyped-def]
+        raise RuntimeError("model returned garbage")
+
+
+def test_failing_synthesizer_falls_back_to_consensus_and_says_so() -> None:
+    expert = ScriptedExpert("a", entities=[("Acme", 0.8, "brand")])
+    engine = engine_with([expert], synthesizer=ExplodingSynthesizer())
+    ident = engine.identify(SAMPLE_PHOTO)
+    assert ident.synthesizer == "consensus"
+    assert ident.brand == "Acme"
+    assert ident.fallback_reason == "exploding failed: RuntimeError: model returned garbage"
+
+
+def colored(color: tuple[int, int, int]) -> Image.Image:
+    img = Image.new("RGB", (32, 32), color)
+    img.paste((255, 255, 255), (0, 0, 8, 8))
+    return img
+
+
+def test_comps_are_ranked_by_visual_similarity_and_priced() -> None:
+    encoder = ColorEncoder()
+    photo_image = colored((200, 30, 30))
+    listings = [
+        Listing(marketplace="m", listing_id=str(i), title=f"item {i}",
+                price=Money(amount=price, currency="USD"))
+        for i, price in enumerate([10, 20, 30, 40])
+    ]
+    colors = [(30, 30, 200), (200, 30, 30), (30, 200, 30), (190, 40, 40)]
+    vectors = encoder.encode_images([colored(c) for c in colors])
+    embeddings = {item.key: vec for item, vec in zip(listings, vectors, strict=True)}
+    market = ListMarketplace("m", listings, embeddings=embeddings)
+    market.listings.append(Listing(marketplace="m", listing_id="no-image", title="no image",
+                                   price=Money(amount=25, currency="USD")))
+    engine = Engine(experts=[ScriptedExpert("a", entities=[("Acme", 0.9, "brand")])],
+                    encoder=encoder, marketplaces=[market], load_entrypoints=False)
+    analysis = engine.analyze(photo_image)
+    ids = [c.listing.listing_id for c in analysis.comps]
+    assert ids[0] == "1"  # the identical image
+    assert analysis.comps[0].similarity == pytest.approx(1.0)
+    assert ids[-1] == "no-image"
+    last = analysis.comps[-1]
+    assert last.similarity is None and last.image_error == "listing has no image"
+    assert "image_unavailable" in last.flags
+    assert analysis.price.ok and analysis.price.currency == "USD"
+    assert analysis.query is not None and "Acme" in analysis.query.text
+    assert Analysis.from_json(analysis.to_json()) == analysis
+
+
+def test_failing_marketplace_is_reported_and_others_still_answer() -> None:
+    good = ListMarketplace("good", [Listing(marketplace="good", listing_id="1", title="x")])
+    bad = ListMarketplace("bad", [], error=RuntimeError("HTTP 503"))
+    engine = Engine(experts=[], encoder=ColorEncoder(), marketplaces=[good, bad],
+                    load_entrypoints=False)
+    analysis = engine.analyze(SAMPLE_PHOTO)
+    assert [c.listing.key for c in analysis.comps] == ["good:1"]
+    assert analysis.warnings == ("marketplace bad failed: RuntimeError: HTTP 503",)
+    assert not analysis.price.ok
+
+
+def test_analyze_many_collects_errors_when_asked() -> None:
+    engine = engine_with([ScriptedExpert("a")])
+    results = engine.analyze_many([SAMPLE_PHOTO, b"garbage", SAMPLE_PHOTO],
+                                  return_exceptions=True, progress=False)
+    assert isinstance(results[0], Analysis) and isinstance(results[2], Analysis)
+    assert isinstance(results[1], ImageError)
+    with pytest.raises(ImageError):
+        engine.analyze_many([SAMPLE_PHOTO, b"garbage"], progress=False)
+
+
+def test_photo_embedding_is_computed_once_per_encoder() -> None:
+    encoder = ColorEncoder()
+    photo = load_photo(SAMPLE_PHOTO)
+    first = photo.embedding(encoder)
+    second = photo.embedding(encoder)
+    assert first is second and encoder.images_encoded == 1
+    assert np.isclose(np.linalg.norm(first), 1.0)
+
+
+def test_invalid_engine_options() -> None:
+    with pytest.raises(ConfigurationError):
+        Engine(identify_budget=0, load_entrypoints=False)
+    with pytest.raises(ConfigurationError, match="no synthesizer named"):
+        Engine(synthesizer="oracle", load_entrypoints=False)
+
+
+def test_environment_selects_components(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RESTYLE_EXPERTS", "catalog")
+    monkeypatch.setenv("RESTYLE_MARKETPLACES", "")
+    engine = Engine(encoder=ColorEncoder(), load_entrypoints=False)
+    assert [e.name for e in engine.experts] == ["catalog"]
+    assert engine.marketplaces == ()
+
+
+def test_identification_default_is_empty() -> None:
+    engine = engine_with([])
+    ident = engine.identify(SAMPLE_PHOTO)
+    assert isinstance(ident, Identification)
+    assert ident.brand is None and ident.confidence == 0.0

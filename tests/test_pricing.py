@@ -1,0 +1,208 @@
+"""The price estimate: its rules, its explanation, and properties that must always hold."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from restyle import Comp, Condition, Listing, Money, PriceEstimate, PriceStatus, estimate_price
+from restyle._pricing import UNSEEN_WEIGHT, weighted_quantile
+
+_counter = iter(range(10**9))
+
+
+def comp(
+    price: str | Decimal | None,
+    *,
+    currency: str = "USD",
+    score: float = 0.8,
+    flags: tuple[str, ...] = (),
+    condition: Condition = Condition.USED,
+    sold: bool | None = None,
+    auction: bool | None = None,
+    bids: int | None = None,
+    key: str | None = None,
+) -> Comp:
+    listing = Listing(
+        marketplace="m", listing_id=key or f"id{next(_counter)}", title="jacket",
+        price=None if price is None else Money(amount=Decimal(price), currency=currency),
+        condition=condition, sold=sold, auction=auction, bid_count=bids,
+    )
+    similarity = None if "image_unavailable" in flags else score
+    return Comp(listing=listing, score=score, similarity=similarity, flags=flags)
+
+
+def test_weighted_median_and_range() -> None:
+    price = estimate_price([comp(p) for p in ("10", "20", "30", "40", "50")])
+    assert price.status is PriceStatus.OK and price.currency == "USD"
+    assert (price.low, price.estimate, price.high) == (Decimal("20.00"), Decimal("30.00"),
+                                                      Decimal("40.00"))
+    assert price.comps_used == 5 and price.effective_weight == pytest.approx(5.0)
+    assert [c.weight for c in price.counted] == [0.8] * 5
+
+
+def test_weights_pull_the_median_towards_the_alike_comps() -> None:
+    comps = [comp("10", score=0.1), comp("20", score=0.1), comp("30", score=0.1),
+             comp("40", score=0.9), comp("41", score=0.9)]
+    price = estimate_price(comps)
+    assert price.estimate == Decimal("40.00")
+    assert price.effective_weight < 5
+
+
+def test_every_exclusion_is_explained() -> None:
+    comps = [
+        comp(p, key=f"ok{i}") for i, p in enumerate(("100", "105", "110", "95", "102"))
+    ] + [
+        comp(None, key="noprice"),
+        comp("100", key="cut", flags=("below_cutoff",), score=0.1),
+        comp("100", key="zero", score=0.0),
+        comp("1", key="opening-bid", auction=True, bids=0),
+        comp("5000", key="gold-plated"),
+    ]
+    price = estimate_price(comps)
+    reasons = {e.listing_key: e.reason for e in price.exclusions}
+    assert reasons == {"m:noprice": "no_price", "m:cut": "below_cutoff", "m:zero": "not_alike",
+                       "m:opening-bid": "auction_without_bids", "m:gold-plated": "outlier"}
+    assert all(e.detail for e in price.exclusions)
+    assert "5000.00 USD" in str(next(e for e in price.exclusions if e.reason == "outlier"))
+    assert price.excluded == tuple(str(e) for e in price.exclusions)
+    assert any("outlier price 5000.00 USD" in text for text in price.excluded)
+    assert sorted(c.listing_key for c in price.counted) == [f"m:ok{i}" for i in range(5)]
+    assert price.estimate == Decimal("102.00")
+
+
+def test_comps_without_an_image_are_down_weighted_not_dropped() -> None:
+    comps = [comp("50", score=1.0), comp("52", score=1.0),
+             comp("10", flags=("image_unavailable",), score=0.0)]
+    price = estimate_price(comps)
+    assert price.ok and price.comps_used == 3
+    unseen = next(c for c in price.counted if c.down_weighted)
+    assert unseen.down_weighted == "image_unavailable" and unseen.weight == UNSEEN_WEIGHT
+    assert price.estimate == Decimal("50.00")
+
+
+def test_an_auction_with_bids_counts() -> None:
+    price = estimate_price([comp("40", auction=True, bids=3), comp("42"), comp("44")])
+    assert price.ok and price.comps_used == 3 and not price.exclusions
+
+
+def test_not_enough_data_still_shows_the_comps() -> None:
+    price = estimate_price([comp("40"), comp("42"), comp(None)], minimum_comps=3)
+    assert price.status is PriceStatus.NOT_ENOUGH_DATA and not price.ok
+    assert price.estimate is price.low is price.high is None
+    assert price.comps_used == 2 and len(price.counted) == 2 and len(price.exclusions) == 1
+    assert price.minimum_comps == 3
+    empty = estimate_price([])
+    assert empty.status is PriceStatus.NOT_ENOUGH_DATA and empty.currency is None
+
+
+def test_bands_split_by_condition_and_sold() -> None:
+    comps = [comp(p, condition=Condition.NEW, sold=True) for p in ("200", "210", "220")]
+    comps += [comp(p, condition=Condition.USED, sold=False) for p in ("100", "110", "120")]
+    comps += [comp("150", condition=Condition.USED)]
+    price = estimate_price(comps)
+    bands = {(b.condition, b.sold): b for b in price.bands}
+    assert bands[(None, None)].comps_used == 7 and bands[(None, None)].estimate == price.estimate
+    assert bands[(Condition.NEW, None)].estimate == Decimal("210.00")
+    assert bands[(Condition.USED, None)].comps_used == 4
+    assert bands[(None, True)].estimate == Decimal("210.00")
+    assert bands[(None, False)].estimate == Decimal("110.00")
+    assert (Condition.FOR_PARTS, None) not in bands
+
+
+def test_currencies_are_never_mixed() -> None:
+    comps = [comp(p, currency="EUR", score=0.9) for p in ("80", "85", "90", "95")]
+    comps += [comp(p, currency="USD", score=0.5) for p in ("100", "300")]
+    price = estimate_price(comps)
+    assert price.currency == "EUR" and price.comps_used == 4
+    usd = next(b for b in price.bands if b.currency == "USD" and b.condition is None
+               and b.sold is None)
+    assert usd.status is PriceStatus.NOT_ENOUGH_DATA and usd.comps_used == 2
+    assert {e.reason for e in price.exclusions} == {"other_currency"}
+    assert len(price.counted) == 4 and all(c.price.currency == "EUR" for c in price.counted)
+    assert any("priced in USD, not EUR" in text for text in price.excluded)
+
+
+def test_the_estimate_round_trips_through_json() -> None:
+    comps = [comp(p, sold=True) for p in ("10", "20", "30")] + [comp(None)]
+    price = estimate_price(comps)
+    assert PriceEstimate.from_dict(price.to_dict()) == price
+
+
+def test_weighted_quantile_midpoint_and_validation() -> None:
+    assert weighted_quantile([1.0, 3.0], [1.0, 1.0], 0.5) == 2.0
+    assert weighted_quantile([3.0, 1.0, 2.0], [1.0, 1.0, 1.0], 0.5) == 2.0
+    assert weighted_quantile([3.0, 1.0, 2.0], [0.1, 0.1, 5.0], 0.25) == 2.0
+    assert weighted_quantile([Decimal("1"), Decimal("2")], [1.0, 1.0], 0.5) == Decimal("1.5")
+    with pytest.raises(ValueError):
+        weighted_quantile([], [], 0.5)
+
+
+# -- properties ----------------------------------------------------------------
+
+prices = st.decimals(min_value=Decimal("1"), max_value=Decimal("1000"), places=2)
+scores = st.floats(min_value=0.05, max_value=1.0)
+conditions = st.sampled_from(list(Condition))
+solds = st.sampled_from([None, True, False])
+comp_args = st.tuples(prices, scores, conditions, solds)
+
+
+def build(args: list[tuple[Decimal, float, Condition, bool | None]], currency: str = "USD",
+          prefix: str = "c") -> list[Comp]:
+    return [comp(p, score=s, condition=c, sold=sold, currency=currency, key=f"{prefix}{i}")
+            for i, (p, s, c, sold) in enumerate(args)]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(comp_args, min_size=0, max_size=15), st.randoms(use_true_random=False))
+def test_order_does_not_matter(args, rng) -> None:  # type: ignore[no-untyped-def]
+    comps = build(args)
+    shuffled = list(comps)
+    rng.shuffle(shuffled)
+    assert estimate_price(shuffled) == estimate_price(comps)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(st.decimals(min_value=Decimal("10"), max_value=Decimal("100"), places=2),
+                       scores), min_size=4, max_size=15),
+    st.decimals(min_value=Decimal("10000"), max_value=Decimal("1000000"), places=2),
+    scores,
+)
+def test_one_wild_price_is_trimmed(base, wild, wild_score) -> None:  # type: ignore[no-untyped-def]
+    comps = [comp(p, score=s, key=f"b{i}") for i, (p, s) in enumerate(base)]
+    comps.append(comp(wild, score=wild_score, key="wild"))
+    price = estimate_price(comps)
+    assert ("m:wild", "outlier") in {(e.listing_key, e.reason) for e in price.exclusions}
+    assert price.ok
+    low, high = min(p for p, _ in base), max(p for p, _ in base)
+    assert low <= price.estimate <= high  # type: ignore[operator]
+    assert price.low <= price.estimate <= price.high  # type: ignore[operator]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(comp_args, min_size=1, max_size=10), st.lists(comp_args, min_size=1, max_size=10))
+def test_currencies_are_estimated_apart(eur_args, usd_args) -> None:  # type: ignore[no-untyped-def]
+    eur = build(eur_args, currency="EUR", prefix="e")
+    usd = build(usd_args, currency="USD", prefix="u")
+    both = estimate_price(eur + usd)
+    alone = estimate_price(eur)
+    assert [b for b in both.bands if b.currency == "EUR"] == list(alone.bands)
+    assert both.currency in {"EUR", "USD"}
+    if both.currency == "EUR":
+        assert both.counted == alone.counted and both.estimate == alone.estimate
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(comp_args, min_size=0, max_size=15))
+def test_estimate_lies_within_the_counted_prices(args) -> None:  # type: ignore[no-untyped-def]
+    price = estimate_price(build(args))
+    if price.ok:
+        amounts = [c.price.amount for c in price.counted if c.price.currency == price.currency]
+        assert min(amounts) <= price.low <= price.estimate <= price.high <= max(amounts)
+        assert price.comps_used >= price.minimum_comps
+        assert 0 < price.effective_weight <= price.comps_used + 1e-9
+    assert len(price.counted) + len(price.exclusions) == len(args)
