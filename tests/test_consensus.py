@@ -144,6 +144,13 @@ def test_entities_are_told_apart_as_brands_products_and_categories() -> None:
     assert ident.attribute("material") == "denim"
 
 
+def test_a_product_line_beside_a_logo_is_not_a_brand() -> None:
+    ident = synthesize(google(entities=(obs("Nike Air Max", 1.0), obs("Nike Air Max 90", 0.25)),
+                              logos=(obs("Nike", 0.88, "brand"),)))
+    assert ident.brand == "Nike"
+    assert ident.product_name == "Nike Air Max"
+
+
 def test_a_brand_read_in_the_text_by_another_expert_counts_as_agreement() -> None:
     logo_only = google(logos=(obs("Patagonia", 0.9),))
     reader = Opinion(expert="aws-rekognition", texts=(obs("PATAGONIA  MADE IN VIETNAM", 0.95),))

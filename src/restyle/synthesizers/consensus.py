@@ -210,14 +210,16 @@ def _place_entities(
     An entity is taken for a brand when another expert named it as one, or
     when it is the shortest of this expert's entities that start the same way
     ("Nike" beside "Nike Air Max 90", but not "Nike Air Max 90" beside
-    "Nike Air Max 90 Essential"). Other entities of two words or more are
-    product names; single generic words ("Shoe") are dropped.
+    "Nike Air Max 90 Essential", nor "Nike Air Max" when "Nike" is a known
+    brand). Other entities of two words or more are product names; single
+    generic words ("Shoe") are dropped.
     """
     keys = [_norm(text) for text, _ in pending.entities]
     for text, score in pending.entities:
         key = _norm(text)
         starts_longer = any(other.startswith(key + " ") for other in keys)
-        has_prefix = any(key.startswith(other + " ") for other in keys)
+        # "Nike Air Max" beside a known brand "Nike" is a product line, not a brand.
+        has_prefix = any(key.startswith(other + " ") for other in [*keys, *known_brands])
         if key in known_brands or (len(key.split()) <= 4 and starts_longer and not has_prefix):
             ballot.add("brand", text, opinion.expert, score)
         elif len(key.split()) >= 2:
