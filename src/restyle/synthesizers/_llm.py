@@ -492,7 +492,8 @@ class LLMSynthesizer(Synthesizer):
     def _failure(self, what: str, exc: BaseException) -> SynthesizerError:
         """A SynthesizerError for a failed call, with the key kept out of it."""
         key = self._key(required=False)
-        error = SynthesizerError(redact(f"{self.provider}: {what}", key))
+        # Server text ends up in logs and fallback reasons: one clean, bounded line.
+        error = SynthesizerError(clean_text(redact(f"{self.provider}: {what}", key), limit=300))
         # The foreign error stays attached as the cause unless its text carries the key.
         error.__cause__ = None if _leaks(exc, key) else exc
         error.__suppress_context__ = True
