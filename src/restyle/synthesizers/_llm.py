@@ -309,8 +309,9 @@ def _parse(completion: Completion) -> Any:
             f"{'.'.join(str(p) for p in err['loc']) or 'answer'}: {err['msg']}"
             for err in exc.errors(include_input=False, include_url=False)[:5]
         )
-        raise _Unusable(f"the answer did not match the schema ({problems})", repairable=True) \
-            from None
+        raise _Unusable(
+            f"the answer did not match the schema ({problems})", repairable=True
+        ) from None
 
 
 # Anything shaped like a URL is removed from the model's text: nothing it says
