@@ -48,6 +48,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "restyle.experts.google_vision",
     "restyle.experts.aws_rekognition",
     "restyle.synthesizers.consensus",
+    "restyle.synthesizers.gemini",
+    "restyle.synthesizers.openai_compat",
     "restyle.marketplaces.catalog",
     "restyle.marketplaces.ebay",
 )
