@@ -119,3 +119,15 @@ def test_from_dict_rejects_wrong_types() -> None:
     data["identification"]["confidence"] = "high"
     with pytest.raises((TypeError, ValueError)):
         Analysis.from_dict(data)
+
+
+def test_secrets_never_show_themselves() -> None:
+    from restyle._secrets import REDACTED, Secret, redact
+
+    secret = Secret("sk-sentinel-123")
+    assert "sk-sentinel" not in repr(secret) and "sk-sentinel" not in str(secret)
+    assert "sk-sentinel" not in f"{secret!r} {[secret]}"
+    assert secret.reveal() == "sk-sentinel-123"
+    message = "bad key sk-sentinel-123 for id app-42"
+    assert redact(message, secret, "app-42") == f"bad key {REDACTED} for id {REDACTED}"
+    assert redact("a b c", "b", None) == "a b c"  # too short to be a secret worth hiding

@@ -23,6 +23,7 @@ from restyle._components import Expert
 from restyle._errors import ConfigurationError, ExpertError
 from restyle._hookspecs import hookimpl
 from restyle._imaging import UploadImage, UploadLimits, prepare_upload
+from restyle._secrets import Secret, redact
 from restyle._taxonomy import CATEGORIES, normalise_category
 from restyle._types import Box, Observation, Opinion
 
@@ -59,23 +60,6 @@ _URL_PREFIX = re.compile(r"^[A-Z]+ \S+: ")
 _TAG = re.compile(r"<[^>]*>")
 _SPACE = re.compile(r"\s+")
 _TRANSPORTS = ("grpc", "rest")
-
-
-class _Secret:
-    """A string that never shows itself in a repr, a log line or a traceback's locals."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "<secret>"
-
-    __str__ = __repr__
 
 
 class GoogleVisionExpert(Expert):
@@ -116,7 +100,7 @@ class GoogleVisionExpert(Expert):
             raise ConfigurationError(
                 "google-vision needs timeout > 0, max_attempts >= 1 and max_results >= 1"
             )
-        self._api_key = _Secret(api_key) if api_key else None
+        self._api_key = Secret(api_key) if api_key else None
         self.credentials_file = Path(credentials_file).expanduser() if credentials_file else None
         self._credentials = credentials
         self.transport = transport
@@ -135,12 +119,11 @@ class GoogleVisionExpert(Expert):
         if self._api_key is None:
             env = _settings.env_str(API_KEY_ENV)
             if env:
-                self._api_key = _Secret(env)
+                self._api_key = Secret(env)
         return self._api_key.reveal() if self._api_key is not None else None
 
     def _redact(self, text: str) -> str:
-        key = self._api_key.reveal() if self._api_key is not None else None
-        return text.replace(key, "<secret>") if key else text
+        return redact(text, self._api_key)
 
     def client(self) -> Any:
         """The Cloud Vision client, created (and credentials resolved) on first use."""

@@ -27,6 +27,7 @@ from restyle._errors import (
     MarketplaceUnavailableError,
 )
 from restyle._hookspecs import hookimpl
+from restyle._secrets import redact
 from restyle._types import Condition, Listing, Money, Query
 
 if TYPE_CHECKING:
@@ -537,10 +538,7 @@ def _shorten(text: str) -> str:
 
 
 def _redact(text: str, credentials: _Credentials) -> str:
-    for secret in (credentials.client_secret, credentials.client_id):
-        if secret:
-            text = text.replace(secret, "***")
-    return text
+    return redact(text, credentials.client_secret, credentials.client_id)
 
 
 def _redact_error(error: MarketplaceError, credentials: _Credentials) -> MarketplaceError:

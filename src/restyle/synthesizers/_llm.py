@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from restyle import _settings
 from restyle._components import Synthesizer
 from restyle._errors import ConfigurationError, SynthesizerError
+from restyle._secrets import redact
 from restyle._taxonomy import CATEGORIES, FACETS
 from restyle._types import Attribute, Evidence, Identification, Opinion
 from restyle.synthesizers._vocabulary import clean_text, map_category, map_facet_term
@@ -37,7 +38,6 @@ __all__ = [
     "answer_schema",
     "build_prompt",
     "is_timeout",
-    "redact",
 ]
 
 logger = logging.getLogger("restyle.synthesizers")
@@ -381,13 +381,6 @@ def _identification(answer: Any, opinions: Sequence[Opinion], name: str) -> Iden
 
 
 # -- secrets -----------------------------------------------------------------------
-
-
-def redact(text: str, secret: str | None) -> str:
-    """``text`` with ``secret`` replaced, for messages built from foreign errors."""
-    if secret and len(secret) >= 4:
-        text = text.replace(secret, "[redacted]")
-    return text
 
 
 def _leaks(exc: BaseException, secret: str | None) -> bool:

@@ -7,13 +7,13 @@ from typing import Any
 
 from restyle import _settings
 from restyle._hookspecs import hookimpl
+from restyle._secrets import redact
 from restyle.synthesizers._llm import (
     Completion,
     LLMSynthesizer,
     Request,
     answer_schema,
     is_timeout,
-    redact,
 )
 
 __all__ = ["DEFAULT_GEMINI_MODEL", "GeminiSynthesizer"]

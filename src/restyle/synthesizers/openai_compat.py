@@ -10,13 +10,13 @@ from typing import Any, Literal
 from restyle import _settings
 from restyle._errors import ConfigurationError
 from restyle._hookspecs import hookimpl
+from restyle._secrets import redact
 from restyle.synthesizers._llm import (
     Completion,
     LLMSynthesizer,
     Request,
     answer_schema,
     is_timeout,
-    redact,
 )
 
 __all__ = ["DEFAULT_OPENAI_MODEL", "OpenAICompatibleSynthesizer"]
