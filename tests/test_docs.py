@@ -33,3 +33,28 @@ def test_every_hook_is_documented_with_its_signature(hook: str) -> None:
 def test_every_hook_has_a_test(hook: str) -> None:
     tests = (ROOT / "tests" / "test_plugins.py").read_text()
     assert re.search(rf"^def test_hook_{hook}\b", tests, re.M), f"no test_hook_{hook}"
+
+
+def test_every_environment_variable_is_in_the_configuration_reference() -> None:
+    source = "\n".join(p.read_text() for p in (ROOT / "src").rglob("*.py"))
+    names = set(re.findall(r"\"((?:RESTYLE|EBAY|GEMINI|GOOGLE|OPENAI|HF|XDG)_[A-Z_]+)\"", source))
+    names = {n for n in names if not re.fullmatch(r"EBAY_[A-Z]{2}", n)}  # site ids, not variables
+    assert len(names) > 15
+    reference = (ROOT / "docs" / "configuration.md").read_text()
+    missing = sorted(n for n in names if f"`{n}`" not in reference)
+    assert not missing, f"undocumented environment variables: {missing}"
+
+
+def test_every_engine_option_is_in_the_configuration_reference() -> None:
+    from restyle import Engine
+
+    reference = (ROOT / "docs" / "configuration.md").read_text()
+    options = list(inspect.signature(Engine).parameters)
+    missing = [o for o in options if f"| `{o}` |" not in reference]
+    assert not missing, f"undocumented Engine options: {missing}"
+
+
+def test_doc_links_point_at_existing_pages() -> None:
+    for page in (ROOT / "docs").glob("*.md"):
+        for target in re.findall(r"\]\(([\w./-]+\.md)\)", page.read_text()):
+            assert (page.parent / target).is_file(), f"{page.name} links to missing {target}"
