@@ -101,7 +101,9 @@ def _print_summary(analysis: Analysis, top: int) -> None:
             listing = comp.listing
             price_text = str(listing.price) if listing.price else "no price"
             sim = f"{comp.similarity:.3f}" if comp.similarity is not None else "  n/a"
-            out(f"  {i:>2}. {sim}  {price_text:>14}  {listing.title}  [{listing.marketplace}]\n")
+            flags = f"  ({', '.join(comp.flags)})" if comp.flags else ""
+            out(f"  {i:>2}. {sim}  {price_text:>14}  {listing.title}  [{listing.marketplace}]"
+                f"{flags}\n")
     else:
         out("\nNo comps found.\n")
 
