@@ -11,8 +11,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
 
-import numpy as np
-
 from restyle import _settings
 from restyle._catalog import Catalog
 from restyle._components import Component, Encoder, Expert, Marketplace, Synthesizer
@@ -28,7 +26,7 @@ from restyle._pricing import MINIMUM_COMPS, estimate_price
 from restyle._progress import progress_bar
 from restyle._rerank import Reranker
 from restyle._search import search_marketplaces
-from restyle._types import Analysis, Comp, Identification, Listing, Opinion, OpinionStatus, Query
+from restyle._types import Analysis, Comp, Identification, Opinion, OpinionStatus, Query
 
 __all__ = ["Engine"]
 
@@ -235,18 +233,11 @@ class Engine:
             model_id=self.encoder.model_id, wanted=self.comps_wanted, limit=self.max_comps,
             warnings=warnings,
         )
-        pairs = [(f.listing, f.step) for f in found]
-        comps = self._rerank(embedding, pairs, warnings, identification)
-        return comps, first_query, warnings
-
-    def _rerank(
-        self, embedding: np.ndarray, found: Sequence[tuple[Listing, str]], warnings: list[str],
-        identification: Identification | None = None,
-    ) -> list[Comp]:
-        return self.reranker.rerank(
-            embedding, found, encoder=self.encoder, marketplaces=self.marketplaces,
-            identification=identification, warnings=warnings,
+        comps = self.reranker.rerank(
+            embedding, [(f.listing, f.step) for f in found], encoder=self.encoder,
+            marketplaces=self.marketplaces, identification=identification, warnings=warnings,
         )
+        return comps, first_query, warnings
 
     # -- analyze -------------------------------------------------------------
 
