@@ -196,12 +196,28 @@ def test_catalog_resumes_after_an_interrupted_build(
     with Catalog.open(tmp_path / "cat", encoder, create=True) as catalog:
         monkeypatch.setattr(encoder, "encode_images", dies_on_third_batch)
         with pytest.raises(KeyboardInterrupt):
-            catalog.build(source, encoder, batch_size=4, progress=False)
+            catalog.build(source, encoder, batch_size=4, checkpoint_every=4, progress=False)
+        # What was not checkpointed is forgotten in memory too, not just on disk.
+        assert len(catalog.index) == 8 and len(catalog) == 8
     monkeypatch.setattr(encoder, "encode_images", real)
     with Catalog.open(tmp_path / "cat", encoder) as catalog:
         report = catalog.build(source, encoder, progress=False)
         assert (report.added, report.skipped) == (4, 8)
         assert len(catalog.index) == 12
+
+
+def test_catalog_build_re_embeds_rows_whose_vector_is_missing(tmp_path: Path) -> None:
+    source = listings_file(tmp_path)
+    encoder = ColorEncoder()
+    with Catalog.open(tmp_path / "cat", encoder, create=True) as catalog:
+        catalog.build(source, encoder, progress=False)
+        (item_id,) = catalog._db.execute(
+            "SELECT id FROM items WHERE listing_id = 'nw-jacket-blue'"
+        ).fetchone()
+        catalog.index.remove([item_id])  # as after a crash between index save and commit
+        report = catalog.build(source, encoder, progress=False)
+        assert (report.updated, report.skipped) == (1, 11)
+        assert "nw-jacket-blue" in catalog.vectors_for(["nw-jacket-blue"])
 
 
 def test_catalog_remove_and_update_without_rebuild(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -158,12 +159,16 @@ class Catalog:
         encoder: Encoder,
         *,
         batch_size: int = 32,
+        checkpoint_every: int = 2000,
         progress: bool | None = None,
     ) -> BuildReport:
         """Add the listings of a JSONL or CSV file (see docs/catalog.md for its columns).
 
         Bad rows are skipped and written to ``rejected.jsonl`` in the catalog
-        directory; rows already stored with the same image are skipped.
+        directory; rows already stored with the same image and vector are
+        skipped. Work is saved every ``checkpoint_every`` listings (and at least
+        once a minute): a build that is interrupted or fails keeps everything up
+        to its last checkpoint, and running it again carries on from there.
         """
         if encoder.model_id != self.model_id:
             raise CatalogError(
@@ -174,6 +179,8 @@ class Catalog:
         pending: list[tuple[_Row, str, Any]] = []
         rows = list(_read_rows(source))
         bar = progress_bar(total=len(rows), desc="Building catalog", unit="item", enabled=progress)
+        unsaved = 0
+        saved_at = time.monotonic()
         try:
             for number, raw in rows:
                 try:
@@ -183,8 +190,7 @@ class Catalog:
                     report.rejected.append(Rejection(row=number, reason=str(exc), data=raw))
                     bar.update(1)
                     continue
-                existing = self._existing_sha(row.listing_id)
-                if existing == photo.sha256:
+                if self._has_current_vector(row.listing_id, photo.sha256):
                     self._update_metadata(row)
                     report.skipped += 1
                     bar.update(1)
@@ -193,10 +199,18 @@ class Catalog:
                 if len(pending) >= batch_size:
                     self._store(pending, encoder, report)
                     bar.update(len(pending))
+                    unsaved += len(pending)
                     pending = []
+                    if unsaved >= checkpoint_every or time.monotonic() - saved_at > 60:
+                        self._checkpoint()
+                        unsaved, saved_at = 0, time.monotonic()
             if pending:
                 self._store(pending, encoder, report)
                 bar.update(len(pending))
+            self._checkpoint()
+        except BaseException:
+            self._abandon()
+            raise
         finally:
             bar.close()
         if report.rejected:
@@ -207,15 +221,35 @@ class Catalog:
                                          "data": rejection.data}, default=str) + "\n")
         return report
 
-    def _existing_sha(self, listing_id: str) -> str | None:
+    def _has_current_vector(self, listing_id: str, sha256: str) -> bool:
+        """Whether the listing is stored with this image and its vector is in the index."""
         with self._lock:
             row = self._db.execute(
-                "SELECT image_sha256 FROM items WHERE listing_id = ?", (listing_id,)
+                "SELECT id, image_sha256 FROM items WHERE listing_id = ?", (listing_id,)
             ).fetchone()
-        return None if row is None else str(row[0])
+        return row is not None and row[1] == sha256 and self.index.reconstruct(row[0]) is not None
+
+    def _checkpoint(self) -> None:
+        """Make the build so far durable: the index first, then the rows.
+
+        A crash between the two leaves vectors without rows, which searches
+        ignore and the next build overwrites.
+        """
+        with self._lock:
+            self.index.save(self.directory / INDEX_NAME)
+            self._db.commit()
+
+    def _abandon(self) -> None:
+        """Forget the work since the last checkpoint, in the database and in memory."""
+        with self._lock:
+            self._db.rollback()
+            path = self.directory / INDEX_NAME
+            self.index = VectorIndex.load(path, dim=self.dim) if path.is_file() else (
+                VectorIndex(self.dim)
+            )
 
     def _update_metadata(self, row: _Row) -> None:
-        with self._lock, self._db:
+        with self._lock:
             self._db.execute(
                 "UPDATE items SET title=?, brand=?, category=?, condition=?, price=?, currency=?,"
                 " url=?, image_path=?, sold=? WHERE listing_id=?",
@@ -224,41 +258,34 @@ class Catalog:
 
     def _store(self, pending: list[tuple[_Row, str, Any]], encoder: Encoder,
                report: BuildReport) -> None:
+        """Write a batch's rows and vectors, uncommitted until the next checkpoint."""
         vectors = encoder.encode_images([image for _, _, image in pending])
         with self._lock:
             ids = []
-            try:
-                for row, sha, _ in pending:
-                    existing = self._db.execute(
-                        "SELECT id FROM items WHERE listing_id = ?", (row.listing_id,)
-                    ).fetchone()
-                    values = (*_columns(row), sha)
-                    if existing is None:
-                        cur = self._db.execute(
-                            "INSERT INTO items (listing_id, title, brand, category, condition,"
-                            " price, currency, url, image_path, sold, image_sha256)"
-                            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                            values,
-                        )
-                        ids.append(int(cur.lastrowid or 0))
-                        report.added += 1
-                    else:
-                        self._db.execute(
-                            "UPDATE items SET title=?, brand=?, category=?, condition=?, price=?,"
-                            " currency=?, url=?, image_path=?, sold=?, image_sha256=?"
-                            " WHERE listing_id=?",
-                            (*values[1:], row.listing_id),
-                        )
-                        ids.append(int(existing[0]))
-                        report.updated += 1
-                self.index.upsert(ids, vectors)
-                # The index is written first: a crash before the commit leaves
-                # vectors without rows, which searches ignore and the next build redoes.
-                self.index.save(self.directory / INDEX_NAME)
-                self._db.commit()
-            except BaseException:
-                self._db.rollback()
-                raise
+            for row, sha, _ in pending:
+                existing = self._db.execute(
+                    "SELECT id FROM items WHERE listing_id = ?", (row.listing_id,)
+                ).fetchone()
+                values = (*_columns(row), sha)
+                if existing is None:
+                    cur = self._db.execute(
+                        "INSERT INTO items (listing_id, title, brand, category, condition,"
+                        " price, currency, url, image_path, sold, image_sha256)"
+                        " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                        values,
+                    )
+                    ids.append(int(cur.lastrowid or 0))
+                    report.added += 1
+                else:
+                    self._db.execute(
+                        "UPDATE items SET title=?, brand=?, category=?, condition=?, price=?,"
+                        " currency=?, url=?, image_path=?, sold=?, image_sha256=?"
+                        " WHERE listing_id=?",
+                        (*values[1:], row.listing_id),
+                    )
+                    ids.append(int(existing[0]))
+                    report.updated += 1
+            self.index.upsert(ids, vectors)
 
     def remove(self, listing_ids: Sequence[str]) -> int:
         """Remove listings (rows and vectors) without a rebuild; returns how many."""
@@ -275,8 +302,8 @@ class Catalog:
             try:
                 self._db.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in ids])
                 self.index.remove(ids)
-                # Index first, as in _store: a crash before the commit leaves rows
-                # without vectors, which the next build re-embeds.
+                # Index first: a crash before the commit leaves rows without
+                # vectors, which the next build re-embeds.
                 self.index.save(self.directory / INDEX_NAME)
                 self._db.commit()
             except BaseException:
