@@ -124,8 +124,10 @@ def _price_strip(price: PriceEstimate, comps: tuple[Comp, ...]) -> str:
 
 def analysis_html(analysis: Analysis, *, max_comps: int = 24) -> str:
     photo_src = _image_src(analysis.photo.thumbnail)
-    photo = (f"<img src='{_e(photo_src)}' style='max-width:220px;border-radius:6px'>"
-             if photo_src else "")
+    photo = (
+        f"<img src='{_e(photo_src)}' style='max-width:220px;height:auto;"
+        "align-self:flex-start;border-radius:6px'>" if photo_src else ""
+    )
     price = analysis.price
     if price.ok:
         price_text = (
