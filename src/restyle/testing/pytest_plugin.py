@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 
 from restyle._engine import Engine
+from restyle._fetching import Fetcher
 from restyle._imaging import Photo, load_photo
+from restyle._rerank import Reranker
 from restyle.testing._checks import sample_image
 from restyle.testing._fakes import ColorEncoder
 
@@ -30,7 +32,9 @@ def restyle_engine(color_encoder: ColorEncoder) -> Callable[..., Engine]:
     """A factory of offline Engines: ``restyle_engine(experts=[MyExpert()])``.
 
     No installed plugin is loaded, no marketplace is searched and the encoder
-    is the fake one unless the test passes others.
+    is the fake one unless the test passes others. Comp images may be fetched
+    from test servers on 127.0.0.1 (never allowed outside tests), and no
+    embedding is cached on disk.
     """
 
     def make(**kwargs: Any) -> Engine:
@@ -39,6 +43,9 @@ def restyle_engine(color_encoder: ColorEncoder) -> Callable[..., Engine]:
             "experts": [],
             "marketplaces": [],
             "load_entrypoints": False,
+            "reranker": Reranker(
+                fetcher=Fetcher(trusted_networks=["127.0.0.0/8", "::1/128"]), cache=None
+            ),
         }
         options.update(kwargs)
         return Engine(**options)
