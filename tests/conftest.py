@@ -1,9 +1,10 @@
-"""Shared fixtures: a tiny open_clip model built locally, and the sample catalog."""
+"""Shared fixtures: a tiny open_clip model built locally, the sample catalog, a TLS certificate."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -127,3 +128,20 @@ def install_plugin(
     for name in list(sys.modules):
         if any(name == pkg or name.startswith(pkg + ".") for pkg in installed):
             del sys.modules[name]
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A throwaway self-signed certificate and its key (PEM paths) for the fake servers:
+    valid for ``images.example``, ``localhost`` and 127.0.0.1, for one day."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "1", "-subj", "/CN=images.example",
+         "-addext", "subjectAltName=DNS:images.example,DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )
+    return str(cert), str(key)

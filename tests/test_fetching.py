@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import shutil
-import subprocess
 import threading
 from pathlib import Path
 
@@ -283,21 +281,6 @@ def test_userinfo_is_not_sent(server: FakeImageServer) -> None:
     local_fetcher().fetch(f"http://user:hunter2@127.0.0.1:{server.port}/a.jpg")
     _, headers = server.requests[0]
     assert "Authorization" not in headers
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-         "-out", str(cert), "-days", "1", "-subj", "/CN=images.example",
-         "-addext", "subjectAltName=DNS:images.example"],
-        check=True, capture_output=True,
-    )
-    return str(cert), str(key)
 
 
 def test_https_is_pinned_to_the_checked_address_with_the_hosts_certificate(

@@ -1,4 +1,4 @@
-"""The google-vision expert: the real Cloud Vision client against a fake images:annotate."""
+"""The google-vision expert: the real Cloud Vision client against fake REST and gRPC endpoints."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from tests.fakes.vision import (
     ANNOTATE_PATH,
     SNEAKER_RESPONSE,
     FakeVision,
+    FakeVisionGrpc,
     error,
     hang,
     malformed,
@@ -32,6 +33,12 @@ SENTINEL_KEY = "AIzaSy-SENTINEL-do-not-leak-0123456789"
 @pytest.fixture
 def fake() -> Iterator[FakeVision]:
     with FakeVision() as server:
+        yield server
+
+
+@pytest.fixture
+def grpc_fake(certificate: tuple[str, str]) -> Iterator[FakeVisionGrpc]:
+    with FakeVisionGrpc(certificate) as server:
         yield server
 
 
@@ -239,3 +246,80 @@ def test_grpc_is_the_default_transport_and_its_failures_are_translated(photo: Ph
     assert expert.transport == "grpc"
     with pytest.raises(ExpertError, match=r"after 2 attempts: server error \(503\)"):
         expert.examine(photo)
+
+
+def grpc_expert_for(
+    server: FakeVisionGrpc, certificate: tuple[str, str], **options: object
+) -> GoogleVisionExpert:
+    if "api_key" not in options:
+        options.setdefault("credentials", AnonymousCredentials())
+    # The default transport, over TLS, trusting the fake's self-signed certificate.
+    return GoogleVisionExpert(endpoint=server.endpoint, ca_certs=certificate[0], **options)  # type: ignore[arg-type]
+
+
+def test_grpc_answer_is_the_same_opinion_as_over_rest(
+    fake: FakeVision, grpc_fake: FakeVisionGrpc, certificate: tuple[str, str], photo: Photo
+) -> None:
+    expert = grpc_expert_for(grpc_fake, certificate)
+    assert expert.transport == "grpc"
+    opinion = expert.examine(photo)
+
+    assert opinion.ok
+    assert opinion == expert_for(fake).examine(photo)  # the same canned answer over REST
+    assert [e.text for e in opinion.entities] == ["Nike Air Max", "Sneakers", "Nike Air Max 90"]
+    assert [o.text for o in opinion.labels] == ["nike air max 90"]
+    (shoe,) = opinion.objects
+    assert shoe.box is not None and (shoe.box.left, shoe.box.width) == (0.0, 0.5)
+    assert [(o.text, o.facet) for o in opinion.logos] == [("Nike", "brand")]
+    assert [t.text for t in opinion.texts] == ["AIR MAX", "CW2288-111"]
+
+    (call,) = grpc_fake.requests
+    assert call.features == ["WEB_DETECTION", "OBJECT_LOCALIZATION", "LOGO_DETECTION",
+                             "TEXT_DETECTION"]
+    assert call.image == SAMPLE_PHOTO.read_bytes()
+    assert call.metadata["x-goog-api-client"].startswith("gl-python/")
+
+
+def test_grpc_rate_limit_is_retried_then_succeeds(
+    grpc_fake: FakeVisionGrpc, certificate: tuple[str, str], photo: Photo
+) -> None:
+    grpc_fake.script(error(429, "Quota exceeded for quota metric", "RESOURCE_EXHAUSTED"),
+                     payload(SNEAKER_RESPONSE))
+    opinion = grpc_expert_for(grpc_fake, certificate).examine(photo)
+    assert opinion.ok and opinion.logos
+    assert len(grpc_fake.requests) == 2
+
+
+def test_grpc_sends_the_api_key_but_never_shows_it(
+    grpc_fake: FakeVisionGrpc, certificate: tuple[str, str], photo: Photo,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    expert = grpc_expert_for(grpc_fake, certificate, api_key=SENTINEL_KEY)
+    assert expert.examine(photo).ok
+    assert grpc_fake.requests[-1].metadata["x-goog-api-key"] == SENTINEL_KEY
+
+    grpc_fake.script(error(400, f"API key not valid: {SENTINEL_KEY}", "INVALID_ARGUMENT"))
+    with pytest.raises(ExpertError, match=r"refused .*API key not valid") as info:
+        expert.examine(photo)
+    shown = " ".join([str(info.value), repr(vars(expert)), caplog.text])
+    assert SENTINEL_KEY not in shown
+
+
+def test_grpc_refuses_a_server_its_ca_certs_do_not_vouch_for(
+    grpc_fake: FakeVisionGrpc, photo: Photo, tmp_path: Path
+) -> None:
+    # The system's authorities do not know the fake's self-signed certificate.
+    with pytest.raises(ExpertError, match=r"server error \(503\)"):
+        GoogleVisionExpert(credentials=AnonymousCredentials(), endpoint=grpc_fake.endpoint,
+                           max_attempts=1).examine(photo)
+    assert grpc_fake.requests == []
+
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("not a certificate")
+    with pytest.raises(ExpertError, match="holds no PEM certificate"):
+        grpc_expert_for(grpc_fake, (str(not_pem), "")).examine(photo)
+    with pytest.raises(ExpertError, match=r"cannot read ca_certs .*missing\.pem"):
+        grpc_expert_for(grpc_fake, (str(tmp_path / "missing.pem"), "")).examine(photo)
+    with pytest.raises(ConfigurationError, match="REQUESTS_CA_BUNDLE"):
+        GoogleVisionExpert(transport="rest", ca_certs=not_pem)

@@ -1,7 +1,9 @@
-"""A fake Google Cloud Vision ``images:annotate`` endpoint on 127.0.0.1.
+"""Fake Google Cloud Vision endpoints on 127.0.0.1, for REST and for gRPC.
 
-It speaks the REST wire format the official client uses, records every request,
-and answers from a script: a payload, an HTTP error, malformed JSON or a hang.
+:class:`FakeVision` speaks the REST wire format the official client uses;
+:class:`FakeVisionGrpc` serves ``ImageAnnotator.BatchAnnotateImages`` over gRPC
+with TLS, as the client's default transport expects. Both record every request
+and answer from the same script: a payload, an error, malformed JSON or a hang.
 A hang ends by itself when the fake stops, so no thread outlives a test.
 """
 
@@ -10,12 +12,18 @@ from __future__ import annotations
 import base64
 import json
 import threading
+from concurrent import futures
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+import grpc
+from google.cloud.vision_v1 import BatchAnnotateImagesRequest, BatchAnnotateImagesResponse
+
 ANNOTATE_PATH = "/v1/images:annotate"
+GRPC_SERVICE = "google.cloud.vision.v1.ImageAnnotator"
+GRPC_METHOD = "BatchAnnotateImages"
 
 #: A realistic answer for a photo of a pair of sneakers, as Vision sends it:
 #: web entity scores above 1, HTML in page titles, zero fields left out.
@@ -202,3 +210,91 @@ class FakeVision:
         self._server.shutdown()
         self._server.server_close()  # joins the handler threads
         self._thread.join()
+
+
+@dataclass
+class GrpcRecorded:
+    """One call the gRPC fake received: the request message and the call's metadata."""
+
+    request: BatchAnnotateImagesRequest
+    metadata: dict[str, str]
+
+    @property
+    def features(self) -> list[str]:
+        return [f.type_.name for f in self.request.requests[0].features]
+
+    @property
+    def image(self) -> bytes:
+        return bytes(self.request.requests[0].image.content)
+
+
+class FakeVisionGrpc:
+    """``ImageAnnotator.BatchAnnotateImages`` over gRPC with TLS; a context manager.
+
+    It answers the same scripted :class:`Reply` objects as :class:`FakeVision`:
+    a payload becomes a ``BatchAnnotateImagesResponse``, an error the gRPC status
+    its envelope names (``RESOURCE_EXHAUSTED`` ...). The last reply repeats.
+    """
+
+    def __init__(self, tls: tuple[str, str], *replies: Reply, max_hang: float = 10.0) -> None:
+        cert, key = tls
+        with open(cert, "rb") as f_cert, open(key, "rb") as f_key:
+            identity = (f_key.read(), f_cert.read())
+        self.replies: list[Reply] = list(replies) or [payload(SNEAKER_RESPONSE)]
+        self.requests: list[GrpcRecorded] = []
+        self.max_hang = max_hang
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._served = 0
+        self._pool = futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="fake-vision")
+        self._server = grpc.server(self._pool)
+        handler = grpc.method_handlers_generic_handler(GRPC_SERVICE, {
+            GRPC_METHOD: grpc.unary_unary_rpc_method_handler(
+                self._annotate,
+                request_deserializer=BatchAnnotateImagesRequest.deserialize,
+                response_serializer=BatchAnnotateImagesResponse.serialize,
+            ),
+        })
+        self._server.add_generic_rpc_handlers((handler,))
+        self.port = self._server.add_secure_port(
+            "127.0.0.1:0", grpc.ssl_server_credentials([identity])
+        )
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def script(self, *replies: Reply) -> None:
+        with self._lock:
+            self.replies = list(replies)
+            self._served = 0
+
+    def _next(self) -> Reply:
+        with self._lock:
+            reply = self.replies[min(self._served, len(self.replies) - 1)]
+            self._served += 1
+            return reply
+
+    def _annotate(
+        self, request: BatchAnnotateImagesRequest, context: grpc.ServicerContext
+    ) -> BatchAnnotateImagesResponse:
+        self.requests.append(GrpcRecorded(
+            request=request, metadata={k: str(v) for k, v in context.invocation_metadata()},
+        ))
+        reply = self._next()
+        if reply.hang:
+            self._stopping.wait(self.max_hang)
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the fake stopped")
+        if reply.status != 200:
+            envelope = json.loads(reply.body)["error"]
+            context.abort(grpc.StatusCode[envelope["status"]], envelope["message"])
+        return BatchAnnotateImagesResponse.from_json(reply.body)
+
+    def __enter__(self) -> FakeVisionGrpc:
+        self._server.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopping.set()
+        self._server.stop(grace=None).wait()
+        self._pool.shutdown(wait=True)

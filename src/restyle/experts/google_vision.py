@@ -7,6 +7,7 @@ localized objects, logos (as brands) and the text printed on the item.
 
 from __future__ import annotations
 
+import functools
 import html
 import logging
 import random
@@ -71,6 +72,12 @@ class GoogleVisionExpert(Expert):
     (``GOOGLE_APPLICATION_CREDENTIALS``, gcloud, or the metadata server).
     They are resolved on first use, so constructing the expert is free.
 
+    ``endpoint`` names another API endpoint (a regional one, a private one);
+    ``ca_certs`` is a PEM file of the certificate authorities to trust for it
+    instead of the system's, for an endpoint behind a private CA or a
+    TLS-inspecting proxy. It applies to the gRPC transport; for REST, set
+    ``REQUESTS_CA_BUNDLE``.
+
     ``timeout`` bounds the whole examination, retries included: transient
     failures (429, 5xx, dropped connections) are retried with backoff, at most
     ``max_attempts`` times, while time is left.
@@ -86,6 +93,7 @@ class GoogleVisionExpert(Expert):
         credentials: Any = None,
         transport: str = "grpc",
         endpoint: str | None = None,
+        ca_certs: str | Path | None = None,
         logos: bool = True,
         text: bool = True,
         max_results: int = 10,
@@ -96,6 +104,11 @@ class GoogleVisionExpert(Expert):
             raise ConfigurationError(
                 f"google-vision transport must be 'grpc' or 'rest', got {transport!r}"
             )
+        if ca_certs is not None and transport != "grpc":
+            raise ConfigurationError(
+                "google-vision ca_certs applies to the grpc transport; "
+                "for rest, set REQUESTS_CA_BUNDLE"
+            )
         if timeout <= 0 or max_attempts < 1 or max_results < 1:
             raise ConfigurationError(
                 "google-vision needs timeout > 0, max_attempts >= 1 and max_results >= 1"
@@ -105,6 +118,7 @@ class GoogleVisionExpert(Expert):
         self._credentials = credentials
         self.transport = transport
         self.endpoint = endpoint
+        self.ca_certs = Path(ca_certs).expanduser() if ca_certs is not None else None
         self.logos = logos
         self.text = text
         self.max_results = max_results
@@ -144,6 +158,12 @@ class GoogleVisionExpert(Expert):
         options: dict[str, Any] = {}
         if self.endpoint:
             options["api_endpoint"] = self.endpoint
+        transport: Any = self.transport
+        if self.ca_certs is not None:
+            transport = functools.partial(
+                vision.ImageAnnotatorClient.get_transport_class("grpc"),
+                ssl_channel_credentials=self._ssl_credentials(self.ca_certs),
+            )
         credentials = self._credentials
         key = None if credentials is not None else self._key()
         try:
@@ -156,7 +176,7 @@ class GoogleVisionExpert(Expert):
                     str(self.credentials_file)
                 )
             return vision.ImageAnnotatorClient(
-                credentials=credentials, transport=self.transport, client_options=options
+                credentials=credentials, transport=transport, client_options=options
             )
         except google.auth.exceptions.DefaultCredentialsError as exc:
             raise ExpertError(
@@ -169,6 +189,20 @@ class GoogleVisionExpert(Expert):
             raise ExpertError(
                 self._redact(f"google-vision cannot use {where}: {type(exc).__name__}: {exc}")
             ) from exc
+
+    @staticmethod
+    def _ssl_credentials(path: Path) -> Any:
+        import grpc
+
+        try:
+            roots = path.read_bytes()
+        except OSError as exc:
+            raise ExpertError(
+                f"google-vision cannot read ca_certs {path}: {type(exc).__name__}: {exc}"
+            ) from exc
+        if b"-----BEGIN CERTIFICATE-----" not in roots:
+            raise ExpertError(f"google-vision ca_certs {path} holds no PEM certificate")
+        return grpc.ssl_channel_credentials(root_certificates=roots)
 
     # -- examine -------------------------------------------------------------
 
