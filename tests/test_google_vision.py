@@ -290,6 +290,15 @@ def test_grpc_rate_limit_is_retried_then_succeeds(
     assert len(grpc_fake.requests) == 2
 
 
+def test_grpc_hanging_server_is_cut_off_by_the_experts_timeout(
+    grpc_fake: FakeVisionGrpc, certificate: tuple[str, str], photo: Photo
+) -> None:
+    grpc_fake.script(hang())
+    with pytest.raises(ExpertError, match=r"no answer within 0\.5 s"):
+        grpc_expert_for(grpc_fake, certificate, timeout=0.5).examine(photo)
+    assert len(grpc_fake.requests) == 1  # a deadline that ran out is not retried
+
+
 def test_grpc_sends_the_api_key_but_never_shows_it(
     grpc_fake: FakeVisionGrpc, certificate: tuple[str, str], photo: Photo,
     caplog: pytest.LogCaptureFixture

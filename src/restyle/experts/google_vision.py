@@ -258,6 +258,12 @@ class GoogleVisionExpert(Expert):
                 return client.batch_annotate_images(
                     requests=[request], retry=None, timeout=remaining
                 )
+            except (gexc.DeadlineExceeded, requests.Timeout) as exc:
+                # Before GatewayTimeout, its base class: our own deadline ran out,
+                # which no retry can fix.
+                raise ExpertError(
+                    f"google-vision gave no answer within {self.timeout:g} s"
+                ) from exc
             except (gexc.TooManyRequests, gexc.ResourceExhausted) as exc:
                 error: Exception = exc
                 reason = f"quota exceeded or rate limited (429): {_api_message(exc)}"
@@ -265,10 +271,6 @@ class GoogleVisionExpert(Expert):
                     gexc.GatewayTimeout) as exc:
                 error = exc
                 reason = f"server error ({exc.code}): {_api_message(exc)}"
-            except (gexc.DeadlineExceeded, requests.Timeout) as exc:
-                raise ExpertError(
-                    f"google-vision gave no answer within {self.timeout:g} s"
-                ) from exc
             except requests.ConnectionError as exc:
                 error = exc
                 reason = f"connection failed ({type(exc).__name__})"
