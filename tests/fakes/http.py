@@ -111,6 +111,12 @@ class FakeServer:
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}"
 
+    def script(self, *replies: Reply) -> None:
+        """Answer the next requests with ``replies`` in order; the last one repeats."""
+        with self._lock:
+            self._script = list(replies)
+            self._responder = None
+
     def _next(self, recorded: Recorded) -> Reply:
         with self._lock:
             self.requests.append(recorded)
