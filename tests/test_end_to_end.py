@@ -264,6 +264,8 @@ def test_founding_design_end_to_end(
         *(repr(record.args) for record in caplog.records),
         repr(engine),
         *(repr(component) for component in components),
+        # The attributes too, as a debugger or an error reporter would show them.
+        *(repr(vars(component)) for component in components if hasattr(component, "__dict__")),
         analysis.to_json(),
         degraded.to_json(),
     ]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from restyle import _settings
 from restyle._components import Synthesizer
 from restyle._errors import ConfigurationError, SynthesizerError
-from restyle._secrets import redact
+from restyle._secrets import Secret, redact
 from restyle._taxonomy import CATEGORIES, FACETS
 from restyle._types import Attribute, Evidence, Identification, Opinion
 from restyle.synthesizers._vocabulary import clean_text, map_category, map_facet_term
@@ -437,7 +437,8 @@ class LLMSynthesizer(Synthesizer):
             raise ConfigurationError(f"{self.name}: timeout must be positive, got {timeout!r}")
         if retries < 0:
             raise ConfigurationError(f"{self.name}: retries must be 0 or more, got {retries!r}")
-        self._api_key = api_key
+        # Wrapped so that not even ``vars(synthesizer)`` shows it.
+        self._api_key = Secret(api_key) if api_key else None
         self.timeout = timeout
         self.retries = retries
         self.send_photo = send_photo
@@ -448,8 +449,8 @@ class LLMSynthesizer(Synthesizer):
 
     # Resolved at call time, so a key set after the Engine was built is still used.
     def _key(self, *, required: bool = True) -> str | None:
-        if self._api_key:
-            return self._api_key
+        if self._api_key is not None:
+            return self._api_key.reveal()
         for variable in self.key_variables:
             value = _settings.env_str(variable)
             if value:
