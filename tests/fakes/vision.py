@@ -131,8 +131,27 @@ def hang() -> Reply:
     return Reply(hang=True)
 
 
+class _Scripted:
+    """Replies served in order, the last one repeating; shared by both fakes."""
+
+    replies: list[Reply]
+    _lock: threading.Lock
+    _served: int
+
+    def script(self, *replies: Reply) -> None:
+        with self._lock:
+            self.replies = list(replies)
+            self._served = 0
+
+    def _next(self) -> Reply:
+        with self._lock:
+            reply = self.replies[min(self._served, len(self.replies) - 1)]
+            self._served += 1
+            return reply
+
+
 @dataclass
-class FakeVision:
+class FakeVision(_Scripted):
     """Serves scripted replies in order; the last one repeats."""
 
     replies: list[Reply] = field(default_factory=lambda: [payload(SNEAKER_RESPONSE)])
@@ -164,17 +183,6 @@ class FakeVision:
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def script(self, *replies: Reply) -> None:
-        with self._lock:
-            self.replies = list(replies)
-            self._served = 0
-
-    def _next(self) -> Reply:
-        with self._lock:
-            reply = self.replies[min(self._served, len(self.replies) - 1)]
-            self._served += 1
-            return reply
 
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         url = urlsplit(handler.path)
@@ -228,7 +236,7 @@ class GrpcRecorded:
         return bytes(self.request.requests[0].image.content)
 
 
-class FakeVisionGrpc:
+class FakeVisionGrpc(_Scripted):
     """``ImageAnnotator.BatchAnnotateImages`` over gRPC with TLS; a context manager.
 
     It answers the same scripted :class:`Reply` objects as :class:`FakeVision`:
@@ -263,17 +271,6 @@ class FakeVisionGrpc:
     @property
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.port}"
-
-    def script(self, *replies: Reply) -> None:
-        with self._lock:
-            self.replies = list(replies)
-            self._served = 0
-
-    def _next(self) -> Reply:
-        with self._lock:
-            reply = self.replies[min(self._served, len(self.replies) - 1)]
-            self._served += 1
-            return reply
 
     def _annotate(
         self, request: BatchAnnotateImagesRequest, context: grpc.ServicerContext
