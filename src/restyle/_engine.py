@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout  # not the builtin before 3.11
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
@@ -184,7 +185,7 @@ class Engine:
             remaining = max(0.0, deadline - time.monotonic())
             try:
                 opinion = future.result(timeout=remaining)
-            except TimeoutError:
+            except FutureTimeout:
                 waited = time.monotonic() - start
                 limit = min(expert.timeout, self.identify_budget)
                 opinion = Opinion.failure(
