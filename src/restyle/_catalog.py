@@ -57,6 +57,13 @@ CREATE TABLE IF NOT EXISTS items (
 """
 
 
+# One list of a listing's columns, in the order of _columns() and _to_listing().
+_COLUMNS = ("listing_id", "title", "brand", "category", "condition", "price", "currency", "url",
+            "image_path", "sold")
+_SELECT = f"SELECT id, {', '.join(_COLUMNS)} FROM items"
+_SET_METADATA = ", ".join(f"{c}=?" for c in _COLUMNS[1:])
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Rejection:
     """A source row the build could not use, and why."""
@@ -251,8 +258,7 @@ class Catalog:
     def _update_metadata(self, row: _Row) -> None:
         with self._lock:
             self._db.execute(
-                "UPDATE items SET title=?, brand=?, category=?, condition=?, price=?, currency=?,"
-                " url=?, image_path=?, sold=? WHERE listing_id=?",
+                f"UPDATE items SET {_SET_METADATA} WHERE listing_id=?",
                 (*_columns(row)[1:], row.listing_id),
             )
 
@@ -269,18 +275,15 @@ class Catalog:
                 values = (*_columns(row), sha)
                 if existing is None:
                     cur = self._db.execute(
-                        "INSERT INTO items (listing_id, title, brand, category, condition,"
-                        " price, currency, url, image_path, sold, image_sha256)"
-                        " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                        f"INSERT INTO items ({', '.join(_COLUMNS)}, image_sha256)"
+                        f" VALUES ({', '.join('?' * len(values))})",
                         values,
                     )
                     ids.append(int(cur.lastrowid or 0))
                     report.added += 1
                 else:
                     self._db.execute(
-                        "UPDATE items SET title=?, brand=?, category=?, condition=?, price=?,"
-                        " currency=?, url=?, image_path=?, sold=?, image_sha256=?"
-                        " WHERE listing_id=?",
+                        f"UPDATE items SET {_SET_METADATA}, image_sha256=? WHERE listing_id=?",
                         (*values[1:], row.listing_id),
                     )
                     ids.append(int(existing[0]))
@@ -315,11 +318,7 @@ class Catalog:
 
     def listing(self, item_id: int) -> Listing | None:
         with self._lock:
-            row = self._db.execute(
-                "SELECT id, listing_id, title, brand, category, condition, price, currency, url,"
-                " image_path, sold FROM items WHERE id = ?",
-                (item_id,),
-            ).fetchone()
+            row = self._db.execute(f"{_SELECT} WHERE id = ?", (item_id,)).fetchone()
         return None if row is None else _to_listing(row)
 
     def search_vector(
@@ -346,10 +345,7 @@ class Catalog:
         """Listings whose title, brand or category share words with the query."""
         words = [w for w in query.text.lower().split() if len(w) > 1][:12]
         with self._lock:
-            rows = self._db.execute(
-                "SELECT id, listing_id, title, brand, category, condition, price, currency, url,"
-                " image_path, sold FROM items"
-            ).fetchall()
+            rows = self._db.execute(_SELECT).fetchall()
         scored = []
         for row in rows:
             listing = _to_listing(row)
