@@ -216,3 +216,18 @@ def test_identification_default_is_empty() -> None:
     ident = engine.identify(SAMPLE_PHOTO)
     assert isinstance(ident, Identification)
     assert ident.brand is None and ident.confidence == 0.0
+
+
+def test_fetcher_and_reranker_cannot_disagree() -> None:
+    from restyle import Fetcher, Reranker
+
+    fetcher = Fetcher()
+    engine = Engine(fetcher=fetcher, load_entrypoints=False, encoder=ColorEncoder())
+    assert engine.fetcher is fetcher and engine.reranker.fetcher is fetcher
+    reranker = Reranker(fetcher=fetcher, cache=None)
+    assert Engine(reranker=reranker, fetcher=fetcher, load_entrypoints=False,
+                  encoder=ColorEncoder()).fetcher is fetcher
+    with pytest.raises(ConfigurationError, match="pass the fetcher to the Reranker"):
+        Engine(reranker=reranker, fetcher=Fetcher(), load_entrypoints=False,
+               encoder=ColorEncoder())
+

@@ -72,8 +72,11 @@ class Engine:
         self.comps_wanted = comps_wanted
         self.max_comps = max_comps
         self.minimum_price_comps = minimum_price_comps
-        self.fetcher = fetcher or (reranker.fetcher if reranker is not None else Fetcher())
-        self.reranker = reranker or Reranker(fetcher=self.fetcher)
+        if reranker is not None and fetcher is not None and reranker.fetcher is not fetcher:
+            raise ConfigurationError(
+                "pass the fetcher to the Reranker (Reranker(fetcher=...)), not beside it"
+            )
+        self.reranker = reranker or Reranker(fetcher=fetcher or Fetcher())
         self.catalog_dir = Path(catalog).expanduser() if catalog else _settings.catalog_dir()
         self._catalog: Catalog | None = None
         self._catalog_lock = threading.Lock()
@@ -115,6 +118,11 @@ class Engine:
             f"synthesizer={self.synthesizer.name!r} "
             f"marketplaces={[m.name for m in self.marketplaces]} encoder={self.encoder.name!r}>"
         )
+
+    @property
+    def fetcher(self) -> Fetcher:
+        """The downloader of comp images (the reranker's)."""
+        return self.reranker.fetcher
 
     @property
     def plugin_errors(self) -> list[PluginError]:
