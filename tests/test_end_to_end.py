@@ -17,9 +17,8 @@ from typing import Any
 
 import pytest
 
-from restyle import Analysis, EmbeddingCache, Engine, Fetcher, Reranker
+from restyle import Analysis, CompFlag, EmbeddingCache, Engine, Fetcher, Reranker
 from restyle._fetching import USER_AGENT
-from restyle._rerank import IMAGE_UNAVAILABLE
 from restyle.encoders.openclip import OpenClipEncoder
 from restyle.experts.aws_rekognition import AwsRekognitionExpert
 from restyle.experts.google_vision import GoogleVisionExpert
@@ -159,7 +158,7 @@ def check_comps_and_price(analysis: Analysis) -> None:
     assert first.similarity == pytest.approx(1.0, abs=1e-3)
     assert not first.flags
     for title in UNSEEN:
-        assert comps[title].flags == (IMAGE_UNAVAILABLE,)
+        assert comps[title].flags == (CompFlag.IMAGE_UNAVAILABLE,)
         assert comps[title].similarity is None and comps[title].score == 0.0
     assert "HTTP 404" in (comps["Nike Air Max 90 CW2288-111 size 10"].image_error or "")
     assert "not an image" in (comps["Air Max 90 trainers, great condition"].image_error or "")
@@ -173,7 +172,7 @@ def check_comps_and_price(analysis: Analysis) -> None:
     counted = {p.listing_key: p for p in price.counted}
     assert set(counted) == {key[SAME]} | {key[t] for t in UNSEEN}
     assert counted[key[SAME]].weight == pytest.approx(1.0, abs=1e-3)
-    assert {counted[key[t]].down_weighted for t in UNSEEN} == {IMAGE_UNAVAILABLE}
+    assert {counted[key[t]].down_weighted for t in UNSEEN} == {CompFlag.IMAGE_UNAVAILABLE}
     assert {e.listing_key for e in price.exclusions} == {key[t] for t in AUCTIONS}
     assert price.estimate == Decimal("60.00")
     assert price.low is not None and price.high is not None

@@ -10,8 +10,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from restyle import EmbeddingCache, Engine, Fetcher, Identification, Listing, Money, Reranker
-from restyle._rerank import BELOW_CUTOFF, DUPLICATE_IMAGE, IMAGE_UNAVAILABLE, similarity_cutoff
+from restyle import (
+    CompFlag,
+    EmbeddingCache,
+    Engine,
+    Fetcher,
+    Identification,
+    Listing,
+    Money,
+    Reranker,
+)
+from restyle._rerank import similarity_cutoff
 from tests.fakes.components import ColorEncoder, ListMarketplace
 from tests.fakes.image_server import FakeImageServer, Route
 
@@ -85,7 +94,7 @@ def test_every_comp_is_kept_ranked_and_flagged(
 ) -> None:
     encoder = ColorEncoder()
     embedding = encoder.encode_images([PHOTO])[0]
-    comps = reranker(cache).rerank(embedding, comps_for(server), encoder=encoder)
+    comps = reranker(cache).rerank(embedding, comps_for(server), encoder=encoder).comps
     by_id = {c.listing.listing_id: c for c in comps}
     assert len(comps) == 10
     assert [c.listing.listing_id for c in comps[:4]] == ["red", "stock", "mostly-red", "half-red"]
@@ -93,11 +102,12 @@ def test_every_comp_is_kept_ranked_and_flagged(
     assert by_id["mostly-red"].similarity == pytest.approx(3 / np.sqrt(10), abs=0.02)
     assert by_id["half-red"].similarity == pytest.approx(1 / np.sqrt(2), abs=0.02)
     # One stock photo on two listings: the second is flagged, the first is not.
-    assert DUPLICATE_IMAGE not in by_id["red"].flags
-    assert DUPLICATE_IMAGE in by_id["stock"].flags
+    assert CompFlag.DUPLICATE_IMAGE not in by_id["red"].flags
+    assert CompFlag.DUPLICATE_IMAGE in by_id["stock"].flags
     # The cut-off comes from this query's scores: blue and green are far below the rest.
-    assert {c.listing.listing_id for c in comps if BELOW_CUTOFF in c.flags} == {"blue", "green"}
-    failed = {c.listing.listing_id: c for c in comps if IMAGE_UNAVAILABLE in c.flags}
+    below = {c.listing.listing_id for c in comps if CompFlag.BELOW_CUTOFF in c.flags}
+    assert below == {"blue", "green"}
+    failed = {c.listing.listing_id: c for c in comps if CompFlag.IMAGE_UNAVAILABLE in c.flags}
     assert set(failed) == {"gone", "html", "torn", "noimage"}
     assert [c.listing.listing_id for c in comps[-4:]] == ["gone", "html", "torn", "noimage"]
     assert "HTTP 404" in failed["gone"].image_error  # type: ignore[operator]
@@ -116,9 +126,9 @@ def test_the_cache_skips_download_and_encoding_the_second_time(
 ) -> None:
     encoder = ColorEncoder()
     embedding = encoder.encode_images([PHOTO])[0]
-    first = reranker(cache).rerank(embedding, comps_for(server), encoder=encoder)
+    first = reranker(cache).rerank(embedding, comps_for(server), encoder=encoder).comps
     requests, encoded = len(server.requests), encoder.images_encoded
-    second = reranker(cache).rerank(embedding, comps_for(server), encoder=encoder)
+    second = reranker(cache).rerank(embedding, comps_for(server), encoder=encoder).comps
     assert [c.to_dict() for c in second] == [c.to_dict() for c in first]
     assert encoder.images_encoded == encoded
     fetched_again = {p for p, _ in server.requests[requests:]}
@@ -135,7 +145,7 @@ def test_a_new_url_with_known_content_is_fetched_but_not_encoded(
     encoded = encoder.images_encoded
     server.routes["/mirror.png"] = ROUTES["/red.png"]
     comps = rr.rerank(embedding, [(listing("b", server.url("/mirror.png")), "full")],
-                      encoder=encoder)
+                      encoder=encoder).comps
     assert comps[0].similarity == pytest.approx(1.0)
     assert encoder.images_encoded == encoded
     assert "/mirror.png" in server.paths()
@@ -147,17 +157,30 @@ def test_a_different_model_does_not_reuse_vectors(
     found = [(listing("a", server.url("/red.png")), "full")]
     four, two = ColorEncoder(bins=4), ColorEncoder(bins=2)
     reranker(cache).rerank(four.encode_images([PHOTO])[0], found, encoder=four)
-    comps = reranker(cache).rerank(two.encode_images([PHOTO])[0], found, encoder=two)
+    comps = reranker(cache).rerank(two.encode_images([PHOTO])[0], found, encoder=two).comps
     assert two.images_encoded == 2 and comps[0].similarity == pytest.approx(1.0)
 
 
-def test_marketplace_embeddings_are_used_without_fetching(server: FakeImageServer) -> None:
+def test_known_vectors_are_used_without_fetching(server: FakeImageServer) -> None:
+    encoder = ColorEncoder()
+    embedding = encoder.encode_images([PHOTO])[0]
+    known = listing("known", server.url("/blue.png"))
+    comps = reranker(None).rerank(embedding, [(known, "full")], encoder=encoder,
+                                  known_vectors={known.key: embedding}).comps
+    assert comps[0].similarity == pytest.approx(1.0)
+    assert server.requests == []
+
+
+def test_the_engine_uses_marketplace_embeddings_without_fetching(
+    server: FakeImageServer, tmp_path: Path
+) -> None:
     encoder = ColorEncoder()
     embedding = encoder.encode_images([PHOTO])[0]
     known = listing("known", server.url("/blue.png"))
     market = ListMarketplace("m", [known], embeddings={known.key: embedding})
-    comps = reranker(None).rerank(embedding, [(known, "full")], encoder=encoder,
-                                  marketplaces=[market])
+    engine = Engine(encoder=encoder, experts=[], marketplaces=[market], reranker=reranker(None),
+                    catalog=tmp_path, load_entrypoints=False)
+    comps = engine.find_comps(PHOTO, Identification(brand="Acme", category="jacket"))
     assert comps[0].similarity == pytest.approx(1.0)
     assert server.requests == []
 
@@ -170,7 +193,7 @@ def test_text_similarity_is_mixed_in_and_ranks_imageless_comps(server: FakeImage
              (listing("x", None, "Northwind trucker jacket"), "full"),
              (listing("y", None, "something else entirely"), "full")]
     comps = reranker(None, text_weight=0.4).rerank(embedding, found, encoder=encoder,
-                                                  identification=ident)
+                                                  identification=ident).comps
     texts = encoder.encode_texts(["Northwind trucker jacket", "something else entirely"])
     by_id = {c.listing.listing_id: c for c in comps}
     same = float(texts[0] @ texts[0])
@@ -180,7 +203,7 @@ def test_text_similarity_is_mixed_in_and_ranks_imageless_comps(server: FakeImage
     assert by_id["y"].score == pytest.approx(0.4 * max(other, 0.0), abs=1e-5)
     assert by_id["red"].score == pytest.approx(0.6 * 1.0 + 0.4 * same, abs=1e-5)
     assert [c.listing.listing_id for c in comps] == ["red", "x", "y"]
-    plain = reranker(None).rerank(embedding, found, encoder=encoder, identification=ident)
+    plain = reranker(None).rerank(embedding, found, encoder=encoder, identification=ident).comps
     assert all(c.text_similarity is None for c in plain)
 
 
@@ -189,10 +212,9 @@ def test_encoder_failure_keeps_every_comp(server: FakeImageServer) -> None:
         def encode_images(self, images):  # type: ignore[no-untyped-def]
             raise RuntimeError("out of memory")
 
-    warnings: list[str] = []
     embedding = ColorEncoder().encode_images([PHOTO])[0]
-    comps = reranker(None).rerank(embedding, comps_for(server)[:3], encoder=Broken(),
-                                  warnings=warnings)
+    result = reranker(None).rerank(embedding, comps_for(server)[:3], encoder=Broken())
+    comps, warnings = result.comps, result.warnings
     assert len(comps) == 3
     assert all("out of memory" in (c.image_error or "") for c in comps)
     assert any("could not be encoded" in w for w in warnings)
@@ -205,7 +227,7 @@ def test_the_engine_reranks_through_the_reranker(server: FakeImageServer, tmp_pa
                     reranker=reranker(None), catalog=tmp_path, load_entrypoints=False)
     comps = engine.find_comps(PHOTO, Identification(brand="Acme", category="jacket"))
     assert [c.listing.listing_id for c in comps] == ["red", "half-red", "blue", "gone"]
-    assert comps[-1].flags == (IMAGE_UNAVAILABLE,)
+    assert comps[-1].flags == (CompFlag.IMAGE_UNAVAILABLE,)
     assert engine.fetcher is engine.reranker.fetcher
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 
 import numpy as np
@@ -94,10 +95,11 @@ def test_merge_drops_repeated_items_and_images() -> None:
 def test_merge_interleaves_marketplaces_within_the_limit() -> None:
     a = StepMarketplace("a", {"full": listings("a", *"123456")}, vector=VECTOR)
     b = StepMarketplace("b", {"full": listings("b", *"123456")}, vector=VECTOR)
-    found, query = search_marketplaces(
+    result = search_marketplaces(
         [a, b], load_photo(IMAGE), IDENT, embedding=VECTOR, model_id="m", wanted=5, limit=6,
-        warnings=[],
+        deadline=time.monotonic() + 10,
     )
+    found, query = result.found, result.query
     assert [f.listing.key for f in found] == ["a:1", "b:1", "a:2", "b:2", "a:3", "b:3"]
     assert query is not None and query.step == "full"
 
@@ -107,13 +109,12 @@ def test_a_failing_marketplace_keeps_what_it_found_and_warns() -> None:
                         fail_at="no-model-number")
     b = StepMarketplace("b", {"full": listings("b", "1"), "no-attributes": listings("b", "2")},
                         vector=VECTOR)
-    warnings: list[str] = []
-    found, _ = search_marketplaces(
+    result = search_marketplaces(
         [a, b], load_photo(IMAGE), IDENT, embedding=VECTOR, model_id="m", wanted=2, limit=10,
-        warnings=warnings,
+        deadline=time.monotonic() + 10,
     )
-    assert [f.listing.key for f in found] == ["a:1", "b:1", "b:2"]
-    assert warnings == ["marketplace a failed: RuntimeError: a is down"]
+    assert [f.listing.key for f in result.found] == ["a:1", "b:1", "b:2"]
+    assert result.warnings == ("marketplace a failed: RuntimeError: a is down",)
     assert a.steps == ["full", "no-model-number"]
 
 

@@ -25,6 +25,7 @@ from restyle._errors import (
     MarketplaceRateLimitError,
     MarketplaceResponseError,
     MarketplaceUnavailableError,
+    PluginContractError,
     PluginError,
     RestyleError,
     SynthesizerError,
@@ -36,12 +37,13 @@ from restyle._index import VectorIndex
 from restyle._plugins import PluginLoadWarning
 from restyle._pricing import MINIMUM_COMPS, estimate_price
 from restyle._query import build_query, relaxed_queries
-from restyle._rerank import Reranker
+from restyle._rerank import Reranker, RerankResult
 from restyle._types import (
     Analysis,
     Attribute,
     Box,
     Comp,
+    CompFlag,
     Condition,
     Evidence,
     Exclusion,
@@ -73,6 +75,7 @@ __all__ = [
     "Catalog",
     "CatalogError",
     "Comp",
+    "CompFlag",
     "Component",
     "Condition",
     "ConfigurationError",
@@ -103,6 +106,7 @@ __all__ = [
     "OpinionStatus",
     "Photo",
     "PhotoInfo",
+    "PluginContractError",
     "PluginError",
     "PluginLoadWarning",
     "PriceBand",
@@ -111,6 +115,7 @@ __all__ = [
     "PricedComp",
     "Query",
     "Rejection",
+    "RerankResult",
     "Reranker",
     "RestyleError",
     "Synthesizer",

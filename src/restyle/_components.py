@@ -79,9 +79,15 @@ class Synthesizer(Component):
 
 
 class Marketplace(Component):
-    """Finds listings comparable to the identified item."""
+    """Finds listings comparable to the identified item.
+
+    ``timeout`` bounds each call in seconds (one search per relaxation step);
+    a call that takes longer is abandoned and the marketplace skipped for the
+    rest of that analysis, keeping what it found before.
+    """
 
     kind: ClassVar[str] = "marketplace"
+    timeout: float = 20.0
 
     @abstractmethod
     def search(self, query: Query) -> Sequence[Listing]:

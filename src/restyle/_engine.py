@@ -3,31 +3,42 @@
 from __future__ import annotations
 
 import logging
+import math
+import os
 import threading
 import time
-from collections.abc import Iterable, Sequence
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout  # not the builtin before 3.11
-from dataclasses import replace
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
 
-from restyle import _settings
+import numpy as np
+
+from restyle import _budget, _settings
+from restyle._budget import Budget
 from restyle._catalog import Catalog
-from restyle._components import Component, Encoder, Expert, Marketplace, Synthesizer
-from restyle._errors import (
-    ConfigurationError,
-    PluginError,
-    RestyleError,
+from restyle._components import (
+    Component,
+    Encoder,
+    Expert,
+    Marketplace,
+    Synthesizer,
+    check_component_name,
 )
+from restyle._contracts import check_vectors
+from restyle._errors import ConfigurationError, EncoderError, PluginError, RestyleError
 from restyle._fetching import Fetcher
+from restyle._identify import IdentifyResult, examine, synthesize
 from restyle._imaging import ImageInput, Photo, load_photo
 from restyle._plugins import PluginRegistry
 from restyle._pricing import MINIMUM_COMPS, estimate_price
 from restyle._progress import progress_bar
-from restyle._rerank import Reranker
-from restyle._search import search_marketplaces
-from restyle._types import Analysis, Comp, Identification, Opinion, OpinionStatus, Query
+from restyle._rerank import Reranker, RerankResult
+from restyle._search import SearchResult, search_marketplaces
+from restyle._types import Analysis, Comp, Identification, Opinion
+
+#: Seconds an analysis may take, end to end, unless told otherwise.
+DEFAULT_DEADLINE = 60.0
 
 __all__ = ["Engine"]
 
@@ -43,6 +54,9 @@ class Engine:
     as instances. With no arguments the embedded defaults are used: the
     ``clip`` and ``catalog`` experts, the ``consensus`` synthesizer, the
     ``catalog`` marketplace and the ``openclip`` encoder, all offline.
+
+    ``deadline`` is the wall-clock time one analysis may take, in seconds;
+    ``identify_budget``, when given, caps the experts' share of it.
     """
 
     def __init__(
@@ -56,22 +70,34 @@ class Engine:
         plugins: Sequence[object] = (),
         load_entrypoints: bool = True,
         strict_plugins: bool = False,
-        identify_budget: float = 60.0,
+        deadline: float = DEFAULT_DEADLINE,
+        identify_budget: float | None = None,
         comps_wanted: int = 10,
         max_comps: int = 30,
         minimum_price_comps: int = MINIMUM_COMPS,
         fetcher: Fetcher | None = None,
         reranker: Reranker | None = None,
     ) -> None:
-        if identify_budget <= 0:
-            raise ConfigurationError("identify_budget must be positive")
+        self.deadline = _seconds("deadline", deadline)
+        self.identify_budget = (
+            None if identify_budget is None else _seconds("identify_budget", identify_budget)
+        )
+        self.comps_wanted = _count("comps_wanted", comps_wanted)
+        self.max_comps = _count("max_comps", max_comps)
+        self.minimum_price_comps = _count("minimum_price_comps", minimum_price_comps)
+        expert_specs = _names("experts", experts)
+        market_specs = _names("marketplaces", marketplaces)
+        if isinstance(plugins, (str, bytes)) or not isinstance(plugins, Sequence):
+            raise ConfigurationError("plugins must be a list of plugin modules or objects")
+        if fetcher is not None and not isinstance(fetcher, Fetcher):
+            raise ConfigurationError(f"fetcher must be a restyle.Fetcher, got {fetcher!r}")
+        if reranker is not None and not isinstance(reranker, Reranker):
+            raise ConfigurationError(f"reranker must be a restyle.Reranker, got {reranker!r}")
+        if catalog is not None and not isinstance(catalog, (str, os.PathLike)):
+            raise ConfigurationError(f"catalog must be a directory path, got {catalog!r}")
         self.registry = PluginRegistry(
             plugins=plugins, load_entrypoints=load_entrypoints, strict=strict_plugins
         )
-        self.identify_budget = identify_budget
-        self.comps_wanted = comps_wanted
-        self.max_comps = max_comps
-        self.minimum_price_comps = minimum_price_comps
         if reranker is not None and fetcher is not None and reranker.fetcher is not fetcher:
             raise ConfigurationError(
                 "pass the fetcher to the Reranker (Reranker(fetcher=...)), not beside it"
@@ -86,7 +112,7 @@ class Engine:
             encoder or _settings.env_str("RESTYLE_ENCODER") or _settings.DEFAULT_ENCODER,
             Encoder,  # type: ignore[type-abstract]
         )
-        expert_names = experts if experts is not None else _settings.env_list(
+        expert_names = expert_specs if expert_specs is not None else _settings.env_list(
             "RESTYLE_EXPERTS", _settings.DEFAULT_EXPERTS
         )
         self.experts: tuple[Expert, ...] = tuple(
@@ -100,7 +126,7 @@ class Engine:
             or _settings.DEFAULT_SYNTHESIZER,
             Synthesizer,  # type: ignore[type-abstract]
         )
-        market_names = marketplaces if marketplaces is not None else _settings.env_list(
+        market_names = market_specs if market_specs is not None else _settings.env_list(
             "RESTYLE_MARKETPLACES", _settings.DEFAULT_MARKETPLACES
         )
         self.marketplaces: tuple[Marketplace, ...] = tuple(
@@ -110,6 +136,7 @@ class Engine:
         _unique("expert", self.experts)
         _unique("marketplace", self.marketplaces)
         for component in (self.encoder, *self.experts, self.synthesizer, *self.marketplaces):
+            _check_name(component)
             component.attach(self)
 
     def __repr__(self) -> str:
@@ -169,127 +196,139 @@ class Engine:
 
     # -- identify ------------------------------------------------------------
 
-    def examine(self, image: ImageInput | Photo) -> tuple[Opinion, ...]:
+    def _budget(self, deadline: float | None) -> Budget:
+        return Budget.of(self.deadline if deadline is None else _seconds("deadline", deadline))
+
+    def _experts_deadline(self, budget: Budget) -> float:
+        return budget.stage("experts", cap=self.identify_budget).end
+
+    def examine(self, image: ImageInput | Photo, *,
+                deadline: float | None = None) -> tuple[Opinion, ...]:
         """Every expert's Opinion of the photo, gathered concurrently.
 
-        Each expert runs under its own ``timeout`` inside the Engine's
-        ``identify_budget``. One that raises, times out or hangs gives an
-        Opinion with an error status; the others are unaffected.
+        Each expert runs under its own ``timeout`` within the experts' share
+        of ``deadline`` (seconds; the Engine's by default). One that raises,
+        times out, hangs or answers off its contract gives an Opinion with an
+        error status; the others are unaffected.
         """
-        photo = load_photo(image)
-        start = time.monotonic()
-        budget_end = start + self.identify_budget
-        futures: list[tuple[Expert, Future[Opinion], float]] = []
-        for expert in self.experts:
-            future: Future[Opinion] = Future()
-            thread = threading.Thread(
-                target=_run_expert, args=(expert, photo, future),
-                name=f"restyle-expert-{expert.name}", daemon=True,
-            )
-            thread.start()
-            futures.append((expert, future, min(start + expert.timeout, budget_end)))
-        opinions = []
-        for expert, future, deadline in futures:
-            remaining = max(0.0, deadline - time.monotonic())
-            try:
-                opinion = future.result(timeout=remaining)
-            except FutureTimeout:
-                waited = time.monotonic() - start
-                limit = min(expert.timeout, self.identify_budget)
-                opinion = Opinion.failure(
-                    expert.name, f"no answer within {limit:g} s",
-                    status=OpinionStatus.TIMEOUT, latency=waited,
-                )
-                logger.warning("expert %s timed out after %.1f s", expert.name, waited)
-            opinions.append(opinion)
-        return tuple(opinions)
+        with _translated("examine"):
+            budget = self._budget(deadline)
+            photo = load_photo(image)
+            return examine(self.experts, photo, deadline=self._experts_deadline(budget))
 
-    def identify(self, image: ImageInput | Photo) -> Identification:
+    def identify(self, image: ImageInput | Photo, *,
+                 deadline: float | None = None) -> Identification:
         """What the item in the photo is."""
-        photo = load_photo(image)
-        return self._synthesize(self.examine(photo), photo)
+        with _translated("identify"):
+            budget = self._budget(deadline)
+            return self._identify(load_photo(image), budget).identification
 
-    def _synthesize(self, opinions: Sequence[Opinion], photo: Photo) -> Identification:
-        try:
-            return self.synthesizer.synthesize(opinions, photo=photo)
-        except Exception as exc:
-            if self.synthesizer.name == _settings.DEFAULT_SYNTHESIZER:
-                raise
-            fallback = self.registry.get("synthesizer", _settings.DEFAULT_SYNTHESIZER)
-            if fallback is None:
-                raise
-            reason = f"{self.synthesizer.name} failed: {type(exc).__name__}: {exc}"
-            logger.warning("%s; falling back to consensus", reason)
-            ident = fallback.component.synthesize(opinions, photo=photo)  # type: ignore[attr-defined]
-            return replace(ident, fallback_reason=reason)
+    def _identify(self, photo: Photo, budget: Budget) -> IdentifyResult:
+        opinions = examine(self.experts, photo, deadline=self._experts_deadline(budget))
+        identification = synthesize(
+            self.synthesizer, opinions, photo, deadline=budget.stage("synthesize").end,
+            fallback=self._fallback_synthesizer, borrow_until=budget.stage("search").end,
+        )
+        return IdentifyResult(opinions=opinions, identification=identification)
+
+    def _fallback_synthesizer(self) -> Synthesizer | None:
+        registration = self.registry.get("synthesizer", _settings.DEFAULT_SYNTHESIZER)
+        component = None if registration is None else registration.component
+        return component if isinstance(component, Synthesizer) else None
 
     # -- comps ---------------------------------------------------------------
 
     def find_comps(
-        self, image: ImageInput | Photo, identification: Identification
+        self, image: ImageInput | Photo, identification: Identification, *,
+        deadline: float | None = None,
     ) -> list[Comp]:
         """Comparable listings for the identified item, most alike first."""
-        comps, _, _ = self._find_comps(load_photo(image), identification)
-        return comps
+        with _translated("find_comps"):
+            budget = self._budget(deadline)
+            _, reranked = self._find_comps(load_photo(image), identification, budget)
+            return list(reranked.comps)
+
+    def _photo_embedding(self, photo: Photo, deadline: float) -> np.ndarray:
+        encoder = self.encoder
+        label = f"encoder {encoder.name}"
+        try:
+            vector = _budget.call(encoder, label, photo.embedding, encoder, deadline=deadline)
+        except (_budget.Overdue, _budget.ComponentBusy) as exc:
+            raise EncoderError(f"the photo could not be encoded: {exc}") from None
+        except RestyleError:
+            raise
+        except Exception as exc:
+            raise EncoderError(
+                f"{label} could not encode the photo: {type(exc).__name__}: {exc}"
+            ) from exc
+        return check_vectors(encoder, np.asarray(vector).reshape(1, -1), count=1)[0]
 
     def _find_comps(
-        self, photo: Photo, identification: Identification
-    ) -> tuple[list[Comp], Query | None, list[str]]:
-        warnings: list[str] = []
-        embedding = photo.embedding(self.encoder)
-        found, first_query = search_marketplaces(
+        self, photo: Photo, identification: Identification, budget: Budget
+    ) -> tuple[SearchResult, RerankResult]:
+        search_deadline = budget.stage("search").end
+        embedding = self._photo_embedding(photo, search_deadline)
+        search = search_marketplaces(
             self.marketplaces, photo, identification, embedding=embedding,
             model_id=self.encoder.model_id, wanted=self.comps_wanted, limit=self.max_comps,
-            warnings=warnings,
+            deadline=search_deadline,
         )
-        comps = self.reranker.rerank(
-            embedding, [(f.listing, f.step) for f in found], encoder=self.encoder,
-            marketplaces=self.marketplaces, identification=identification, warnings=warnings,
+        reranked = self.reranker.rerank(
+            embedding, [(f.listing, f.step) for f in search.found], encoder=self.encoder,
+            known_vectors=search.known_vectors, identification=identification,
+            deadline=budget.stage("rerank").end,
         )
-        return comps, first_query, warnings
+        return search, reranked
 
     # -- analyze -------------------------------------------------------------
 
-    def analyze(self, image: ImageInput | Photo) -> Analysis:
-        """Identify the item, find and re-rank comps, and estimate a price."""
-        start = time.monotonic()
-        photo = load_photo(image)
-        opinions = self.examine(photo)
-        identification = self._synthesize(opinions, photo)
-        comps, query, warnings = self._find_comps(photo, identification)
-        price = estimate_price(comps, minimum_comps=self.minimum_price_comps)
-        return Analysis(
-            photo=photo.info(),
-            opinions=opinions,
-            identification=identification,
-            query=query,
-            comps=tuple(comps),
-            price=price,
-            model_id=self.encoder.model_id,
-            warnings=tuple(warnings),
-            elapsed=round(time.monotonic() - start, 4),
-        )
+    def analyze(self, image: ImageInput | Photo, *, deadline: float | None = None) -> Analysis:
+        """Identify the item, find and re-rank comps, and estimate a price.
+
+        The whole analysis ends by ``deadline`` seconds (the Engine's
+        ``deadline`` by default), whatever the components and servers do: each
+        stage gets its share (see docs/guarantees.md) and what one leaves
+        unused goes to the next. Raises only :class:`RestyleError`.
+        """
+        with _translated("analyze"):
+            budget = self._budget(deadline)
+            photo = load_photo(image)
+            identified = self._identify(photo, budget)
+            search, reranked = self._find_comps(photo, identified.identification, budget)
+            price = estimate_price(reranked.comps, minimum_comps=self.minimum_price_comps)
+            return Analysis(
+                photo=photo.info(),
+                opinions=identified.opinions,
+                identification=identified.identification,
+                query=search.query,
+                comps=reranked.comps,
+                price=price,
+                model_id=self.encoder.model_id,
+                warnings=search.warnings + reranked.warnings,
+                elapsed=round(time.monotonic() - budget.start, 4),
+            )
 
     @overload
     def analyze_many(
         self, images: Iterable[ImageInput], *, progress: bool | None = ...,
-        return_exceptions: Literal[False] = ...,
+        return_exceptions: Literal[False] = ..., deadline: float | None = ...,
     ) -> list[Analysis]: ...
 
     @overload
     def analyze_many(
         self, images: Iterable[ImageInput], *, progress: bool | None = ...,
-        return_exceptions: Literal[True],
+        return_exceptions: Literal[True], deadline: float | None = ...,
     ) -> list[Analysis | RestyleError]: ...
 
     def analyze_many(
         self, images: Iterable[ImageInput], *, progress: bool | None = None,
-        return_exceptions: bool = False,
+        return_exceptions: bool = False, deadline: float | None = None,
     ) -> list[Analysis] | list[Analysis | RestyleError]:
         """Analyze several photos, with a progress bar on a terminal.
 
-        With ``return_exceptions=True`` a photo that fails gives its
-        RestyleError in its place and the others go on (as in ``asyncio.gather``).
+        ``deadline`` applies to each photo. With ``return_exceptions=True`` a
+        photo that fails gives its RestyleError in its place and the others go
+        on (as in ``asyncio.gather``).
         """
         items = list(images)
         results: list[Any] = []
@@ -297,7 +336,7 @@ class Engine:
         try:
             for item in items:
                 try:
-                    results.append(self.analyze(item))
+                    results.append(self.analyze(item, deadline=deadline))
                 except RestyleError as exc:
                     if not return_exceptions:
                         raise
@@ -308,19 +347,59 @@ class Engine:
         return results
 
 
-def _run_expert(expert: Expert, photo: Photo, future: Future[Opinion]) -> None:
-    start = time.monotonic()
+@contextmanager
+def _translated(method: str) -> Iterator[None]:
+    """Let only RestyleErrors out of a public method: anything else is a bug
+    somewhere in the pipeline, logged with its traceback and raised typed."""
     try:
-        opinion = expert.examine(photo)
-        if not isinstance(opinion, Opinion):
-            raise TypeError(f"examine() returned {type(opinion).__name__}, not an Opinion")
-        opinion = replace(opinion, expert=expert.name, latency=time.monotonic() - start)
+        yield
+    except RestyleError:
+        raise
     except Exception as exc:
-        logger.warning("expert %s failed: %s: %s", expert.name, type(exc).__name__, exc)
-        opinion = Opinion.failure(
-            expert.name, f"{type(exc).__name__}: {exc}", latency=time.monotonic() - start
+        logger.exception("unexpected error in Engine.%s", method)
+        raise RestyleError(
+            f"Engine.{method} failed unexpectedly: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _seconds(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _count(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{name} must be a whole number of at least 1, got {value!r}")
+    return value
+
+
+def _names(option: str, value: object) -> list[Any] | None:
+    """A list of component names or instances; a bare string is a mistake worth naming."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        suggestion = [part.strip() for part in value.split(",") if part.strip()]
+        raise ConfigurationError(
+            f"{option} must be a list of names or instances, not the string {value!r}; "
+            f"did you mean {option}={suggestion!r}?"
         )
-    future.set_result(opinion)
+    if isinstance(value, Component) or not isinstance(value, Iterable) or isinstance(
+        value, (bytes, Mapping)
+    ):
+        raise ConfigurationError(
+            f"{option} must be a list of names or instances, got {type(value).__name__}"
+        )
+    return list(value)
+
+
+def _check_name(component: Component) -> None:
+    try:
+        check_component_name(component)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
 
 
 def _unique(kind: str, components: Sequence[Component]) -> None:

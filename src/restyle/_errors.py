@@ -4,7 +4,8 @@
 RestyleError
 ├── ConfigurationError      a bad option, environment variable or component name
 ├── PluginError             a plugin failed to load or registered something invalid
-│   └── DuplicateComponentError
+│   ├── DuplicateComponentError
+│   └── PluginContractError  a component handed back something off its contract
 ├── ImageError              input that is not a usable JPEG, PNG or WebP photo
 ├── FetchError              a remote image could not be downloaded safely
 ├── ExpertError             an expert could not examine the photo
@@ -37,6 +38,7 @@ __all__ = [
     "MarketplaceRateLimitError",
     "MarketplaceResponseError",
     "MarketplaceUnavailableError",
+    "PluginContractError",
     "PluginError",
     "RestyleError",
     "SynthesizerError",
@@ -61,6 +63,20 @@ class PluginError(RestyleError):
 
 class DuplicateComponentError(PluginError):
     """Two plugins registered a component of the same kind under the same name."""
+
+
+class PluginContractError(PluginError):
+    """A component returned something its contract does not allow: a wrong
+    type, a wrong count or shape, or numbers that are not finite.
+
+    ``component`` is the component's name and ``kind`` its kind (``"expert"``,
+    ``"synthesizer"``, ``"marketplace"`` or ``"encoder"``).
+    """
+
+    def __init__(self, message: str, *, component: str, kind: str) -> None:
+        super().__init__(f"{kind} {component} {message}")
+        self.component = component
+        self.kind = kind
 
 
 class ImageError(RestyleError):

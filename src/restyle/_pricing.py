@@ -35,6 +35,7 @@ import numpy as np
 
 from restyle._types import (
     Comp,
+    CompFlag,
     Condition,
     Exclusion,
     PriceBand,
@@ -88,7 +89,7 @@ def _weigh(comp: Comp) -> tuple[float, str | None] | Exclusion:
     key = listing.key
     if listing.price is None:
         return Exclusion(listing_key=key, reason="no_price", detail="no price")
-    if "below_cutoff" in comp.flags:
+    if CompFlag.BELOW_CUTOFF in comp.flags:
         return Exclusion(
             listing_key=key, reason="below_cutoff",
             detail=f"looks too little like the photo (score {comp.score:.2f})",
@@ -98,7 +99,7 @@ def _weigh(comp: Comp) -> tuple[float, str | None] | Exclusion:
             listing_key=key, reason="auction_without_bids",
             detail=f"auction without bids (starting price {listing.price})",
         )
-    if "image_unavailable" in comp.flags:
+    if CompFlag.IMAGE_UNAVAILABLE in comp.flags:
         return UNSEEN_WEIGHT, "image_unavailable"
     if not comp.score > 0:
         return Exclusion(

@@ -13,27 +13,25 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from restyle._components import Encoder, Marketplace
+from restyle import _budget
+from restyle._components import Encoder
+from restyle._contracts import check_vectors
 from restyle._embedcache import EmbeddingCache
 from restyle._errors import FetchError, ImageError, RestyleError
 from restyle._fetching import Fetcher
 from restyle._imaging import decode
-from restyle._types import Comp, Identification, Listing
+from restyle._types import Comp, CompFlag, Identification, Listing
 
-__all__ = ["Reranker", "similarity_cutoff"]
+__all__ = ["RerankResult", "Reranker", "similarity_cutoff"]
 
 logger = logging.getLogger("restyle.rerank")
-
-#: Flags a comp can carry.
-IMAGE_UNAVAILABLE = "image_unavailable"
-DUPLICATE_IMAGE = "duplicate_image"
-BELOW_CUTOFF = "below_cutoff"
 
 # JPEGs are decoded at a reduced scale as long as both sides stay above this:
 # twice the input of the largest common CLIP models (224 or 336 pixels).
@@ -87,9 +85,37 @@ def identification_text(identification: Identification) -> str:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RerankResult:
+    """The comps, best first, and what went wrong on the way."""
+
+    comps: tuple[Comp, ...]
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class _Prepared:
     sha256: str
     image: Any
+
+
+@dataclass(slots=True)
+class _CompImages:
+    """Per listing key: its image vector, the image's content hash, or why there is none."""
+
+    urls: dict[str, list[str]] = field(default_factory=dict)  # image URL -> listing keys
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    hashes: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def assign(self, url: str, vector: np.ndarray, sha: str | None = None) -> None:
+        for key in self.urls[url]:
+            self.vectors[key] = vector
+            if sha is not None:
+                self.hashes[key] = sha
+
+    def fail(self, url: str, reason: str) -> None:
+        for key in self.urls[url]:
+            self.errors[key] = reason
 
 
 class Reranker:
@@ -136,21 +162,133 @@ class Reranker:
         found: Sequence[tuple[Listing, str]],
         *,
         encoder: Encoder,
-        marketplaces: Sequence[Marketplace] = (),
+        known_vectors: Mapping[str, np.ndarray] | None = None,
         identification: Identification | None = None,
-        warnings: list[str] | None = None,
-    ) -> list[Comp]:
-        """``found`` (listing, query step) pairs as Comps, best first."""
-        warnings = warnings if warnings is not None else []
+        deadline: float | None = None,
+    ) -> RerankResult:
+        """``found`` (listing, query step) pairs as Comps, best first.
+
+        ``known_vectors`` are image vectors already known by listing key (the
+        marketplaces'); the other images come from the cache or are fetched and
+        encoded. Everything is done by ``deadline`` (a :func:`time.monotonic`
+        value; by default the fetcher's ``batch_timeout`` from now): images not
+        ready by then are flagged ``image_unavailable``.
+        """
+        if deadline is None:
+            deadline = time.monotonic() + self.fetcher.limits.batch_timeout
+        warnings: list[str] = []
         if not found:
-            return []
+            return RerankResult(comps=())
         listings = [listing for listing, _ in found]
-        vectors, hashes, errors = self._vectors(listings, encoder, marketplaces, warnings)
-        text = self._text_similarities(listings, encoder, identification, warnings)
+        images = self._known(listings, known_vectors or {})
+        self._from_cache(images, encoder.model_id)
+        if images.urls:
+            self._fetch_and_encode(images, encoder, len(embedding), deadline, warnings)
+        text = self._text_similarities(listings, encoder, identification, deadline, warnings)
+        comps = self._score(found, embedding, images, text)
+        return RerankResult(comps=tuple(self._flag(comps, images.vectors, images.hashes)),
+                            warnings=tuple(warnings))
+
+    # -- vectors -----------------------------------------------------------------
+
+    @staticmethod
+    def _known(listings: Sequence[Listing], known: Mapping[str, np.ndarray]) -> _CompImages:
+        """Vectors given by the marketplaces; the image URLs of the others."""
+        images = _CompImages()
+        for item in listings:
+            vector = known.get(item.key)
+            if vector is not None:
+                images.vectors[item.key] = vector
+            elif not item.image_url:
+                images.errors[item.key] = "listing has no image"
+            else:
+                images.urls.setdefault(item.image_url, []).append(item.key)
+        return images
+
+    def _from_cache(self, images: _CompImages, model_id: str) -> None:
+        """URLs seen recently need neither a download nor the encoder."""
+        cache = self.cache
+        if cache is None:
+            return
+        for url in list(images.urls):
+            sha = cache.sha_for_url(url)
+            vector = cache.get(sha, model_id) if sha is not None else None
+            if sha is not None and vector is not None:
+                images.assign(url, vector, sha)
+                del images.urls[url]
+
+    def _fetch_and_encode(self, images: _CompImages, encoder: Encoder, dim: int,
+                          deadline: float, warnings: list[str]) -> None:
+        """Download the images, decoding in the fetch threads and encoding in
+        batches on this one as they arrive, until all are in or the deadline."""
+        ready: queue.Queue[tuple[str, _Prepared | RestyleError] | None] = queue.Queue()
+
+        def on_result(url: str, result: bytes | FetchError) -> None:
+            ready.put((url, _prepare(result)))
+
+        def fetch_all() -> None:
+            try:
+                self.fetcher.fetch_many(list(images.urls), deadline=deadline,
+                                        on_result=on_result)
+            except Exception as exc:  # a fetcher's own failure costs the images, not the call
+                logger.warning("fetching comp images failed: %s: %s", type(exc).__name__, exc)
+            finally:
+                ready.put(None)
+
+        batch = _Batch(images, encoder, dim, self.cache, deadline, warnings)
+        unseen = set(images.urls)
+        # Encode while the rest still download: the model works on what has
+        # arrived instead of waiting for the slowest image.
+        threading.Thread(target=fetch_all, name="restyle rerank fetch", daemon=True).start()
+        done = False
+        while not done:
+            try:
+                arrived = ready.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break  # the deadline: what has not arrived is not waited for
+            while arrived is not None:
+                unseen.discard(arrived[0])
+                batch.take(*arrived)
+                try:
+                    arrived = ready.get_nowait()
+                except queue.Empty:
+                    break
+            done = arrived is None
+            if len(batch) and (done or len(batch) >= _STREAM_BATCH):
+                batch.encode()
+        if len(batch):
+            batch.encode()
+        for url in unseen:
+            images.fail(url, "image was not fetched in time")
+
+    def _text_similarities(
+        self, listings: Sequence[Listing], encoder: Encoder,
+        identification: Identification | None, deadline: float, warnings: list[str],
+    ) -> np.ndarray | None:
+        if self.text_weight <= 0 or identification is None:
+            return None
+        phrase = identification_text(identification)
+        if not phrase:
+            return None
+        texts = [phrase, *(item.title for item in listings)]
+        try:
+            vectors = check_vectors(encoder, _budget.call(
+                encoder, f"encoder {encoder.name}", encoder.encode_texts, texts,
+                deadline=deadline,
+            ), count=len(texts))
+        except Exception as exc:
+            warnings.append(f"titles could not be compared: {type(exc).__name__}: {exc}")
+            return None
+        sims: np.ndarray = np.clip(vectors[1:] @ vectors[0], -1.0, 1.0)
+        return sims
+
+    def _score(self, found: Sequence[tuple[Listing, str]], embedding: np.ndarray,
+               images: _CompImages, text: np.ndarray | None) -> list[Comp]:
+        """Every comp scored, best first."""
         weight = self.text_weight if text is not None else 0.0
         comps: list[Comp] = []
         for index, (listing, step) in enumerate(found):
-            vector = vectors.get(listing.key)
+            vector = images.vectors.get(listing.key)
             text_sim = None if text is None else float(text[index])
             if vector is not None:
                 similarity = float(np.clip(np.dot(vector, embedding), -1.0, 1.0))
@@ -164,162 +302,11 @@ class Reranker:
                 score = 0.0 if text_sim is None else weight * max(text_sim, 0.0)
                 comps.append(Comp(
                     listing=listing, score=score, text_similarity=text_sim,
-                    image_error=errors.get(listing.key, "image unavailable"),
-                    flags=(IMAGE_UNAVAILABLE,), query_step=step,
+                    image_error=images.errors.get(listing.key, "image unavailable"),
+                    flags=(CompFlag.IMAGE_UNAVAILABLE,), query_step=step,
                 ))
         # A stable sort: equal scores keep the marketplaces' own order.
-        order = sorted(range(len(comps)), key=lambda i: -comps[i].score)
-        comps = [comps[i] for i in order]
-        return self._flag(comps, vectors, hashes)
-
-    # -- vectors -----------------------------------------------------------------
-
-    def _vectors(
-        self, listings: Sequence[Listing], encoder: Encoder,
-        marketplaces: Sequence[Marketplace], warnings: list[str],
-    ) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, str]]:
-        model_id = encoder.model_id
-        vectors: dict[str, np.ndarray] = {}
-        hashes: dict[str, str] = {}
-        errors: dict[str, str] = {}
-        for market in marketplaces:
-            try:
-                vectors.update(market.image_embeddings(listings, model_id=model_id))
-            except Exception as exc:
-                warnings.append(f"marketplace {market.name} gave no embeddings: {exc}")
-        urls: dict[str, list[str]] = {}
-        for item in listings:
-            if item.key in vectors:
-                continue
-            if not item.image_url:
-                errors[item.key] = "listing has no image"
-                continue
-            urls.setdefault(item.image_url, []).append(item.key)
-        cache = self.cache
-        # URLs seen recently need neither a download nor the encoder.
-        for url in list(urls):
-            sha = cache.sha_for_url(url) if cache is not None else None
-            vector = cache.get(sha, model_id) if sha is not None and cache is not None else None
-            if sha is not None and vector is not None:
-                for key in urls.pop(url):
-                    vectors[key] = vector
-                    hashes[key] = sha
-        if not urls:
-            return vectors, hashes, errors
-        ready: queue.Queue[tuple[str, _Prepared | RestyleError] | None] = queue.Queue()
-
-        def on_result(url: str, result: bytes | FetchError) -> None:
-            # Runs in the fetch threads: decoding overlaps the other downloads.
-            outcome: _Prepared | RestyleError
-            if isinstance(result, FetchError):
-                outcome = result
-            else:
-                try:
-                    # No source name: URLs may carry secrets into the message.
-                    photo = decode(result, draft_side=_DRAFT_SIDE)
-                    outcome = _Prepared(sha256=photo.sha256, image=photo.image)
-                except ImageError as exc:
-                    outcome = ImageError(f"comp image is unusable: {exc}")
-            ready.put((url, outcome))
-
-        def fetch_all() -> None:
-            try:
-                self.fetcher.fetch_many(list(urls), on_result=on_result)
-            finally:
-                ready.put(None)
-
-        encoded: dict[str, np.ndarray] = {}  # sha -> vector, within this call
-        batch: dict[str, tuple[Any, list[str]]] = {}  # sha -> (image, urls)
-        unseen = set(urls)
-
-        def assign(url: str, sha: str, vector: np.ndarray) -> None:
-            for key in urls[url]:
-                vectors[key] = vector
-
-        def take(url: str, outcome: _Prepared | RestyleError) -> None:
-            unseen.discard(url)
-            if isinstance(outcome, RestyleError):
-                for key in urls[url]:
-                    errors[key] = str(outcome)
-                return
-            sha = outcome.sha256
-            for key in urls[url]:
-                hashes[key] = sha
-            if sha in encoded:
-                assign(url, sha, encoded[sha])
-            elif sha in batch:
-                batch[sha][1].append(url)
-            else:
-                known = cache.get(sha, model_id) if cache is not None else None
-                if known is not None:
-                    cache.remember_url(url, sha)  # type: ignore[union-attr]
-                    encoded[sha] = known
-                    assign(url, sha, known)
-                else:
-                    batch[sha] = (outcome.image, [url])
-
-        def encode_batch() -> None:
-            shas = list(batch)
-            try:
-                rows = encoder.encode_images([batch[sha][0] for sha in shas])
-            except Exception as exc:
-                message = f"comp images could not be encoded: {type(exc).__name__}: {exc}"
-                warnings.append(message)
-                logger.warning("%s", message)
-                for sha in shas:
-                    for url in batch[sha][1]:
-                        for key in urls[url]:
-                            errors[key] = message
-                batch.clear()
-                return
-            for sha, row in zip(shas, rows, strict=True):
-                encoded[sha] = row
-                for url in batch[sha][1]:
-                    assign(url, sha, row)
-                    if cache is not None:
-                        cache.put(sha, model_id, row, url=url)
-            batch.clear()
-
-        # Encode while the rest still download: the model works on what has
-        # arrived instead of waiting for the slowest image.
-        fetching = threading.Thread(target=fetch_all, name="restyle-rerank-fetch", daemon=True)
-        fetching.start()
-        try:
-            done = False
-            while not done:
-                arrived = ready.get()
-                while arrived is not None:
-                    take(*arrived)
-                    try:
-                        arrived = ready.get_nowait()
-                    except queue.Empty:
-                        break
-                done = arrived is None
-                if batch and (done or len(batch) >= _STREAM_BATCH):
-                    encode_batch()
-        finally:
-            fetching.join()
-        for url in unseen:
-            for key in urls[url]:
-                errors[key] = "image was not fetched"
-        return vectors, hashes, errors
-
-    def _text_similarities(
-        self, listings: Sequence[Listing], encoder: Encoder,
-        identification: Identification | None, warnings: list[str],
-    ) -> np.ndarray | None:
-        if self.text_weight <= 0 or identification is None:
-            return None
-        phrase = identification_text(identification)
-        if not phrase:
-            return None
-        try:
-            vectors = encoder.encode_texts([phrase, *(item.title for item in listings)])
-        except Exception as exc:
-            warnings.append(f"titles could not be compared: {type(exc).__name__}: {exc}")
-            return None
-        sims: np.ndarray = np.clip(vectors[1:] @ vectors[0], -1.0, 1.0)
-        return sims
+        return sorted(comps, key=lambda comp: -comp.score)
 
     # -- flags -------------------------------------------------------------------
 
@@ -338,7 +325,7 @@ class Reranker:
                 if (sha is not None and sha == other_sha) or (
                     float(np.dot(vector, other)) >= self.duplicate_threshold
                 ):
-                    flags[i].append(DUPLICATE_IMAGE)
+                    flags[i].append(CompFlag.DUPLICATE_IMAGE)
                     break
             else:
                 kept.append((sha, vector))
@@ -348,7 +335,7 @@ class Reranker:
             if cutoff is not None:
                 for i, comp in enumerate(comps):
                     if comp.similarity is not None and comp.similarity < cutoff:
-                        flags[i].append(BELOW_CUTOFF)
+                        flags[i].append(CompFlag.BELOW_CUTOFF)
         return [
             comp if tuple(f) == comp.flags else _with_flags(comp, tuple(f))
             for comp, f in zip(comps, flags, strict=True)
@@ -357,3 +344,77 @@ class Reranker:
 
 def _with_flags(comp: Comp, flags: tuple[str, ...]) -> Comp:
     return replace(comp, flags=flags)
+
+
+def _prepare(result: bytes | FetchError) -> _Prepared | RestyleError:
+    """A downloaded image decoded for the encoder (runs in the fetch threads, so
+    decoding overlaps the other downloads), or why it cannot be used."""
+    if isinstance(result, FetchError):
+        return result
+    try:
+        # No source name: URLs may carry secrets into the message.
+        photo = decode(result, draft_side=_DRAFT_SIDE)
+    except ImageError as exc:
+        return ImageError(f"comp image is unusable: {exc}")
+    return _Prepared(sha256=photo.sha256, image=photo.image)
+
+
+class _Batch:
+    """Decoded comp images waiting for the encoder, each distinct picture once."""
+
+    def __init__(self, images: _CompImages, encoder: Encoder, dim: int,
+                 cache: EmbeddingCache | None, deadline: float, warnings: list[str]) -> None:
+        self.images = images
+        self.encoder = encoder
+        self.dim = dim
+        self.cache = cache
+        self.deadline = deadline
+        self.warnings = warnings
+        self.model_id = encoder.model_id
+        self.encoded: dict[str, np.ndarray] = {}  # sha -> vector, within this call
+        self.waiting: dict[str, tuple[Any, list[str]]] = {}  # sha -> (image, urls)
+
+    def __len__(self) -> int:
+        return len(self.waiting)
+
+    def take(self, url: str, outcome: _Prepared | RestyleError) -> None:
+        if isinstance(outcome, RestyleError):
+            self.images.fail(url, str(outcome))
+            return
+        sha = outcome.sha256
+        if sha in self.encoded:
+            self.images.assign(url, self.encoded[sha], sha)
+        elif sha in self.waiting:
+            self.waiting[sha][1].append(url)
+        else:
+            known = self.cache.get(sha, self.model_id) if self.cache is not None else None
+            if known is not None:
+                self.cache.remember_url(url, sha)  # type: ignore[union-attr]
+                self.encoded[sha] = known
+                self.images.assign(url, known, sha)
+            else:
+                self.waiting[sha] = (outcome.image, [url])
+
+    def encode(self) -> None:
+        shas = list(self.waiting)
+        waiting, self.waiting = self.waiting, {}
+        pictures = [waiting[sha][0] for sha in shas]
+        try:
+            rows = check_vectors(self.encoder, _budget.call(
+                self.encoder, f"encoder {self.encoder.name}", self.encoder.encode_images,
+                pictures, deadline=self.deadline,
+            ), count=len(pictures), dim=self.dim)
+        except Exception as exc:
+            message = f"comp images could not be encoded: {type(exc).__name__}: {exc}"
+            self.warnings.append(message)
+            logger.warning("%s", message)
+            for sha in shas:
+                for url in waiting[sha][1]:
+                    self.images.fail(url, message)
+            return
+        for sha, row in zip(shas, rows, strict=True):
+            self.encoded[sha] = row
+            for url in waiting[sha][1]:
+                self.images.assign(url, row, sha)
+                if self.cache is not None:
+                    self.cache.put(sha, self.model_id, row, url=url)

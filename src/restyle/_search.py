@@ -4,18 +4,21 @@ merging what they found without duplicates."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+import threading
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from restyle import _budget
 from restyle._components import Marketplace
+from restyle._contracts import check_known_vectors, check_listings
 from restyle._imaging import Photo
 from restyle._query import relaxed_queries
 from restyle._types import Identification, Listing, Query
 
-__all__ = ["Found", "search_marketplaces"]
+__all__ = ["Found", "SearchResult", "search_marketplaces"]
 
 logger = logging.getLogger("restyle")
 
@@ -30,31 +33,58 @@ class Found:
     rank: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SearchResult:
+    """What the marketplaces found, merged; the most specific query; the image
+    vectors the marketplaces already knew (by listing key); what went wrong."""
+
+    found: tuple[Found, ...]
+    query: Query | None
+    known_vectors: Mapping[str, np.ndarray]
+    warnings: tuple[str, ...]
+
+
 def _search_step(
     market: Marketplace, photo: Photo, query: Query, embedding: np.ndarray, model_id: str,
-    warnings: list[str],
-) -> Sequence[Listing]:
+    deadline: float, warnings: list[str],
+) -> list[Listing]:
+    label = f"marketplace {market.name}"
     try:
-        by_image = market.search_by_image(photo, query, embedding=embedding, model_id=model_id)
+        by_image = _budget.call(market, label, market.search_by_image, photo, query,
+                                embedding=embedding, model_id=model_id, deadline=deadline)
+        if by_image is not None:
+            return check_listings(market, by_image, limit=query.limit, warnings=warnings)
+    except (_budget.Overdue, _budget.ComponentBusy):
+        raise  # the marketplace is stuck: searching by words would only wait again
     except Exception as exc:
         # Image search is the optional extra: fall back to words rather than lose the market.
-        message = (f"marketplace {market.name} image search failed, searching by words: "
+        message = (f"{label} image search failed, searching by words: "
                    f"{type(exc).__name__}: {exc}")
         warnings.append(message)
         logger.warning("%s", message)
-        by_image = None
-    return by_image if by_image is not None else market.search(query)
+    answer = _budget.call(market, label, market.search, query, deadline=deadline)
+    return check_listings(market, answer, limit=query.limit, warnings=warnings)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Walked:
+    found: list[Found]
+    known_vectors: dict[str, np.ndarray]
 
 
 def _walk(
     market: Marketplace, photo: Photo, queries: Sequence[Query], embedding: np.ndarray,
-    model_id: str, wanted: int, warnings: list[str],
-) -> list[Found]:
-    """Relax the query step by step until this marketplace gave ``wanted`` listings."""
+    model_id: str, wanted: int, deadline: float, warnings: list[str],
+) -> _Walked:
+    """Relax the query step by step until this marketplace gave ``wanted``
+    listings, then ask it which of their image vectors it already knows.
+    Every call is answered by ``deadline`` or the marketplace's own ``timeout``."""
     found: dict[str, Found] = {}
     for index, query in enumerate(queries):
+        call_deadline = min(deadline, time.monotonic() + _budget.timeout_of(market))
         try:
-            listings = list(_search_step(market, photo, query, embedding, model_id, warnings))
+            listings = _search_step(market, photo, query, embedding, model_id, call_deadline,
+                                    warnings)
         except Exception as exc:
             message = f"marketplace {market.name} failed: {type(exc).__name__}: {exc}"
             warnings.append(message)
@@ -67,7 +97,21 @@ def _walk(
                 )
         if len(found) >= wanted:
             break
-    return list(found.values())
+    known: dict[str, np.ndarray] = {}
+    if found:
+        listings = [f.listing for f in found.values()]
+        try:
+            answer = _budget.call(
+                market, f"marketplace {market.name}", market.image_embeddings, listings,
+                model_id=model_id,
+                deadline=min(deadline, time.monotonic() + _budget.timeout_of(market)),
+            )
+            known = check_known_vectors(market, answer, keys=list(found),
+                                        dim=len(embedding), warnings=warnings)
+        except Exception as exc:
+            warnings.append(f"marketplace {market.name} gave no embeddings: "
+                            f"{type(exc).__name__}: {exc}")
+    return _Walked(found=list(found.values()), known_vectors=known)
 
 
 def merge(results: Sequence[Sequence[Found]], *, limit: int) -> list[Found]:
@@ -102,21 +146,45 @@ def search_marketplaces(
     model_id: str,
     wanted: int,
     limit: int,
-    warnings: list[str],
-) -> tuple[list[Found], Query | None]:
+    deadline: float,
+) -> SearchResult:
     """Search every marketplace concurrently; each relaxes its own query until it
-    found ``wanted`` listings. Returns at most ``limit`` merged listings and the
-    most specific query. A marketplace that fails adds a warning and is skipped."""
+    found ``wanted`` listings. Keeps at most ``limit`` merged listings. A
+    marketplace that fails, overruns ``deadline`` (a :func:`time.monotonic`
+    value) or answers off its contract adds a warning and keeps what it found
+    before."""
     queries = list(relaxed_queries(identification, limit=limit))
+    first = queries[0] if queries else None
     if not marketplaces:
-        return [], queries[0] if queries else None
+        return SearchResult(found=(), query=first, known_vectors={}, warnings=())
     own_warnings: list[list[str]] = [[] for _ in marketplaces]
-    with ThreadPoolExecutor(max_workers=len(marketplaces)) as pool:
-        futures = [
-            pool.submit(_walk, market, photo, queries, embedding, model_id, wanted, own)
-            for market, own in zip(marketplaces, own_warnings, strict=True)
-        ]
-        results = [future.result() for future in futures]
-    for own in own_warnings:  # in marketplace order, whatever order the threads ran in
-        warnings.extend(own)
-    return merge(results, limit=limit), queries[0] if queries else None
+    walked: list[_Walked | None] = [None] * len(marketplaces)
+
+    def run(index: int, market: Marketplace) -> None:
+        try:
+            walked[index] = _walk(market, photo, queries, embedding, model_id, wanted,
+                                  deadline, own_warnings[index])
+        except Exception as exc:  # a bug must cost this marketplace, not the thread's caller
+            logger.exception("searching marketplace %s failed", market.name)
+            own_warnings[index].append(
+                f"marketplace {market.name} failed: {type(exc).__name__}: {exc}")
+
+    # Each walk returns by the deadline because every call inside it does.
+    threads = [threading.Thread(target=run, args=(i, m), daemon=True,
+                                name=f"restyle search {m.name}")
+               for i, m in enumerate(marketplaces)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    results = [w for w in walked if w is not None]
+    known: dict[str, np.ndarray] = {}
+    for result in results:
+        known.update(result.known_vectors)
+    warnings = [w for own in own_warnings for w in own]  # in marketplace order
+    merged = merge([r.found for r in results], limit=limit)
+    kept = {f.listing.key for f in merged}
+    return SearchResult(
+        found=tuple(merged), query=first,
+        known_vectors={k: v for k, v in known.items() if k in kept}, warnings=tuple(warnings),
+    )

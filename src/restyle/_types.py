@@ -23,6 +23,7 @@ __all__ = [
     "Attribute",
     "Box",
     "Comp",
+    "CompFlag",
     "Condition",
     "Evidence",
     "Exclusion",
@@ -106,6 +107,8 @@ class OpinionStatus(str, enum.Enum):
     OK = "ok"
     ERROR = "error"
     TIMEOUT = "timeout"
+    #: Not asked: the expert was still stuck in an earlier call past its deadline.
+    BUSY = "busy"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -322,6 +325,17 @@ class Listing(_Value):
         return Money(amount=self.price.amount + self.shipping.amount, currency=self.price.currency)
 
 
+class CompFlag(str, enum.Enum):
+    """What re-ranking noticed about a comp; pricing reads the same flags."""
+
+    #: The comp's image could not be fetched, decoded or encoded.
+    IMAGE_UNAVAILABLE = "image_unavailable"
+    #: The same picture as a better-ranked comp (one stock photo, several listings).
+    DUPLICATE_IMAGE = "duplicate_image"
+    #: Below this query's similarity cut-off: it does not look like the photo.
+    BELOW_CUTOFF = "below_cutoff"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Comp(_Value):
     """A comparable listing plus how much it looks like the photo.
@@ -329,8 +343,8 @@ class Comp(_Value):
     ``similarity`` is the visual cosine similarity (None when the comp's image
     could not be used; ``image_error`` says why). ``text_similarity`` compares
     the identification with the title, when the re-ranker is asked to.
-    ``score`` orders the comps. ``flags`` may hold ``image_unavailable``,
-    ``duplicate_image`` and ``below_cutoff``.
+    ``score`` orders the comps. ``flags`` holds :class:`CompFlag` values
+    (``image_unavailable``, ``duplicate_image``, ``below_cutoff``) as strings.
     """
 
     listing: Listing
@@ -340,6 +354,12 @@ class Comp(_Value):
     image_error: str | None = None
     flags: tuple[str, ...] = ()
     query_step: str = "full"
+
+    def __post_init__(self) -> None:
+        # Plain strings, so the flags hash, print and serialise the same way
+        # whether they were given as CompFlag members or read back from JSON.
+        flags = tuple(f.value if isinstance(f, CompFlag) else str(f) for f in self.flags)
+        object.__setattr__(self, "flags", flags)
 
     def _repr_html_(self) -> str:
         from restyle._display import comp_html

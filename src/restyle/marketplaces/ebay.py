@@ -204,7 +204,7 @@ class EbayMarketplace(Marketplace):
         self.sort = sort
         self.max_comps = max_comps
         self.page_size = page_size
-        self.timeout = timeout
+        self.request_timeout = timeout
         self.max_retries = max_retries
         self.backoff = backoff
         self.max_backoff = max_backoff
@@ -411,7 +411,9 @@ class EbayMarketplace(Marketplace):
         for attempt in range(attempts):
             last = attempt == attempts - 1
             try:
-                response = self._session().request(method, url, timeout=self.timeout, **kwargs)
+                response = self._session().request(
+                    method, url, timeout=self.request_timeout, **kwargs
+                )
             except (requests.ConnectionError, requests.Timeout) as exc:
                 if last:
                     raise MarketplaceUnavailableError(
