@@ -25,7 +25,6 @@ from restyle._components import (
     Synthesizer,
     check_component_name,
 )
-from restyle._contracts import check_vectors
 from restyle._errors import ConfigurationError, EncoderError, PluginError, RestyleError
 from restyle._fetching import Fetcher
 from restyle._identify import IdentifyResult, examine, synthesize
@@ -252,7 +251,8 @@ class Engine:
         encoder = self.encoder
         label = f"encoder {encoder.name}"
         try:
-            vector = _budget.call(encoder, label, photo.embedding, encoder, deadline=deadline)
+            vector: np.ndarray = _budget.call(encoder, label, photo.embedding, encoder,
+                                              deadline=deadline)
         except (_budget.Overdue, _budget.ComponentBusy) as exc:
             raise EncoderError(f"the photo could not be encoded: {exc}") from None
         except RestyleError:
@@ -261,7 +261,7 @@ class Engine:
             raise EncoderError(
                 f"{label} could not encode the photo: {type(exc).__name__}: {exc}"
             ) from exc
-        return check_vectors(encoder, np.asarray(vector).reshape(1, -1), count=1)[0]
+        return vector
 
     def _find_comps(
         self, photo: Photo, identification: Identification, budget: Budget

@@ -95,12 +95,18 @@ class Photo:
         return self.image.height
 
     def embedding(self, encoder: Encoder) -> np.ndarray:
-        """This photo's unit-length embedding under ``encoder``, computed once."""
+        """This photo's unit-length embedding under ``encoder``, computed once.
+
+        Raises :class:`~restyle.PluginContractError` when the encoder's answer
+        is not one finite vector.
+        """
+        from restyle._contracts import check_vectors  # _contracts needs the components
+
         key = encoder.model_id
         with self._lock:
             cached = self._embeddings.get(key)
             if cached is None:
-                cached = encoder.encode_images([self.image])[0]
+                cached = check_vectors(encoder, encoder.encode_images([self.image]), count=1)[0]
                 self._embeddings[key] = cached
             return cached
 
