@@ -1,0 +1,233 @@
+"""An analysis ends by its deadline whatever the components and servers do.
+
+Each scenario runs ``Engine.analyze`` with a deadline against one fault: a
+hung expert, synthesizer, marketplace or comp encoder, and comp-image servers
+that drip their status line, headers or chunk sizes one byte at a time, or
+never answer. Prints, per scenario, the deadline, the time ``analyze`` took
+(best and worst of the rounds) and the overshoot past the deadline; then the
+live thread count after 50 analyses with every component hung at once.
+The reference is the deadline itself: restyle's floor is finishing on it.
+
+    python bench/deadline.py [--deadline 3] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+from PIL import Image
+
+from restyle import (
+    Engine,
+    Fetcher,
+    FetchLimits,
+    Identification,
+    Listing,
+    Marketplace,
+    Money,
+    Query,
+    Reranker,
+    Synthesizer,
+)
+from restyle.testing import ColorEncoder, ListMarketplace, ScriptedExpert
+
+PHOTO = Image.new("RGB", (256, 256), (200, 30, 30))
+RELEASE = threading.Event()  # everything hung waits on it; set at exit
+
+
+class HungMarketplace(Marketplace):
+    name = "hung-market"
+
+    def search(self, query: Query) -> Sequence[Listing]:
+        RELEASE.wait()
+        return []
+
+
+class HungSynthesizer(Synthesizer):
+    name = "hung-synth"
+
+    def synthesize(self, opinions: Any, *, photo: Any) -> Identification:
+        RELEASE.wait()
+        return Identification()
+
+
+class HungCompEncoder(ColorEncoder):
+    """Answers the photo, hangs on comp images."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def encode_images(self, images: Any) -> np.ndarray:
+        self.calls += 1
+        if self.calls > 1:
+            RELEASE.wait()
+        return super().encode_images(images)
+
+
+@contextmanager
+def drip_server(reply: bytes, *, interval: float = 0.5) -> Iterator[int]:
+    """A server that sends ``reply`` one byte every ``interval`` seconds (or,
+    with an empty reply, accepts and says nothing)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.recv(65536)
+                for byte in reply:
+                    if stop.wait(interval):
+                        return
+                    conn.sendall(bytes([byte]))
+                stop.wait()
+            except OSError:
+                pass
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        listener.close()
+
+
+def listings(n: int = 4, *, image_url: Callable[[int], str | None] = lambda i: None,
+             marketplace: str = "m") -> list[Listing]:
+    return [Listing(marketplace=marketplace, listing_id=str(i), title=f"item {i}",
+                    price=Money(amount="10", currency="USD"), image_url=image_url(i))
+            for i in range(n)]
+
+
+def red_vector() -> np.ndarray:
+    return ColorEncoder().encode_images([PHOTO])[0]
+
+
+def engine(deadline: float, **options: Any) -> Engine:
+    known = {f"m:{i}": red_vector() for i in range(4)}
+    settings: dict[str, Any] = {
+        "encoder": ColorEncoder(),
+        "experts": [ScriptedExpert("eye", entities=[("Acme", 0.9, "brand")])],
+        "marketplaces": [ListMarketplace("m", listings(), embeddings=known)],
+        "reranker": Reranker(cache=None),
+        "load_entrypoints": False,
+        "deadline": deadline,
+    }
+    settings.update(options)
+    return Engine(**settings)
+
+
+def comp_server_engine(deadline: float, port: int) -> Engine:
+    # Per-image and batch limits far above the deadline: only the deadline can end it.
+    fetcher = Fetcher(FetchLimits(timeout=600, batch_timeout=600),
+                      trusted_networks=["127.0.0.0/8"])
+    market = ListMarketplace("m", listings(image_url=lambda i: f"http://127.0.0.1:{port}/{i}.png"))
+    return engine(deadline, marketplaces=[market], reranker=Reranker(fetcher=fetcher, cache=None))
+
+
+def scenarios(deadline: float) -> Iterator[tuple[str, Callable[[], Engine], Any]]:
+    yield "hung expert", lambda: engine(deadline, experts=[
+        ScriptedExpert("hung", hang=RELEASE, timeout=600)]), None
+    yield "hung synthesizer", lambda: engine(deadline, synthesizer=HungSynthesizer()), None
+    yield "hung marketplace", lambda: engine(deadline, marketplaces=[HungMarketplace()]), None
+    yield "hung comp encoder", lambda: comp_server_engine_with_images(deadline), None
+    status = b"HTTP/1.1 200 OK\r\n"
+    headers = status + b"Content-Type: image/png\r\nX-Padding: " + b"a" * 200 + b"\r\n"
+    chunked = (status + b"Content-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n"
+               + b"0000000000000000000000000000004")
+    for name, reply in (("silent image server", b""), ("status-line drip", status),
+                        ("header drip", headers), ("chunk-size drip", chunked)):
+        yield name, None, reply
+
+
+_IMAGES: dict[str, bytes] = {}
+
+
+def comp_server_engine_with_images(deadline: float) -> Engine:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (30, 30, 200)).save(buf, format="PNG")
+    body = buf.getvalue()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    eng = comp_server_engine(deadline, server.server_address[1])
+    eng.encoder = HungCompEncoder()
+    return eng
+
+
+def measure(make: Callable[[], Engine], rounds: int) -> list[float]:
+    times = []
+    for _ in range(rounds):
+        eng = make()  # fresh components: a stuck one would be skipped as busy
+        start = time.perf_counter()
+        eng.analyze(PHOTO)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--deadline", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    deadline = args.deadline
+    print(f"deadline {deadline:g} s, {args.rounds} rounds each\n")
+    print(f"{'scenario':<22} {'best s':>8} {'worst s':>8} {'overshoot s':>12}")
+    try:
+        for name, make, reply in scenarios(deadline):
+            if make is None:
+                with drip_server(reply) as port:
+                    times = measure(lambda port=port: comp_server_engine(deadline, port),
+                                    args.rounds)
+            else:
+                times = measure(make, args.rounds)
+            print(f"{name:<22} {min(times):>8.3f} {max(times):>8.3f} "
+                  f"{max(times) - deadline:>+12.3f}")
+        eng = engine(0.3, experts=[ScriptedExpert("hung", hang=RELEASE, timeout=600)],
+                     synthesizer=HungSynthesizer(),
+                     marketplaces=[HungMarketplace(),
+                                   ListMarketplace("m", listings(), embeddings={})])
+        before = threading.active_count()
+        for _ in range(50):
+            eng.analyze(PHOTO)
+        print(f"\nthreads added after 50 analyses with an expert, a synthesizer and a "
+              f"marketplace hung: {threading.active_count() - before} (one per stuck component)")
+    finally:
+        RELEASE.set()
+
+
+if __name__ == "__main__":
+    main()
