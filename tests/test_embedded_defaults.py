@@ -11,11 +11,13 @@ import pytest
 from PIL import Image
 
 from restyle import (
+    Analysis,
     Catalog,
     CatalogError,
     Comp,
     EncoderError,
     Engine,
+    ImageError,
     Listing,
     Money,
     PriceStatus,
@@ -144,6 +146,33 @@ def test_default_engine_identifies_and_prices_offline(
     assert all(0.0 <= obs.score <= 1.0 for obs in clip.labels)
     assert analysis.price.status is PriceStatus.OK
     assert analysis.model_id == tiny_encoder.model_id
+
+
+def test_analyze_many_matches_one_at_a_time_and_encodes_the_photos_together(
+    tiny_encoder: OpenClipEncoder, catalog_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = Engine(encoder=tiny_encoder, catalog=catalog_copy, load_entrypoints=False)
+    photos = sorted((EXAMPLES / "catalog" / "images").glob("*.jpg"))[:6]
+    one_by_one = [engine.analyze(p) for p in photos]
+    batches: list[int] = []
+    original = tiny_encoder.encode_images
+
+    def counting(images):  # type: ignore[no-untyped-def]
+        batches.append(len(images))
+        return original(images)
+
+    monkeypatch.setattr(tiny_encoder, "encode_images", counting)
+    together = engine.analyze_many([*photos[:3], b"not a photo", *photos[3:]],
+                                   return_exceptions=True, progress=False)
+    assert isinstance(together[3], ImageError)
+    del together[3]
+    assert batches[0] == len(photos)  # the photos' own embeddings in one call
+    for alone, batched in zip(one_by_one, together, strict=True):
+        assert isinstance(batched, Analysis)
+        assert batched.photo.sha256 == alone.photo.sha256
+        assert [c.listing.key for c in batched.comps] == [c.listing.key for c in alone.comps]
+        assert batched.price.estimate == alone.price.estimate
+        assert batched.identification.brand == alone.identification.brand
 
 
 def test_clip_expert_ranks_the_prompt_that_matches_the_image_best(

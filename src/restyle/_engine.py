@@ -8,6 +8,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
@@ -15,7 +16,7 @@ from typing import Any, Literal, TypeVar, overload
 import numpy as np
 
 from restyle import _budget, _settings
-from restyle._budget import Budget
+from restyle._budget import STAGE_MARKS, Budget
 from restyle._catalog import Catalog
 from restyle._components import (
     Component,
@@ -25,6 +26,7 @@ from restyle._components import (
     Synthesizer,
     check_component_name,
 )
+from restyle._contracts import check_vectors
 from restyle._errors import ConfigurationError, EncoderError, PluginError, RestyleError
 from restyle._fetching import Fetcher
 from restyle._identify import IdentifyResult, examine, synthesize
@@ -38,6 +40,11 @@ from restyle._types import Analysis, Comp, Identification, Opinion
 
 #: Seconds an analysis may take, end to end, unless told otherwise.
 DEFAULT_DEADLINE = 60.0
+#: Photos :meth:`Engine.analyze_many` decodes and encodes together.
+BATCH_PHOTOS = 16
+#: Analyses :meth:`Engine.analyze_many` runs at once (their experts and
+#: marketplaces wait on the network while the others compute).
+ANALYSIS_WORKERS = 4
 
 __all__ = ["Engine"]
 
@@ -326,25 +333,84 @@ class Engine:
     ) -> list[Analysis] | list[Analysis | RestyleError]:
         """Analyze several photos, with a progress bar on a terminal.
 
-        ``deadline`` applies to each photo. With ``return_exceptions=True`` a
-        photo that fails gives its RestyleError in its place and the others go
-        on (as in ``asyncio.gather``).
+        Photos are taken :data:`BATCH_PHOTOS` at a time: their embeddings are
+        computed in one batch and their analyses run concurrently, so memory
+        stays bounded however many photos there are. ``deadline`` applies to
+        each photo. With ``return_exceptions=True`` a photo that fails gives
+        its RestyleError in its place and the others go on (as in
+        ``asyncio.gather``).
         """
-        items = list(images)
         results: list[Any] = []
+        items = images if isinstance(images, Sequence) else list(images)
         bar = progress_bar(total=len(items), desc="Analyzing", unit="photo", enabled=progress)
         try:
-            for item in items:
-                try:
-                    results.append(self.analyze(item, deadline=deadline))
-                except RestyleError as exc:
-                    if not return_exceptions:
-                        raise
-                    results.append(exc)
+            for result in self._analyze_stream(items, deadline=deadline):
+                if isinstance(result, RestyleError) and not return_exceptions:
+                    raise result
+                results.append(result)
                 bar.update(1)
         finally:
             bar.close()
         return results
+
+    def _analyze_stream(
+        self, images: Iterable[ImageInput | Photo], *, deadline: float | None
+    ) -> Iterator[Analysis | RestyleError]:
+        """Each photo's Analysis or RestyleError, in input order, a batch at a time."""
+        if deadline is not None:
+            _seconds("deadline", deadline)
+        batch: list[ImageInput | Photo] = []
+        for image in images:
+            batch.append(image)
+            if len(batch) == BATCH_PHOTOS:
+                yield from self._analyze_batch(batch, deadline)
+                batch = []
+        if batch:
+            yield from self._analyze_batch(batch, deadline)
+
+    def _analyze_batch(
+        self, images: Sequence[ImageInput | Photo], deadline: float | None
+    ) -> list[Analysis | RestyleError]:
+        photos: list[Photo | RestyleError] = []
+        for image in images:
+            try:
+                photos.append(load_photo(image))
+            except RestyleError as exc:
+                photos.append(exc)
+        decoded = [p for p in photos if isinstance(p, Photo)]
+        self._embed_together(decoded, deadline)
+
+        def one(photo: Photo | RestyleError) -> Analysis | RestyleError:
+            if isinstance(photo, RestyleError):
+                return photo
+            try:
+                return self.analyze(photo, deadline=deadline)
+            except RestyleError as exc:
+                return exc
+
+        if len(photos) == 1:
+            return [one(photos[0])]
+        with ThreadPoolExecutor(max_workers=min(ANALYSIS_WORKERS, len(photos)),
+                                thread_name_prefix="restyle analyze") as pool:
+            return list(pool.map(one, photos))
+
+    def _embed_together(self, photos: Sequence[Photo], deadline: float | None) -> None:
+        """One encoder call for the photos' own embeddings (the model is faster on
+        a batch); on any failure each analysis encodes its photo itself."""
+        if len(photos) < 2:
+            return
+        encoder = self.encoder
+        seconds = self.deadline if deadline is None else deadline
+        try:
+            rows = _budget.call(encoder, f"encoder {encoder.name}", encoder.encode_images,
+                                [p.image for p in photos],
+                                deadline=time.monotonic() + seconds * STAGE_MARKS["search"])
+            vectors = check_vectors(encoder, rows, count=len(photos))
+        except Exception as exc:
+            logger.debug("batch encoding of %d photos failed: %s", len(photos), exc)
+            return
+        for photo, vector in zip(photos, vectors, strict=True):
+            photo.remember_embedding(encoder, vector)
 
 
 @contextmanager

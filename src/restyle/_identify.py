@@ -43,7 +43,7 @@ def _examine_one(expert: Expert, photo: Photo, deadline: float) -> Opinion:
         status, message = OpinionStatus.BUSY, str(exc)
     except _budget.Overdue:
         status = OpinionStatus.TIMEOUT
-        message = f"no answer within {max(0.0, own_deadline - start):.3g} s"
+        message = f"no answer within {max(0.0, own_deadline - start):.2g} s"
     except Exception as exc:
         status, message = OpinionStatus.ERROR, f"{type(exc).__name__}: {exc}"
     waited = time.monotonic() - start

@@ -110,6 +110,12 @@ class Photo:
                 self._embeddings[key] = cached
             return cached
 
+    def remember_embedding(self, encoder: Encoder, vector: np.ndarray) -> None:
+        """Keep ``vector`` as this photo's embedding under ``encoder`` (one
+        computed in a batch with other photos), unless one is known already."""
+        with self._lock:
+            self._embeddings.setdefault(encoder.model_id, vector)
+
     def encoded(
         self, *, fmt: str = "JPEG", max_side: int | None = None, quality: int = 90
     ) -> bytes:
