@@ -10,6 +10,7 @@ import logging
 
 from restyle._catalog import BuildReport, Catalog, Rejection
 from restyle._components import Component, Encoder, Expert, Marketplace, Synthesizer
+from restyle._context import Context
 from restyle._embedcache import EmbeddingCache
 from restyle._engine import Engine
 from restyle._errors import (
@@ -79,6 +80,7 @@ __all__ = [
     "Component",
     "Condition",
     "ConfigurationError",
+    "Context",
     "DuplicateComponentError",
     "EmbeddingCache",
     "Encoder",

@@ -15,15 +15,26 @@ Daemon threads never keep the interpreter from exiting.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from restyle._context import CALL_DEADLINE
 from restyle._errors import RestyleError
 
-__all__ = ["STAGE_MARKS", "Budget", "ComponentBusy", "Overdue", "busy", "call", "timeout_of"]
+__all__ = [
+    "STAGE_MARKS",
+    "Budget",
+    "ComponentBusy",
+    "Overdue",
+    "busy",
+    "call",
+    "spawn",
+    "timeout_of",
+]
 
 T = TypeVar("T")
 
@@ -105,6 +116,15 @@ class _Outcome:
         self.error: BaseException | None = None
 
 
+def spawn(target: Callable[[], object], *, name: str) -> threading.Thread:
+    """Start ``target`` in a daemon thread that sees this thread's context
+    variables (the calling Engine's context among them)."""
+    context = contextvars.copy_context()
+    thread = threading.Thread(target=context.run, args=(target,), name=name, daemon=True)
+    thread.start()
+    return thread
+
+
 def call(component: object, label: str, fn: Callable[..., T], *args: Any,
          deadline: float, **kwargs: Any) -> T:
     """``fn(*args, **kwargs)`` run for ``component``, answered by ``deadline``
@@ -124,6 +144,7 @@ def call(component: object, label: str, fn: Callable[..., T], *args: Any,
     outcome = _Outcome()
 
     def run() -> None:
+        CALL_DEADLINE.set(deadline)
         try:
             outcome.value = fn(*args, **kwargs)
         except BaseException as exc:  # handed to the caller, which decides
@@ -139,7 +160,7 @@ def call(component: object, label: str, fn: Callable[..., T], *args: Any,
                         del _stuck[key]
 
     started = time.monotonic()
-    threading.Thread(target=run, name=f"restyle {label}", daemon=True).start()
+    spawn(run, name=f"restyle {label}")
     if not outcome.done.wait(max(0.0, deadline - started)):
         with _lock:
             if not outcome.done.is_set():

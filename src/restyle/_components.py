@@ -2,8 +2,9 @@
 
 A component is constructed cheaply (no network, no model loading) when its
 plugin registers it; expensive set-up happens lazily on first use. An Engine
-calls :meth:`Component.attach` once when it adopts a component, which is how a
-component reaches shared resources such as the Engine's encoder or catalog.
+calls :meth:`Component.attach` with its :class:`~restyle.Context` once when
+it adopts a component; while it runs, :attr:`Component.context` is the
+context of the Engine calling, so one instance can serve several Engines.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
+from restyle._context import Context, current_context
 from restyle._types import Identification, Listing, Opinion, Query
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from restyle._engine import Engine
     from restyle._imaging import Photo
 
 __all__ = ["Component", "Encoder", "Expert", "Marketplace", "Synthesizer"]
@@ -35,8 +36,18 @@ class Component(ABC):  # noqa: B024 - abstract in spirit; subclasses add the met
     #: The name users select the component by, e.g. ``Engine(experts=["clip"])``.
     name: str = ""
 
-    def attach(self, engine: Engine) -> None:  # noqa: B027 - optional hook, empty on purpose
-        """Called once by each Engine that uses this component, before first use."""
+    def attach(self, context: Context) -> None:  # noqa: B027 - optional hook, empty on purpose
+        """Called once by each Engine that adopts this component, before first use.
+
+        Check here what the component needs (and raise ConfigurationError if
+        it is missing); keep per-Engine resources out of ``self``: read them
+        from :attr:`context` when called.
+        """
+
+    @property
+    def context(self) -> Context:
+        """The context of the Engine calling this component now."""
+        return current_context()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.kind} {self.name!r}>"

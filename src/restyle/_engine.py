@@ -26,6 +26,7 @@ from restyle._components import (
     Synthesizer,
     check_component_name,
 )
+from restyle._context import Context, activate, deactivate
 from restyle._contracts import check_vectors
 from restyle._errors import ConfigurationError, EncoderError, PluginError, RestyleError
 from restyle._fetching import Fetcher
@@ -141,9 +142,11 @@ class Engine:
         )
         _unique("expert", self.experts)
         _unique("marketplace", self.marketplaces)
+        self.context = Context(encoder=self.encoder, fetcher=self.fetcher,
+                               _open_catalog=self._open_catalog)
         for component in (self.encoder, *self.experts, self.synthesizer, *self.marketplaces):
             _check_name(component)
-            component.attach(self)
+            component.attach(self.context)
 
     def __repr__(self) -> str:
         return (
@@ -185,6 +188,9 @@ class Engine:
     @property
     def catalog(self) -> Catalog:
         """The local catalog, opened on first use for this Engine's encoder."""
+        return self._open_catalog()
+
+    def _open_catalog(self) -> Catalog:
         with self._catalog_lock:
             if self._catalog is None:
                 self._catalog = Catalog.open(self.catalog_dir, self.encoder)
@@ -199,6 +205,24 @@ class Engine:
                 self._catalog = Catalog.open(self.catalog_dir, self.encoder, create=True)
             catalog = self._catalog
         return catalog.build(listings, self.encoder, progress=progress)
+
+    @contextmanager
+    def _running(self, method: str) -> Iterator[None]:
+        """Make this Engine's context the components' for the call, and let only
+        RestyleErrors out of a public method: anything else is a bug somewhere
+        in the pipeline, logged with its traceback and raised typed."""
+        token = activate(self.context)
+        try:
+            yield
+        except RestyleError:
+            raise
+        except Exception as exc:
+            logger.exception("unexpected error in Engine.%s", method)
+            raise RestyleError(
+                f"Engine.{method} failed unexpectedly: {type(exc).__name__}: {exc}"
+            ) from exc
+        finally:
+            deactivate(token)
 
     # -- identify ------------------------------------------------------------
 
@@ -217,7 +241,7 @@ class Engine:
         times out, hangs or answers off its contract gives an Opinion with an
         error status; the others are unaffected.
         """
-        with _translated("examine"):
+        with self._running("examine"):
             budget = self._budget(deadline)
             photo = load_photo(image)
             return examine(self.experts, photo, deadline=self._experts_deadline(budget))
@@ -225,7 +249,7 @@ class Engine:
     def identify(self, image: ImageInput | Photo, *,
                  deadline: float | None = None) -> Identification:
         """What the item in the photo is."""
-        with _translated("identify"):
+        with self._running("identify"):
             budget = self._budget(deadline)
             return self._identify(load_photo(image), budget).identification
 
@@ -249,7 +273,7 @@ class Engine:
         deadline: float | None = None,
     ) -> list[Comp]:
         """Comparable listings for the identified item, most alike first."""
-        with _translated("find_comps"):
+        with self._running("find_comps"):
             budget = self._budget(deadline)
             _, reranked = self._find_comps(load_photo(image), identification, budget)
             return list(reranked.comps)
@@ -297,7 +321,7 @@ class Engine:
         stage gets its share (see docs/guarantees.md) and what one leaves
         unused goes to the next. Raises only :class:`RestyleError`.
         """
-        with _translated("analyze"):
+        with self._running("analyze"):
             budget = self._budget(deadline)
             photo = load_photo(image)
             identified = self._identify(photo, budget)
@@ -378,7 +402,8 @@ class Engine:
             except RestyleError as exc:
                 photos.append(exc)
         decoded = [p for p in photos if isinstance(p, Photo)]
-        self._embed_together(decoded, deadline)
+        with self._running("analyze_many"):
+            self._embed_together(decoded, deadline)
 
         def one(photo: Photo | RestyleError) -> Analysis | RestyleError:
             if isinstance(photo, RestyleError):
@@ -411,21 +436,6 @@ class Engine:
             return
         for photo, vector in zip(photos, vectors, strict=True):
             photo.remember_embedding(encoder, vector)
-
-
-@contextmanager
-def _translated(method: str) -> Iterator[None]:
-    """Let only RestyleErrors out of a public method: anything else is a bug
-    somewhere in the pipeline, logged with its traceback and raised typed."""
-    try:
-        yield
-    except RestyleError:
-        raise
-    except Exception as exc:
-        logger.exception("unexpected error in Engine.%s", method)
-        raise RestyleError(
-            f"Engine.{method} failed unexpectedly: {type(exc).__name__}: {exc}"
-        ) from exc
 
 
 def _seconds(name: str, value: object) -> float:

@@ -4,10 +4,10 @@ synthesizer merges their opinions, falling back to consensus if it fails."""
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 
 from restyle import _budget
 from restyle._components import Expert, Synthesizer
@@ -62,11 +62,8 @@ def examine(experts: Sequence[Expert], photo: Photo, *, deadline: float) -> tupl
 
     # One waiting thread per expert; each returns by the deadline because the
     # call inside it does.
-    threads = [threading.Thread(target=run, args=(i, e), daemon=True,
-                                name=f"restyle examine {e.name}")
+    threads = [_budget.spawn(partial(run, i, e), name=f"restyle examine {e.name}")
                for i, e in enumerate(experts)]
-    for thread in threads:
-        thread.start()
     for thread in threads:
         thread.join()
     return tuple(o for o in opinions if o is not None)

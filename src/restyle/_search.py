@@ -4,10 +4,10 @@ merging what they found without duplicates."""
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -170,11 +170,8 @@ def search_marketplaces(
                 f"marketplace {market.name} failed: {type(exc).__name__}: {exc}")
 
     # Each walk returns by the deadline because every call inside it does.
-    threads = [threading.Thread(target=run, args=(i, m), daemon=True,
-                                name=f"restyle search {m.name}")
+    threads = [_budget.spawn(partial(run, i, m), name=f"restyle search {m.name}")
                for i, m in enumerate(marketplaces)]
-    for thread in threads:
-        thread.start()
     for thread in threads:
         thread.join()
     results = [w for w in walked if w is not None]

@@ -14,8 +14,6 @@ from restyle._hookspecs import hookimpl
 from restyle._types import Observation, Opinion
 
 if TYPE_CHECKING:
-    from restyle._catalog import Catalog
-    from restyle._engine import Engine
     from restyle._imaging import Photo
 
 __all__ = ["CatalogExpert"]
@@ -29,20 +27,11 @@ class CatalogExpert(Expert):
 
     def __init__(self, *, neighbours: int = 5) -> None:
         self.neighbours = neighbours
-        self._engine: Engine | None = None
-
-    def attach(self, engine: Engine) -> None:
-        self._engine = engine
-
-    def _catalog(self) -> Catalog:
-        if self._engine is None:
-            raise RuntimeError("CatalogExpert must be attached to an Engine")
-        return self._engine.catalog
 
     def examine(self, photo: Photo) -> Opinion:
-        assert self._engine is not None
-        catalog = self._catalog()
-        vector = photo.embedding(self._engine.encoder)
+        context = self.context
+        catalog = context.catalog
+        vector = photo.embedding(context.encoder)
         hits = catalog.search_vector(vector, limit=self.neighbours)
         best: dict[tuple[str, str], float] = defaultdict(float)
         for listing, similarity in hits:

@@ -17,7 +17,6 @@ from restyle._taxonomy import CATEGORIES, FACETS, PROMPTS
 from restyle._types import Observation, Opinion
 
 if TYPE_CHECKING:
-    from restyle._engine import Engine
     from restyle._imaging import Photo
 
 __all__ = ["ClipExpert"]
@@ -38,15 +37,10 @@ class ClipExpert(Expert):
         self._text_vectors: dict[str, tuple[str, np.ndarray]] = {}
         self._lock = threading.Lock()
 
-    def attach(self, engine: Engine) -> None:
-        if self._encoder is None:
-            self._encoder = engine.encoder
-
     @property
     def encoder(self) -> Encoder:
-        if self._encoder is None:
-            raise RuntimeError("ClipExpert has no encoder; attach it to an Engine first")
-        return self._encoder
+        """The encoder given, or else the calling Engine's."""
+        return self._encoder if self._encoder is not None else self.context.encoder
 
     def _facets(self) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
         facets: dict[str, tuple[str, ...]] = {"category": CATEGORIES, **FACETS}

@@ -13,7 +13,6 @@ from restyle._types import Listing, Query
 
 if TYPE_CHECKING:
     from restyle._catalog import Catalog
-    from restyle._engine import Engine
     from restyle._imaging import Photo
 
 __all__ = ["CatalogMarketplace"]
@@ -24,17 +23,10 @@ class CatalogMarketplace(Marketplace):
 
     name = "catalog"
 
-    def __init__(self) -> None:
-        self._engine: Engine | None = None
-
-    def attach(self, engine: Engine) -> None:
-        self._engine = engine
-
     @property
     def catalog(self) -> Catalog:
-        if self._engine is None:
-            raise RuntimeError("CatalogMarketplace must be attached to an Engine")
-        return self._engine.catalog
+        """The catalog of the Engine calling."""
+        return self.context.catalog
 
     def search(self, query: Query) -> Sequence[Listing]:
         return self.catalog.search_text(query)
