@@ -212,3 +212,25 @@ def test_price_estimate_basics() -> None:
     mixed = estimate_price([comp("10", 0.9), comp("12", 0.9), comp("14", 0.9),
                             comp("100", 0.5, "EUR")])
     assert mixed.currency == "USD" and any("EUR" in reason for reason in mixed.excluded)
+
+
+def test_taxonomy_prompts_are_encoded_once_per_model_per_process() -> None:
+    from restyle.experts.clip import ClipExpert
+
+    class CountingEncoder(ColorEncoder):
+        text_calls = 0
+
+        @property
+        def model_id(self) -> str:
+            return "counting-prompts"
+
+        def encode_texts(self, texts):  # type: ignore[no-untyped-def]
+            CountingEncoder.text_calls += 1
+            return super().encode_texts(texts)
+
+    for _ in range(3):
+        engine = Engine(experts=[ClipExpert()], encoder=CountingEncoder(), marketplaces=[],
+                        load_entrypoints=False)
+        [opinion] = engine.examine(SAMPLE_PHOTO)
+        assert opinion.ok and {o.facet for o in opinion.labels} >= {"category", "color"}
+    assert CountingEncoder.text_calls == 1

@@ -34,8 +34,6 @@ class ClipExpert(Expert):
     def __init__(self, *, encoder: Encoder | None = None, top_k: int = 3) -> None:
         self._encoder = encoder
         self.top_k = top_k
-        self._text_vectors: dict[str, tuple[str, np.ndarray]] = {}
-        self._lock = threading.Lock()
 
     @property
     def encoder(self) -> Encoder:
@@ -43,18 +41,7 @@ class ClipExpert(Expert):
         return self._encoder if self._encoder is not None else self.context.encoder
 
     def _facets(self) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
-        facets: dict[str, tuple[str, ...]] = {"category": CATEGORIES, **FACETS}
-        result = {}
-        with self._lock:
-            for facet, terms in facets.items():
-                key = f"{self.encoder.model_id}:{facet}"
-                cached = self._text_vectors.get(key)
-                if cached is None:
-                    prompts = [PROMPTS[facet].format(term) for term in terms]
-                    cached = (facet, self.encoder.encode_texts(prompts))
-                    self._text_vectors[key] = cached
-                result[facet] = (terms, cached[1])
-        return result
+        return taxonomy_vectors(self.encoder)
 
     def examine(self, photo: Photo) -> Opinion:
         vector = photo.embedding(self.encoder)
@@ -72,6 +59,32 @@ class ClipExpert(Expert):
                     )
                 )
         return Opinion(expert=self.name, labels=tuple(labels))
+
+
+_FACETS: dict[str, tuple[str, ...]] = {"category": CATEGORIES, **FACETS}
+# model id -> facet -> (terms, prompt vectors): shared by every Engine in the process.
+_TAXONOMY_VECTORS: dict[str, dict[str, tuple[tuple[str, ...], np.ndarray]]] = {}
+_TAXONOMY_LOCK = threading.Lock()
+
+
+def taxonomy_vectors(encoder: Encoder) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
+    """The taxonomy's prompt vectors under ``encoder``, encoded once per model
+    id per process (in one call), whichever Engine asks first."""
+    model_id = encoder.model_id
+    with _TAXONOMY_LOCK:
+        known = _TAXONOMY_VECTORS.get(model_id)
+        if known is not None:
+            return known
+        prompts = [PROMPTS[facet].format(term) for facet, terms in _FACETS.items()
+                   for term in terms]
+        vectors = encoder.encode_texts(prompts)
+        result: dict[str, tuple[tuple[str, ...], np.ndarray]] = {}
+        start = 0
+        for facet, terms in _FACETS.items():
+            result[facet] = (terms, vectors[start : start + len(terms)])
+            start += len(terms)
+        _TAXONOMY_VECTORS[model_id] = result
+        return result
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
