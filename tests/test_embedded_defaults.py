@@ -15,8 +15,10 @@ from restyle import (
     Catalog,
     CatalogError,
     Comp,
+    ConfigurationError,
     EncoderError,
     Engine,
+    Identification,
     ImageError,
     Listing,
     Money,
@@ -234,3 +236,32 @@ def test_taxonomy_prompts_are_encoded_once_per_model_per_process() -> None:
         [opinion] = engine.examine(SAMPLE_PHOTO)
         assert opinion.ok and {o.facet for o in opinion.labels} >= {"category", "color"}
     assert CountingEncoder.text_calls == 1
+
+
+def test_engine_model_option_picks_the_openclip_model(
+    tiny_model_spec: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RESTYLE_MODEL", "ViT-B-32/laion2b_s34b_b79k")
+    engine = Engine(model=tiny_model_spec, experts=[], marketplaces=[], catalog=tmp_path,
+                    load_entrypoints=False)
+    assert isinstance(engine.encoder, OpenClipEncoder)
+    assert engine.encoder.model_id == parse_model_spec(tiny_model_spec).model_id
+    assert engine.find_comps(SAMPLE_PHOTO, Identification()) == []
+    assert Engine(model="ViT-L-14/datacomp_xl_s13b_b90k", load_entrypoints=False,
+                  experts=[], marketplaces=[]).encoder.model_id == (
+        "ViT-L-14/datacomp_xl_s13b_b90k")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"model": "local-dir:/no/such/model"}, "has no open_clip_config.json"),
+        ({"model": ""}, "model must be a model name"),
+        ({"model": 3}, "model must be a model name"),
+        ({"model": "ViT-B-32/random", "encoder": ColorEncoder()},
+         "model= chooses the openclip encoder's model, but the encoder is 'color'"),
+    ],
+)
+def test_engine_model_option_mistakes(options: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        Engine(experts=[], marketplaces=[], load_entrypoints=False, **options)  # type: ignore[arg-type]

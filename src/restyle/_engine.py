@@ -62,6 +62,9 @@ class Engine:
     ``clip`` and ``catalog`` experts, the ``consensus`` synthesizer, the
     ``catalog`` marketplace and the ``openclip`` encoder, all offline.
 
+    ``model`` picks the ``openclip`` encoder's model: a built-in name with
+    its pretrained tag (``"ViT-L-14/datacomp_xl_s13b_b90k"``), ``"hf-hub:org/repo"``
+    or ``"local-dir:/path"``; it wins over ``RESTYLE_MODEL``.
     ``deadline`` is the wall-clock time one analysis may take, in seconds;
     ``identify_budget``, when given, caps the experts' share of it.
     """
@@ -73,6 +76,7 @@ class Engine:
         synthesizer: str | Synthesizer | None = None,
         marketplaces: Sequence[str | Marketplace] | None = None,
         encoder: str | Encoder | None = None,
+        model: str | None = None,
         catalog: str | Path | None = None,
         plugins: Sequence[object] = (),
         load_entrypoints: bool = True,
@@ -114,10 +118,11 @@ class Engine:
         self._catalog: Catalog | None = None
         self._catalog_lock = threading.Lock()
 
+        encoder_spec = encoder or _settings.env_str("RESTYLE_ENCODER") or _settings.DEFAULT_ENCODER
+        if model is not None:
+            encoder_spec = _model_encoder(model, encoder_spec)
         self.encoder: Encoder = self._resolve(
-            "encoder",
-            encoder or _settings.env_str("RESTYLE_ENCODER") or _settings.DEFAULT_ENCODER,
-            Encoder,  # type: ignore[type-abstract]
+            "encoder", encoder_spec, Encoder,  # type: ignore[type-abstract]
         )
         expert_names = expert_specs if expert_specs is not None else _settings.env_list(
             "RESTYLE_EXPERTS", _settings.DEFAULT_EXPERTS
@@ -436,6 +441,26 @@ class Engine:
             return
         for photo, vector in zip(photos, vectors, strict=True):
             photo.remember_embedding(encoder, vector)
+
+
+def _model_encoder(model: object, encoder: str | Encoder) -> Encoder:
+    """The openclip encoder for ``model``; ``model`` with another encoder is a mistake."""
+    if not isinstance(model, str) or not model.strip():
+        raise ConfigurationError(f"model must be a model name such as "
+                                 f"'ViT-B-32/laion2b_s34b_b79k', got {model!r}")
+    if encoder != _settings.DEFAULT_ENCODER:
+        raise ConfigurationError(
+            f"model= chooses the {_settings.DEFAULT_ENCODER} encoder's model, but the encoder "
+            f"is {getattr(encoder, 'name', encoder)!r}; configure that encoder itself instead"
+        )
+    from restyle.encoders.openclip import OpenClipEncoder
+
+    chosen = OpenClipEncoder(model)
+    try:
+        chosen.spec  # noqa: B018 - parse now, so a malformed name fails here, not mid-analysis
+    except RestyleError as exc:
+        raise ConfigurationError(str(exc)) from None
+    return chosen
 
 
 def _seconds(name: str, value: object) -> float:
