@@ -37,6 +37,7 @@ from restyle._plugins import PluginLoadWarning
 from restyle._pricing import MINIMUM_COMPS, estimate_price
 from restyle._query import build_query, relaxed_queries
 from restyle._rerank import Reranker
+from restyle._secrets import RedactingFilter
 from restyle._types import (
     Analysis,
     Attribute,
@@ -110,6 +111,7 @@ __all__ = [
     "PriceStatus",
     "PricedComp",
     "Query",
+    "RedactingFilter",
     "Rejection",
     "Reranker",
     "RestyleError",
