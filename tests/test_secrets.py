@@ -9,19 +9,30 @@ exceptions whose text quotes them.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import sys
 import traceback
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from moto.core.exceptions import JsonRESTError
+from moto.rekognition.responses import RekognitionResponse
 
 from restyle import (
+    Analysis,
     Engine,
+    ExpertError,
+    MarketplaceAuthError,
+    MarketplaceError,
+    Query,
+    SynthesizerError,
     load_photo,
 )
+from restyle._remote import RemoteComponent
 from restyle._secrets import (
     REDACTED,
     RedactingFilter,
@@ -31,7 +42,18 @@ from restyle._secrets import (
     redact,
     register,
 )
+from restyle.experts.aws_rekognition import AwsRekognitionExpert
+from restyle.experts.google_vision import API_KEY_ENV, GoogleVisionExpert
+from restyle.marketplaces.ebay import EbayMarketplace
+from restyle.synthesizers.gemini import GeminiSynthesizer
+from restyle.synthesizers.openai_compat import OpenAICompatibleSynthesizer
 from tests.conftest import SAMPLE_PHOTO
+from tests.fakes.components import ColorEncoder, ScriptedExpert
+from tests.fakes.ebay import SEARCH_PATH, TOKEN_PATH, FakeEbay, ebay_error, item
+from tests.fakes.http import FakeServer
+from tests.fakes.llm import gemini_error, gemini_json, openai_error, openai_json
+from tests.fakes.rekognition import REGION, fake_rekognition
+from tests.fakes.vision import FakeVision, error, payload
 
 GOOGLE_KEY = "AIzaSy-SECRETS-SENTINEL-vision-0123456"
 AWS_KEY_ID = "AKIASECRETSSENTINEL7"
@@ -227,3 +249,289 @@ def test_transport_loggers_are_protected_idempotently() -> None:
     late = logging.getLogger("botocore.secrets-test-late")
     protect_loggers()
     assert any(isinstance(f, RedactingFilter) for f in late.filters)
+
+
+# -- the one way to raise ----------------------------------------------------------
+
+
+class _Remote(RemoteComponent):
+    name = "remote-test"
+    error_type = ExpertError
+
+
+def test_a_cause_is_kept_only_when_it_shows_no_secret() -> None:
+    secret = "cause-SENTINEL-secret"  # a name, so that no source line in a traceback shows it
+    register(secret)
+    remote = _Remote()
+
+    def fail(cause: Exception) -> None:
+        try:
+            raise cause
+        except Exception as exc:
+            remote._fail(f"remote failed: {exc}", exc)
+
+    clean = raised(lambda: fail(OSError("connection refused")), ExpertError)
+    assert isinstance(clean.__cause__, OSError)
+    assert "connection refused" in "".join(traceback.format_exception(clean))
+
+    leaky = raised(lambda: fail(OSError(f"refused key {secret}")), ExpertError)
+    assert str(leaky) == f"remote failed: refused key {REDACTED}"
+    assert leaky.__cause__ is None and leaky.__suppress_context__
+    assert secret not in "".join(traceback.format_exception(leaky))
+
+    # A clean exception whose own cause quotes the secret is dropped as well.
+    deep = OSError("clean")
+    deep.__cause__ = ValueError(secret)
+    assert raised(lambda: fail(deep), ExpertError).__cause__ is None
+
+
+def test_the_boundary_turns_a_foreign_exception_into_the_components_error() -> None:
+    secret = "boundary-SENTINEL-secret"
+    register(secret)
+    remote = _Remote()
+
+    def examine() -> None:
+        with remote._boundary("examination"):
+            raise KeyError(secret)
+
+    exc = raised(examine, ExpertError)
+    assert str(exc).startswith("remote-test examination failed: KeyError")
+    assert secret not in "".join(traceback.format_exception(exc))
+
+
+def test_the_client_is_made_once_whichever_thread_asks_first() -> None:
+    import threading
+
+    made: list[object] = []
+
+    class Counting(_Remote):
+        def _make_client(self) -> object:
+            made.append(object())
+            return made[-1]
+
+    remote = Counting()
+    threads = [threading.Thread(target=remote.client) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(made) == 1 and remote.client() is made[0]
+
+
+# -- every cloud component, against its fake ------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["argument", "environment"])
+def test_google_vision(
+    source: str, logs: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with FakeVision() as fake:
+        if source == "environment":
+            monkeypatch.setenv(API_KEY_ENV, GOOGLE_KEY)
+            expert = GoogleVisionExpert(transport="rest", endpoint=fake.endpoint,
+                                        max_attempts=2, timeout=10.0)
+        else:
+            expert = GoogleVisionExpert(api_key=GOOGLE_KEY, transport="rest",
+                                        endpoint=fake.endpoint, max_attempts=2, timeout=10.0)
+        engine = Engine(experts=[expert], marketplaces=[], encoder=ColorEncoder(),
+                        load_entrypoints=False)
+        documents = [opinion_json(engine)]
+        assert fake.requests[-1].headers["x-goog-api-key"] == GOOGLE_KEY
+
+        echo = f"API key not valid. Request had x-goog-api-key: {GOOGLE_KEY}"
+        errors = []
+        for reply in (error(400, echo, "INVALID_ARGUMENT"),  # refused, quoting the key
+                      error(503, f"backend saw key={GOOGLE_KEY}", "UNAVAILABLE"),  # retried
+                      payload({"error": {"code": 7, "message": f"key {GOOGLE_KEY} denied"}})):
+            fake.script(reply)
+            errors.append(raised(lambda: expert.examine(PHOTO), ExpertError))
+            documents.append(opinion_json(engine))
+        # The SDK's exceptions quote the key, so none is kept as a cause.
+        assert all(e.__cause__ is None for e in errors[:2])
+        assert "API key not valid" in str(errors[0]) and REDACTED in str(errors[0])
+
+        fake.script(error(500, "backend error", "INTERNAL"))  # nothing secret: cause kept
+        clean = raised(lambda: expert.examine(PHOTO), ExpertError)
+        assert clean.__cause__ is not None
+    assert_hidden(shown(logs, errors=(*errors, clean), components=(expert,),
+                        documents=tuple(documents)))
+
+
+@dataclass
+class AwsFake:
+    """moto, answering DetectLabels as scripted or echoing the request's headers back."""
+
+    echo: bool = False
+    #: The headers of the last DetectLabels request.
+    seen: dict[str, str] = field(default_factory=dict)
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsFake]:
+    """moto on 127.0.0.1, reached through the environment with sentinel credentials."""
+    state = AwsFake()
+    with fake_rekognition(monkeypatch) as fake:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", AWS_KEY_ID)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", AWS_SECRET_KEY)
+        monkeypatch.setenv("AWS_SESSION_TOKEN", AWS_TOKEN)
+        monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", fake.endpoint)
+        scripted = RekognitionResponse.detect_labels
+
+        def detect_labels(self: RekognitionResponse) -> str:
+            state.seen = dict(self.headers)
+            if not state.echo:
+                return scripted(self)
+            # An error body quoting the signed headers, and the secret key for good measure.
+            raise JsonRESTError(
+                "AccessDeniedException",
+                f"denied; request headers: {json.dumps(state.seen)}; "
+                f"aws_secret_access_key={AWS_SECRET_KEY}",
+            )
+
+        monkeypatch.setattr(RekognitionResponse, "detect_labels", detect_labels)
+        yield state
+
+
+def test_aws_rekognition(aws: AwsFake, logs: Capture) -> None:
+    expert = AwsRekognitionExpert(region=REGION, timeout=10.0, max_attempts=1)
+    engine = Engine(experts=[expert], marketplaces=[], encoder=ColorEncoder(),
+                    load_entrypoints=False)
+    documents = [opinion_json(engine)]
+    assert engine.examine(PHOTO)[0].ok
+    assert aws.seen["X-Amz-Security-Token"] == AWS_TOKEN
+    assert AWS_KEY_ID in aws.seen["Authorization"]
+
+    aws.echo = True
+    failure = raised(lambda: expert.examine(PHOTO), ExpertError)
+    assert "AccessDeniedException" in str(failure) and REDACTED in str(failure)
+    assert failure.__cause__ is None  # botocore's ClientError quotes the token
+    (opinion,) = engine.examine(PHOTO)
+    assert not opinion.ok and "AccessDeniedException" in (opinion.error or "")
+    documents.append(json.dumps(opinion.to_dict()))
+    assert_hidden(shown(logs, errors=(failure,), components=(expert,),
+                        documents=tuple(documents)))
+    # botocore did log the signed request: the filter, not silence, kept it clean.
+    assert any(line.startswith("DEBUG botocore.endpoint") for line in logs.lines)
+
+
+GEMINI_ECHO = f"API key not valid. Request headers: x-goog-api-key: {GEMINI_KEY}"
+OPENAI_ECHO = f"Incorrect API key provided: {OPENAI_KEY}. Authorization: Bearer {OPENAI_KEY}"
+
+
+@pytest.mark.parametrize("source", ["argument", "environment"])
+@pytest.mark.parametrize("provider", ["gemini", "openai-compatible"])
+def test_llm_synthesizers(
+    provider: str, source: str, logs: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gemini = provider == "gemini"
+    key = GEMINI_KEY if gemini else OPENAI_KEY
+    replies = ([gemini_json(ANSWER), gemini_error(400, GEMINI_ECHO, "INVALID_ARGUMENT")]
+               if gemini else [openai_json(ANSWER), openai_error(401, OPENAI_ECHO)])
+    with FakeServer(replies) as server:
+        options: dict[str, Any] = {"timeout": 5.0, "retries": 0}
+        if source == "argument":
+            options["api_key"] = key
+        else:
+            monkeypatch.setenv("GEMINI_API_KEY" if gemini else "OPENAI_API_KEY", key)
+        synthesizer = (GeminiSynthesizer(base_url=server.url, retry_delay=0.01, **options)
+                       if gemini else
+                       OpenAICompatibleSynthesizer(base_url=server.url + "/v1", **options))
+        expert = ScriptedExpert("scripted", entities=[("Nike Air Max 90", 0.9, None)])
+        engine = Engine(experts=[expert], synthesizer=synthesizer, marketplaces=[],
+                        encoder=ColorEncoder(), load_entrypoints=False)
+        good = engine.identify(PHOTO)
+        assert good.synthesizer == provider
+        sent = server.requests[-1].headers
+        assert (sent["x-goog-api-key"] if gemini else sent["authorization"]).endswith(key)
+
+        fallback = engine.identify(PHOTO)  # the server now refuses, quoting the key
+        assert fallback.synthesizer == "consensus" and fallback.fallback_reason
+        failure = raised(lambda: synthesizer.synthesize([], photo=PHOTO), SynthesizerError)
+        assert failure.__cause__ is None  # the SDK's error quotes the key
+    unreachable = raised(lambda: synthesizer.synthesize([], photo=PHOTO), SynthesizerError)
+    assert unreachable.__cause__ is not None  # a refused connection names no key
+    assert_hidden(shown(logs, errors=(failure, unreachable), components=(synthesizer,),
+                        documents=(json.dumps(good.to_dict()),
+                                   json.dumps(fallback.to_dict()))))
+
+
+@pytest.mark.parametrize("source", ["argument", "environment"])
+def test_ebay(source: str, logs: Capture, monkeypatch: pytest.MonkeyPatch) -> None:
+    basic = base64.b64encode(f"{EBAY_CLIENT_ID}:{EBAY_CLIENT_SECRET}".encode()).decode()
+    with FakeEbay(client_id=EBAY_CLIENT_ID, client_secret=EBAY_CLIENT_SECRET,
+                  items=[item(n, image=False) for n in range(3)],
+                  token_prefix=EBAY_TOKEN) as fake:
+        options: dict[str, Any] = {"base_url": fake.base_url, "timeout": (2.0, 5.0),
+                                   "max_retries": 0}
+        if source == "argument":
+            options.update(client_id=EBAY_CLIENT_ID, client_secret=EBAY_CLIENT_SECRET)
+        else:
+            monkeypatch.setenv("EBAY_CLIENT_ID", EBAY_CLIENT_ID)
+            monkeypatch.setenv("EBAY_CLIENT_SECRET", EBAY_CLIENT_SECRET)
+        ebay = EbayMarketplace(**options)
+        expert = ScriptedExpert("scripted", entities=[("leather jacket", 0.9, None)])
+        engine = Engine(experts=[expert], marketplaces=[ebay], encoder=ColorEncoder(),
+                        load_entrypoints=False)
+        analyses = [engine.analyze(PHOTO)]
+        assert analyses[0].comps
+        token = fake.calls(SEARCH_PATH)[-1].headers["Authorization"]
+        assert token.startswith(f"Bearer {EBAY_TOKEN}")
+        assert fake.calls(TOKEN_PATH)[-1].headers["Authorization"] == f"Basic {basic}"
+
+        errors = []
+        # A search refused with the bearer token quoted, then a server error quoting it.
+        fake.script(SEARCH_PATH, 400, ebay_error(12001, f"Bad request; Authorization: {token}"))
+        errors.append(raised(lambda: ebay.search(Query(text="jacket")), MarketplaceError))
+        fake.script(SEARCH_PATH, 500, ebay_error(10001, f"internal error for {token[7:]}"))
+        errors.append(raised(lambda: ebay.search(Query(text="jacket")), MarketplaceError))
+        fake.script(SEARCH_PATH, 500, ebay_error(10001, f"internal error for {token[7:]}"))
+        analyses.append(engine.analyze(PHOTO))
+        assert analyses[-1].warnings  # the failure is reported, redacted
+
+        # The keys refused, with every one of them quoted back.
+        fake.revoke_tokens()
+        fake.script(TOKEN_PATH, 401, {
+            "error": "invalid_client",
+            "error_description": f"client authentication failed: Authorization: Basic {basic} "
+                                 f"client_id={EBAY_CLIENT_ID} secret {EBAY_CLIENT_SECRET}"})
+        fake.script(SEARCH_PATH, 401, ebay_error(1001, "Invalid access token"))
+        refused = raised(lambda: ebay.search(Query(text="jacket")), MarketplaceAuthError)
+        assert "invalid_client" in str(refused)
+        errors.append(refused)
+        ebay.close()
+    assert_hidden(shown(logs, errors=tuple(errors), components=(ebay,),
+                        documents=tuple(a.to_json() for a in analyses)))
+
+
+def test_analysis_with_every_cloud_component_at_once(
+    aws: AwsFake, logs: Capture
+) -> None:
+    with FakeVision() as vision, FakeServer([gemini_json(ANSWER)]) as gemini, \
+            FakeEbay(client_id=EBAY_CLIENT_ID, client_secret=EBAY_CLIENT_SECRET,
+                     items=[item(n, image=False) for n in range(3)],
+                     token_prefix=EBAY_TOKEN) as ebay_fake:
+        ebay = EbayMarketplace(client_id=EBAY_CLIENT_ID, client_secret=EBAY_CLIENT_SECRET,
+                               base_url=ebay_fake.base_url, timeout=(2.0, 5.0))
+        engine = Engine(
+            experts=[GoogleVisionExpert(api_key=GOOGLE_KEY, transport="rest",
+                                        endpoint=vision.endpoint, max_attempts=1),
+                     AwsRekognitionExpert(region=REGION, max_attempts=1)],
+            synthesizer=GeminiSynthesizer(api_key=GEMINI_KEY, base_url=gemini.url,
+                                          retries=0, timeout=5.0),
+            marketplaces=[ebay], encoder=ColorEncoder(), load_entrypoints=False,
+        )
+        first = engine.analyze(PHOTO)
+        assert all(o.ok for o in first.opinions) and first.comps
+        assert first.identification.synthesizer == "gemini"
+        # Every service now refuses, quoting what it was sent.
+        vision.script(error(403, f"x-goog-api-key: {GOOGLE_KEY} denied", "PERMISSION_DENIED"))
+        aws.echo = True
+        gemini.script(gemini_error(400, GEMINI_ECHO, "INVALID_ARGUMENT"))
+        second = engine.analyze(PHOTO)
+        ebay.close()
+    assert set(second.failed_experts) == {"google-vision", "aws-rekognition"}
+    assert second.identification.fallback_reason
+    assert Analysis.from_json(second.to_json()) == second
+    assert_hidden(shown(logs, components=(*engine.experts, engine.synthesizer, ebay),
+                        documents=(first.to_json(), second.to_json(), repr(engine))))
