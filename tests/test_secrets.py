@@ -16,6 +16,7 @@ import sys
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -42,6 +43,7 @@ from restyle._secrets import (
     redact,
     register,
 )
+from restyle.cli import main
 from restyle.experts.aws_rekognition import AwsRekognitionExpert
 from restyle.experts.google_vision import API_KEY_ENV, GoogleVisionExpert
 from restyle.marketplaces.ebay import EbayMarketplace
@@ -535,3 +537,34 @@ def test_analysis_with_every_cloud_component_at_once(
     assert Analysis.from_json(second.to_json()) == second
     assert_hidden(shown(logs, components=(*engine.experts, engine.synthesizer, ebay),
                         documents=(first.to_json(), second.to_json(), repr(engine))))
+
+
+# -- the command line ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("verbosity", ["-vv", "-vvv"])
+def test_cli_verbose_logging_shows_no_aws_credential(
+    verbosity: str, aws: AwsFake, tiny_model_spec: str, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RESTYLE_MODEL", tiny_model_spec)
+    aws.echo = True  # Rekognition quotes the signed headers back
+    code = main([verbosity, "analyze", str(SAMPLE_PHOTO), "--experts", "aws-rekognition",
+                 "--marketplaces", "", "--catalog", str(tmp_path), "--no-plugins", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert aws.seen["X-Amz-Security-Token"] == AWS_TOKEN  # the token did go over the wire
+    failed = json.loads(out)["opinions"][0]
+    assert failed["expert"] == "aws-rekognition" and "AccessDeniedException" in failed["error"]
+    assert "DEBUG restyle" in err or "WARNING restyle" in err
+    if verbosity == "-vvv":
+        assert "DEBUG botocore" in err  # the HTTP client's own debug lines, redacted
+    else:
+        assert "DEBUG botocore" not in err
+    for sentinel in (AWS_KEY_ID, AWS_SECRET_KEY, AWS_TOKEN):
+        assert sentinel not in out and sentinel not in err
+    # The command leaves logging as it found it.
+    assert not any(isinstance(h, logging.StreamHandler) and h.stream is not None
+                   and any(isinstance(f, RedactingFilter) for f in h.filters)
+                   for h in logging.getLogger().handlers)
+
