@@ -39,6 +39,7 @@ from restyle._plugins import PluginLoadWarning
 from restyle._pricing import MINIMUM_COMPS, estimate_price
 from restyle._query import build_query, relaxed_queries
 from restyle._rerank import Reranker, RerankResult
+from restyle._secrets import RedactingFilter
 from restyle._types import (
     Analysis,
     Attribute,
@@ -116,6 +117,7 @@ __all__ = [
     "PriceStatus",
     "PricedComp",
     "Query",
+    "RedactingFilter",
     "Rejection",
     "RerankResult",
     "Reranker",

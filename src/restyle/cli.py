@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from restyle import __version__
 from restyle._engine import Engine
 from restyle._errors import RestyleError
+from restyle._secrets import HTTP_LOGGERS, RedactingFilter, protect_loggers
 from restyle._types import Analysis
 
 __all__ = ["main"]
@@ -22,7 +24,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Identify a secondhand item from a photo, find comps and estimate a price.",
     )
     parser.add_argument("--version", action="version", version=f"restyle {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log more (-vv: debug; -vvv: the HTTP clients' debug lines too)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     common = argparse.ArgumentParser(add_help=False)
@@ -150,18 +153,46 @@ def _run(args: argparse.Namespace) -> int:
     raise AssertionError(args)  # pragma: no cover - argparse enforces the commands
 
 
+@contextmanager
+def _logging_to_stderr(verbosity: int) -> Iterator[None]:
+    """Log to stderr for the length of the command, every line redacted.
+
+    The filter sits on the handler, so it sees every record written, whichever
+    logger made it. The HTTP clients' debug lines (request headers, bodies)
+    are shown only from -vvv on.
+    """
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    quieted = [] if verbosity >= 3 else [logging.getLogger(name) for name in HTTP_LOGGERS]
+    saved = root.level, [(logger, logger.level) for logger in quieted]
+    root.addHandler(handler)
+    root.setLevel(level)
+    for logger in quieted:
+        logger.setLevel(max(level, logging.INFO))
+    protect_loggers()  # for handlers the CLI did not add
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(saved[0])
+        for logger, previous in saved[1]:
+            logger.setLevel(previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return _run(args)
-    except RestyleError as exc:
-        sys.stderr.write(f"restyle: error: {exc}\n")
-        return 1
-    except KeyboardInterrupt:
-        sys.stderr.write("restyle: interrupted\n")
-        return 130
+    with _logging_to_stderr(args.verbose):
+        try:
+            return _run(args)
+        except RestyleError as exc:
+            sys.stderr.write(f"restyle: error: {exc}\n")
+            return 1
+        except KeyboardInterrupt:
+            sys.stderr.write("restyle: interrupted\n")
+            return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

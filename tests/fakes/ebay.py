@@ -121,12 +121,14 @@ class FakeEbay:
         items: list[dict[str, Any]] | None = None,
         token_lifetime: int = 7200,
         image_search_allowed: bool = True,
+        token_prefix: str = "v^1.1#i^1#fake-token-",
     ) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
         self.items = list(items or [])
         self.token_lifetime = token_lifetime
         self.image_search_allowed = image_search_allowed
+        self.token_prefix = token_prefix
         self.requests: list[Recorded] = []
         self.valid_tokens: set[str] = set()
         self.tokens_issued = 0
@@ -255,7 +257,7 @@ class FakeEbay:
             return
         with self._lock:
             self.tokens_issued += 1
-            token = f"v^1.1#i^1#fake-token-{self.tokens_issued}"
+            token = f"{self.token_prefix}{self.tokens_issued}"
             self.valid_tokens.add(token)
         self._send(handler, 200, {"access_token": token, "expires_in": self.token_lifetime,
                                   "token_type": "Application Access Token"})

@@ -7,7 +7,6 @@ turned into the same Opinion vocabulary every expert speaks.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -15,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 from restyle._components import Expert
 from restyle._errors import ConfigurationError, ExpertError
 from restyle._hookspecs import hookimpl
-from restyle._imaging import UploadLimits, prepare_upload
+from restyle._imaging import UploadImage, UploadLimits, prepare_upload
+from restyle._remote import RemoteComponent
+from restyle._secrets import register
 from restyle._taxonomy import FACETS
 from restyle._types import Box, Observation, Opinion
 
@@ -38,7 +39,7 @@ _COLORS = set(FACETS["color"])
 _COLOR_ALIASES = {"gray": "grey"}
 
 
-class AwsRekognitionExpert(Expert):
+class AwsRekognitionExpert(RemoteComponent, Expert):
     """Asks Amazon Rekognition what objects and scenes the photo shows.
 
     Credentials and region come from boto3's usual chain (environment,
@@ -51,6 +52,7 @@ class AwsRekognitionExpert(Expert):
     """
 
     name = "aws-rekognition"
+    error_type = ExpertError
 
     def __init__(
         self,
@@ -71,6 +73,7 @@ class AwsRekognitionExpert(Expert):
             )
         if not 0.0 <= min_confidence <= 100.0:
             raise ConfigurationError("aws-rekognition min_confidence must be within 0..100")
+        super().__init__()
         self.region = region
         self.profile = profile
         self.endpoint_url = endpoint_url
@@ -80,8 +83,7 @@ class AwsRekognitionExpert(Expert):
         self.min_confidence = min_confidence
         self.timeout = timeout
         self.max_attempts = max_attempts
-        self._client: Any = None
-        self._lock = threading.Lock()
+        self._credentials = _Credentials()
 
     # -- client --------------------------------------------------------------
 
@@ -105,40 +107,41 @@ class AwsRekognitionExpert(Expert):
             user_agent_extra="restyle",
         )
 
-    def client(self) -> Any:
-        """The boto3 Rekognition client, created on first use."""
-        with self._lock:
-            if self._client is None:
-                self._client = self._make_client()
-            return self._client
-
     def _make_client(self) -> Any:
         try:
             import boto3
             import botocore.exceptions
         except ImportError as exc:
-            raise ExpertError(
-                "the aws-rekognition expert needs boto3: pip install 'restyle[aws]'"
-            ) from exc
+            self._fail(
+                "the aws-rekognition expert needs boto3: pip install 'restyle[aws]'", exc
+            )
         try:
             session = boto3.session.Session(profile_name=self.profile, region_name=self.region)
-            return session.client(
+            client = session.client(
                 "rekognition", endpoint_url=self.endpoint_url, config=self.client_config()
             )
+            # The same object the client signs with (the session caches it).
+            self._credentials.source = session.get_credentials()
+            self._credentials.register()
+            return client
         except botocore.exceptions.NoRegionError as exc:
-            raise ExpertError(
+            self._fail(
                 "aws-rekognition has no AWS region: set AWS_REGION or AWS_DEFAULT_REGION, "
-                "configure one in ~/.aws/config, or pass region="
-            ) from exc
+                "configure one in ~/.aws/config, or pass region=", exc
+            )
         except botocore.exceptions.ProfileNotFound as exc:
-            raise ExpertError(f"aws-rekognition: AWS profile {self.profile!r} not found") from exc
+            self._fail(f"aws-rekognition: AWS profile {self.profile!r} not found", exc)
         except botocore.exceptions.BotoCoreError as exc:
-            raise ExpertError(f"aws-rekognition cannot create its client: {exc}") from exc
+            self._fail(f"aws-rekognition cannot create its client: {exc}", exc)
 
     # -- examine -------------------------------------------------------------
 
     def examine(self, photo: Photo) -> Opinion:
         upload = prepare_upload(photo, LIMITS)
+        with self._boundary("examination"):
+            return self._examine(upload)
+
+    def _examine(self, upload: UploadImage) -> Opinion:
         client = self.client()
         if upload.reencoded:
             logger.debug("aws-rekognition sends the photo re-encoded at %dx%d, %d bytes",
@@ -168,6 +171,9 @@ class AwsRekognitionExpert(Expert):
 
         started = time.monotonic()
         try:
+            # Credentials refreshed since the last call (a role's) are registered
+            # before botocore can log them.
+            self._credentials.register()
             response = method(**params)
         except bexc.ClientError as exc:
             error = exc.response.get("Error", {}) if isinstance(exc.response, dict) else {}
@@ -177,27 +183,48 @@ class AwsRekognitionExpert(Expert):
             attempts = 1 + int(metadata.get("RetryAttempts", 0) or 0)
             if code in _THROTTLING:
                 tail = f" {attempts} times" if attempts > 1 else ""
-                raise ExpertError(
-                    f"aws-rekognition {operation} was throttled{tail} ({code}): {message}"
-                ) from exc
-            raise ExpertError(f"aws-rekognition {operation} failed ({code}): {message}") from exc
+                self._fail(
+                    f"aws-rekognition {operation} was throttled{tail} ({code}): {message}", exc
+                )
+            self._fail(f"aws-rekognition {operation} failed ({code}): {message}", exc)
         except (bexc.NoCredentialsError, bexc.PartialCredentialsError) as exc:
-            raise ExpertError(
+            self._fail(
                 "aws-rekognition found no AWS credentials: set AWS_ACCESS_KEY_ID and "
-                "AWS_SECRET_ACCESS_KEY, configure a profile (AWS_PROFILE), or run with a role"
-            ) from exc
+                "AWS_SECRET_ACCESS_KEY, configure a profile (AWS_PROFILE), or run with a role",
+                exc,
+            )
         except (bexc.ReadTimeoutError, bexc.ConnectTimeoutError) as exc:
-            raise ExpertError(
+            self._fail(
                 f"aws-rekognition {operation} gave no answer in "
-                f"{time.monotonic() - started:.1f} s (timeout {self.timeout:g} s)"
-            ) from exc
+                f"{time.monotonic() - started:.1f} s (timeout {self.timeout:g} s)", exc
+            )
         except bexc.BotoCoreError as exc:
-            raise ExpertError(
-                f"aws-rekognition {operation} failed: {type(exc).__name__}: {exc}"
-            ) from exc
+            self._fail(
+                f"aws-rekognition {operation} failed: {type(exc).__name__}: {exc}", exc
+            )
         if not isinstance(response, Mapping):
-            raise ExpertError(f"aws-rekognition {operation} sent a malformed answer")
+            self._fail(f"aws-rekognition {operation} sent a malformed answer")
         return response
+
+
+class _Credentials:
+    """The botocore credentials the client signs with, never shown in a repr."""
+
+    __slots__ = ("source",)
+
+    def __init__(self) -> None:
+        self.source: Any = None
+
+    def __repr__(self) -> str:
+        return "<AWS credentials>"
+
+    def register(self) -> None:
+        """Register the current key id, secret key and session token for redaction."""
+        if self.source is None:
+            return
+        # Refreshes a role's expiring credentials, as the next signature would anyway.
+        frozen = self.source.get_frozen_credentials()
+        register(frozen.access_key, frozen.secret_key, frozen.token)
 
 
 def _max_backoff(attempts: int) -> float:

@@ -12,7 +12,6 @@ import html
 import logging
 import random
 import re
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +23,8 @@ from restyle._components import Expert
 from restyle._errors import ConfigurationError, ExpertError
 from restyle._hookspecs import hookimpl
 from restyle._imaging import UploadImage, UploadLimits, prepare_upload
-from restyle._secrets import Secret, redact
+from restyle._remote import RemoteComponent
+from restyle._secrets import redact
 from restyle._taxonomy import CATEGORIES, normalise_category
 from restyle._types import Box, Observation, Opinion
 
@@ -63,7 +63,7 @@ _SPACE = re.compile(r"\s+")
 _TRANSPORTS = ("grpc", "rest")
 
 
-class GoogleVisionExpert(Expert):
+class GoogleVisionExpert(RemoteComponent, Expert):
     """Asks Google Cloud Vision what the photo shows and where else it appears on the web.
 
     Credentials, first found wins: ``credentials`` (a google-auth object),
@@ -84,6 +84,7 @@ class GoogleVisionExpert(Expert):
     """
 
     name = "google-vision"
+    error_type = ExpertError
 
     def __init__(
         self,
@@ -113,7 +114,8 @@ class GoogleVisionExpert(Expert):
             raise ConfigurationError(
                 "google-vision needs timeout > 0, max_attempts >= 1 and max_results >= 1"
             )
-        self._api_key = Secret(api_key) if api_key else None
+        super().__init__()
+        self._api_key = self._secret(api_key)
         self.credentials_file = Path(credentials_file).expanduser() if credentials_file else None
         self._credentials = credentials
         self.transport = transport
@@ -124,37 +126,23 @@ class GoogleVisionExpert(Expert):
         self.max_results = max_results
         self.timeout = timeout
         self.max_attempts = max_attempts
-        self._client: Any = None
-        self._lock = threading.Lock()
 
     # -- client --------------------------------------------------------------
 
     def _key(self) -> str | None:
         if self._api_key is None:
-            env = _settings.env_str(API_KEY_ENV)
-            if env:
-                self._api_key = Secret(env)
+            self._api_key = self._secret(_settings.env_str(API_KEY_ENV))
         return self._api_key.reveal() if self._api_key is not None else None
-
-    def _redact(self, text: str) -> str:
-        return redact(text, self._api_key)
-
-    def client(self) -> Any:
-        """The Cloud Vision client, created (and credentials resolved) on first use."""
-        with self._lock:
-            if self._client is None:
-                self._client = self._make_client()
-            return self._client
 
     def _make_client(self) -> Any:
         try:
             import google.auth.exceptions
             from google.cloud import vision
         except ImportError as exc:
-            raise ExpertError(
+            self._fail(
                 "the google-vision expert needs the Google Cloud Vision client: "
-                "pip install 'restyle[google]'"
-            ) from exc
+                "pip install 'restyle[google]'", exc
+            )
         options: dict[str, Any] = {}
         if self.endpoint:
             options["api_endpoint"] = self.endpoint
@@ -179,29 +167,28 @@ class GoogleVisionExpert(Expert):
                 credentials=credentials, transport=transport, client_options=options
             )
         except google.auth.exceptions.DefaultCredentialsError as exc:
-            raise ExpertError(
+            self._fail(
                 "google-vision found no Google credentials: set GOOGLE_APPLICATION_CREDENTIALS "
                 f"to a service-account file, set {API_KEY_ENV}, pass credentials_file= or "
-                "api_key=, or run 'gcloud auth application-default login'"
-            ) from exc
+                "api_key=, or run 'gcloud auth application-default login'", exc
+            )
         except (OSError, ValueError) as exc:
             where = self.credentials_file or "the given credentials"
-            raise ExpertError(
-                self._redact(f"google-vision cannot use {where}: {type(exc).__name__}: {exc}")
-            ) from exc
+            self._fail(
+                f"google-vision cannot use {where}: {type(exc).__name__}: {exc}", exc
+            )
 
-    @staticmethod
-    def _ssl_credentials(path: Path) -> Any:
+    def _ssl_credentials(self, path: Path) -> Any:
         import grpc
 
         try:
             roots = path.read_bytes()
         except OSError as exc:
-            raise ExpertError(
-                f"google-vision cannot read ca_certs {path}: {type(exc).__name__}: {exc}"
-            ) from exc
+            self._fail(
+                f"google-vision cannot read ca_certs {path}: {type(exc).__name__}: {exc}", exc
+            )
         if b"-----BEGIN CERTIFICATE-----" not in roots:
-            raise ExpertError(f"google-vision ca_certs {path} holds no PEM certificate")
+            self._fail(f"google-vision ca_certs {path} holds no PEM certificate")
         return grpc.ssl_channel_credentials(root_certificates=roots)
 
     # -- examine -------------------------------------------------------------
@@ -218,6 +205,10 @@ class GoogleVisionExpert(Expert):
     def examine(self, photo: Photo) -> Opinion:
         deadline = time.monotonic() + self.timeout * 0.95
         upload = prepare_upload(photo, LIMITS)
+        with self._boundary("examination"):
+            return self._examine(upload, deadline)
+
+    def _examine(self, upload: UploadImage, deadline: float) -> Opinion:
         client = self.client()
         from google.cloud import vision
 
@@ -230,16 +221,14 @@ class GoogleVisionExpert(Expert):
         )
         response = self._call(client, request, deadline)
         if len(response.responses) != 1:
-            raise ExpertError(
+            self._fail(
                 f"google-vision answered {len(response.responses)} results for one image"
             )
         result = response.responses[0]
         if result.error.code:
-            raise ExpertError(
-                self._redact(
-                    f"google-vision could not annotate the photo: {_status_name(result.error.code)}"
-                    f" ({result.error.code}): {result.error.message or 'no reason given'}"
-                )
+            self._fail(
+                f"google-vision could not annotate the photo: {_status_name(result.error.code)}"
+                f" ({result.error.code}): {_first_line(result.error.message or 'no reason given')}"
             )
         return self._opinion(result, upload)
 
@@ -252,7 +241,7 @@ class GoogleVisionExpert(Expert):
             attempt += 1
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise ExpertError(f"google-vision gave no answer within {self.timeout:g} s")
+                self._fail(f"google-vision gave no answer within {self.timeout:g} s")
             try:
                 # retry=None: the client's own default retries for up to 600 s.
                 return client.batch_annotate_images(
@@ -261,9 +250,7 @@ class GoogleVisionExpert(Expert):
             except (gexc.DeadlineExceeded, requests.Timeout) as exc:
                 # Before GatewayTimeout, its base class: our own deadline ran out,
                 # which no retry can fix.
-                raise ExpertError(
-                    f"google-vision gave no answer within {self.timeout:g} s"
-                ) from exc
+                self._fail(f"google-vision gave no answer within {self.timeout:g} s", exc)
             except (gexc.TooManyRequests, gexc.ResourceExhausted) as exc:
                 error: Exception = exc
                 reason = f"quota exceeded or rate limited (429): {_api_message(exc)}"
@@ -275,19 +262,19 @@ class GoogleVisionExpert(Expert):
                 error = exc
                 reason = f"connection failed ({type(exc).__name__})"
             except gexc.GoogleAPICallError as exc:
-                raise ExpertError(self._redact(
-                    f"google-vision request refused ({exc.code}): {_api_message(exc)}"
-                )) from exc
+                self._fail(
+                    f"google-vision request refused ({exc.code}): {_api_message(exc)}", exc
+                )
             except (json_format.ParseError, ValueError, TypeError) as exc:
-                raise ExpertError(
+                self._fail(
                     f"google-vision sent a malformed answer: {type(exc).__name__}: "
-                    f"{_first_line(self._redact(str(exc)))}"
-                ) from exc
-            reason = self._redact(reason)
+                    f"{_first_line(str(exc))}", exc
+                )
+            reason = redact(reason)
             pause = min(2.0, 0.2 * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
             if attempt >= self.max_attempts or time.monotonic() + pause >= deadline:
                 suffix = f" after {attempt} attempts" if attempt > 1 else ""
-                raise ExpertError(f"google-vision failed{suffix}: {reason}") from error
+                self._fail(f"google-vision failed{suffix}: {reason}", error)
             logger.info("google-vision attempt %d failed (%s); retrying", attempt, reason)
             time.sleep(pause)
 
@@ -398,7 +385,8 @@ def _api_message(exc: Any) -> str:
 
 
 def _first_line(text: str) -> str:
-    line = (text or "").strip().splitlines()
+    # Redacted before it is cut, so that no part of a secret survives the cut.
+    line = redact(text or "").strip().splitlines()
     return line[0][:300] if line else "no details"
 
 

@@ -27,7 +27,8 @@ from restyle._errors import (
     MarketplaceUnavailableError,
 )
 from restyle._hookspecs import hookimpl
-from restyle._secrets import redact
+from restyle._remote import RemoteComponent
+from restyle._secrets import Secret, basic_credentials, redact
 from restyle._types import Condition, Listing, Money, Query
 
 if TYPE_CHECKING:
@@ -111,13 +112,14 @@ class ImageSearchStatus:
 
 
 class _Credentials:
-    """The application's keys; never shown in a repr, a message or a log line."""
+    """The application's keys, and the Basic authorization made of them."""
 
-    __slots__ = ("client_id", "client_secret")
+    __slots__ = ("basic", "client_id", "client_secret")
 
     def __init__(self, client_id: str, client_secret: str) -> None:
-        self.client_id = client_id
-        self.client_secret = client_secret
+        self.client_id = Secret(client_id)
+        self.client_secret = Secret(client_secret)
+        self.basic = basic_credentials(client_id, client_secret)
 
     def __repr__(self) -> str:
         return "<eBay credentials>"
@@ -125,11 +127,36 @@ class _Credentials:
 
 @dataclass(frozen=True, slots=True)
 class _Token:
-    value: str = ""
-    expires_at: float = 0.0
+    value: Secret
+    expires_at: float
 
     def __repr__(self) -> str:
         return f"<eBay token expiring at {self.expires_at:.0f}>"
+
+
+class _Sessions:
+    """One requests session per thread (requests does not promise a shared one is
+    thread safe), all closed together."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._open: list[requests.Session] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            with self._lock:
+                self._open.append(session)
+        return session
+
+    def close(self) -> None:
+        with self._lock:
+            sessions, self._open = self._open, []
+            self._local = threading.local()
+        for session in sessions:
+            session.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +167,7 @@ class _Config:
     image_search: bool
 
 
-class EbayMarketplace(Marketplace):
+class EbayMarketplace(RemoteComponent, Marketplace):
     """Comparable listings from eBay's Browse API.
 
     Constructing one is cheap and needs no credentials; they are read on the
@@ -150,6 +177,7 @@ class EbayMarketplace(Marketplace):
     """
 
     name = "ebay"
+    error_type = MarketplaceError
 
     def __init__(
         self,
@@ -188,6 +216,7 @@ class EbayMarketplace(Marketplace):
             raise ConfigurationError(f"max_comps must be positive and page_size 1 to {_MAX_PAGE}")
         if max_retries < 0 or backoff < 0 or max_backoff < 0 or max_retry_after < 0:
             raise ConfigurationError("retries and delays cannot be negative")
+        super().__init__()
         self._credentials = (
             _Credentials(client_id, client_secret)
             if client_id is not None and client_secret is not None else None
@@ -211,10 +240,8 @@ class EbayMarketplace(Marketplace):
         self.max_retry_after = max_retry_after
         self._sleep = sleep
         self._clock = clock
-        self._token = _Token()
+        self._token: _Token | None = None
         self._token_lock = threading.Lock()
-        self._local = threading.local()
-        self._sessions: list[requests.Session] = []
         self._state_lock = threading.Lock()
         self._image_refused = False
         self._last_image_search: tuple[object, list[Listing]] | None = None
@@ -272,9 +299,11 @@ class EbayMarketplace(Marketplace):
         if not params.get("q") and not params.get("category_ids"):
             # eBay refuses a search with neither words nor a category: nothing to ask.
             return []
-        return self._paginate(
-            "GET", SEARCH_PATH, params, min(query.limit, self.max_comps), config, what="search"
-        )
+        with self._boundary("search"):
+            return self._paginate(
+                "GET", SEARCH_PATH, params, min(query.limit, self.max_comps), config,
+                what="search",
+            )
 
     def search_by_image(
         self, photo: Photo, query: Query, *, embedding: np.ndarray, model_id: str
@@ -293,9 +322,11 @@ class EbayMarketplace(Marketplace):
                 return list(last[1])
         body = {"image": base64.b64encode(photo.encoded(max_side=1024)).decode("ascii")}
         try:
-            listings = self._paginate(
-                "POST", IMAGE_SEARCH_PATH, params, want, config, what="image search", body=body
-            )
+            with self._boundary("image search"):
+                listings = self._paginate(
+                    "POST", IMAGE_SEARCH_PATH, params, want, config, what="image search",
+                    body=body,
+                )
         except MarketplaceAuthError as exc:
             if exc.status != 403:
                 raise
@@ -363,22 +394,19 @@ class EbayMarketplace(Marketplace):
 
     # -- HTTP ------------------------------------------------------------------
 
+    def _make_client(self) -> _Sessions:
+        return _Sessions()
+
     def _session(self) -> requests.Session:
-        # One session per thread: requests does not promise a shared one is thread safe.
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-            with self._state_lock:
-                self._sessions.append(session)
-        return session
+        sessions: _Sessions = self.client()
+        return sessions.get()
 
     def close(self) -> None:
         """Close the connections kept open to eBay; a later search opens new ones."""
-        with self._state_lock:
-            sessions, self._sessions = self._sessions, []
-        self._local = threading.local()
-        for session in sessions:
-            session.close()
+        with self._client_lock:
+            sessions: _Sessions | None = self._client
+        if sessions is not None:
+            sessions.close()
 
     def _call(
         self, method: str, path: str, params: Mapping[str, str], config: _Config, *,
@@ -402,8 +430,8 @@ class EbayMarketplace(Marketplace):
                 continue
             break
         if not response.ok:
-            raise self._error(response, what)
-        return _json_object(response, what)
+            raise self._http_error(response, what)
+        return self._json_object(response, what)
 
     def _send(self, method: str, url: str, *, what: str, **kwargs: Any) -> requests.Response:
         """Send with bounded retries on 429, 5xx and lost connections."""
@@ -416,16 +444,17 @@ class EbayMarketplace(Marketplace):
                 )
             except (requests.ConnectionError, requests.Timeout) as exc:
                 if last:
-                    raise MarketplaceUnavailableError(
+                    self._fail(
                         f"eBay {what}: no answer after {attempts} tries ({type(exc).__name__})",
-                        marketplace=self.name,
-                    ) from exc
+                        exc, error_type=MarketplaceUnavailableError, marketplace=self.name,
+                    )
                 self._wait(self._backoff(attempt), what, type(exc).__name__)
                 continue
             except requests.RequestException as exc:
-                raise MarketplaceError(
-                    f"eBay {what} could not be sent: {type(exc).__name__}", marketplace=self.name
-                ) from exc
+                self._fail(
+                    f"eBay {what} could not be sent: {type(exc).__name__}", exc,
+                    error_type=MarketplaceError, marketplace=self.name,
+                )
             if response.status_code not in _RETRY_STATUSES or last:
                 return response
             retry_after = _retry_after(response)
@@ -452,49 +481,52 @@ class EbayMarketplace(Marketplace):
         """
         with self._token_lock:
             token = self._token
-            fresh = token.value and self._clock() < token.expires_at
-            if fresh and token.value != rejected:
-                return token.value
-            self._token = _Token()
-            self._token = self._fetch_token(config)
-            return self._token.value
+            if token is not None and self._clock() < token.expires_at \
+                    and token.value.reveal() != rejected:
+                return token.value.reveal()
+            self._token = None
+            self._token = token = self._fetch_token(config)
+            return token.value.reveal()
 
     def _fetch_token(self, config: _Config) -> _Token:
         credentials = self._resolve_credentials()
         response = self._send(
             "POST", config.base_url + TOKEN_PATH, what="token request",
             data={"grant_type": "client_credentials", "scope": SCOPE},
-            auth=(credentials.client_id, credentials.client_secret),
-            headers={"Accept": "application/json"},
+            headers={"Authorization": f"Basic {credentials.basic.reveal()}",
+                     "Accept": "application/json"},
         )
         if response.status_code in (400, 401, 403):
             detail = _oauth_detail(response)
-            raise MarketplaceAuthError(
-                _redact(f"eBay refused the application's keys (HTTP {response.status_code}"
-                        f"{': ' + detail if detail else ''}); check {ENV_CLIENT_ID} and "
-                        f"{ENV_CLIENT_SECRET}", credentials),
-                marketplace=self.name, status=response.status_code,
+            self._fail(
+                f"eBay refused the application's keys (HTTP {response.status_code}"
+                f"{': ' + detail if detail else ''}); check {ENV_CLIENT_ID} and "
+                f"{ENV_CLIENT_SECRET}",
+                error_type=MarketplaceAuthError, marketplace=self.name,
+                status=response.status_code,
             )
         if not response.ok:
-            raise _redact_error(self._error(response, "token request"), credentials)
-        data = _json_object(response, "token request")
+            raise self._http_error(response, "token request")
+        data = self._json_object(response, "token request")
         value = data.get("access_token")
         expires_in = data.get("expires_in", 7200)
         if not isinstance(value, str) or not value:
-            raise MarketplaceResponseError(
-                "eBay token answer has no access_token", marketplace=self.name,
-                status=response.status_code,
+            self._fail(
+                "eBay token answer has no access_token", error_type=MarketplaceResponseError,
+                marketplace=self.name, status=response.status_code,
             )
+        token = Secret(value)  # registered before anything can log or echo it
         if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)) \
                 or expires_in <= 0:
-            raise MarketplaceResponseError(
-                "eBay token answer has no usable expires_in", marketplace=self.name,
+            self._fail(
+                "eBay token answer has no usable expires_in",
+                error_type=MarketplaceResponseError, marketplace=self.name,
                 status=response.status_code,
             )
         margin = min(_TOKEN_MARGIN, expires_in / 10)
-        return _Token(value=value, expires_at=self._clock() + expires_in - margin)
+        return _Token(value=token, expires_at=self._clock() + expires_in - margin)
 
-    def _error(self, response: requests.Response, what: str) -> MarketplaceError:
+    def _http_error(self, response: requests.Response, what: str) -> MarketplaceError:
         """eBay's ``{"errors": [...]}`` envelope (or whatever came instead) as a typed error."""
         status = response.status_code
         ids, messages = _error_envelope(response)
@@ -503,15 +535,31 @@ class EbayMarketplace(Marketplace):
             detail += " (errorId " + ", ".join(str(i) for i in ids) + ")"
         message = f"eBay {what} failed with HTTP {status}: {detail}"
         kwargs: dict[str, Any] = {"marketplace": self.name, "status": status, "error_ids": ids}
-        if self._credentials is not None:
-            message = _redact(message, self._credentials)
         if status in (401, 403):
-            return MarketplaceAuthError(message, **kwargs)
+            return self._error(message, error_type=MarketplaceAuthError, **kwargs)
         if status == 429:
-            return MarketplaceRateLimitError(message, retry_after=_retry_after(response), **kwargs)
+            return self._error(message, error_type=MarketplaceRateLimitError,
+                               retry_after=_retry_after(response), **kwargs)
         if status >= 500:
-            return MarketplaceUnavailableError(message, **kwargs)
-        return MarketplaceResponseError(message, **kwargs)
+            return self._error(message, error_type=MarketplaceUnavailableError, **kwargs)
+        return self._error(message, error_type=MarketplaceResponseError, **kwargs)
+
+    def _json_object(self, response: requests.Response, what: str) -> dict[str, Any]:
+        try:
+            data = response.json()
+        except ValueError as exc:
+            self._fail(
+                f"eBay {what} answered HTTP {response.status_code} with something that is "
+                "not JSON", exc, error_type=MarketplaceResponseError, marketplace=self.name,
+                status=response.status_code,
+            )
+        if not isinstance(data, dict):
+            self._fail(
+                f"eBay {what} answered with JSON that is not an object",
+                error_type=MarketplaceResponseError, marketplace=self.name,
+                status=response.status_code,
+            )
+        return data
 
 
 # -- helpers -------------------------------------------------------------------
@@ -539,15 +587,6 @@ def _shorten(text: str) -> str:
     return " ".join(words)
 
 
-def _redact(text: str, credentials: _Credentials) -> str:
-    return redact(text, credentials.client_secret, credentials.client_id)
-
-
-def _redact_error(error: MarketplaceError, credentials: _Credentials) -> MarketplaceError:
-    error.args = (_redact(str(error), credentials),)
-    return error
-
-
 def _retry_after(response: requests.Response) -> float | None:
     """Seconds from ``Retry-After`` (a number or an HTTP date), or None without one."""
     raw = response.headers.get("Retry-After")
@@ -563,22 +602,6 @@ def _retry_after(response: requests.Response) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
-
-
-def _json_object(response: requests.Response, what: str) -> dict[str, Any]:
-    try:
-        data = response.json()
-    except ValueError as exc:
-        raise MarketplaceResponseError(
-            f"eBay {what} answered HTTP {response.status_code} with something that is not JSON",
-            marketplace="ebay", status=response.status_code,
-        ) from exc
-    if not isinstance(data, dict):
-        raise MarketplaceResponseError(
-            f"eBay {what} answered with JSON that is not an object", marketplace="ebay",
-            status=response.status_code,
-        )
-    return data
 
 
 def _error_envelope(response: requests.Response) -> tuple[tuple[int, ...], list[str]]:
@@ -599,7 +622,8 @@ def _error_envelope(response: requests.Response) -> tuple[tuple[int, ...], list[
             ids.append(error_id)
         message = error.get("longMessage") or error.get("message")
         if isinstance(message, str) and message.strip():
-            messages.append(message.strip()[:300])
+            # Redacted before it is cut, so that no part of a secret survives the cut.
+            messages.append(redact(message.strip())[:300])
     return tuple(ids), messages
 
 
@@ -611,7 +635,7 @@ def _oauth_detail(response: requests.Response) -> str:
     if not isinstance(data, dict):
         return ""
     parts = [data.get("error"), data.get("error_description")]
-    return ": ".join(p.strip()[:200] for p in parts if isinstance(p, str) and p.strip())
+    return ": ".join(redact(p.strip())[:200] for p in parts if isinstance(p, str) and p.strip())
 
 
 def _parse_page(data: Mapping[str, Any], what: str) -> tuple[list[Any], int | None, bool]:

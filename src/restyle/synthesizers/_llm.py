@@ -1,5 +1,5 @@
 """What the language-model synthesizers share: the prompt, the answer's schema,
-its validation, the one repair retry, and keeping the API key out of messages.
+its validation, the one repair retry, and where the API key comes from.
 
 A provider module only sends a :class:`Request` and reports a
 :class:`Completion`; everything that decides whether the answer is usable
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from restyle import _settings
 from restyle._components import Synthesizer
 from restyle._errors import ConfigurationError, SynthesizerError
+from restyle._remote import RemoteComponent
 from restyle._secrets import Secret, redact
 from restyle._taxonomy import CATEGORIES, FACETS
 from restyle._types import Attribute, Evidence, Identification, Opinion
@@ -380,22 +381,6 @@ def _identification(answer: Any, opinions: Sequence[Opinion], name: str) -> Iden
     )
 
 
-# -- secrets -----------------------------------------------------------------------
-
-
-def _leaks(exc: BaseException, secret: str | None) -> bool:
-    if not secret:
-        return False
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if secret in str(current) or secret in repr(current.args):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
 def is_timeout(exc: BaseException) -> bool:
     """Whether ``exc`` is a timeout; the SDKs raise httpx's, httpx2's or their own."""
     if isinstance(exc, TimeoutError):
@@ -406,7 +391,7 @@ def is_timeout(exc: BaseException) -> bool:
 # -- the synthesizer -----------------------------------------------------------------
 
 
-class LLMSynthesizer(Synthesizer):
+class LLMSynthesizer(RemoteComponent, Synthesizer):
     """Base of the synthesizers that ask a language model.
 
     Construction is cheap and needs no key or SDK; both are looked up on first
@@ -422,6 +407,7 @@ class LLMSynthesizer(Synthesizer):
     extra: str = ""
     #: Environment variables searched for the API key, in order.
     key_variables: tuple[str, ...] = ()
+    error_type = SynthesizerError
 
     def __init__(
         self,
@@ -437,15 +423,14 @@ class LLMSynthesizer(Synthesizer):
             raise ConfigurationError(f"{self.name}: timeout must be positive, got {timeout!r}")
         if retries < 0:
             raise ConfigurationError(f"{self.name}: retries must be 0 or more, got {retries!r}")
+        super().__init__()
         # Wrapped so that not even ``vars(synthesizer)`` shows it.
-        self._api_key = Secret(api_key) if api_key else None
+        self._api_key = self._secret(api_key)
         self.timeout = timeout
         self.retries = retries
         self.send_photo = send_photo
         self.photo_side = photo_side
         self.temperature = temperature
-        self._client: Any = None
-        self._client_lock = threading.Lock()
 
     # Resolved at call time, so a key set after the Engine was built is still used.
     def _key(self, *, required: bool = True) -> str | None:
@@ -454,7 +439,7 @@ class LLMSynthesizer(Synthesizer):
         for variable in self.key_variables:
             value = _settings.env_str(variable)
             if value:
-                return value
+                return Secret(value).reveal()  # registered for redaction on the way
         if required:
             raise ConfigurationError(
                 f"{self.name}: no API key; set {' or '.join(self.key_variables)} "
@@ -468,14 +453,6 @@ class LLMSynthesizer(Synthesizer):
             f"pip install 'restyle[{self.extra}]'"
         )
 
-    @property
-    def client(self) -> Any:
-        """The SDK client, created on first use."""
-        with self._client_lock:
-            if self._client is None:
-                self._client = self._make_client()
-            return self._client
-
     @abstractmethod
     def _make_client(self) -> Any:
         """Create the SDK client (import the SDK here, not at module level)."""
@@ -486,17 +463,18 @@ class LLMSynthesizer(Synthesizer):
 
     def _failure(self, what: str, exc: BaseException) -> SynthesizerError:
         """A SynthesizerError for a failed call, with the key kept out of it."""
-        key = self._key(required=False)
-        # Server text ends up in logs and fallback reasons: one clean, bounded line.
-        error = SynthesizerError(clean_text(redact(f"{self.provider}: {what}", key), limit=300))
-        # The foreign error stays attached as the cause unless its text carries the key.
-        error.__cause__ = None if _leaks(exc, key) else exc
-        error.__suppress_context__ = True
-        return error
+        # Server text ends up in logs and fallback reasons: one clean, bounded line,
+        # redacted before it is cut.
+        message = clean_text(redact(f"{self.provider}: {what}"), limit=300)
+        return self._error(message, exc, error_type=SynthesizerError)
 
     def synthesize(
         self, opinions: Sequence[Opinion], *, photo: Photo | None = None
     ) -> Identification:
+        with self._boundary("synthesis"):
+            return self._synthesize(opinions, photo)
+
+    def _synthesize(self, opinions: Sequence[Opinion], photo: Photo | None) -> Identification:
         image = None
         if self.send_photo and photo is not None:
             image = photo.encoded(max_side=self.photo_side, quality=85)
@@ -506,7 +484,7 @@ class LLMSynthesizer(Synthesizer):
             return _identification(_parse(completion), opinions, self.name)
         except _Unusable as problem:
             if not problem.repairable:
-                raise SynthesizerError(f"{self.provider}: {problem}") from None
+                self._fail(f"{self.provider}: {problem}")
             logger.info("%s: asking once more: %s", self.name, problem)
             first_problem = str(problem)
         previous = clean_text(completion.text or "", limit=REPAIR_QUOTE_LIMIT)
@@ -518,6 +496,6 @@ class LLMSynthesizer(Synthesizer):
         try:
             return _identification(_parse(completion), opinions, self.name)
         except _Unusable as problem:
-            raise SynthesizerError(
+            self._fail(
                 f"{self.provider}: {first_problem}, and again after one repair attempt: {problem}"
-            ) from None
+            )

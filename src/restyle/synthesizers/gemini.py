@@ -98,7 +98,7 @@ class GeminiSynthesizer(LLMSynthesizer):
         return genai.Client(api_key=self._key(), http_options=types.HttpOptions(**options))
 
     def _complete(self, request: Request) -> Completion:
-        client = self.client
+        client = self.client()
         from google.genai import errors, types
 
         parts = []
@@ -131,7 +131,7 @@ class GeminiSynthesizer(LLMSynthesizer):
                 model=self.model, contents=contents, config=config
             )
         except errors.APIError as exc:
-            message = redact(str(exc.message or ""), self._key(required=False))[:200]
+            message = redact(str(exc.message or ""))[:200]
             what = f"HTTP {exc.code} {exc.status or ''}".rstrip()
             failure = self._failure(what + (f": {message}" if message else ""), exc)
         except Exception as exc:

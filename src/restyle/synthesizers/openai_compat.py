@@ -130,7 +130,7 @@ class OpenAICompatibleSynthesizer(LLMSynthesizer):
         return messages
 
     def _complete(self, request: Request) -> Completion:
-        client = self.client
+        client = self.client()
         import openai
 
         # Errors are raised after the except blocks so that the SDK's exception
@@ -155,7 +155,7 @@ class OpenAICompatibleSynthesizer(LLMSynthesizer):
                     and response_format["type"] == "json_schema"
                     and exc.status_code in (400, 422)
                 )
-                message = redact(_status_message(exc), self._key(required=False))[:200]
+                message = redact(_status_message(exc))[:200]
                 failure = self._failure(
                     f"HTTP {exc.status_code}" + (f": {message}" if message else ""), exc
                 )
