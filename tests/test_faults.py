@@ -480,3 +480,35 @@ def test_a_component_instance_with_a_bad_name_is_refused() -> None:
 def test_a_bad_per_call_deadline_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="deadline must be a positive number"):
         engine().analyze(PHOTO, deadline=-1)
+
+
+# -- secrets in what components raise -----------------------------------------------
+
+SENTINEL = "sk-FAULTS-SENTINEL-0123456789abcdef"
+
+
+def test_a_plugin_exception_quoting_a_credential_is_redacted_everywhere() -> None:
+    import traceback
+
+    from restyle._secrets import Secret
+
+    Secret(SENTINEL)  # a key some plugin holds, registered as every Secret is
+    leaky = ScriptedExpert("leaky", error=RuntimeError(f"401 for Authorization: Bearer {SENTINEL}"))
+    eng = engine(experts=[leaky, ScriptedExpert("eye", entities=[("Acme", 0.9, "brand")])])
+    analysis = eng.analyze(PHOTO)
+    assert "RuntimeError: 401 for Authorization" in analysis.failed_experts["leaky"]
+    assert SENTINEL not in analysis.to_json()
+
+    def failing(rows: np.ndarray) -> Any:
+        try:
+            raise ValueError(f"token={SENTINEL}")
+        except ValueError as inner:
+            raise RuntimeError("device lost") from inner
+
+    photo_engine = engine(encoder=ScriptedEncoder(failing, photo_too=True))
+    with pytest.raises(EncoderError) as info:
+        photo_engine.analyze(PHOTO)
+    shown = "".join(traceback.format_exception(info.value))
+    assert "RuntimeError: device lost" in shown
+    assert SENTINEL not in shown
+    assert info.value.__cause__ is None

@@ -37,6 +37,7 @@ from restyle._pricing import MINIMUM_COMPS, estimate_price
 from restyle._progress import progress_bar
 from restyle._rerank import Reranker, RerankResult
 from restyle._search import SearchResult, search_marketplaces
+from restyle._secrets import describe, exposes_secret, without_secrets
 from restyle._types import Analysis, Comp, Identification, Opinion
 
 #: Seconds an analysis may take, end to end, unless told otherwise.
@@ -219,13 +220,13 @@ class Engine:
         token = activate(self.context)
         try:
             yield
-        except RestyleError:
-            raise
+        except RestyleError as exc:
+            raise without_secrets(exc)  # noqa: B904 - the same exception, made safe
         except Exception as exc:
             logger.exception("unexpected error in Engine.%s", method)
             raise RestyleError(
-                f"Engine.{method} failed unexpectedly: {type(exc).__name__}: {exc}"
-            ) from exc
+                f"Engine.{method} failed unexpectedly: {describe(exc)}"
+            ) from (None if exposes_secret(exc) else exc)
         finally:
             deactivate(token)
 
@@ -295,8 +296,8 @@ class Engine:
             raise
         except Exception as exc:
             raise EncoderError(
-                f"{label} could not encode the photo: {type(exc).__name__}: {exc}"
-            ) from exc
+                f"{label} could not encode the photo: {describe(exc)}"
+            ) from (None if exposes_secret(exc) else exc)
         return vector
 
     def _find_comps(

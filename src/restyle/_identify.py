@@ -13,6 +13,7 @@ from restyle import _budget
 from restyle._components import Expert, Synthesizer
 from restyle._contracts import check_identification, check_opinion
 from restyle._imaging import Photo
+from restyle._secrets import describe
 from restyle._types import Identification, Opinion, OpinionStatus
 
 __all__ = ["IdentifyResult", "examine", "synthesize"]
@@ -45,7 +46,7 @@ def _examine_one(expert: Expert, photo: Photo, deadline: float) -> Opinion:
         status = OpinionStatus.TIMEOUT
         message = f"no answer within {max(0.0, own_deadline - start):.2g} s"
     except Exception as exc:
-        status, message = OpinionStatus.ERROR, f"{type(exc).__name__}: {exc}"
+        status, message = OpinionStatus.ERROR, describe(exc)
     waited = time.monotonic() - start
     logger.warning("expert %s failed (%s): %s", expert.name, status.value, message)
     return Opinion.failure(expert.name, message, status=status, latency=waited)
@@ -87,7 +88,7 @@ def synthesize(
         backup = fallback()
         if backup is None or backup is synthesizer:
             raise
-        reason = f"{synthesizer.name} failed: {type(exc).__name__}: {exc}"
+        reason = f"{synthesizer.name} failed: {describe(exc)}"
         logger.warning("%s; falling back to %s", reason, backup.name)
         backup_deadline = max(deadline, min(time.monotonic() + FALLBACK_SECONDS, borrow_until))
         try:

@@ -27,6 +27,7 @@ from restyle._embedcache import EmbeddingCache
 from restyle._errors import FetchError, ImageError, RestyleError
 from restyle._fetching import Fetcher
 from restyle._imaging import decode
+from restyle._secrets import describe
 from restyle._types import Comp, CompFlag, Identification, Listing
 
 __all__ = ["RerankResult", "Reranker", "similarity_cutoff"]
@@ -231,7 +232,7 @@ class Reranker:
                 self.fetcher.fetch_many(list(images.urls), deadline=deadline,
                                         on_result=on_result)
             except Exception as exc:  # a fetcher's own failure costs the images, not the call
-                logger.warning("fetching comp images failed: %s: %s", type(exc).__name__, exc)
+                logger.warning("fetching comp images failed: %s", describe(exc))
             finally:
                 ready.put(None)
 
@@ -277,7 +278,7 @@ class Reranker:
                 deadline=deadline,
             ), count=len(texts))
         except Exception as exc:
-            warnings.append(f"titles could not be compared: {type(exc).__name__}: {exc}")
+            warnings.append(f"titles could not be compared: {describe(exc)}")
             return None
         sims: np.ndarray = np.clip(vectors[1:] @ vectors[0], -1.0, 1.0)
         return sims
@@ -405,7 +406,7 @@ class _Batch:
                 pictures, deadline=self.deadline,
             ), count=len(pictures), dim=self.dim)
         except Exception as exc:
-            message = f"comp images could not be encoded: {type(exc).__name__}: {exc}"
+            message = f"comp images could not be encoded: {describe(exc)}"
             self.warnings.append(message)
             logger.warning("%s", message)
             for sha in shas:

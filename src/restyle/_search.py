@@ -16,6 +16,7 @@ from restyle._components import Marketplace
 from restyle._contracts import check_known_vectors, check_listings
 from restyle._imaging import Photo
 from restyle._query import relaxed_queries
+from restyle._secrets import describe
 from restyle._types import Identification, Listing, Query
 
 __all__ = ["Found", "SearchResult", "search_marketplaces"]
@@ -59,7 +60,7 @@ def _search_step(
     except Exception as exc:
         # Image search is the optional extra: fall back to words rather than lose the market.
         message = (f"{label} image search failed, searching by words: "
-                   f"{type(exc).__name__}: {exc}")
+                   f"{describe(exc)}")
         warnings.append(message)
         logger.warning("%s", message)
     answer = _budget.call(market, label, market.search, query, deadline=deadline)
@@ -86,7 +87,7 @@ def _walk(
             listings = _search_step(market, photo, query, embedding, model_id, call_deadline,
                                     warnings)
         except Exception as exc:
-            message = f"marketplace {market.name} failed: {type(exc).__name__}: {exc}"
+            message = f"marketplace {market.name} failed: {describe(exc)}"
             warnings.append(message)
             logger.warning("%s", message)
             break
@@ -110,7 +111,7 @@ def _walk(
                                         dim=len(embedding), warnings=warnings)
         except Exception as exc:
             warnings.append(f"marketplace {market.name} gave no embeddings: "
-                            f"{type(exc).__name__}: {exc}")
+                            f"{describe(exc)}")
     return _Walked(found=list(found.values()), known_vectors=known)
 
 
@@ -167,7 +168,7 @@ def search_marketplaces(
         except Exception as exc:  # a bug must cost this marketplace, not the thread's caller
             logger.exception("searching marketplace %s failed", market.name)
             own_warnings[index].append(
-                f"marketplace {market.name} failed: {type(exc).__name__}: {exc}")
+                f"marketplace {market.name} failed: {describe(exc)}")
 
     # Each walk returns by the deadline because every call inside it does.
     threads = [_budget.spawn(partial(run, i, m), name=f"restyle search {m.name}")

@@ -26,10 +26,12 @@ __all__ = [
     "RedactingFilter",
     "Secret",
     "basic_credentials",
+    "describe",
     "exposes_secret",
     "protect_loggers",
     "redact",
     "register",
+    "without_secrets",
 ]
 
 #: What a secret becomes in a message.
@@ -205,6 +207,29 @@ def redact(text: str, *secrets: str | Secret | None) -> str:
     text = _FIELD.sub(_field, text)
     text = _KEY_PARAMETER.sub(lambda m: m.group("name") + REDACTED, text)
     return _SHAPES.sub(REDACTED, text)
+
+
+def describe(exc: BaseException, *, limit: int = 500) -> str:
+    """``"Type: message"`` of a component's exception, redacted and kept to one
+    bounded line, for Opinions, warnings and fallback reasons."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    text = redact(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def without_secrets(exc: BaseException) -> BaseException:
+    """``exc`` made safe to hand a caller: its message redacted, and its cause and
+    context dropped when any of them would show a secret in a traceback."""
+    linked = [e for e in (exc.__cause__, exc.__context__) if e is not None]
+    if any(exposes_secret(e) for e in linked):
+        exc.__cause__ = None
+        exc.__context__ = None
+        exc.__suppress_context__ = True
+    text = str(exc)
+    clean = redact(text)
+    if clean != text or any(redact(repr(a)) != repr(a) for a in exc.args):
+        exc.args = (clean,)
+    return exc
 
 
 def _exception_texts(exc: BaseException) -> Iterable[str]:
