@@ -16,6 +16,8 @@ Daemon threads never keep the interpreter from exiting.
 from __future__ import annotations
 
 import contextvars
+import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -30,11 +32,15 @@ __all__ = [
     "Budget",
     "ComponentBusy",
     "Overdue",
+    "Pending",
     "busy",
     "call",
     "spawn",
+    "start",
     "timeout_of",
 ]
+
+logger = logging.getLogger("restyle")
 
 T = TypeVar("T")
 
@@ -106,33 +112,119 @@ def busy(component: object) -> bool:
         return _stuck.get(id(component), 0) > 0
 
 
-class _Outcome:
-    __slots__ = ("abandoned", "done", "error", "value")
+class _Workers:
+    """Daemon threads reused across calls (starting a thread costs about a
+    millisecond on a busy machine, several per analysis). A worker that finds
+    no work for :data:`IDLE_SECONDS` ends; one stuck in a call stays stuck, and
+    a new one is started for the next job, so stuck calls never block others."""
+
+    IDLE_SECONDS = 30.0
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle = 0  # workers waiting for a job that no submitter has claimed
+        self._jobs: queue.SimpleQueue[Callable[[], object]] = queue.SimpleQueue()
+
+    def submit(self, job: Callable[[], object]) -> None:
+        with self._lock:
+            claimed = self._idle > 0
+            if claimed:
+                self._idle -= 1
+        self._jobs.put(job)
+        if not claimed:
+            threading.Thread(target=self._work, name="restyle worker", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            try:
+                job = self._jobs.get(timeout=self.IDLE_SECONDS)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle > 0:  # nobody is about to hand this worker a job
+                        self._idle -= 1
+                        return
+                continue  # a submitter claimed a waiting worker: its job is on the way
+            try:
+                job()
+            except BaseException:  # jobs report their own outcome; a worker never dies of one
+                logger.exception("restyle worker job failed")
+            with self._lock:
+                self._idle += 1
+
+
+_WORKERS = _Workers()
+
+
+def spawn(target: Callable[[], object], *, name: str) -> threading.Event:
+    """Run ``target`` on a daemon worker thread that sees this thread's context
+    variables (the calling Engine's context among them); the event is set when
+    it has finished. ``name`` names the thread while it runs ``target``."""
+    context = contextvars.copy_context()
+    done = threading.Event()
+
+    def job() -> None:
+        threading.current_thread().name = name
+        try:
+            context.run(target)
+        finally:
+            threading.current_thread().name = "restyle worker"
+            done.set()
+
+    _WORKERS.submit(job)
+    return done
+
+
+class Pending:
+    """A component call in progress; :meth:`result` waits for it until its deadline."""
+
+    __slots__ = ("_key", "abandoned", "deadline", "done", "error", "label", "started", "value")
+
+    def __init__(self, key: int, label: str, deadline: float) -> None:
+        self._key = key
+        self.label = label
+        self.deadline = deadline
+        self.started = time.monotonic()
         self.done = threading.Event()
         self.abandoned = False
         self.value: Any = None
         self.error: BaseException | None = None
 
+    def _finish(self) -> None:
+        with _lock:
+            self.done.set()
+            if self.abandoned:
+                left = _stuck[self._key] - 1
+                if left:
+                    _stuck[self._key] = left
+                else:
+                    del _stuck[self._key]
 
-def spawn(target: Callable[[], object], *, name: str) -> threading.Thread:
-    """Start ``target`` in a daemon thread that sees this thread's context
-    variables (the calling Engine's context among them)."""
-    context = contextvars.copy_context()
-    thread = threading.Thread(target=context.run, args=(target,), name=name, daemon=True)
-    thread.start()
-    return thread
+    def result(self) -> Any:
+        """The call's value; :class:`Overdue` at the deadline; what it raised."""
+        if not self.done.wait(max(0.0, self.deadline - time.monotonic())):
+            with _lock:
+                if not self.done.is_set():
+                    self.abandoned = True
+                    _stuck[self._key] = _stuck.get(self._key, 0) + 1
+            if self.abandoned:
+                waited = time.monotonic() - self.started
+                raise Overdue(f"{self.label} gave no answer within {waited:.1f} s",
+                              seconds=waited)
+        if self.error is not None:
+            if not isinstance(self.error, Exception):  # KeyboardInterrupt, SystemExit
+                raise RestyleError(f"{self.label} stopped: {type(self.error).__name__}")
+            raise self.error
+        return self.value
 
 
-def call(component: object, label: str, fn: Callable[..., T], *args: Any,
-         deadline: float, **kwargs: Any) -> T:
-    """``fn(*args, **kwargs)`` run for ``component``, answered by ``deadline``
-    (a :func:`time.monotonic` value).
+def start(component: object, label: str, fn: Callable[..., Any], *args: Any,
+          deadline: float, **kwargs: Any) -> Pending:
+    """Start ``fn(*args, **kwargs)`` for ``component``, to be answered by
+    ``deadline`` (a :func:`time.monotonic` value).
 
     Raises :class:`ComponentBusy` without calling when an earlier call is still
-    stuck, :class:`Overdue` when this one overran, and whatever ``fn`` raised.
-    ``label`` names the call in messages and in the thread's name.
+    stuck, and :class:`Overdue` when no time is left. ``label`` names the call
+    in messages and in the thread's name.
     """
     key = id(component)
     with _lock:
@@ -141,37 +233,24 @@ def call(component: object, label: str, fn: Callable[..., T], *args: Any,
                                 "its deadline")
     if deadline <= time.monotonic():
         raise Overdue(f"{label} was not called: no time was left", seconds=0.0)
-    outcome = _Outcome()
+    pending = Pending(key, label, deadline)
 
     def run() -> None:
         CALL_DEADLINE.set(deadline)
         try:
-            outcome.value = fn(*args, **kwargs)
+            pending.value = fn(*args, **kwargs)
         except BaseException as exc:  # handed to the caller, which decides
-            outcome.error = exc
+            pending.error = exc
         finally:
-            with _lock:
-                outcome.done.set()
-                if outcome.abandoned:
-                    left = _stuck[key] - 1
-                    if left:
-                        _stuck[key] = left
-                    else:
-                        del _stuck[key]
+            pending._finish()
 
-    started = time.monotonic()
     spawn(run, name=f"restyle {label}")
-    if not outcome.done.wait(max(0.0, deadline - started)):
-        with _lock:
-            if not outcome.done.is_set():
-                outcome.abandoned = True
-                _stuck[key] = _stuck.get(key, 0) + 1
-        if outcome.abandoned:
-            waited = time.monotonic() - started
-            raise Overdue(f"{label} gave no answer within {waited:.1f} s", seconds=waited)
-    if outcome.error is not None:
-        if not isinstance(outcome.error, Exception):  # KeyboardInterrupt, SystemExit
-            raise RestyleError(f"{label} stopped: {type(outcome.error).__name__}")
-        raise outcome.error
-    value: T = outcome.value
+    return pending
+
+
+def call(component: object, label: str, fn: Callable[..., T], *args: Any,
+         deadline: float, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)`` run for ``component`` and answered by ``deadline``:
+    :func:`start` and :meth:`Pending.result` in one."""
+    value: T = start(component, label, fn, *args, deadline=deadline, **kwargs).result()
     return value

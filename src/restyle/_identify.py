@@ -7,7 +7,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from functools import partial
 
 from restyle import _budget
 from restyle._components import Expert, Synthesizer
@@ -32,22 +31,32 @@ class IdentifyResult:
     identification: Identification
 
 
-def _examine_one(expert: Expert, photo: Photo, deadline: float) -> Opinion:
-    start = time.monotonic()
-    own_deadline = min(deadline, start + _budget.timeout_of(expert))
+def _start(expert: Expert, photo: Photo, deadline: float) -> _budget.Pending | Opinion:
+    """The expert's call under way, or the Opinion saying why it was not made."""
+    own_deadline = min(deadline, time.monotonic() + _budget.timeout_of(expert))
     try:
-        value = _budget.call(expert, f"expert {expert.name}", expert.examine, photo,
+        return _budget.start(expert, f"expert {expert.name}", expert.examine, photo,
                              deadline=own_deadline)
-        opinion = check_opinion(expert, value)
-        return replace(opinion, expert=expert.name, latency=time.monotonic() - start)
     except _budget.ComponentBusy as exc:
-        status, message = OpinionStatus.BUSY, str(exc)
+        return _failed(expert, OpinionStatus.BUSY, str(exc), 0.0)
     except _budget.Overdue:
-        status = OpinionStatus.TIMEOUT
-        message = f"no answer within {max(0.0, own_deadline - start):.2g} s"
+        return _failed(expert, OpinionStatus.TIMEOUT, "no time was left", 0.0)
+
+
+def _finish(expert: Expert, pending: _budget.Pending) -> Opinion:
+    try:
+        opinion = check_opinion(expert, pending.result())
+        return replace(opinion, expert=expert.name,
+                       latency=time.monotonic() - pending.started)
+    except _budget.Overdue:
+        limit = max(0.0, pending.deadline - pending.started)
+        status, message = OpinionStatus.TIMEOUT, f"no answer within {limit:.2g} s"
     except Exception as exc:
         status, message = OpinionStatus.ERROR, describe(exc)
-    waited = time.monotonic() - start
+    return _failed(expert, status, message, time.monotonic() - pending.started)
+
+
+def _failed(expert: Expert, status: OpinionStatus, message: str, waited: float) -> Opinion:
     logger.warning("expert %s failed (%s): %s", expert.name, status.value, message)
     return Opinion.failure(expert.name, message, status=status, latency=waited)
 
@@ -56,18 +65,11 @@ def examine(experts: Sequence[Expert], photo: Photo, *, deadline: float) -> tupl
     """Every expert's Opinion, each answered by ``deadline`` or its own
     ``timeout``, whichever comes first. One that fails, overruns, is busy or
     answers off its contract gives an Opinion saying so."""
-    opinions: list[Opinion | None] = [None] * len(experts)
-
-    def run(index: int, expert: Expert) -> None:
-        opinions[index] = _examine_one(expert, photo, deadline)
-
-    # One waiting thread per expert; each returns by the deadline because the
-    # call inside it does.
-    threads = [_budget.spawn(partial(run, i, e), name=f"restyle examine {e.name}")
-               for i, e in enumerate(experts)]
-    for thread in threads:
-        thread.join()
-    return tuple(o for o in opinions if o is not None)
+    started = [_start(expert, photo, deadline) for expert in experts]  # all at once
+    return tuple(
+        call if isinstance(call, Opinion) else _finish(expert, call)
+        for expert, call in zip(experts, started, strict=True)
+    )
 
 
 def synthesize(

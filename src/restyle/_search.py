@@ -171,10 +171,10 @@ def search_marketplaces(
                 f"marketplace {market.name} failed: {describe(exc)}")
 
     # Each walk returns by the deadline because every call inside it does.
-    threads = [_budget.spawn(partial(run, i, m), name=f"restyle search {m.name}")
-               for i, m in enumerate(marketplaces)]
-    for thread in threads:
-        thread.join()
+    walks = [_budget.spawn(partial(run, i, m), name=f"restyle search {m.name}")
+             for i, m in enumerate(marketplaces)]
+    for walk in walks:
+        walk.wait()
     results = [w for w in walked if w is not None]
     known: dict[str, np.ndarray] = {}
     for result in results:
