@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from restyle._components import is_timeout
 from restyle._errors import RestyleError
 
 __all__ = ["STAGE_MARKS", "Budget", "ComponentBusy", "Overdue", "busy", "call", "timeout_of"]
@@ -66,9 +67,7 @@ def timeout_of(component: object, default: float = 20.0) -> float:
     """The component's own per-call ``timeout`` in seconds, or ``default`` when
     it has none that is a positive number (a plugin's attribute is not trusted)."""
     value = getattr(component, "timeout", None)
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1e9:
-        return float(value)
-    return default
+    return float(value) if is_timeout(value) else default
 
 
 class Overdue(RestyleError):
