@@ -31,7 +31,13 @@ from restyle._errors import (
     SynthesizerError,
 )
 from restyle._fetching import Fetcher, FetchLimits
-from restyle._hookspecs import hookimpl
+from restyle._hookspecs import (
+    RegisterEncoder,
+    RegisterExpert,
+    RegisterMarketplace,
+    RegisterSynthesizer,
+    hookimpl,
+)
 from restyle._imaging import Photo, load_photo
 from restyle._index import VectorIndex
 from restyle._plugins import PluginLoadWarning
@@ -114,6 +120,10 @@ __all__ = [
     "PriceStatus",
     "PricedComp",
     "Query",
+    "RegisterEncoder",
+    "RegisterExpert",
+    "RegisterMarketplace",
+    "RegisterSynthesizer",
     "Rejection",
     "RerankResult",
     "Reranker",
