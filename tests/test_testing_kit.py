@@ -2,12 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from restyle import Engine, Expert, Listing, Money, Opinion, Photo, Query
-from restyle.testing import ListMarketplace, ScriptedExpert, check_expert, check_marketplace
+from restyle import (
+    Engine,
+    Expert,
+    Identification,
+    Listing,
+    Money,
+    Opinion,
+    Photo,
+    Query,
+    Synthesizer,
+)
+from restyle.synthesizers.consensus import ConsensusSynthesizer
+from restyle.testing import (
+    ColorEncoder,
+    ListMarketplace,
+    ScriptedExpert,
+    check_encoder,
+    check_expert,
+    check_marketplace,
+    check_synthesizer,
+)
 from tests.fakes.image_server import FakeImageServer, Route, jpeg_bytes
 
 
@@ -61,5 +83,154 @@ def test_check_marketplace_catches_broken_contracts() -> None:
         def search(self, query: Query) -> list[Listing]:
             return list(self.listings)
 
-    with pytest.raises(AssertionError, match="limit 1"):
+    with pytest.raises(AssertionError) as info:
         check_marketplace(TooMany("m", good), Query(text="x", limit=1))
+    assert str(info.value) == ("marketplace m returned more than the 1 listings asked for; "
+                               "the rest were ignored")
+
+
+def test_check_expert_refuses_what_the_registry_refuses() -> None:
+    with pytest.raises(AssertionError) as info:
+        check_expert(ScriptedExpert("acme eye"))
+    assert str(info.value) == ("ScriptedExpert.name must be a lower-case identifier such as "
+                               "'google-vision', got 'acme eye'")
+    with pytest.raises(AssertionError, match=r"timeout must be a positive number of seconds, "
+                                             r"got 0"):
+        check_expert(ScriptedExpert("acme", timeout=0))
+    with pytest.raises(AssertionError, match=r"is a class, not an expert: pass an instance"):
+        check_expert(ScriptedExpert)  # type: ignore[arg-type]
+    with pytest.raises(AssertionError, match="is a marketplace, not an expert"):
+        check_expert(ListMarketplace("m", []))  # type: ignore[arg-type]
+
+
+def test_check_expert_applies_the_engines_output_contract() -> None:
+    class LabelsAsText(Expert):
+        name = "labels-as-text"
+
+        def examine(self, photo: Photo) -> Opinion:
+            return Opinion(expert=self.name, labels="jacket")  # type: ignore[arg-type]
+
+    with pytest.raises(AssertionError) as info:
+        check_expert(LabelsAsText())
+    assert str(info.value) == ("expert labels-as-text returned an Opinion whose labels is str, "
+                               "not a tuple of Observations")
+    release = threading.Event()
+    try:
+        with pytest.raises(AssertionError) as info:
+            check_expert(ScriptedExpert("slow", hang=release, timeout=0.2))
+    finally:
+        release.set()
+    assert str(info.value) == ("expert slow gave no answer from examine() within its timeout "
+                               "of 0.2 s; the Engine abandons such calls")
+    with pytest.raises(RuntimeError, match="quota"):  # an expert's own error is its own
+        check_expert(ScriptedExpert("raises", error=RuntimeError("quota")))
+
+
+def listings(*ids: str, marketplace: str = "m", image_url: object = None) -> list[Listing]:
+    return [Listing(marketplace=marketplace, listing_id=i, title=f"item {i}",
+                    image_url=image_url)  # type: ignore[arg-type]
+            for i in ids]
+
+
+class Answers(ListMarketplace):
+    """A marketplace answering with whatever the test gives, as it is."""
+
+    def __init__(self, answer: Callable[[], object]) -> None:
+        super().__init__("m", [])
+        self.answer = answer
+
+    def search(self, query: Query) -> list[Listing]:
+        return self.answer()  # type: ignore[return-value]
+
+
+def test_check_marketplace_applies_the_engines_output_contract() -> None:
+    # A generator is fine, as it is for the Engine.
+    assert len(check_marketplace(Answers(lambda: iter(listings("1", "2"))))) == 2
+    cases = {
+        "marketplace m returned 1 listing(s) twice; each was kept once":
+            lambda: listings("1", "1"),
+        "marketplace m returned str at position 0 of a search, not a Listing":
+            lambda: ["not a listing"],
+        "marketplace m returned a Listing whose image_url is int, not a URL string":
+            lambda: listings("1", image_url=7),
+        "marketplace m returned 1 listing(s) whose image_url is not an http(s) URL (such as "
+        "'file:///tmp/a.jpg') and gave no vector for them: their images cannot be compared":
+            lambda: listings("1", image_url="file:///tmp/a.jpg"),
+        "marketplace m returned dict from a search, not a sequence of Listings":
+            lambda: {"1": "x"},
+    }
+    for message, answer in cases.items():
+        with pytest.raises(AssertionError) as info:
+            check_marketplace(Answers(answer))
+        assert str(info.value) == message
+    assert check_marketplace(Answers(lambda: listings("1", image_url="https://img.example/a.jpg")))
+
+
+def test_check_marketplace_accepts_local_images_it_gives_vectors_for(
+    color_encoder: ColorEncoder,
+) -> None:
+    class KnowsVectors(Answers):
+        def image_embeddings(self, listings: Sequence[Listing], *,
+                             model_id: str) -> dict[str, np.ndarray]:
+            return {item.key: self.vector for item in listings}
+
+    local = KnowsVectors(lambda: listings("1", image_url="file:///tmp/a.jpg"))
+    local.vector = color_encoder.encode_texts(["x"])[0]
+    assert check_marketplace(local, encoder=color_encoder)
+    local.vector = np.ones(3)
+    with pytest.raises(AssertionError, match="1 unusable image vector"):
+        check_marketplace(local, encoder=color_encoder)
+
+
+def test_check_synthesizer() -> None:
+    identification = check_synthesizer(ConsensusSynthesizer())
+    assert identification.brand == "Acme"
+
+    class NotMerged(Synthesizer):
+        name = "not-merged"
+
+        def synthesize(self, opinions: Sequence[Opinion], *, photo: Photo) -> Identification:
+            return {"brand": "Acme"}  # type: ignore[return-value]
+
+    with pytest.raises(AssertionError) as info:
+        check_synthesizer(NotMerged())
+    assert str(info.value) == ("synthesizer not-merged returned dict from synthesize(), "
+                               "not an Identification")
+
+    class OnlyGoodNews(Synthesizer):
+        name = "only-good-news"
+
+        def synthesize(self, opinions: Sequence[Opinion], *, photo: Photo) -> Identification:
+            return Identification(brand=opinions[-1].entities[0].text)
+
+    with pytest.raises(IndexError):  # the default opinions include a failed one
+        check_synthesizer(OnlyGoodNews())
+
+
+def test_check_encoder(color_encoder: ColorEncoder) -> None:
+    images, texts = check_encoder(color_encoder)
+    assert images.shape == (2, color_encoder.dim) and texts.shape == (2, color_encoder.dim)
+
+    class Unnormalised(ColorEncoder):
+        def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+            return super().encode_images(images) * 3
+
+    with pytest.raises(AssertionError, match=r"encoder color returned vectors that are not unit "
+                                             r"length \(norms 3 to 3\); they were normalised"):
+        check_encoder(Unnormalised())
+
+    class WrongDim(ColorEncoder):
+        @property
+        def dim(self) -> int:
+            return 10
+
+    with pytest.raises(AssertionError) as info:
+        check_encoder(WrongDim())
+    assert str(info.value) == "encoder color returned vectors of length 64, not its dim 10"
+
+    class NaNs(ColorEncoder):
+        def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+            return np.full((len(texts), self.dim), np.nan, dtype=np.float32)
+
+    with pytest.raises(AssertionError, match="not finite"):
+        check_encoder(NaNs())

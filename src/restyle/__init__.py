@@ -32,7 +32,13 @@ from restyle._errors import (
     SynthesizerError,
 )
 from restyle._fetching import Fetcher, FetchLimits
-from restyle._hookspecs import hookimpl
+from restyle._hookspecs import (
+    RegisterEncoder,
+    RegisterExpert,
+    RegisterMarketplace,
+    RegisterSynthesizer,
+    hookimpl,
+)
 from restyle._imaging import Photo, load_photo
 from restyle._index import VectorIndex
 from restyle._plugins import PluginLoadWarning
@@ -118,6 +124,10 @@ __all__ = [
     "PricedComp",
     "Query",
     "RedactingFilter",
+    "RegisterEncoder",
+    "RegisterExpert",
+    "RegisterMarketplace",
+    "RegisterSynthesizer",
     "Rejection",
     "RerankResult",
     "Reranker",

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from restyle._components import is_timeout
 from restyle._context import CALL_DEADLINE
 from restyle._errors import RestyleError
 
@@ -83,9 +84,7 @@ def timeout_of(component: object, default: float = 20.0) -> float:
     """The component's own per-call ``timeout`` in seconds, or ``default`` when
     it has none that is a positive number (a plugin's attribute is not trusted)."""
     value = getattr(component, "timeout", None)
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1e9:
-        return float(value)
-    return default
+    return float(value) if is_timeout(value) else default
 
 
 class Overdue(RestyleError):

@@ -9,10 +9,11 @@ context of the Engine calling, so one instance can serve several Engines.
 
 from __future__ import annotations
 
+import math
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, TypeGuard, TypeVar
 
 import numpy as np
 
@@ -24,9 +25,23 @@ if TYPE_CHECKING:
 
     from restyle._imaging import Photo
 
-__all__ = ["Component", "Encoder", "Expert", "Marketplace", "Synthesizer"]
+__all__ = [
+    "Component",
+    "Encoder",
+    "Expert",
+    "Marketplace",
+    "Synthesizer",
+    "check_component",
+    "check_component_name",
+    "check_timeout",
+    "is_timeout",
+]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+#: Longer per-call timeouts are refused: threads cannot wait that long.
+MAX_TIMEOUT = 1e9
+
+C = TypeVar("C", bound="Component")
 
 
 class Component(ABC):  # noqa: B024 - abstract in spirit; subclasses add the methods
@@ -54,6 +69,7 @@ class Component(ABC):  # noqa: B024 - abstract in spirit; subclasses add the met
 
 
 def check_component_name(component: Component) -> str:
+    """The component's ``name``, if it is a lower-case identifier; ValueError if not."""
     name = getattr(component, "name", None)
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(
@@ -61,6 +77,68 @@ def check_component_name(component: Component) -> str:
             f"such as 'google-vision', got {name!r}"
         )
     return name
+
+
+def is_timeout(value: object) -> TypeGuard[float]:
+    """Whether ``value`` is a usable per-call timeout: a positive number of seconds."""
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0 < value < MAX_TIMEOUT
+    )
+
+
+def check_timeout(component: Component) -> float:
+    """The component's ``timeout`` in seconds, if it is usable; ValueError if not."""
+    value = getattr(component, "timeout", None)
+    if not is_timeout(value):
+        raise ValueError(
+            f"{type(component).__name__}.timeout must be a positive number of seconds, "
+            f"got {value!r}"
+        )
+    return float(value)
+
+
+def check_component(component: object, base: type[C]) -> C:
+    """``component`` if it keeps the rules every ``base`` keeps before it is used.
+
+    The rules, shared by plugin registration, the Engine and
+    :mod:`restyle.testing`: an instance (not a class) of ``base``, a ``name``
+    that is a lower-case identifier, and, for experts and marketplaces, a
+    ``timeout`` that is a positive number of seconds. Raises TypeError for the
+    wrong kind of object and ValueError for a bad name or timeout.
+    """
+    wanted = _kind_of(base)
+    if isinstance(component, type):
+        if issubclass(component, base):
+            raise TypeError(
+                f"{component.__name__} is a class, not {_a(wanted)} {wanted}: "
+                f"pass an instance, {component.__name__}()"
+            )
+        raise TypeError(f"{component.__name__} is a class, not {_a(wanted)} {wanted}")
+    if not isinstance(component, base):
+        if isinstance(component, Component):
+            raise TypeError(
+                f"{component!r} is {_a(component.kind)} {component.kind}, not "
+                f"{_a(wanted)} {wanted}"
+            )
+        raise TypeError(
+            f"{component!r} is not {_a(wanted)} {wanted}: it does not subclass "
+            f"restyle.{base.__name__}"
+        )
+    check_component_name(component)
+    if isinstance(component, (Expert, Marketplace)):
+        check_timeout(component)
+    return component
+
+
+def _kind_of(base: type[Component]) -> str:
+    return base.kind if base is not Component else "component"
+
+
+def _a(word: str) -> str:
+    return "an" if word[:1] in ("a", "e", "i", "o", "u") else "a"
 
 
 class Expert(Component):

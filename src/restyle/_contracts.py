@@ -9,9 +9,10 @@ right shape) or refused; they are never ranked as they came.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from itertools import islice
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -20,12 +21,17 @@ from restyle._errors import PluginContractError
 from restyle._types import Identification, Listing, Observation, Opinion
 
 __all__ = [
+    "FETCHED_SCHEMES",
     "check_identification",
+    "check_image_urls",
     "check_known_vectors",
     "check_listings",
     "check_opinion",
     "check_vectors",
 ]
+
+#: The URL schemes the Engine downloads comp images over.
+FETCHED_SCHEMES = ("http", "https")
 
 # Rows whose length is this close to 1 are taken as they are.
 _UNIT_TOLERANCE = 1e-3
@@ -97,6 +103,9 @@ def check_listings(
         if not isinstance(item, Listing):
             raise _error(market, f"returned {_type_name(item)} at position {index} of a "
                                  "search, not a Listing")
+        if item.image_url is not None and not isinstance(item.image_url, str):
+            raise _error(market, f"returned a Listing whose image_url is "
+                                 f"{_type_name(item.image_url)}, not a URL string")
         if item.key in seen:
             repeated += 1
             continue
@@ -108,12 +117,34 @@ def check_listings(
     return listings
 
 
+def check_image_urls(
+    market: Component, listings: Sequence[Listing], *, known: Collection[str],
+    warnings: list[str],
+) -> None:
+    """Warn about listings whose image the Engine cannot download (an
+    ``image_url`` that is not http(s)) and whose vector the marketplace did not
+    give (``known``: the listing keys it gave vectors for)."""
+    unusable = [
+        item for item in listings
+        if item.image_url and item.key not in known
+        and urlsplit(item.image_url).scheme.lower() not in FETCHED_SCHEMES
+    ]
+    if unusable:
+        sample = (unusable[0].image_url or "")[:80]
+        warnings.append(
+            f"marketplace {market.name} returned {len(unusable)} listing(s) whose image_url is "
+            f"not an http(s) URL (such as {sample!r}) and gave no vector "
+            "for them: their images cannot be compared"
+        )
+
+
 def check_vectors(encoder: Component, value: object, *, count: int,
-                  dim: int | None = None) -> np.ndarray:
+                  dim: int | None = None, warnings: list[str] | None = None) -> np.ndarray:
     """``value`` as a float32 array of ``count`` unit rows (of ``dim`` when given).
 
-    Rows that are finite but not unit length are normalised; a row that is
-    not finite or is all zeros, or a wrong shape, is refused.
+    Rows that are finite but not unit length are normalised (and ``warnings``,
+    when given, says so); a row that is not finite or is all zeros, or a wrong
+    shape, is refused.
     """
     try:
         array = np.asarray(value, dtype=np.float32)
@@ -131,6 +162,10 @@ def check_vectors(encoder: Component, value: object, *, count: int,
     if (norms == 0).any():
         raise _error(encoder, "returned all-zero vectors")
     if np.abs(norms - 1.0).max() > _UNIT_TOLERANCE:
+        if warnings is not None:
+            warnings.append(f"{encoder.kind} {encoder.name} returned vectors that are not unit "
+                            f"length (norms {norms.min():.4g} to {norms.max():.4g}); "
+                            "they were normalised")
         array = array / norms[:, None]
     return np.ascontiguousarray(array, dtype=np.float32)
 

@@ -24,7 +24,7 @@ from restyle._components import (
     Expert,
     Marketplace,
     Synthesizer,
-    check_component_name,
+    check_component,
 )
 from restyle._context import Context, activate, deactivate
 from restyle._contracts import check_vectors
@@ -168,7 +168,8 @@ class Engine:
 
     @property
     def plugin_errors(self) -> list[PluginError]:
-        """Plugins that failed to load (each also issued a PluginLoadWarning)."""
+        """Problems with plugins: ones that failed to load, components refused,
+        hooks that raised (each also issued a PluginLoadWarning)."""
         return list(self.registry.errors)
 
     def _resolve(self, kind: str, spec: str | C, base: type[C]) -> C:
@@ -181,12 +182,7 @@ class Engine:
             )
         registration = self.registry.get(kind, spec)
         if registration is None:
-            known = ", ".join(self.registry.names(kind)) or "none"
-            message = f"no {kind} named {spec!r} is registered (available: {known})"
-            if self.registry.errors:
-                failed = "; ".join(str(e) for e in self.registry.errors)
-                message += f". Plugins that failed to load: {failed}"
-            raise ConfigurationError(message)
+            raise self.registry.missing(kind, spec)
         component = registration.component
         assert isinstance(component, base)
         return component
@@ -499,8 +495,8 @@ def _names(option: str, value: object) -> list[Any] | None:
 
 def _check_name(component: Component) -> None:
     try:
-        check_component_name(component)
-    except ValueError as exc:
+        check_component(component, Component)
+    except (TypeError, ValueError) as exc:
         raise ConfigurationError(str(exc)) from None
 
 

@@ -54,11 +54,19 @@ class ConfigurationError(RestyleError):
 
 
 class PluginError(RestyleError):
-    """A plugin could not be loaded or registered an invalid component."""
+    """A plugin could not be loaded or registered an invalid component.
 
-    def __init__(self, message: str, *, distribution: str | None = None) -> None:
+    ``distribution`` is the distribution that installed the plugin (``"restyle"``
+    for a built-in one, ``"<in-process>"`` for a plugin object passed in code) and
+    ``plugin`` the plugin's name (its entry point's, or its module's), when known.
+    """
+
+    def __init__(
+        self, message: str, *, distribution: str | None = None, plugin: str | None = None
+    ) -> None:
         super().__init__(message)
         self.distribution = distribution
+        self.plugin = plugin
 
 
 class DuplicateComponentError(PluginError):

@@ -13,7 +13,7 @@ import numpy as np
 
 from restyle import _budget
 from restyle._components import Marketplace
-from restyle._contracts import check_known_vectors, check_listings
+from restyle._contracts import check_image_urls, check_known_vectors, check_listings
 from restyle._imaging import Photo
 from restyle._query import relaxed_queries
 from restyle._secrets import describe
@@ -112,6 +112,7 @@ def _walk(
         except Exception as exc:
             warnings.append(f"marketplace {market.name} gave no embeddings: "
                             f"{describe(exc)}")
+        check_image_urls(market, listings, known=known, warnings=warnings)
     return _Walked(found=list(found.values()), known_vectors=known)
 
 

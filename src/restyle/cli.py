@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +14,7 @@ from pathlib import Path
 from restyle import __version__
 from restyle._engine import Engine
 from restyle._errors import RestyleError
+from restyle._plugins import PluginLoadWarning, PluginRegistry
 from restyle._secrets import HTTP_LOGGERS, RedactingFilter, protect_loggers
 from restyle._types import Analysis
 
@@ -54,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
 
     plugins = sub.add_parser("plugins", help="list registered components and their plugins")
     plugins.add_argument("--no-plugins", action="store_true", help="load no third-party plugins")
+    plugins.add_argument("--json", action="store_true",
+                         help="print the plugins, their hooks, components and errors as JSON")
+    plugins.add_argument("--all", action="store_true",
+                         help="include the built-in plugins in the list of plugins")
     return parser
 
 
@@ -142,17 +149,47 @@ def _run(args: argparse.Namespace) -> int:
             sys.stderr.write(f"  rejected rows written to {report.rejected_file}\n")
         return 0
     if args.command == "plugins":
-        engine = Engine(load_entrypoints=not args.no_plugins, experts=[], marketplaces=[])
-        rows = [(r.kind, r.name, r.distribution, r.plugin) for r in engine.registry]
-        width = max(len(r[1]) for r in rows)
-        for kind, name, dist, plugin in rows:
-            sys.stdout.write(f"{kind:<12} {name:<{width}}  {dist} ({plugin})\n")
-        for error in engine.plugin_errors:
-            sys.stdout.write(f"failed to load: {error}\n")
-        return 0
+        return _plugins(args)
     raise AssertionError(args)  # pragma: no cover - argparse enforces the commands
 
 
+def _plugins(args: argparse.Namespace) -> int:
+    """List components, then plugins with their hooks, components and problems.
+
+    Nothing a plugin does wrong stops the listing: every problem is shown."""
+    with warnings.catch_warnings():
+        # Each problem is printed below, once, where it belongs.
+        warnings.simplefilter("ignore", PluginLoadWarning)
+        registry = PluginRegistry(load_entrypoints=not args.no_plugins, raise_errors=False)
+    plugins = [p for p in registry.plugins if args.all or not p.builtin]
+    unowned = [e for e in registry.errors if e.plugin is None]
+    for error in unowned:
+        sys.stderr.write(f"restyle: warning: {error}\n")
+    if args.json:
+        sys.stdout.write(json.dumps([p.to_dict() for p in plugins], indent=2) + "\n")
+        return 0
+    out = sys.stdout.write
+    rows = list(registry)
+    width = max(len(r.name) for r in rows)
+    usable = {(r.kind, r.name): r for r in rows if registry.get(r.kind, r.name) is r}
+    for r in rows:
+        note = "" if (r.kind, r.name) in usable else "  (ambiguous: registered twice)"
+        out(f"{r.kind:<12} {r.name:<{width}}  {r.distribution} ({r.plugin}){note}\n")
+    if plugins:
+        out("\n")
+    for plugin in plugins:
+        version = f" {plugin.version}" if plugin.version else ""
+        origin = (f"entry point {plugin.entry_point} = {plugin.target}"
+                  if plugin.entry_point is not None else f"module {plugin.module}")
+        out(f"{plugin.distribution}{version}  {origin}\n")
+        out(f"  hooks:      {', '.join(plugin.hooks) or '-'}\n")
+        provides = ", ".join(f"{r.kind} {r.name}" for r in plugin.components)
+        out(f"  components: {provides or '-'}\n")
+        for error in plugin.errors:
+            out(f"  error:      {error}\n")
+    if not plugins and not args.all:
+        out("\nno third-party plugins loaded\n")
+    return 0
 @contextmanager
 def _logging_to_stderr(verbosity: int) -> Iterator[None]:
     """Log to stderr for the length of the command, every line redacted.

@@ -9,14 +9,22 @@ entry point; the fakes are imported from here::
 
 from __future__ import annotations
 
-from restyle.testing._checks import check_expert, check_marketplace, sample_image
+from restyle.testing._checks import (
+    check_encoder,
+    check_expert,
+    check_marketplace,
+    check_synthesizer,
+    sample_image,
+)
 from restyle.testing._fakes import ColorEncoder, ListMarketplace, ScriptedExpert
 
 __all__ = [
     "ColorEncoder",
     "ListMarketplace",
     "ScriptedExpert",
+    "check_encoder",
     "check_expert",
     "check_marketplace",
+    "check_synthesizer",
     "sample_image",
 ]

@@ -32,7 +32,8 @@ def restyle_engine(color_encoder: ColorEncoder) -> Callable[..., Engine]:
     """A factory of offline Engines: ``restyle_engine(experts=[MyExpert()])``.
 
     No installed plugin is loaded, no marketplace is searched and the encoder
-    is the fake one unless the test passes others. Comp images may be fetched
+    is the fake one unless the test passes others. Plugins are loaded strictly:
+    a plugin problem that an Engine would only warn about fails the test. Comp images may be fetched
     from test servers on 127.0.0.1 (never allowed outside tests), and no
     embedding is cached on disk.
     """
@@ -43,6 +44,7 @@ def restyle_engine(color_encoder: ColorEncoder) -> Callable[..., Engine]:
             "experts": [],
             "marketplaces": [],
             "load_entrypoints": False,
+            "strict_plugins": True,
             "reranker": Reranker(
                 fetcher=Fetcher(trusted_networks=["127.0.0.0/8", "::1/128"]), cache=None
             ),

@@ -45,5 +45,5 @@ class DominantColorExpert(restyle.Expert):
 
 
 @restyle.hookimpl
-def register_experts(register):  # type: ignore[no-untyped-def]
+def register_experts(register: restyle.RegisterExpert) -> None:
     register(DominantColorExpert())

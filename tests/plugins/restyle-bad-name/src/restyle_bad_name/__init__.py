@@ -1,0 +1,1 @@
+"""A plugin that registers one expert with a bad name and one good one."""

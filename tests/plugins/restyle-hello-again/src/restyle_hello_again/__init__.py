@@ -1,0 +1,1 @@
+"""A second distribution declaring the entry point name "hello"."""

@@ -1,0 +1,1 @@
+"""A plugin whose hook functions are not all marked with @restyle.hookimpl."""
