@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 from pathlib import Path
@@ -58,3 +59,25 @@ def test_doc_links_point_at_existing_pages() -> None:
     for page in (ROOT / "docs").glob("*.md"):
         for target in re.findall(r"\]\(([\w./-]+\.md)\)", page.read_text()):
             assert (page.parent / target).is_file(), f"{page.name} links to missing {target}"
+
+
+def test_the_plugin_guide_says_what_a_plugin_may_rely_on() -> None:
+    from restyle import Context, Photo
+    from restyle.synthesizers.consensus import ATTRIBUTES
+
+    guide = (ROOT / "docs" / "plugins.md").read_text()
+    section = guide.split("## What your plugin may rely on", 1)[1].split("\n## ", 1)[0]
+    context_members = [n for n in vars(Context) if not n.startswith("_")]
+    context_members += [f.name for f in dataclasses.fields(Context)
+                         if not f.name.startswith("_")]
+    for member in context_members:
+        assert f"`{member}" in section, f"Context.{member} is not in the plugin guide"
+    photo_members = [n for n in (*Photo.__slots__, *vars(Photo))
+                     if not n.startswith("_") and n not in {"info", "encoded",
+                                                             "remember_embedding"}]
+    for member in photo_members:
+        assert f"`{member}" in section, f"Photo.{member} is not in the plugin guide"
+    for facet in ("brand", "category", *ATTRIBUTES):
+        assert f"`{facet}`" in section, f"facet {facet} is not in the plugin guide"
+    for topic in ("thread-safe", "deadline", "busy", "relaxation step", "PluginContractError"):
+        assert topic in section
