@@ -225,11 +225,11 @@ def decode(
             rgb = _working_copy(img)
     except ImageError:
         raise
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        # Pillow checks its own cap inside Image.open, before restyle can read the
-        # size: the photo is past restyle's limit too, or past Pillow's where a
-        # caller allowed more.
-        limit = min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)
+    except Image.DecompressionBombError as exc:
+        # Pillow refuses twice its MAX_IMAGE_PIXELS inside Image.open, before
+        # restyle can read the size: past restyle's limit too, unless a caller
+        # allowed more, in which case Pillow's is the one that applies.
+        limit = min(max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or max_pixels))
         raise ImageError(f"{what} is more than the limit of {limit:,} pixels") from exc
     except UnidentifiedImageError as exc:
         raise ImageError(f"{what} cannot be decoded: {exc}") from exc
@@ -256,12 +256,11 @@ _PILLOW_LOCK = threading.Lock()
 
 @contextmanager
 def _pillow_turn() -> Iterator[None]:
-    """Run Pillow with its warnings kept from the user: a decompression-bomb
-    warning is raised (restyle refuses the photo), any other is dropped
-    (restyle either decodes the photo or says why not)."""
+    """Run Pillow with its warnings kept from the user. restyle checks its own
+    limits from the header (Pillow's decompression-bomb warning comes earlier,
+    and only from a larger size) and either decodes the photo or says why not."""
     with _PILLOW_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
         yield
 
 
@@ -439,8 +438,7 @@ def _sendable_size(photo: Photo, limits: UploadLimits) -> tuple[int, int] | None
         with _pillow_turn(), Image.open(io.BytesIO(data)) as original:
             size = original.size
             upright = original.getexif().get(_ORIENTATION_TAG, 1) == 1
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning,
-            Image.DecompressionBombError):
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
     width, height = size
     if (
