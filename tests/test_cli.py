@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from restyle.cli import main
 from tests.conftest import EXAMPLES, SAMPLE_LISTINGS, SAMPLE_PHOTO
@@ -107,3 +109,23 @@ def test_missing_catalog_degrades_with_a_clear_reason(
     assert "no catalog at" in failed["catalog"]["error"]
     assert any("no catalog at" in w for w in data["warnings"])
     assert data["price"]["status"] == "not_enough_data"
+
+
+@pytest.mark.parametrize(("size", "message"), [
+    ((40000, 1), "is 40000x1 pixels, more elongated than the limit of 20:1"),
+    ((10000, 10000), "is 10000x10000 pixels, more than the limit of 40,000,000"),
+])
+def test_a_photo_past_restyles_limits_is_one_line_and_no_warning(
+    tiny_env: None, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    size: tuple[int, int], message: str,
+) -> None:
+    photo = tmp_path / "photo.png"
+    Image.new("L", size).save(photo)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, _, err = run(capsys, "analyze", str(photo), "--no-plugins",
+                           "--catalog", str(tmp_path))
+    assert code == 1
+    assert err.startswith("restyle: error: photo ") and message in err
+    assert len(err.strip().splitlines()) == 1
+    assert caught == []

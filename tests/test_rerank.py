@@ -298,3 +298,20 @@ def test_the_default_cache_lives_under_the_restyle_home(
     monkeypatch.setenv("RESTYLE_HOME", str(tmp_path / "home"))
     assert EmbeddingCache().path == tmp_path / "home" / "embeddings.sqlite"
     assert Reranker().cache is not None and Reranker(cache=None).cache is None
+
+
+def test_a_comp_image_past_restyles_limits_is_unavailable_with_the_reason() -> None:
+    strip = io.BytesIO()
+    Image.new("RGB", (40000, 1), RED).save(strip, format="PNG")
+    routes = {"/strip.png": Route(body=strip.getvalue(), content_type="image/png"),
+              "/red.png": ROUTES["/red.png"]}
+    encoder = ColorEncoder()
+    with FakeImageServer(routes) as srv:
+        found = [(listing("strip", srv.url("/strip.png")), "full"),
+                 (listing("red", srv.url("/red.png")), "full")]
+        comps = reranker(None).rerank(encoder.encode_images([PHOTO])[0], found,
+                                      encoder=encoder).comps
+    by_id = {c.listing.listing_id: c for c in comps}
+    assert CompFlag.IMAGE_UNAVAILABLE in by_id["strip"].flags
+    assert "more elongated than the limit of 20:1" in by_id["strip"].image_error  # type: ignore[operator]
+    assert by_id["red"].similarity == pytest.approx(1.0, abs=1e-6)
