@@ -9,7 +9,8 @@ DEMO_DIR ?= .restyle-demo
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
+	# The dev group (pyproject.toml's [dependency-groups]) needs pip 25.1 or later.
+	$(BIN)/python -m pip install --quiet -e '.[all]' --group dev
 	touch $@
 
 demo: $(BIN)/.installed
