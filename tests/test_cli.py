@@ -113,7 +113,7 @@ def test_missing_catalog_degrades_with_a_clear_reason(
 
 @pytest.mark.parametrize(("size", "message"), [
     ((40000, 1), "is 40000x1 pixels, more elongated than the limit of 20:1"),
-    ((10000, 10000), "is 10000x10000 pixels, more than the limit of 40,000,000"),
+    ((10000, 10000), "is 10000x10000 pixels, more than the limit of 24,000,000 for a PNG"),
 ])
 def test_a_photo_past_restyles_limits_is_one_line_and_no_warning(
     tiny_env: None, tmp_path: Path, capsys: pytest.CaptureFixture[str],

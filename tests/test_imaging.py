@@ -168,15 +168,16 @@ def test_the_most_elongated_photo_accepted_is_20_to_1() -> None:
 def test_limits_are_read_from_the_header_before_any_pixel() -> None:
     with pytest.raises(ImageError, match="more elongated than the limit"):
         decode(header_only_png(100_000, 100))
-    with pytest.raises(ImageError, match="8000x6000 pixels, more than the limit of 40,000,000"):
+    with pytest.raises(ImageError, match="8000x6000 pixels, more than the limit of 24,000,000 "
+                                         "for a PNG"):
         decode(header_only_png(8000, 6000))
     with pytest.raises(ImageError, match="corrupt or truncated"):  # within limits: decoded
         decode(header_only_png(100, 100))
 
 
 @pytest.mark.parametrize(("size", "message"), [
-    ((10_000, 10_000), "10000x10000 pixels, more than the limit of 40,000,000"),
-    ((30_000, 30_000), "more than the limit of 40,000,000 pixels"),
+    ((10_000, 10_000), "10000x10000 pixels, more than the limit of 24,000,000 for a PNG"),
+    ((30_000, 30_000), "more than the limit of 24,000,000 pixels"),
 ])
 def test_pillows_bomb_checks_give_way_to_restyles_limit_without_warnings(
     size: tuple[int, int], message: str,
@@ -194,9 +195,11 @@ def test_pillows_bomb_checks_give_way_to_restyles_limit_without_warnings(
 
 
 def test_panoramas_are_accepted_and_kept_at_the_working_size() -> None:
-    for fmt in ("JPEG", "PNG", "WEBP"):
-        photo = decode(encode(Image.new("RGB", (8000, 2000), (40, 90, 160)), fmt))
-        assert photo.image.size == (2000, 500), fmt
+    for fmt, size, kept in (("JPEG", (8000, 2000), (2000, 500)),
+                            ("PNG", (8000, 2000), (2000, 500)),
+                            ("WEBP", (4800, 1200), (1600, 400))):
+        photo = decode(encode(Image.new("RGB", size, (40, 90, 160)), fmt))
+        assert photo.image.size == kept, fmt
         assert photo.image.mode == "RGB"
         assert max(photo.image.size) <= WORKING_SIDE
         assert all(abs(a - b) <= 3 for a, b in zip(photo.image.getpixel((900, 200)),
@@ -207,9 +210,9 @@ def test_large_photos_below_the_pixel_cap_are_kept_downscaled() -> None:
     # A JPEG is scaled inside its decoder; a PNG is reduced as it is converted.
     jpeg = decode(encode(Image.new("RGB", (6000, 4500), (200, 30, 30)), "JPEG"))
     assert jpeg.image.size == (1500, 1125)  # 1/4 scale: 1/2 would still exceed 2048
-    png = decode(encode(Image.new("RGBA", (6000, 4500), (0, 0, 0, 0)), "PNG"))
-    assert png.image.size == (2000, 1500)  # reduced 3 times
-    assert png.image.getpixel((1000, 750)) == (255, 255, 255)  # still flattened onto white
+    png = decode(encode(Image.new("RGBA", (5400, 4050), (0, 0, 0, 0)), "PNG"))
+    assert png.image.size == (1800, 1350)  # reduced 3 times
+    assert png.image.getpixel((900, 675)) == (255, 255, 255)  # still flattened onto white
     pil = load_photo(Image.new("L", (4100, 300), 128))
     assert pil.image.size == (1367, 100) and pil.image.mode == "RGB"  # reduced 3 times
 
@@ -234,3 +237,16 @@ def test_only_the_first_frame_of_a_long_apng_is_used() -> None:
         assert check.n_frames == 200
     photo = decode(buf.getvalue())
     assert photo.image.getpixel((10, 10)) == (0, 255, 0)
+
+
+@pytest.mark.parametrize(("fmt", "size", "limit"), [
+    ("PNG", (6000, 4500), "24,000,000 for a PNG"),
+    ("WEBP", (3000, 2500), "6,000,000 for a WEBP"),
+])
+def test_formats_decoded_at_full_size_have_lower_pixel_limits(
+    fmt: str, size: tuple[int, int], limit: str
+) -> None:
+    # A JPEG of the same size is fine: it is reduced inside its decoder.
+    assert decode(encode(Image.new("RGB", size, (10, 20, 30)), "JPEG")).image.size[0] <= 2048
+    with pytest.raises(ImageError, match=f"more than the limit of {limit}"):
+        decode(encode(Image.new("RGB", size, (10, 20, 30)), fmt))

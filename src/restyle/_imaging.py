@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_PIXELS",
+    "FORMAT_MAX_PIXELS",
     "MAX_ASPECT_RATIO",
     "WORKING_SIDE",
     "ImageInput",
@@ -50,6 +51,12 @@ ImageInput = str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes]
 
 #: Largest photo accepted, in pixels (width x height).
 DEFAULT_MAX_PIXELS = 40_000_000
+#: Lower limits for the formats Pillow can only decode at full size before
+#: restyle reduces them: PNG costs about 4 bytes a pixel while it decodes,
+#: WebP about 15 (libwebp's decoder holds several copies of the canvas). These
+#: keep the memory one photo adds under 100 MB; JPEG is reduced inside its
+#: decoder and is held only to :data:`DEFAULT_MAX_PIXELS`.
+FORMAT_MAX_PIXELS = {"PNG": 24_000_000, "WEBP": 6_000_000}
 #: Largest encoded photo accepted, in bytes.
 DEFAULT_MAX_BYTES = 30 * 1024 * 1024
 #: Most elongated photo accepted: its long side at most this many times its
@@ -229,9 +236,10 @@ def decode(
     fmt = sniff_format(data)
     if fmt is None:
         raise ImageError(f"{what} is not a JPEG, PNG or WebP image")
+    cap = min(max_pixels, FORMAT_MAX_PIXELS.get(fmt, max_pixels))
     try:
         with _pillow_turn(), Image.open(io.BytesIO(data), formats=[fmt]) as img:
-            _check_size(img.size, max_pixels, what)
+            _check_size(img.size, cap, what, fmt=fmt)
             if fmt == "JPEG":
                 _draft(img, draft_side)
             rgb = _working_copy(img)
@@ -241,7 +249,7 @@ def decode(
         # Pillow refuses twice its MAX_IMAGE_PIXELS inside Image.open, before
         # restyle can read the size: past restyle's limit too, unless a caller
         # allowed more, in which case Pillow's is the one that applies.
-        limit = min(max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or max_pixels))
+        limit = min(cap, 2 * (Image.MAX_IMAGE_PIXELS or cap))
         raise ImageError(f"{what} is more than the limit of {limit:,} pixels") from exc
     except UnidentifiedImageError as exc:
         raise ImageError(f"{what} cannot be decoded: {exc}") from exc
@@ -276,14 +284,16 @@ def _pillow_turn() -> Iterator[None]:
         yield
 
 
-def _check_size(size: tuple[int, int], max_pixels: int, what: str) -> None:
+def _check_size(size: tuple[int, int], max_pixels: int, what: str, *,
+                fmt: str | None = None) -> None:
     """restyle's limits on a photo's dimensions, read from its header."""
     width, height = size
     if width <= 0 or height <= 0:
         raise ImageError(f"{what} has no pixels")
     if width * height > max_pixels:
+        kind = f" for a {fmt}" if fmt in FORMAT_MAX_PIXELS else ""
         raise ImageError(
-            f"{what} is {width}x{height} pixels, more than the limit of {max_pixels:,}"
+            f"{what} is {width}x{height} pixels, more than the limit of {max_pixels:,}{kind}"
         )
     if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
         raise ImageError(
