@@ -77,6 +77,18 @@ def hanging_resolver() -> Iterator[_fetching.Resolver]:
     release.set()
 
 
+@pytest.fixture
+def quiet_log(caplog: pytest.LogCaptureFixture,
+              monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fails the test if anything is logged at WARNING or above, or escapes a thread."""
+    escaped: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", escaped.append)
+    caplog.set_level(logging.WARNING)
+    yield
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert escaped == []
+
+
 def fetcher(resolver: _fetching.Resolver | None = None, **limits: float) -> Fetcher:
     return Fetcher(FetchLimits(**limits), resolver=resolver,  # type: ignore[arg-type]
                    trusted_networks=LOCAL)
@@ -140,6 +152,7 @@ def test_when_every_lookup_thread_is_stuck_lookups_fail_at_once(
     assert time.monotonic() - started < 0.5
 
 
+@pytest.mark.usefixtures("quiet_log")
 def test_a_batch_ends_at_its_deadline_with_the_good_results_intact(
     hostile: HostileServer, good: FakeImageServer, hanging_resolver: _fetching.Resolver
 ) -> None:
@@ -235,18 +248,6 @@ def test_a_stuck_batch_does_not_hold_up_interpreter_exit(hostile: HostileServer)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "['FetchError', 'FetchError']"
     assert time.monotonic() - started < 20  # the server hangs and the lookup sleeps 60 s
-
-
-@pytest.fixture
-def quiet_log(caplog: pytest.LogCaptureFixture,
-              monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Fails the test if anything is logged at WARNING or above, or escapes a thread."""
-    escaped: list[threading.ExceptHookArgs] = []
-    monkeypatch.setattr(threading, "excepthook", escaped.append)
-    caplog.set_level(logging.WARNING)
-    yield
-    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
-    assert escaped == []
 
 
 @pytest.mark.usefixtures("quiet_log")

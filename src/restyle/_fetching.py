@@ -287,6 +287,8 @@ class _Lookups:
     def resolve(self, resolver: Resolver, host: str, port: int,
                 deadline: float) -> Sequence[str]:
         """The resolver's answer; TimeoutError at the deadline, or what the resolver raised."""
+        if time.monotonic() >= deadline:
+            raise TimeoutError(host)
         with self._lock:
             busy = self._abandoned >= self.size
         if busy or not self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
@@ -366,7 +368,9 @@ class Fetcher:
 
     ``allowed_hosts`` restricts fetching to those hosts and their subdomains
     (for deployments that know their image CDNs); the address checks still
-    apply to them. ``resolver`` replaces DNS (tests give fake answers).
+    apply to them. ``resolver`` replaces DNS (tests give fake answers); like
+    the system resolver, it runs in a helper thread that a fetch stops waiting
+    for at its deadline.
     ``trusted_networks`` exempts those networks from the address and port
     checks: it exists for test servers on 127.0.0.1 and private image stores,
     is only ever set explicitly in code, and is empty by default.
@@ -482,9 +486,8 @@ class Fetcher:
             return self._follow(url, deadline, watch)
         except FetchError as exc:
             if time.monotonic() >= deadline:
-                raise FetchError(
-                    f"{_redact(url)} took longer than {deadline - start:.3g} s"
-                ) from exc
+                budget = max(0.0, deadline - start)
+                raise FetchError(f"{_redact(url)} took longer than {budget:.3g} s") from exc
             raise
         finally:
             watch.close()
