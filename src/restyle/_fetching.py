@@ -628,8 +628,8 @@ class Fetcher:
             for url in batch:
                 batch.finish(url, self._fetch_quietly(url, batch_end))
 
-        # Daemon threads, waited for only until the deadline: one stuck on a
-        # lookup can neither hold this call nor the interpreter's exit.
+        # Daemon threads, waited for only until the deadline: whatever a worker
+        # is doing, it can hold neither this call nor the interpreter's exit.
         workers = [
             threading.Thread(target=work, daemon=True, name="restyle-fetch")
             for _ in range(min(self.limits.workers, len(unique)))
@@ -648,7 +648,7 @@ class Fetcher:
             return self.fetch(url, deadline=deadline)
         except FetchError as exc:
             return exc
-        except Exception as exc:  # a fault of ours must cost one image, not the batch
+        except Exception as exc:  # an unexpected error costs one image, not the batch
             logger.debug("fetching %s failed", _redact(url), exc_info=True)
             error = FetchError(f"{_redact(url)} failed: {type(exc).__name__}")
             error.__cause__ = exc
