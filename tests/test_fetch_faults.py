@@ -18,9 +18,8 @@ import pytest
 from PIL import Image
 
 import restyle
-from restyle import FetchError, FetchLimits, Listing, Money, Reranker, _fetching
+from restyle import CompFlag, FetchError, FetchLimits, Listing, Money, Reranker, _fetching
 from restyle._fetching import Fetcher
-from restyle._rerank import IMAGE_UNAVAILABLE
 from tests.fakes.components import ColorEncoder
 from tests.fakes.hostile_server import (
     OK_HEAD,
@@ -187,10 +186,10 @@ def test_reranking_ends_at_the_batch_deadline_and_keeps_every_comp(
     reranker = Reranker(fetcher=fetcher(batch_timeout=DEADLINE), cache=None)
     started = time.monotonic()
     photo = encoder.encode_images([Image.open(io.BytesIO(JPEG))])[0]
-    comps = reranker.rerank(photo, found, encoder=encoder)
+    comps = reranker.rerank(photo, found, encoder=encoder).comps
     assert time.monotonic() - started < DEADLINE + MARGIN
     assert comps[0].listing.listing_id == "good" and comps[0].similarity is not None
-    assert all(IMAGE_UNAVAILABLE in c.flags for c in comps[1:])
+    assert all(CompFlag.IMAGE_UNAVAILABLE in c.flags for c in comps[1:])
     assert len(comps) == len(found)
 
 
@@ -289,3 +288,31 @@ def test_an_error_in_a_worker_or_in_on_result_costs_one_image(
     results = fetcher().fetch_many(urls)
     assert results[urls[0]] == JPEG
     assert "KeyError" in str(results[urls[1]])
+
+
+def test_analyze_ends_by_its_deadline_against_every_hostile_server(
+    hostile: HostileServer, good: FakeImageServer
+) -> None:
+    from restyle import Engine
+    from restyle.testing import ListMarketplace, ScriptedExpert
+
+    listings = [Listing(marketplace="m", listing_id="good", title="a jacket",
+                        image_url=good.url("/a.jpg"),
+                        price=Money(amount=Decimal("10"), currency="USD"))]
+    listings += [Listing(marketplace="m", listing_id=path.strip("/"), title="a jacket",
+                         image_url=hostile.url(path),
+                         price=Money(amount=Decimal("10"), currency="USD"))
+                 for path in SCRIPTS]
+    # Per-image and batch limits far above the deadline: only the deadline can end it.
+    engine = Engine(experts=[ScriptedExpert("eye", entities=[("Acme", 0.9, "brand")])],
+                    marketplaces=[ListMarketplace("m", listings)], encoder=ColorEncoder(),
+                    reranker=Reranker(fetcher=fetcher(timeout=600, batch_timeout=600),
+                                      cache=None),
+                    load_entrypoints=False, deadline=4 * DEADLINE)
+    started = time.monotonic()
+    analysis = engine.analyze(JPEG)
+    assert time.monotonic() - started < 4 * DEADLINE + MARGIN
+    by_id = {c.listing.listing_id: c for c in analysis.comps}
+    assert by_id["good"].similarity is not None
+    assert len(by_id) == len(listings)
+    assert all(CompFlag.IMAGE_UNAVAILABLE in c.flags for k, c in by_id.items() if k != "good")
