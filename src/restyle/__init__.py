@@ -10,7 +10,7 @@ import logging
 
 from restyle._catalog import BuildReport, Catalog, Rejection
 from restyle._components import Component, Encoder, Expert, Marketplace, Synthesizer
-from restyle._embedcache import EmbeddingCache
+from restyle._embedcache import EmbeddingCache, EmbeddingCacheStats
 from restyle._engine import Engine
 from restyle._errors import (
     CatalogError,
@@ -78,6 +78,7 @@ __all__ = [
     "ConfigurationError",
     "DuplicateComponentError",
     "EmbeddingCache",
+    "EmbeddingCacheStats",
     "Encoder",
     "EncoderError",
     "Engine",
