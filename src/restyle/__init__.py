@@ -8,7 +8,15 @@ analysis = Engine().analyze("jacket.jpg")
 
 import logging
 
-from restyle._catalog import BuildReport, Catalog, Rejection
+from restyle._catalog import (
+    BuildReport,
+    Catalog,
+    CatalogCheck,
+    CatalogStats,
+    ListingLimits,
+    Rejection,
+    RepairReport,
+)
 from restyle._components import Component, Encoder, Expert, Marketplace, Synthesizer
 from restyle._embedcache import EmbeddingCache, EmbeddingCacheStats
 from restyle._engine import Engine
@@ -34,7 +42,7 @@ from restyle._hookspecs import hookimpl
 from restyle._imaging import Photo, load_photo
 from restyle._index import VectorIndex
 from restyle._plugins import PluginLoadWarning
-from restyle._pricing import MINIMUM_COMPS, estimate_price
+from restyle._pricing import MAXIMUM_PRICE, MINIMUM_COMPS, estimate_price
 from restyle._query import build_query, relaxed_queries
 from restyle._rerank import Reranker
 from restyle._types import (
@@ -65,13 +73,16 @@ __version__ = "0.1.0"
 logging.getLogger("restyle").addHandler(logging.NullHandler())
 
 __all__ = [
+    "MAXIMUM_PRICE",
     "MINIMUM_COMPS",
     "Analysis",
     "Attribute",
     "Box",
     "BuildReport",
     "Catalog",
+    "CatalogCheck",
     "CatalogError",
+    "CatalogStats",
     "Comp",
     "Component",
     "Condition",
@@ -92,6 +103,7 @@ __all__ = [
     "Identification",
     "ImageError",
     "Listing",
+    "ListingLimits",
     "Marketplace",
     "MarketplaceAuthError",
     "MarketplaceError",
@@ -112,6 +124,7 @@ __all__ = [
     "PricedComp",
     "Query",
     "Rejection",
+    "RepairReport",
     "Reranker",
     "RestyleError",
     "Synthesizer",

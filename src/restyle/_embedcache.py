@@ -23,13 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from restyle import _settings
+from restyle._index import vector_problem
 
 __all__ = ["EmbeddingCache", "EmbeddingCacheStats"]
 
 logger = logging.getLogger("restyle.cache")
 
-#: How far a stored vector's length may be from 1 (fp16 encoders round to ~1e-3).
-NORM_TOLERANCE = 1e-2
 
 _SCHEMA = """
 PRAGMA journal_mode=WAL;
@@ -61,20 +60,6 @@ class EmbeddingCacheStats:
     dropped: int
     refused: int
     disabled: bool
-
-
-def _vector_problem(vector: np.ndarray, dim: int | None) -> str | None:
-    """Why ``vector`` is not a usable embedding, or None."""
-    if vector.ndim != 1 or vector.size == 0:
-        return f"shape {vector.shape}"
-    if dim is not None and vector.size != dim:
-        return f"dimension {vector.size}, not {dim}"
-    if not np.all(np.isfinite(vector)):
-        return "values that are not finite"
-    norm = float(np.linalg.norm(vector.astype(np.float64)))
-    if abs(norm - 1.0) > NORM_TOLERANCE:
-        return f"length {norm:.3g}, not 1"
-    return None
 
 
 def _url_key(url: str) -> str:
@@ -236,7 +221,7 @@ class EmbeddingCache:
         if not isinstance(blob, bytes) or len(blob) % 4:
             return np.zeros(0, np.float32), "not a float32 vector"
         vector = np.frombuffer(blob, dtype=np.float32).copy()
-        return vector, _vector_problem(vector, self._dim(db, model_id))
+        return vector, vector_problem(vector, self._dim(db, model_id))
 
     def put(self, sha256: str, model_id: str, vector: np.ndarray, *,
             url: str | None = None) -> None:
@@ -246,7 +231,7 @@ class EmbeddingCache:
         the record: the encoder that just produced it is the authority.
         """
         array = np.ascontiguousarray(vector, dtype=np.float32)
-        problem = _vector_problem(array, None)
+        problem = vector_problem(array, None)
         now = time.time()
         with self._lock:
             if problem is not None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
 
 from restyle import _settings
-from restyle._catalog import Catalog
+from restyle._catalog import Catalog, ListingLimits
 from restyle._components import Component, Encoder, Expert, Marketplace, Synthesizer
 from restyle._errors import (
     ConfigurationError,
@@ -158,14 +158,17 @@ class Engine:
             return self._catalog
 
     def build_catalog(
-        self, listings: str | Path, *, progress: bool | None = None
+        self, listings: str | Path, *, progress: bool | None = None,
+        images_root: str | Path | None = None, limits: ListingLimits | None = None,
     ) -> Any:
-        """Add the listings of a JSONL or CSV file to this Engine's catalog."""
+        """Add the listings of a JSONL, CSV or Parquet file to this Engine's catalog
+        (see :meth:`Catalog.build`); image URLs are fetched with this Engine's fetcher."""
         with self._catalog_lock:
             if self._catalog is None:
                 self._catalog = Catalog.open(self.catalog_dir, self.encoder, create=True)
             catalog = self._catalog
-        return catalog.build(listings, self.encoder, progress=progress)
+        return catalog.build(listings, self.encoder, progress=progress, images_root=images_root,
+                             limits=limits, fetcher=self.fetcher)
 
     # -- identify ------------------------------------------------------------
 
