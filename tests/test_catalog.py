@@ -176,7 +176,7 @@ def test_image_paths_are_confined_to_the_listings_folder(folder: Path) -> None:
     hint = f"(images must be files inside {folder}; see images_root)"
     for number, row in enumerate(rows[:8], start=1):
         assert found[number] == f"image not found: {row['image']} {hint}", row["id"]
-    assert found[9] == "bad image 'file:///etc/passwd': must be a file path or an http(s) URL"
+    assert found[9] == "bad image: must be a file path or an http(s) URL, not a 'file' URL"
     # Nothing tells an outside file that exists from one that does not.
     assert found[1].replace("x.jpg", "?") == found[2].replace("nothing.jpg", "?")
     assert str(outside.resolve() / "x.jpg") not in "".join(found.values()).replace(
@@ -266,6 +266,7 @@ def test_oversized_fields_and_rows_are_rejected_and_the_rest_kept(folder: Path) 
         {**GOOD, "id": "long-row", "description": "d" * 5000},
         {**GOOD, "id": "i" * 201},
         {**GOOD, "id": "long-url", "url": "https://example.com/" + "u" * 3000},
+        {**GOOD, "id": "ftp-url", "url": "ftp://user:s3cr3t@example.com/"},
         GOOD,
     ]
     report, stored = build(folder, write_jsonl(folder, rows), limits=limits)
@@ -276,6 +277,7 @@ def test_oversized_fields_and_rows_are_rejected_and_the_rest_kept(folder: Path) 
         3: "row is longer than the limit of 4096 bytes",
         4: "id is 201 characters, over the limit of 200",
         5: "url is 3020 characters, over the limit of 2048",
+        6: "bad url: must be an http(s) URL, not a 'ftp' URL",
     }
 
 

@@ -465,7 +465,7 @@ def _validate(source: SourceRow, *, base: Path, images_root: Path,
     price = _price(raw.get("price"), currency, limits)
     url = value("url", limit=limits.url, clean=False)
     if url is not None and not _is_url(url):
-        raise _Refused(f"bad url {_clip(url, 80)!r}: must be an http(s) URL")
+        raise _Refused(f"bad url: must be an http(s) URL, not {_scheme(url)}")
     sold_text = value("sold", limit=_SOLD_CHARS)
     return ListingRow(
         number=source.number,
@@ -534,11 +534,17 @@ def _is_url(text: str) -> bool:
     return text[:8].lower().startswith(("http://", "https://"))
 
 
+def _scheme(text: str) -> str:
+    # Only the scheme: the rest of a URL may carry credentials.
+    scheme = text.split(":", 1)[0] if ":" in text else ""
+    return f"a {scheme[:20]!r} URL" if scheme and scheme.isascii() else "a URL"
+
+
 def _image_location(image: str, *, base: Path, images_root: Path) -> str:
     if _is_url(image):
         return image
     if _URL_SCHEME.match(image):
-        raise _Refused(f"bad image {_clip(image, 80)!r}: must be a file path or an http(s) URL")
+        raise _Refused(f"bad image: must be a file path or an http(s) URL, not {_scheme(image)}")
     refusal = (f"image not found: {_clip(image, 200)} (images must be files inside "
                f"{images_root}; see images_root)")
     try:
