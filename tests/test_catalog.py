@@ -579,12 +579,17 @@ def test_a_damaged_page_is_a_catalog_error_not_a_database_error(built: Path) -> 
         Catalog.repair(built, ColorEncoder())
 
 
-def test_searching_never_writes_into_the_catalog(built: Path, tiny_encoder: Any) -> None:
+def test_searching_never_writes_into_the_catalog(built: Path, folder: Path) -> None:
     before = snapshot(built)
     with Catalog.open(built, ColorEncoder()) as catalog:
         assert catalog.readonly
         catalog.search_text(Query(text="jacket"))
         catalog.search_vector(np.eye(64, dtype=np.float32)[0])
+    engine = Engine(encoder=ColorEncoder(), catalog=built, experts=["catalog"],
+                    marketplaces=["catalog"], load_entrypoints=False)
+    analysis = engine.analyze(folder / "images" / "ls-bag-pink.jpg")
+    assert analysis.comps[0].listing.listing_id.startswith("ls-bag-pink")
+    engine.catalog.close()
     Catalog.stats(built)
     Catalog.check(built)
     assert snapshot(built) == before
@@ -822,3 +827,12 @@ def test_random_bytes_never_crash_a_build(content: bytes, name: str) -> None:
     except CatalogError as exc:
         # Only a CSV whose header cannot be read is refused as a whole.
         assert name == "l.csv" and "header row" in str(exc)
+
+
+def test_a_catalog_that_cannot_be_opened_or_created_says_why(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(CatalogError, match="cannot create the catalog directory"):
+        Catalog.open(tmp_path / "file" / "cat", ColorEncoder(), create=True)
+    (tmp_path / "cat" / "catalog.sqlite").mkdir(parents=True)
+    with pytest.raises(CatalogError, match=r"catalog database .* is not a file"):
+        Catalog.open(tmp_path / "cat", ColorEncoder())

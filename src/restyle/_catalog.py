@@ -224,7 +224,11 @@ class Catalog:
         if not os.path.lexists(self._db_path):
             if not create:
                 raise CatalogError(_missing(self.directory))
-            self.directory.mkdir(parents=True, exist_ok=True)
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise CatalogError(f"cannot create the catalog directory {self.directory}: "
+                                   f"{exc.strerror or exc}") from exc
         else:
             problem = _file_problem(self._db_path)
             if problem is not None:
@@ -714,6 +718,8 @@ def _database_error(path: Path, exc: sqlite3.DatabaseError) -> str:
     name = getattr(exc, "sqlite_errorname", "")
     if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in str(exc):
         return f"catalog database {path} is busy (another process is writing it): try again"
+    if name.startswith(("SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_READONLY")):
+        return f"catalog database {path} cannot be opened or written: {exc}"
     return (f"catalog database {path} is damaged ({exc}); run 'restyle catalog check --catalog "
             f"{path.parent}', and rebuild the catalog from its listings file if it is")
 

@@ -137,9 +137,6 @@ class ListingLimits:
     def max_price_for(self, currency: str) -> Decimal:
         return self.max_prices.get(currency, self.max_price)
 
-    def chars(self, column: str) -> int:
-        return int(getattr(self, column))
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Rejection:
@@ -705,8 +702,9 @@ def _preview(data: Mapping[str, Any], depth: int = 0) -> dict[str, Any]:
 
 def _preview_value(value: object, depth: int) -> object:
     if value is None or isinstance(value, (bool, int)):
-        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**15:
-            return _clip(str(value), 40)
+        if isinstance(value, int) and value.bit_length() > 53:
+            # Beyond what JSON readers keep exactly (and str() refuses the largest).
+            return f"an integer of {value.bit_length()} bits"
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else repr(value)
