@@ -230,3 +230,16 @@ def test_catalog_commands_on_a_missing_catalog_say_so_once(
         code, out, err = run(capsys, "catalog", action, "--catalog", str(tmp_path / "nope"))
         assert code == 1 and out == "", action
         assert len(err.splitlines()) == 1 and err.count("no catalog at") == 1, action
+
+
+def test_catalog_build_names_a_missing_listings_file_before_loading_any_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RESTYLE_MODEL", "no-such-architecture/none")
+    for name, message in [("nothing.jsonl", f"listings file not found: {tmp_path}/nothing.jsonl"),
+                          ("notes.txt", "listings file must be .jsonl, .csv or .parquet, got "
+                                        "notes.txt")]:
+        code, out, err = run(capsys, "catalog", "build", str(tmp_path / name), "--catalog",
+                             str(tmp_path / "cat"), "--no-plugins")
+        assert (code, out, err) == (1, "", f"restyle: error: {message}\n")
+    assert not (tmp_path / "cat").exists()

@@ -48,6 +48,7 @@ __all__ = [
     "SourceRow",
     "decode_listing_image",
     "embed_listings",
+    "listings_format",
     "load_images",
     "read_listings",
     "rejection_json",
@@ -215,11 +216,7 @@ def read_listings(source: str | Path, *,
     """
     limits = limits or ListingLimits()
     path = Path(source)
-    kind = FORMATS.get(path.suffix.lower())
-    if kind is None:
-        raise CatalogError(
-            f"listings file must be .jsonl, .csv or .parquet, got {path.name}"
-        )
+    kind = listings_format(path)
     if kind == "parquet":
         yield from _parquet_rows(path, limits)
         return
@@ -236,6 +233,14 @@ def read_listings(source: str | Path, *,
             yield from _jsonl_rows(fh, limits)
         else:
             yield from _csv_rows(fh, limits, path)
+
+
+def listings_format(path: Path) -> str:
+    """``"jsonl"``, ``"csv"`` or ``"parquet"`` by the file's suffix, or a CatalogError."""
+    kind = FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise CatalogError(f"listings file must be .jsonl, .csv or .parquet, got {path.name}")
+    return kind
 
 
 def _lines(fh: IO[bytes], limit: int) -> Iterator[tuple[int, bytes | None]]:

@@ -14,6 +14,7 @@ from restyle._catalog import Catalog
 from restyle._engine import Engine
 from restyle._errors import CatalogError, RestyleError
 from restyle._imaging import load_photo
+from restyle._ingest import listings_format
 from restyle._types import Analysis
 
 __all__ = ["main"]
@@ -201,9 +202,13 @@ def _catalog_command(args: argparse.Namespace) -> int:
     directory = _catalog_dir(args)
     out = sys.stdout.write
     if args.catalog_command == "build":
+        listings = Path(args.file)
+        listings_format(listings)
+        if not listings.is_file():  # before the model loads: one clear error, at once
+            raise CatalogError(f"listings file not found: {listings}")
         args.catalog = str(directory)
         engine = _engine(args, experts=[], marketplaces=[])
-        report = engine.build_catalog(Path(args.file), progress=None,
+        report = engine.build_catalog(listings, progress=None,
                                       images_root=args.images_root)
         if args.json:
             out(json.dumps({"catalog": str(directory), **report.to_dict()}, indent=2) + "\n")
