@@ -14,7 +14,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/restyle catalog build examples/catalog/listings.jsonl --dir $(DEMO_DIR)/catalog
+	$(BIN)/restyle catalog build examples/catalog/listings.jsonl --catalog $(DEMO_DIR)/catalog
 	$(BIN)/restyle analyze examples/photo.jpg --catalog $(DEMO_DIR)/catalog
 
 test: $(BIN)/.installed

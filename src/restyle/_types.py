@@ -389,8 +389,9 @@ class Exclusion(_Value):
     """A comp left out of the headline estimate: ``reason`` is a stable code,
     ``detail`` says more in words.
 
-    Reasons: ``no_price``, ``below_cutoff``, ``not_alike``, ``auction_without_bids``,
-    ``outlier``, and ``other_currency`` (estimated in its own currency's band).
+    Reasons: ``no_price``, ``absurd_price``, ``below_cutoff``, ``not_alike``,
+    ``auction_without_bids``, ``outlier``, and ``other_currency`` (estimated in its
+    own currency's band).
     """
 
     listing_key: str
