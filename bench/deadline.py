@@ -19,6 +19,7 @@ import socket
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -198,6 +199,12 @@ def measure(make: Callable[[], Engine], rounds: int) -> list[float]:
     return times
 
 
+def _stuck_calls() -> Counter[str]:
+    """Threads inside a component call, by call (a worker takes its call's name)."""
+    return Counter(t.name for t in threading.enumerate()
+                   if t.name.startswith("restyle ") and t.name != "restyle worker")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--deadline", type=float, default=3.0)
@@ -220,11 +227,14 @@ def main() -> None:
                      synthesizer=HungSynthesizer(),
                      marketplaces=[HungMarketplace(),
                                    ListMarketplace("m", listings(), embeddings={})])
-        before = threading.active_count()
+        threads_before, stuck_before = threading.active_count(), _stuck_calls()
         for _ in range(50):
             eng.analyze(PHOTO)
-        print(f"\nthreads added after 50 analyses with an expert, a synthesizer and a "
-              f"marketplace hung: {threading.active_count() - before} (one per stuck component)")
+        stuck = _stuck_calls() - stuck_before
+        print(f"\nafter 50 analyses with an expert, a synthesizer and a marketplace hung: "
+              f"{threading.active_count() - threads_before} threads more, "
+              f"{sum(stuck.values())} more calls stuck ({', '.join(sorted(stuck))}); "
+              f"restyle's idle workers are reused")
     finally:
         RELEASE.set()
 
