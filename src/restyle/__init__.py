@@ -8,6 +8,7 @@ analysis = Engine().analyze("jacket.jpg")
 
 import logging
 
+from restyle._backtest import BacktestGroup, BacktestItem, BacktestReport, backtest
 from restyle._catalog import BuildReport, Catalog, Rejection
 from restyle._components import Component, Encoder, Expert, Marketplace, Synthesizer
 from restyle._context import Context
@@ -79,6 +80,9 @@ __all__ = [
     "MINIMUM_COMPS",
     "Analysis",
     "Attribute",
+    "BacktestGroup",
+    "BacktestItem",
+    "BacktestReport",
     "Box",
     "BuildReport",
     "Catalog",
@@ -138,6 +142,7 @@ __all__ = [
     "SynthesizerError",
     "VectorIndex",
     "__version__",
+    "backtest",
     "build_query",
     "estimate_price",
     "hookimpl",
