@@ -482,10 +482,10 @@ def render_table(report: BacktestReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _svg_bars(title: str, bars: Sequence[tuple[str, float, str]], *, maximum: float,
+def _svg_bars(title: str, bars: Sequence[tuple[str, float | None, str]], *, maximum: float,
               line: float | None = None, unit: Callable[[float], str] = str) -> str:
     """Horizontal bars (label, value, note) in inline SVG, with an optional
-    dashed reference line at ``line``."""
+    dashed reference line at ``line``; a value of None is shown as ``-``."""
     left, width, row = 150, 360, 24
     height = 40 + row * len(bars)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 90}" '
@@ -493,13 +493,14 @@ def _svg_bars(title: str, bars: Sequence[tuple[str, float, str]], *, maximum: fl
              f'<text x="0" y="16" font-weight="bold">{html.escape(title)}</text>']
     for i, (label, value, note) in enumerate(bars):
         y = 30 + i * row
-        length = 0.0 if maximum <= 0 else width * min(value, maximum) / maximum
+        length = 0.0 if maximum <= 0 or value is None else width * min(value, maximum) / maximum
         parts.append(f'<text x="{left - 6}" y="{y + 15}" text-anchor="end">'
                      f'{html.escape(label)}</text>')
         parts.append(f'<rect x="{left}" y="{y + 3}" width="{length:.1f}" height="{row - 8}" '
                      'fill="#4a7ab5"/>')
         parts.append(f'<text x="{left + length + 6:.1f}" y="{y + 15}">'
-                     f'{html.escape(unit(value))} {html.escape(note)}</text>')
+                     f'{html.escape("-" if value is None else unit(value))} '
+                     f'{html.escape(note)}</text>')
     if line is not None and maximum > 0:
         x = left + width * line / maximum
         parts.append(f'<line x1="{x:.1f}" y1="26" x2="{x:.1f}" y2="{height - 4}" '
@@ -525,8 +526,8 @@ def render_html(report: BacktestReport) -> str:
                         [(label, count, "") for label, count in histogram],
                         maximum=max([c for _, c in histogram] or [0]) or 1)]
     for by in ("category", "comps used"):
-        rows = [(g.label, g.coverage or 0.0, f"(n={g.priced})")
-                for g in report.groups if g.by == by]
+        rows: list[tuple[str, float | None, str]] = [
+            (g.label, g.coverage, f"(n={g.priced})") for g in report.groups if g.by == by]
         charts.append(_svg_bars(f"Coverage by {by} (dashed: nominal)", rows, maximum=1.0,
                                 line=report.nominal_coverage,
                                 unit=lambda v: f"{100 * v:.0f}%"))
