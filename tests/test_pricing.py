@@ -276,6 +276,29 @@ def test_order_does_not_matter(args, rng) -> None:  # type: ignore[no-untyped-de
     assert estimate_price(shuffled) == estimate_price(comps)
 
 
+ages = st.floats(min_value=0.0, max_value=3650.0, allow_nan=False)
+half_lives = st.floats(min_value=0.5, max_value=3650.0, allow_nan=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ages, ages, half_lives, scores, prices, st.lists(comp_args, max_size=8))
+def test_a_newer_sale_never_weighs_less_than_an_older_one(  # type: ignore[no-untyped-def]
+    age_a, age_b, half_life, score, price, others
+) -> None:
+    newer, older = sorted((age_a, age_b))
+    comps = [*build(others),
+             comp(price, score=score, sold=True, days_ago=newer, key="newer"),
+             comp(price, score=score, sold=True, days_ago=older, key="older")]
+    estimate = estimate_price(comps, now=NOW, half_life_days=half_life)
+    weights = {p.listing_key: p.weight for p in estimate.counted}
+    # Both count or, as outliers of the same price, neither does.
+    assert ("m:newer" in weights) == ("m:older" in weights)
+    if "m:newer" in weights:
+        assert weights["m:newer"] >= weights["m:older"]
+    assert recency_factor(NOW - timedelta(days=newer), NOW, half_life) >= recency_factor(
+        NOW - timedelta(days=older), NOW, half_life)
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     st.lists(st.tuples(st.decimals(min_value=Decimal("10"), max_value=Decimal("100"), places=2),
@@ -318,25 +341,3 @@ def test_estimate_lies_within_the_counted_prices(args) -> None:  # type: ignore[
         assert 0 < price.effective_weight <= price.comps_used + 1e-9
     assert len(price.counted) + len(price.exclusions) == len(args)
 
-
-ages = st.floats(min_value=0.0, max_value=3650.0, allow_nan=False)
-half_lives = st.floats(min_value=0.5, max_value=3650.0, allow_nan=False)
-
-
-@settings(max_examples=200, deadline=None)
-@given(ages, ages, half_lives, scores, prices, st.lists(comp_args, max_size=8))
-def test_a_newer_sale_never_weighs_less_than_an_older_one(  # type: ignore[no-untyped-def]
-    age_a, age_b, half_life, score, price, others
-) -> None:
-    newer, older = sorted((age_a, age_b))
-    comps = [*build(others),
-             comp(price, score=score, sold=True, days_ago=newer, key="newer"),
-             comp(price, score=score, sold=True, days_ago=older, key="older")]
-    estimate = estimate_price(comps, now=NOW, half_life_days=half_life)
-    weights = {p.listing_key: p.weight for p in estimate.counted}
-    # Both count or, as outliers of the same price, neither does.
-    assert ("m:newer" in weights) == ("m:older" in weights)
-    if "m:newer" in weights:
-        assert weights["m:newer"] >= weights["m:older"]
-    assert recency_factor(NOW - timedelta(days=newer), NOW, half_life) >= recency_factor(
-        NOW - timedelta(days=older), NOW, half_life)
