@@ -171,6 +171,8 @@ def test_unreadable_recordings_are_clear_errors(recorded: Path, tmp_path: Path) 
     engine = Engine(experts=[], marketplaces=[], encoder=ColorEncoder(), load_entrypoints=False)
     with pytest.raises(RestyleError, match="it is a file"):
         engine.analyze(Image.new("RGB", (8, 8)), record=file)
+    with pytest.raises(RestyleError, match="cannot record into"):
+        engine.analyze(Image.new("RGB", (8, 8)), record=file / "below-a-file")
 
 
 # -- the command line ------------------------------------------------------------------

@@ -110,6 +110,14 @@ def write_recording(directory: str | os.PathLike[str], trace: Trace) -> Path:
     target = Path(directory).expanduser()
     if target.exists() and not target.is_dir():
         raise RestyleError(f"cannot record into {target}: it is a file")
+    try:
+        _write(target, trace, __version__)
+    except OSError as exc:
+        raise RestyleError(f"cannot record into {target}: {exc.strerror or exc}") from exc
+    return target
+
+
+def _write(target: Path, trace: Trace, version: str) -> None:
     target.mkdir(parents=True, exist_ok=True)
     photo = trace.photo
     suffix = _PHOTO_SUFFIXES.get(photo.format) if photo.data is not None else None
@@ -125,7 +133,7 @@ def write_recording(directory: str | os.PathLike[str], trace: Trace) -> Path:
     _write_json(target / ANALYSIS_NAME, trace.analysis.to_dict())
     _write_json(target / RECORDING_NAME, {
         "format": FORMAT,
-        "restyle": __version__,
+        "restyle": version,
         "recorded_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         "engine": dict(trace.settings),
         "photo": {"file": photo_name, "sha256": photo.sha256},
@@ -136,7 +144,6 @@ def write_recording(directory: str | os.PathLike[str], trace: Trace) -> Path:
         "vectors": {"file": VECTORS_NAME, "photo": 0,
                     "comps": {key: row for row, key in enumerate(keys, start=1)}},
     })
-    return target
 
 
 # -- reading -----------------------------------------------------------------------
