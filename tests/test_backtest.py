@@ -238,3 +238,18 @@ def test_the_command_line_prints_writes_html_and_json(
     assert [i["status"] for i in data["items"]] == ["not_enough_data", "ok"]
     assert main(["backtest", "--limit", "0"]) == 1
     assert "--limit" in capsys.readouterr().err
+
+
+def test_a_data_set_is_checked_as_a_catalog_build_checks_listings(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.png"
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(outside)
+    folder = tmp_path / "sales"
+    folder.mkdir()
+    dataset = folder / "sales.jsonl"
+    dataset.write_text(json.dumps({"id": "a", "title": "t", "price": "5", "sold": True,
+                                   "image": "../outside.png"}) + "\n")
+    sales, rejected = read_sales(dataset)
+    assert sales == [] and len(rejected) == 1 and "image not found" in rejected[0]
+    sales, rejected = read_sales(dataset, images_root=tmp_path)
+    assert [s.listing.listing_id for s in sales] == ["a"] and rejected == []
+    assert sales[0].image == str(outside.resolve()) and sales[0].listing.sold is True

@@ -180,3 +180,14 @@ def test_an_expert_error_carries_its_cause(vision: FakeVision, photo: Photo) -> 
     with pytest.raises(ExpertError) as info:
         expert.examine(photo)
     assert info.value.__cause__ is not None
+
+
+def test_upload_keeps_the_original_file_when_restyle_kept_fewer_pixels() -> None:
+    data = encode(Image.new("RGB", (3000, 2000), (0, 90, 200)), "JPEG")
+    photo = decode(data)
+    assert photo.image.size == (1500, 1000)  # decoded at half scale
+    upload = prepare_upload(photo, UploadLimits(max_bytes=len(data), max_side=4096))
+    assert upload.data == data and not upload.reencoded
+    assert (upload.width, upload.height) == (3000, 2000)
+    smaller = prepare_upload(photo, UploadLimits(max_bytes=len(data), max_side=2000))
+    assert smaller.reencoded and (smaller.width, smaller.height) == (1500, 1000)

@@ -139,3 +139,47 @@ def test_png_is_unaffected_by_draft() -> None:
     buf = io.BytesIO()
     Image.new("RGB", (1000, 1000), (1, 2, 3)).save(buf, format="PNG")
     assert decode(buf.getvalue(), draft_side=100).image.size == (1000, 1000)
+
+
+def recording_preprocess(
+    encoder: OpenClipEncoder, monkeypatch: pytest.MonkeyPatch
+) -> list[tuple[int, int]]:
+    """Wrap the loaded model's preprocess; returns the sizes of the images it is handed."""
+    loaded = encoder._load()
+    seen: list[tuple[int, int]] = []
+    original = loaded.preprocess
+
+    def preprocess(img: Image.Image) -> object:
+        seen.append(img.size)
+        return original(img)
+
+    monkeypatch.setattr(loaded, "preprocess", preprocess)
+    return seen
+
+
+def test_a_strip_handed_to_the_encoder_is_cut_about_its_centre(
+    tiny_model_spec: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encoder = OpenClipEncoder(tiny_model_spec, device="cpu", precision="fp32")
+    seen = recording_preprocess(encoder, monkeypatch)
+    rng = np.random.default_rng(3)
+    wide = Image.fromarray(rng.integers(0, 255, (30, 10000, 3), dtype=np.uint8))
+    tall = wide.transpose(Image.Transpose.ROTATE_90)
+    vectors = encoder.encode_images([wide, tall])
+    # Cut to 20:1, so the shortest-side resize to 64 makes 1280x64, not 21333x64.
+    assert sorted(seen) == sorted([(600, 30), (30, 600)])
+    centre = encoder.encode_images([wide.crop((4700, 0, 5300, 30))])
+    assert np.allclose(vectors[0], centre[0], atol=1e-6)
+
+
+def test_a_large_image_is_reduced_before_the_resize(
+    tiny_model_spec: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encoder = OpenClipEncoder(tiny_model_spec, device="cpu", precision="fp32")
+    seen = recording_preprocess(encoder, monkeypatch)
+    big = Image.new("RGB", (3000, 1000), (10, 120, 200))
+    small = Image.new("RGB", (200, 150), (10, 120, 200))
+    encoder.encode_images([big, small])
+    assert encoder.image_size == 64
+    # 3000x1000 reduced 7 times: its short side, 143, stays at least twice 64.
+    assert sorted(seen) == [(200, 150), (429, 143)]

@@ -49,18 +49,33 @@ def test_quickstart_notebook_runs(
     import nbclient
     import nbformat
 
-    shutil.copy(EXAMPLES / "photo.jpg", tmp_path / "photo.jpg")
-    shutil.copytree(EXAMPLES / "catalog", tmp_path / "catalog")
+    here = tmp_path / "examples"  # the directory the notebook runs from
+    here.mkdir()
+    shutil.copy(EXAMPLES / "photo.jpg", here / "photo.jpg")
+    shutil.copytree(EXAMPLES / "catalog", here / "catalog")
+    before = sorted(p.relative_to(here) for p in here.rglob("*"))
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))  # the kernel's tempfile directory
     monkeypatch.setenv("RESTYLE_MODEL", tiny_model_spec)
     monkeypatch.setenv("RESTYLE_LOAD_PLUGINS", "")
     notebook = nbformat.read(EXAMPLES / "quickstart.ipynb", as_version=4)
     client = nbclient.NotebookClient(notebook, timeout=240, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
+                                     resources={"metadata": {"path": str(here)}})
     client.execute()
     outputs = [out for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs]
     html = [out["data"]["text/html"] for out in outputs if "text/html" in out.get("data", {})]
     text = "".join(out.get("text", "") for out in outputs)
     assert any("Comps (12)" in h for h in html)
+    assert any(h.count("data:image/jpeg;base64,") == 13 for h in html)  # photo + 12 thumbnails
+    assert all(len(h) < 300_000 for h in html)
     assert "12 added" in text
     assert "Northwind" in text
-    assert (tmp_path / "demo-catalog" / "catalog.sqlite").is_file()
+    # The catalog build's progress shows: a widget, or text on stderr without ipywidgets.
+    widget = "application/vnd.jupyter.widget-view+json"
+    widgets = [out for out in outputs if widget in out.get("data", {})]
+    assert widgets or "Building catalog" in text
+    assert "IProgress" not in text
+    # The sample catalog went to a temporary directory; the notebook's folder is unchanged.
+    assert [p.name for p in temp.glob("restyle-quickstart-*/catalog.sqlite")] == ["catalog.sqlite"]
+    assert sorted(p.relative_to(here) for p in here.rglob("*")) == before

@@ -341,3 +341,24 @@ def test_estimate_lies_within_the_counted_prices(args) -> None:  # type: ignore[
         assert 0 < price.effective_weight <= price.comps_used + 1e-9
     assert len(price.counted) + len(price.exclusions) == len(args)
 
+
+def test_an_absurd_price_from_any_marketplace_is_excluded_not_an_error() -> None:
+    comps = [comp(p) for p in ("10", "20", "30")] + [
+        comp("1e30", key="typo"), comp("99999999999999999999999999999", key="overflow"),
+    ]
+    price = estimate_price(comps)
+    assert price.status is PriceStatus.OK and price.estimate == Decimal("20.00")
+    absurd = {e.listing_key: e.detail for e in price.exclusions if e.reason == "absurd_price"}
+    assert set(absurd) == {"m:typo", "m:overflow"}
+    assert absurd["m:typo"] == "absurd price 1E+30 USD"
+
+
+def test_a_price_just_below_the_maximum_still_computes_in_cents() -> None:
+    import decimal
+
+    from restyle._pricing import MAXIMUM_PRICE
+
+    top = MAXIMUM_PRICE - 1
+    with decimal.localcontext(decimal.Context(prec=6)):  # a caller's context does not matter
+        price = estimate_price([comp(str(top)) for _ in range(3)])
+    assert price.estimate == top

@@ -263,20 +263,20 @@ def test_a_lone_far_outlier_is_cut() -> None:
 
 def test_cache_is_bounded_and_keeps_recent_entries(tmp_path: Path) -> None:
     cache = EmbeddingCache(tmp_path / "c.sqlite", max_entries=10)
-    vector = np.ones(4, np.float32)
+    unit = np.eye(64, dtype=np.float32)
     for i in range(50):
-        cache.put(f"sha{i}", "m", vector * i, url=f"http://x/{i}")
+        cache.put(f"sha{i}", "m", unit[i], url=f"http://x/{i}")
     assert len(cache) <= 10
     assert cache.get("sha49", "m") is not None and cache.get("sha0", "m") is None
     assert cache.sha_for_url("http://x/49") == "sha49"
-    assert np.allclose(cache.get("sha49", "m"), vector * 49)  # type: ignore[arg-type]
+    assert np.allclose(cache.get("sha49", "m"), unit[49])  # type: ignore[arg-type]
     assert cache.get("sha49", "other-model") is None
     cache.close()
 
 
 def test_url_entries_expire_and_urls_are_not_stored(tmp_path: Path) -> None:
     cache = EmbeddingCache(tmp_path / "c.sqlite", url_ttl=0)
-    cache.put("sha", "m", np.ones(4, np.float32), url="http://x/a.jpg?token=s3cr3t")
+    cache.put("sha", "m", np.full(4, 0.5, np.float32), url="http://x/a.jpg?token=s3cr3t")
     assert cache.sha_for_url("http://x/a.jpg?token=s3cr3t") is None
     assert cache.get("sha", "m") is not None
     cache.close()
@@ -298,3 +298,20 @@ def test_the_default_cache_lives_under_the_restyle_home(
     monkeypatch.setenv("RESTYLE_HOME", str(tmp_path / "home"))
     assert EmbeddingCache().path == tmp_path / "home" / "embeddings.sqlite"
     assert Reranker().cache is not None and Reranker(cache=None).cache is None
+
+
+def test_a_comp_image_past_restyles_limits_is_unavailable_with_the_reason() -> None:
+    strip = io.BytesIO()
+    Image.new("RGB", (40000, 1), RED).save(strip, format="PNG")
+    routes = {"/strip.png": Route(body=strip.getvalue(), content_type="image/png"),
+              "/red.png": ROUTES["/red.png"]}
+    encoder = ColorEncoder()
+    with FakeImageServer(routes) as srv:
+        found = [(listing("strip", srv.url("/strip.png")), "full"),
+                 (listing("red", srv.url("/red.png")), "full")]
+        comps = reranker(None).rerank(encoder.encode_images([PHOTO])[0], found,
+                                      encoder=encoder).comps
+    by_id = {c.listing.listing_id: c for c in comps}
+    assert CompFlag.IMAGE_UNAVAILABLE in by_id["strip"].flags
+    assert "more elongated than the limit of 20:1" in by_id["strip"].image_error  # type: ignore[operator]
+    assert by_id["red"].similarity == pytest.approx(1.0, abs=1e-6)

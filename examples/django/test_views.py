@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import django
 import pytest
@@ -16,10 +18,11 @@ from django.test import Client  # noqa: E402
 from django.test.utils import override_settings  # noqa: E402
 from restyle_site import views  # noqa: E402
 
-from restyle import Engine, RestyleError  # noqa: E402
+from restyle import Engine, ExpertError, RestyleError  # noqa: E402
 from restyle.testing import ScriptedExpert, sample_image  # noqa: E402
 
 URL = "/api/ai-image-search/"
+EXAMPLES = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -27,6 +30,21 @@ def client(
     restyle_engine: Callable[..., Engine], monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Client]:
     engine = restyle_engine(experts=[ScriptedExpert("acme", entities=[("Acme", 0.9, "brand")])])
+    monkeypatch.setattr(views, "_engine", engine)
+    yield Client()
+
+
+@pytest.fixture
+def catalog_client(
+    restyle_engine: Callable[..., Engine], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[Client]:
+    """An Engine whose comps come from a local catalog: their images are server files."""
+    engine = restyle_engine(
+        experts=[ScriptedExpert("acme", entities=[("Northwind", 0.9, "brand")]),
+                 ScriptedExpert("vision", error=ExpertError("quota at /srv/keys/vision.json"))],
+        marketplaces=["catalog"], catalog=tmp_path / "catalog",
+    )
+    engine.build_catalog(EXAMPLES / "catalog" / "listings.jsonl", progress=False)
     monkeypatch.setattr(views, "_engine", engine)
     yield Client()
 
@@ -47,6 +65,30 @@ def test_analysis_comes_back_as_json(client: Client) -> None:
     response = client.post(URL, {"image": upload(jpeg())})
     assert response.status_code == 200
     assert response.json()["identification"]["brand"] == "Acme"
+
+
+def test_the_answer_has_no_server_paths_and_no_copy_of_the_upload(
+    catalog_client: Client, tmp_path: Path
+) -> None:
+    from public_analysis import PublicAnalysis  # importable once the view is
+
+    photo = (EXAMPLES / "photo.jpg").read_bytes()
+    response = catalog_client.post(URL, {"image": upload(photo)})
+    assert response.status_code == 200
+    body = response.json()
+    PublicAnalysis.model_validate(body)  # the shape the FastAPI example documents
+    assert set(body) == {"identification", "price", "comps", "failed_experts"}
+    assert body["identification"]["brand"] == "Northwind"
+    assert body["comps"], "the catalog serves comps"
+    assert set(body["comps"][0]) == {"marketplace", "listing_id", "title", "price", "condition",
+                                     "sold", "url", "image_url", "similarity", "score"}
+    assert all(comp["image_url"] is None for comp in body["comps"])  # files on the server
+    assert body["failed_experts"] == ["vision"]
+    text = response.content.decode()
+    assert "file:" not in text and str(EXAMPLES) not in text and str(tmp_path) not in text
+    assert "/srv/" not in text  # an expert's error stays on the server
+    assert "base64" not in text and "data:image" not in text
+    assert base64.b64encode(photo[:600]).decode()[:64] not in text
 
 
 def test_missing_and_bad_images_are_400(client: Client) -> None:

@@ -9,10 +9,18 @@ analysis = Engine().analyze("jacket.jpg")
 import logging
 
 from restyle._backtest import BacktestGroup, BacktestItem, BacktestReport, backtest
-from restyle._catalog import BuildReport, Catalog, Rejection
+from restyle._catalog import (
+    BuildReport,
+    Catalog,
+    CatalogCheck,
+    CatalogStats,
+    ListingLimits,
+    Rejection,
+    RepairReport,
+)
 from restyle._components import Component, Encoder, Expert, Marketplace, Synthesizer
 from restyle._context import Context
-from restyle._embedcache import EmbeddingCache
+from restyle._embedcache import EmbeddingCache, EmbeddingCacheStats
 from restyle._engine import Engine
 from restyle._errors import (
     CatalogError,
@@ -43,7 +51,7 @@ from restyle._hookspecs import (
 from restyle._imaging import Photo, load_photo
 from restyle._index import VectorIndex
 from restyle._plugins import PluginLoadWarning
-from restyle._pricing import MINIMUM_COMPS, estimate_price
+from restyle._pricing import MAXIMUM_PRICE, MINIMUM_COMPS, estimate_price
 from restyle._query import build_query, relaxed_queries
 from restyle._rerank import Reranker, RerankResult
 from restyle._secrets import RedactingFilter
@@ -77,6 +85,7 @@ __version__ = "0.1.0"
 logging.getLogger("restyle").addHandler(logging.NullHandler())
 
 __all__ = [
+    "MAXIMUM_PRICE",
     "MINIMUM_COMPS",
     "Analysis",
     "Attribute",
@@ -86,7 +95,9 @@ __all__ = [
     "Box",
     "BuildReport",
     "Catalog",
+    "CatalogCheck",
     "CatalogError",
+    "CatalogStats",
     "Comp",
     "CompFlag",
     "Component",
@@ -95,6 +106,7 @@ __all__ = [
     "Context",
     "DuplicateComponentError",
     "EmbeddingCache",
+    "EmbeddingCacheStats",
     "Encoder",
     "EncoderError",
     "Engine",
@@ -108,6 +120,7 @@ __all__ = [
     "Identification",
     "ImageError",
     "Listing",
+    "ListingLimits",
     "Marketplace",
     "MarketplaceAuthError",
     "MarketplaceError",
@@ -135,6 +148,7 @@ __all__ = [
     "RegisterMarketplace",
     "RegisterSynthesizer",
     "Rejection",
+    "RepairReport",
     "RerankResult",
     "Reranker",
     "RestyleError",

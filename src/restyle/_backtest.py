@@ -10,18 +10,16 @@ set, the Engine's own catalog is the data set, one item left out at a time.
 
 from __future__ import annotations
 
-import csv
 import html
 import io
 import itertools
-import json
 import logging
 import math
 import sqlite3
 import statistics
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
@@ -29,10 +27,10 @@ from urllib.parse import unquote, urlsplit
 from restyle._catalog import DB_NAME, MARKETPLACE_NAME
 from restyle._errors import CatalogError, ConfigurationError, RestyleError
 from restyle._imaging import Photo, load_photo
+from restyle._ingest import FORMATS, ListingRow, Rejection, read_listings, validate_listing
 from restyle._progress import progress_bar
 from restyle._types import (
     Analysis,
-    Condition,
     Listing,
     Money,
     PriceBasis,
@@ -68,7 +66,6 @@ CONFIDENCE_BINS: tuple[tuple[str, float, float], ...] = (
 )
 #: Bins of the error histogram, in percent; the last is open.
 ERROR_BINS = (0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
-_FILE_TYPES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -166,101 +163,47 @@ class BacktestReport(_Value):
 # -- the data set -------------------------------------------------------------------
 
 
-def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError as exc:
-            raise ConfigurationError("reading a Parquet data set needs pyarrow "
-                                     "(pip install pyarrow)") from exc
-        for number, row in enumerate(pq.read_table(path).to_pylist(), start=1):
-            yield number, row
-        return
-    with path.open(encoding="utf-8", newline="") as fh:
-        if suffix == ".csv":
-            for number, row in enumerate(csv.DictReader(fh), start=2):
-                yield number, {k: v for k, v in row.items() if k is not None}
-            return
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                data = {"_error": f"invalid JSON: {exc.msg}"}
-            yield number, data if isinstance(data, dict) else {"_error": "not a JSON object"}
-
-
-def _text(row: dict[str, Any], *names: str) -> str | None:
-    for name in names:
-        value = row.get(name)
-        if value is not None and str(value).strip():
-            return str(value).strip()
-    return None
-
-
-def _sale(row: dict[str, Any], base: Path) -> Sale:
-    if "_error" in row:
-        raise ValueError(row["_error"])
-    listing_id, title = _text(row, "id", "listing_id"), _text(row, "title")
-    image, price_text = _text(row, "image", "image_path", "image_url"), _text(row, "price")
-    for name, value in (("id", listing_id), ("title", title), ("image", image),
-                        ("price", price_text)):
-        if value is None:
-            raise ValueError(f"missing {name}")
-    assert listing_id and title and image and price_text
-    sold = (_text(row, "sold") or "").lower()
-    if sold not in {"1", "true", "yes", "sold"}:
-        raise ValueError("not marked sold (a backtest needs realised prices: sold true)")
-    try:
-        price = Money(amount=Decimal(price_text), currency=_text(row, "currency") or "USD")
-    except (InvalidOperation, ValueError) as exc:
-        raise ValueError(f"bad price or currency: {exc}") from None
-    if price.amount <= 0:
-        raise ValueError(f"bad price {price_text!r}: a sale price must be positive")
-    if urlsplit(image).scheme.lower() not in ("http", "https"):
-        path = Path(image)
-        image = str(path if path.is_absolute() else (base / path).resolve())
-    listing = Listing(
-        marketplace="dataset", listing_id=listing_id, title=title, price=price,
-        brand=_text(row, "brand"), category=_text(row, "category"),
-        condition=Condition.parse(_text(row, "condition")), url=_text(row, "url"), sold=True,
-    )
-    return Sale(listing=listing, image=image)
-
-
-def read_sales(path: str | Path) -> tuple[list[Sale], list[str]]:
+def read_sales(
+    path: str | Path, *, images_root: str | Path | None = None
+) -> tuple[list[Sale], list[str]]:
     """The sales of a backtest data set, and the rows rejected (with why).
 
-    The file is a listings file as the catalog reads it (JSONL, CSV, or
-    Parquet when pyarrow is installed) whose ``price`` is what each item sold
-    for and whose ``sold`` is true.
+    The file is a listings file read and checked as a catalog build reads it
+    (JSONL, CSV, or Parquet with pyarrow; the same columns, limits and image
+    rules, images inside ``images_root``, by default the file's folder), whose
+    ``price`` is what each item sold for and whose ``sold`` is true.
     """
     source = Path(path).expanduser()
     if not source.is_file():
         raise ConfigurationError(f"backtest data set not found: {source}")
-    if source.suffix.lower() not in _FILE_TYPES:
+    if source.suffix.lower() not in FORMATS:
         raise ConfigurationError(f"a backtest data set is .jsonl, .csv or .parquet, "
                                  f"not {source.name}")
+    root = None if images_root is None else Path(images_root).expanduser()
     sales: list[Sale] = []
     rejected: list[str] = []
     seen: set[str] = set()
-    try:
-        for number, row in _rows(source):
-            try:
-                sale = _sale(row, source.parent)
-            except ValueError as exc:
-                rejected.append(f"row {number}: {exc}")
-                continue
-            if sale.listing.listing_id in seen:
-                rejected.append(f"row {number}: id {sale.listing.listing_id} seen before")
-                continue
-            seen.add(sale.listing.listing_id)
-            sales.append(sale)
-    except UnicodeDecodeError as exc:
-        raise ConfigurationError(f"backtest data set {source} is not UTF-8 text") from exc
+    for raw in read_listings(source):
+        row = validate_listing(raw, base=source.parent, images_root=root)
+        if isinstance(row, Rejection):
+            rejected.append(f"row {row.row}: {row.reason}")
+        elif row.sold is not True:
+            rejected.append(f"row {row.number}: not marked sold (a backtest needs realised "
+                            "prices: sold true)")
+        elif row.listing_id in seen:
+            rejected.append(f"row {row.number}: id {row.listing_id} seen before")
+        else:
+            seen.add(row.listing_id)
+            sales.append(Sale(listing=_sold_listing(row), image=row.image))
     return sales, rejected
+
+
+def _sold_listing(row: ListingRow) -> Listing:
+    return Listing(
+        marketplace="dataset", listing_id=row.listing_id, title=row.title,
+        price=Money(amount=row.price, currency=row.currency), brand=row.brand,
+        category=row.category, condition=row.condition, url=row.url, sold=True,
+    )
 
 
 def _catalog_images(engine: Engine) -> dict[str, str]:
@@ -316,6 +259,7 @@ def backtest(
     limit: int | None = None,
     deadline: float | None = None,
     progress: bool | None = None,
+    images_root: str | Path | None = None,
 ) -> BacktestReport:
     """Analyse every sale of ``dataset`` with itself held out, and compare.
 
@@ -323,14 +267,16 @@ def backtest(
     None backtests the Engine's catalog, one listing left out at a time, its
     catalog price taken as the realised one. Each item is held out with its
     copies: the catalog listings with the same id or the same image hash, on
-    every marketplace of the Engine. ``limit`` takes the first items only.
+    every marketplace of the Engine. ``limit`` takes the first items only;
+    ``images_root`` is the folder a data set's local images must be in (by
+    default the data set's).
     """
     rejected: list[str] = []
     if dataset is None:
         sales = catalog_sales(engine)
         source = f"leave-one-out over the catalog at {engine.catalog_dir}"
     else:
-        sales, rejected = read_sales(dataset)
+        sales, rejected = read_sales(dataset, images_root=images_root)
         source = str(dataset)
     if limit is not None:
         sales = sales[:limit]

@@ -1,35 +1,64 @@
 """The local catalog: listings in SQLite, their image vectors in a faiss index.
 
-One directory holds ``catalog.sqlite`` and ``vectors.faiss``. The encoder's
-model id and dimension are recorded; opening the catalog with another encoder
-is refused. Builds are resumable: a listing already stored with the same image
-is skipped.
+One directory holds ``catalog.sqlite`` and ``vectors.faiss``. The database
+records its schema version, the encoder's model id and dimension, and every
+listing's vector, so the index can always be rebuilt from it. Opening checks
+both files before trusting them; a catalog opened only to search is opened
+read-only and never written. Builds stream the listings file through the
+stages of ``restyle._ingest`` and are resumable: a listing already stored
+with the same image is skipped.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
+import os
+import queue
 import sqlite3
+import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from restyle._components import Encoder
-from restyle._errors import CatalogError, ImageError
-from restyle._imaging import load_photo
-from restyle._index import VectorIndex
+from restyle._errors import CatalogError
+from restyle._index import VectorIndex, vector_problem
+from restyle._ingest import (
+    DecodedListing,
+    ListingLimits,
+    ListingRow,
+    Rejection,
+    SourceRow,
+    batches,
+    decode_listing_image,
+    embed_listings,
+    load_images,
+    read_listings,
+    rejection_json,
+    validate_listing,
+)
 from restyle._progress import progress_bar
 from restyle._types import Condition, Listing, Money, Query
 
-__all__ = ["BuildReport", "Catalog", "Rejection"]
+if TYPE_CHECKING:
+    from restyle._fetching import Fetcher
+
+__all__ = [
+    "BuildReport",
+    "Catalog",
+    "CatalogCheck",
+    "CatalogStats",
+    "ListingLimits",
+    "Rejection",
+    "RepairReport",
+]
 
 logger = logging.getLogger("restyle.catalog")
 
@@ -37,6 +66,10 @@ DB_NAME = "catalog.sqlite"
 INDEX_NAME = "vectors.faiss"
 REJECTED_NAME = "rejected.jsonl"
 MARKETPLACE_NAME = "catalog"
+#: Version 2 stores each listing's vector in the database too.
+SCHEMA_VERSION = 2
+#: Rejections a BuildReport keeps in memory; rejected.jsonl has them all.
+REPORTED_REJECTIONS = 1000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -52,7 +85,8 @@ CREATE TABLE IF NOT EXISTS items (
     url TEXT,
     image_path TEXT NOT NULL,
     image_sha256 TEXT NOT NULL,
-    sold INTEGER
+    sold INTEGER,
+    vector BLOB
 );
 """
 
@@ -62,83 +96,214 @@ _COLUMNS = ("listing_id", "title", "brand", "category", "condition", "price", "c
             "image_path", "sold")
 _SELECT = f"SELECT id, {', '.join(_COLUMNS)} FROM items"
 _SET_METADATA = ", ".join(f"{c}=?" for c in _COLUMNS[1:])
+_INSERT = (f"INSERT INTO items ({', '.join(_COLUMNS)}, image_sha256, vector) "
+           f"VALUES ({', '.join('?' * (len(_COLUMNS) + 2))})")
+_UPDATE = f"UPDATE items SET {_SET_METADATA}, image_sha256=?, vector=? WHERE listing_id=?"
+# A build reads ahead at most this many source rows past its last full batch,
+# so a file of nothing but bad rows never piles up in memory.
+_MAX_SPAN = 1024
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Rejection:
-    """A source row the build could not use, and why."""
-
-    row: int
-    reason: str
-    data: dict[str, Any]
+_T = TypeVar("_T")
 
 
 @dataclass(slots=True, kw_only=True)
 class BuildReport:
+    """What a build did. ``rejected`` holds the first :data:`REPORTED_REJECTIONS`
+    rejections; ``rejected_count`` counts them all, and ``rejected_file`` lists
+    them all."""
+
+    rows: int = 0
     added: int = 0
     updated: int = 0
     skipped: int = 0
     rejected: list[Rejection] = field(default_factory=list)
+    rejected_count: int = 0
     rejected_file: Path | None = None
 
+    def _reject(self, rejection: Rejection) -> None:
+        self.rejected_count += 1
+        if len(self.rejected) < REPORTED_REJECTIONS:
+            self.rejected.append(rejection)
 
-@dataclass(frozen=True, slots=True)
-class _Row:
-    listing_id: str
-    title: str
-    brand: str | None
-    category: str | None
-    condition: Condition
-    price: Decimal
-    currency: str
-    url: str | None
-    image_path: Path
-    sold: bool | None
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows, "added": self.added, "updated": self.updated,
+            "skipped": self.skipped, "rejected": self.rejected_count,
+            "rejected_file": None if self.rejected_file is None else str(self.rejected_file),
+            "rejections": [{"row": r.row, "reason": r.reason} for r in self.rejected],
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CatalogStats:
+    """The size of a catalog: listings, vectors, model, bytes on disk, listings per category."""
+
+    directory: Path
+    rows: int
+    vectors: int
+    model_id: str
+    dim: int
+    schema_version: int
+    bytes_on_disk: int
+    categories: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["directory"] = str(self.directory)
+        return data
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CatalogCheck:
+    """The result of :meth:`Catalog.check`: ``problems`` each say what is wrong
+    and what to do; ``notes`` are harmless findings."""
+
+    directory: Path
+    problems: tuple[str, ...]
+    notes: tuple[str, ...] = ()
+    rows: int | None = None
+    vectors: int | None = None
+    model_id: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"directory": str(self.directory), "ok": self.ok, "problems": list(self.problems),
+                "notes": list(self.notes), "rows": self.rows, "vectors": self.vectors,
+                "model_id": self.model_id}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RepairReport:
+    """What :meth:`Catalog.repair` did: vectors taken from the database, from the
+    old index, and re-embedded; listings removed because no vector could be
+    made for them (id and reason); stray vectors dropped."""
+
+    directory: Path
+    from_database: int
+    from_old_index: int
+    reembedded: int
+    removed: tuple[tuple[str, str], ...]
+    dropped_vectors: int
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["directory"] = str(self.directory)
+        data["removed"] = [{"listing_id": i, "reason": r} for i, r in self.removed]
+        return data
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Batch:
+    """One contiguous span of source rows, prepared for the encoder."""
+
+    rows: int
+    decoded: list[DecodedListing]
+    skipped: list[ListingRow]
+    rejected: list[Rejection]
 
 
 class Catalog:
-    """A local catalog directory, opened for one encoder model."""
+    """A local catalog directory, opened for one encoder model.
 
-    def __init__(self, directory: str | Path, *, model_id: str, dim: int, create: bool = False):
+    Opened to search (the default unless ``create=True``), the database is
+    opened read-only and nothing in the directory is written; building or
+    removing reopens it for writing.
+    """
+
+    def __init__(self, directory: str | Path, *, model_id: str, dim: int,
+                 create: bool = False, readonly: bool | None = None):
+        if create and readonly:
+            raise ValueError("a catalog opened with create=True cannot be read-only")
         self.directory = Path(directory).expanduser()
-        db_path = self.directory / DB_NAME
-        if not create and not db_path.is_file():
-            raise CatalogError(
-                f"no catalog at {self.directory}; build one with "
-                "'restyle catalog build LISTINGS.jsonl --dir DIR'"
-            )
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.readonly = (not create) if readonly is None else readonly
+        self._db_path = self.directory / DB_NAME
         self._lock = threading.RLock()
+        if not os.path.lexists(self._db_path):
+            if not create:
+                raise CatalogError(_missing(self.directory))
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise CatalogError(f"cannot create the catalog directory {self.directory}: "
+                                   f"{exc.strerror or exc}") from exc
+        else:
+            problem = _file_problem(self._db_path)
+            if problem is not None:
+                raise CatalogError(problem)
+        self._db = _connect(self._db_path, readonly=self.readonly)
         try:
-            self._db = sqlite3.connect(db_path, check_same_thread=False)
-            self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise CatalogError(f"catalog database {db_path} is damaged: {exc}") from exc
-        stored_model = self._meta("model_id")
-        stored_dim = self._meta("dim")
-        if stored_model is None:
-            with self._db:
-                self._db.execute("INSERT INTO meta VALUES ('model_id', ?)", (model_id,))
-                self._db.execute("INSERT INTO meta VALUES ('dim', ?)", (str(dim),))
-        elif stored_model != model_id or int(stored_dim or 0) != dim:
-            raise CatalogError(
-                f"the catalog at {self.directory} was built with model {stored_model} "
-                f"(dimension {stored_dim}); this encoder is {model_id} (dimension {dim}). "
-                "Use the same model, or rebuild the catalog into a new directory"
-            )
+            self._open(model_id, dim)
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _open(self, model_id: str, dim: int) -> None:
+        with self._database() as db:
+            if not self.readonly:
+                _ensure_schema(db, self._db_path)
+            _schema_version(db, self._db_path)
+            stored_model, stored_dim = _meta(db, "model_id"), _meta(db, "dim")
+            if stored_model is None:
+                if self.readonly:
+                    raise CatalogError(
+                        f"catalog database {self._db_path} records no model: it is damaged "
+                        "or was never finished. Build the catalog again into a new directory"
+                    )
+                with db:
+                    db.execute("INSERT INTO meta VALUES ('model_id', ?)", (model_id,))
+                    db.execute("INSERT OR REPLACE INTO meta VALUES ('dim', ?)", (str(dim),))
+            elif stored_model != model_id or stored_dim != str(dim):
+                raise CatalogError(
+                    f"the catalog at {self.directory} was built with model {stored_model} "
+                    f"(dimension {stored_dim}); this encoder is {model_id} (dimension {dim}). "
+                    "Use the same model, or rebuild the catalog into a new directory"
+                )
+            # Rows are counted before the index is read: a writer saves the index
+            # before it commits rows, so the index read later holds at least these.
+            (rows,) = db.execute("SELECT COUNT(*) FROM items").fetchone()
         self.model_id = model_id
         self.dim = dim
-        index_path = self.directory / INDEX_NAME
-        self.index = (
-            VectorIndex.load(index_path, dim=dim) if index_path.is_file() else VectorIndex(dim)
-        )
+        self.index = self._load_index(int(rows))
+
+    def _load_index(self, rows: int) -> VectorIndex:
+        path = self.directory / INDEX_NAME
+        repair = (f"run 'restyle catalog repair --catalog {self.directory}' to rebuild it "
+                  "from the vectors stored in the database")
+        if not path.is_file():
+            if rows:
+                raise CatalogError(
+                    f"the vector index {path} is missing but the catalog has {rows} listings; "
+                    f"{repair}"
+                )
+            return VectorIndex(self.dim)
+        try:
+            index = VectorIndex.load(path, dim=self.dim)
+        except CatalogError as exc:
+            raise CatalogError(f"{exc}; {repair}") from exc
+        if len(index) < rows:
+            raise CatalogError(
+                f"the vector index {path} holds {len(index)} vectors for {rows} listings: it is "
+                f"stale or damaged; {repair}"
+            )
+        return index
 
     @classmethod
-    def open(cls, directory: str | Path, encoder: Encoder, *, create: bool = False) -> Catalog:
-        return cls(directory, model_id=encoder.model_id, dim=encoder.dim, create=create)
+    def open(cls, directory: str | Path, encoder: Encoder, *, create: bool = False,
+             readonly: bool | None = None) -> Catalog:
+        return cls(directory, model_id=encoder.model_id, dim=encoder.dim, create=create,
+                   readonly=readonly)
+
+    @staticmethod
+    def exists(directory: str | Path) -> bool:
+        """Whether ``directory`` holds a catalog database (sound or not)."""
+        return os.path.lexists(Path(directory).expanduser() / DB_NAME)
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
     def __enter__(self) -> Catalog:
         return self
@@ -147,16 +312,40 @@ class Catalog:
         self.close()
 
     def __len__(self) -> int:
-        with self._lock:
-            (count,) = self._db.execute("SELECT COUNT(*) FROM items").fetchone()
+        with self._database() as db:
+            (count,) = db.execute("SELECT COUNT(*) FROM items").fetchone()
         return int(count)
 
     def __repr__(self) -> str:
-        return f"<Catalog {str(self.directory)!r} model={self.model_id!r} items={len(self)}>"
+        try:
+            items: object = len(self)
+        except CatalogError:
+            items = "?"
+        return f"<Catalog {str(self.directory)!r} model={self.model_id!r} items={items}>"
 
-    def _meta(self, key: str) -> str | None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else str(row[0])
+    @contextmanager
+    def _database(self) -> Iterator[sqlite3.Connection]:
+        """The connection, under the lock, with database errors as CatalogErrors."""
+        with self._lock:
+            try:
+                yield self._db
+            except sqlite3.DatabaseError as exc:
+                raise CatalogError(_database_error(self._db_path, exc)) from exc
+
+    def _writable(self) -> None:
+        """Reopen the database for writing if it was opened read-only."""
+        with self._lock:
+            if not self.readonly:
+                return
+            db = _connect(self._db_path, readonly=False)
+            try:
+                _ensure_schema(db, self._db_path)
+            except BaseException:
+                db.close()
+                raise
+            self._db.close()
+            self._db = db
+            self.readonly = False
 
     # -- building ------------------------------------------------------------
 
@@ -168,73 +357,117 @@ class Catalog:
         batch_size: int = 32,
         checkpoint_every: int = 2000,
         progress: bool | None = None,
+        images_root: str | Path | None = None,
+        limits: ListingLimits | None = None,
+        fetcher: Fetcher | None = None,
     ) -> BuildReport:
-        """Add the listings of a JSONL or CSV file (see docs/catalog.md for its columns).
+        """Add the listings of a JSONL, CSV or Parquet file (see docs/catalog.md).
 
-        Bad rows are skipped and written to ``rejected.jsonl`` in the catalog
-        directory; rows already stored with the same image and vector are
-        skipped. Work is saved every ``checkpoint_every`` listings (and at least
-        once a minute): a build that is interrupted or fails keeps everything up
-        to its last checkpoint, and running it again carries on from there.
+        The file is streamed, never held in memory. Bad rows are skipped and
+        written to ``rejected.jsonl`` in the catalog directory with the reason;
+        rows already stored with the same image and vector are skipped. Local
+        images must lie in the listings file's folder, or in ``images_root``
+        if given; image URLs are fetched through ``fetcher`` (default: a
+        ``Fetcher()`` with its limits and address guards). Work is saved every
+        ``checkpoint_every`` listings (and at least once a minute): a build that
+        is interrupted or fails keeps everything up to its last checkpoint, and
+        running it again carries on from there.
         """
         if encoder.model_id != self.model_id:
             raise CatalogError(
                 f"encoder {encoder.model_id} does not match the catalog's model {self.model_id}"
             )
-        source = Path(source)
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        limits = limits or ListingLimits()
+        source = Path(source).expanduser()
+        base = source.absolute().parent
+        root = base
+        if images_root is not None:
+            root = Path(images_root).expanduser().absolute()
+            if not root.is_dir():
+                raise CatalogError(f"images root {images_root} is not a directory")
+        self._writable()
         report = BuildReport()
-        pending: list[tuple[_Row, str, Any]] = []
-        rows = list(_read_rows(source))
-        bar = progress_bar(total=len(rows), desc="Building catalog", unit="item", enabled=progress)
+        rejected = _RejectedFile(self.directory)
+        prepared = self._prepare(
+            read_listings(source, limits=limits), base=base, images_root=root, limits=limits,
+            fetcher=fetcher, batch_size=batch_size,
+        )
+        bar = progress_bar(total=None, desc="Building catalog", unit="row", enabled=progress)
         unsaved = 0
         saved_at = time.monotonic()
         try:
-            for number, raw in rows:
-                try:
-                    row = _validate(raw, base=source.parent)
-                    photo = load_photo(row.image_path)
-                except (ValueError, ImageError) as exc:
-                    report.rejected.append(Rejection(row=number, reason=str(exc), data=raw))
-                    bar.update(1)
-                    continue
-                if self._has_current_vector(row.listing_id, photo.sha256):
-                    self._update_metadata(row)
-                    report.skipped += 1
-                    bar.update(1)
-                    continue
-                pending.append((row, photo.sha256, photo.image))
-                if len(pending) >= batch_size:
-                    self._store(pending, encoder, report)
-                    bar.update(len(pending))
-                    unsaved += len(pending)
-                    pending = []
+            with _read_ahead(prepared) as ready:
+                for batch in ready:
+                    for row in batch.skipped:
+                        self._update_metadata(row)
+                    report.skipped += len(batch.skipped)
+                    kept, vectors, unusable = embed_listings(batch.decoded, encoder)
+                    self._store(kept, vectors, report)
+                    for rejection in sorted([*batch.rejected, *unusable], key=lambda r: r.row):
+                        report._reject(rejection)
+                        rejected.write(rejection)
+                    report.rows += batch.rows
+                    bar.update(batch.rows)
+                    unsaved += len(kept)
                     if unsaved >= checkpoint_every or time.monotonic() - saved_at > 60:
                         self._checkpoint()
                         unsaved, saved_at = 0, time.monotonic()
-            if pending:
-                self._store(pending, encoder, report)
-                bar.update(len(pending))
             self._checkpoint()
         except BaseException:
             self._abandon()
+            rejected.discard()
             raise
         finally:
             bar.close()
-        if report.rejected:
-            report.rejected_file = self.directory / REJECTED_NAME
-            with report.rejected_file.open("w", encoding="utf-8") as fh:
-                for rejection in report.rejected:
-                    fh.write(json.dumps({"row": rejection.row, "reason": rejection.reason,
-                                         "data": rejection.data}, default=str) + "\n")
+        report.rejected_file = rejected.finish()
         return report
 
-    def _has_current_vector(self, listing_id: str, sha256: str) -> bool:
+    def _prepare(
+        self, rows: Iterable[SourceRow], *, base: Path, images_root: Path,
+        limits: ListingLimits, fetcher: Fetcher | None, batch_size: int,
+    ) -> Iterator[_Batch]:
+        """Validate, load and decode the rows, a batch at a time, skipping those
+        already stored with the same image."""
+        checked = (validate_listing(r, base=base, images_root=images_root, limits=limits)
+                   for r in rows)
+        for span in _spans(checked, batch_size):
+            rejected = [r for r in span if isinstance(r, Rejection)]
+            skipped: list[ListingRow] = []
+            to_load: list[ListingRow] = []
+            for row in span:
+                if isinstance(row, ListingRow):
+                    # A URL is fetched once: the same URL with a vector is not fetched again.
+                    current = row.image_is_url and self._has_current_vector(row.listing_id,
+                                                                             image=row.image)
+                    (skipped if current else to_load).append(row)
+            decoded: list[DecodedListing] = []
+            for loaded in load_images(to_load, fetcher=fetcher, limits=limits):
+                if isinstance(loaded, Rejection):
+                    rejected.append(loaded)
+                elif self._has_current_vector(loaded.row.listing_id, sha256=loaded.sha256):
+                    skipped.append(loaded.row)
+                else:
+                    result = decode_listing_image(loaded, limits=limits)
+                    if isinstance(result, Rejection):
+                        rejected.append(result)
+                    else:
+                        decoded.append(result)
+            yield _Batch(rows=len(span), decoded=decoded, skipped=skipped, rejected=rejected)
+
+    def _has_current_vector(self, listing_id: str, *, sha256: str | None = None,
+                            image: str | None = None) -> bool:
         """Whether the listing is stored with this image and its vector is in the index."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT id, image_sha256 FROM items WHERE listing_id = ?", (listing_id,)
+        with self._database() as db:
+            row = db.execute(
+                "SELECT id, image_sha256, image_path FROM items WHERE listing_id = ?",
+                (listing_id,),
             ).fetchone()
-        return row is not None and row[1] == sha256 and self.index.reconstruct(row[0]) is not None
+        if row is None:
+            return False
+        same = row[1] == sha256 if sha256 is not None else row[2] == image
+        return same and self.index.reconstruct(row[0]) is not None
 
     def _checkpoint(self) -> None:
         """Make the build so far durable: the index first, then the rows.
@@ -242,60 +475,60 @@ class Catalog:
         A crash between the two leaves vectors without rows, which searches
         ignore and the next build overwrites.
         """
-        with self._lock:
+        with self._database() as db:
             self.index.save(self.directory / INDEX_NAME)
-            self._db.commit()
+            db.commit()
 
     def _abandon(self) -> None:
         """Forget the work since the last checkpoint, in the database and in memory."""
         with self._lock:
-            self._db.rollback()
+            try:
+                self._db.rollback()
+            except sqlite3.Error as exc:
+                logger.warning("could not roll back the catalog database: %s", exc)
             path = self.directory / INDEX_NAME
             self.index = VectorIndex.load(path, dim=self.dim) if path.is_file() else (
                 VectorIndex(self.dim)
             )
 
-    def _update_metadata(self, row: _Row) -> None:
-        with self._lock:
-            self._db.execute(
+    def _update_metadata(self, row: ListingRow) -> None:
+        with self._database() as db:
+            db.execute(
                 f"UPDATE items SET {_SET_METADATA} WHERE listing_id=?",
                 (*_columns(row)[1:], row.listing_id),
             )
 
-    def _store(self, pending: list[tuple[_Row, str, Any]], encoder: Encoder,
+    def _store(self, kept: Sequence[DecodedListing], vectors: np.ndarray,
                report: BuildReport) -> None:
         """Write a batch's rows and vectors, uncommitted until the next checkpoint."""
-        vectors = encoder.encode_images([image for _, _, image in pending])
-        with self._lock:
-            ids = []
-            for row, sha, _ in pending:
-                existing = self._db.execute(
+        if not kept:
+            return
+        by_id: dict[int, np.ndarray] = {}  # a listing twice in one batch: the last row wins
+        with self._database() as db:
+            for item, vector in zip(kept, vectors, strict=True):
+                row = item.row
+                existing = db.execute(
                     "SELECT id FROM items WHERE listing_id = ?", (row.listing_id,)
                 ).fetchone()
-                values = (*_columns(row), sha)
+                blob = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
                 if existing is None:
-                    cur = self._db.execute(
-                        f"INSERT INTO items ({', '.join(_COLUMNS)}, image_sha256)"
-                        f" VALUES ({', '.join('?' * len(values))})",
-                        values,
-                    )
-                    ids.append(int(cur.lastrowid or 0))
+                    cur = db.execute(_INSERT, (*_columns(row), item.sha256, blob))
+                    item_id = int(cur.lastrowid or 0)
                     report.added += 1
                 else:
-                    self._db.execute(
-                        f"UPDATE items SET {_SET_METADATA}, image_sha256=? WHERE listing_id=?",
-                        (*values[1:], row.listing_id),
-                    )
-                    ids.append(int(existing[0]))
+                    db.execute(_UPDATE, (*_columns(row)[1:], item.sha256, blob, row.listing_id))
+                    item_id = int(existing[0])
                     report.updated += 1
-            self.index.upsert(ids, vectors)
+                by_id[item_id] = vector
+            self.index.upsert(list(by_id), np.stack(list(by_id.values())))
 
     def remove(self, listing_ids: Sequence[str]) -> int:
         """Remove listings (rows and vectors) without a rebuild; returns how many."""
-        with self._lock:
+        self._writable()
+        with self._database() as db:
             ids = []
             for listing_id in listing_ids:
-                row = self._db.execute(
+                row = db.execute(
                     "SELECT id FROM items WHERE listing_id = ?", (listing_id,)
                 ).fetchone()
                 if row is not None:
@@ -303,22 +536,22 @@ class Catalog:
             if not ids:
                 return 0
             try:
-                self._db.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in ids])
-                self.index.remove(ids)
-                # Index first: a crash before the commit leaves rows without
-                # vectors, which the next build re-embeds.
-                self.index.save(self.directory / INDEX_NAME)
-                self._db.commit()
+                db.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in ids])
+                db.commit()
             except BaseException:
-                self._db.rollback()
+                db.rollback()
                 raise
+            # Rows first: a crash before the index is saved leaves vectors
+            # without rows, which searches ignore and repair drops.
+            self.index.remove(ids)
+            self.index.save(self.directory / INDEX_NAME)
         return len(ids)
 
     # -- reading -------------------------------------------------------------
 
     def listing(self, item_id: int) -> Listing | None:
-        with self._lock:
-            row = self._db.execute(f"{_SELECT} WHERE id = ?", (item_id,)).fetchone()
+        with self._database() as db:
+            row = db.execute(f"{_SELECT} WHERE id = ?", (item_id,)).fetchone()
         return None if row is None else _to_listing(row)
 
     def search_vector(
@@ -344,8 +577,8 @@ class Catalog:
     def search_text(self, query: Query) -> list[Listing]:
         """Listings whose title, brand or category share words with the query."""
         words = [w for w in query.text.lower().split() if len(w) > 1][:12]
-        with self._lock:
-            rows = self._db.execute(_SELECT).fetchall()
+        with self._database() as db:
+            rows = db.execute(_SELECT).fetchall()
         scored = []
         for row in rows:
             listing = _to_listing(row)
@@ -363,8 +596,8 @@ class Catalog:
     def vectors_for(self, listing_ids: Sequence[str]) -> dict[str, np.ndarray]:
         result: dict[str, np.ndarray] = {}
         for listing_id in listing_ids:
-            with self._lock:
-                row = self._db.execute(
+            with self._database() as db:
+                row = db.execute(
                     "SELECT id FROM items WHERE listing_id = ?", (listing_id,)
                 ).fetchone()
             if row is None:
@@ -374,8 +607,521 @@ class Catalog:
                 result[listing_id] = vector
         return result
 
+    # -- inspecting and repairing ---------------------------------------------
 
-def _columns(row: _Row) -> tuple[Any, ...]:
+    @classmethod
+    def stats(cls, directory: str | Path) -> CatalogStats:
+        """Listings, vectors, model, size on disk and listings per category,
+        read without an encoder and without writing anything."""
+        directory = Path(directory).expanduser()
+        db_path = directory / DB_NAME
+        if not os.path.lexists(db_path):
+            raise CatalogError(_missing(directory))
+        problem = _file_problem(db_path)
+        if problem is not None:
+            raise CatalogError(problem)
+        db = _connect(db_path, readonly=True)
+        try:
+            version = _schema_version(db, db_path)
+            model_id, dim = _meta(db, "model_id"), _meta(db, "dim")
+            (rows,) = db.execute("SELECT COUNT(*) FROM items").fetchone()
+            categories = {
+                str(name): int(count) for name, count in db.execute(
+                    "SELECT COALESCE(category, ''), COUNT(*) FROM items GROUP BY 1 "
+                    "ORDER BY 2 DESC, 1"
+                )
+            }
+        except sqlite3.DatabaseError as exc:
+            raise CatalogError(_database_error(db_path, exc)) from exc
+        finally:
+            db.close()
+        index_path = directory / INDEX_NAME
+        vectors = 0
+        if index_path.is_file() and dim is not None and dim.isdigit():
+            vectors = len(VectorIndex.load(index_path, dim=int(dim)))
+        size = sum(p.stat().st_size for p in directory.iterdir()
+                   if p.is_file() and p.name.startswith((DB_NAME, INDEX_NAME, REJECTED_NAME)))
+        return CatalogStats(
+            directory=directory, rows=int(rows), vectors=vectors, model_id=model_id or "",
+            dim=int(dim) if dim and dim.isdigit() else 0, schema_version=version,
+            bytes_on_disk=size, categories=categories,
+        )
+
+    @classmethod
+    def check(cls, directory: str | Path) -> CatalogCheck:
+        """Check a catalog thoroughly without writing to it: the database's pages,
+        schema and model, every stored vector, and the index against the rows.
+        Each problem found says what to do about it."""
+        directory = Path(directory).expanduser()
+        db_path = directory / DB_NAME
+        if not os.path.lexists(db_path):
+            return CatalogCheck(directory=directory, problems=(_missing(directory),))
+        problem = _file_problem(db_path)
+        if problem is not None:
+            return CatalogCheck(directory=directory, problems=(problem,))
+        try:
+            db = _connect(db_path, readonly=True)
+        except CatalogError as exc:
+            return CatalogCheck(directory=directory, problems=(str(exc),))
+        try:
+            return _check(directory, db)
+        except sqlite3.DatabaseError as exc:
+            return CatalogCheck(directory=directory,
+                                problems=(_database_error(db_path, exc),))
+        finally:
+            db.close()
+
+    @classmethod
+    def repair(
+        cls,
+        directory: str | Path,
+        encoder: Encoder | None = None,
+        *,
+        fetcher: Fetcher | None = None,
+        limits: ListingLimits | None = None,
+        batch_size: int = 32,
+    ) -> RepairReport:
+        """Rebuild the vector index from the vectors stored in the database.
+
+        A listing without a stored vector gets the one the old index holds, if
+        it can still be read, or else is re-embedded from its image with
+        ``encoder`` (which must be the catalog's model). A listing whose image
+        is gone is removed and reported. The database itself cannot be
+        repaired: a damaged one is a :class:`CatalogError` saying to rebuild.
+        """
+        directory = Path(directory).expanduser()
+        db_path = directory / DB_NAME
+        if not os.path.lexists(db_path):
+            raise CatalogError(_missing(directory))
+        problem = _file_problem(db_path)
+        if problem is not None:
+            raise CatalogError(f"{problem} (repair rebuilds the vector index, not the database)")
+        db = _connect(db_path, readonly=False)
+        try:
+            return _repair(directory, db, encoder, fetcher=fetcher,
+                           limits=limits or ListingLimits(), batch_size=batch_size)
+        except sqlite3.DatabaseError as exc:
+            raise CatalogError(_beyond_repair(db_path, str(exc))) from exc
+        finally:
+            db.close()
+
+
+# -- opening -------------------------------------------------------------------
+
+
+def _missing(directory: Path) -> str:
+    return (f"no catalog at {directory}; build one with "
+            f"'restyle catalog build LISTINGS.jsonl --catalog {directory}'")
+
+
+def _database_error(path: Path, exc: sqlite3.DatabaseError) -> str:
+    name = getattr(exc, "sqlite_errorname", "")
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in str(exc):
+        return f"catalog database {path} is busy (another process is writing it): try again"
+    if name.startswith(("SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_READONLY")):
+        return f"catalog database {path} cannot be opened or written: {exc}"
+    return (f"catalog database {path} is damaged ({exc}); run 'restyle catalog check --catalog "
+            f"{path.parent}', and rebuild the catalog from its listings file if it is")
+
+
+def _beyond_repair(path: Path, detail: str) -> str:
+    return (f"catalog database {path} is damaged ({detail}); repair rebuilds the vector index, "
+            "not the database: rebuild the catalog from its listings file into a new directory")
+
+
+def _file_problem(path: Path) -> str | None:
+    """What is wrong with the database file, found cheaply from its size and
+    header, before SQLite is trusted with it; or None."""
+    what = f"catalog database {path}"
+    rebuild = "restore it from a backup, or delete the directory and build the catalog again"
+    try:
+        info = path.stat()
+        if not os.path.isfile(path):
+            return f"{what} is not a file"
+        if info.st_size == 0:
+            return f"{what} is empty (0 bytes): it was truncated or never written; {rebuild}"
+        with path.open("rb") as fh:
+            header = fh.read(100)
+    except OSError as exc:
+        return f"{what} cannot be read: {exc.strerror or exc}"
+    if not header.startswith(b"SQLite format 3\x00") or len(header) < 100:
+        return f"{what} is not a SQLite database; {rebuild}"
+    journal = [Path(f"{path}{s}") for s in ("-journal", "-wal")]
+    if not any(p.exists() for p in journal):
+        # Without a journal to replay, the file must be as long as its header says.
+        page_size = int.from_bytes(header[16:18], "big")
+        page_size = 65536 if page_size == 1 else page_size
+        pages = int.from_bytes(header[28:32], "big")
+        if pages and header[24:28] == header[92:96] and info.st_size < page_size * pages:
+            return (f"{what} is truncated ({info.st_size} of {page_size * pages} bytes); "
+                    f"{rebuild}")
+    return None
+
+
+def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
+    try:
+        if not readonly:
+            return sqlite3.connect(path, check_same_thread=False, timeout=30.0)
+        db = _connect_readonly(path)
+        try:
+            db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError as exc:
+            name = getattr(exc, "sqlite_errorname", "")
+            if name != "SQLITE_READONLY_ROLLBACK" and "readonly" not in str(exc):
+                raise
+            db.close()
+            _roll_back_hot_journal(path)
+            db = _connect_readonly(path)
+        return db
+    except sqlite3.DatabaseError as exc:
+        raise CatalogError(_database_error(path, exc)) from exc
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    uri = f"{path.absolute().as_uri()}?mode=ro"
+    return sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=30.0)
+
+
+def _roll_back_hot_journal(path: Path) -> None:
+    # A build killed mid-transaction leaves a journal that only a writer can
+    # roll back. Rolling it back restores the last committed state, as any
+    # writer opening the file would; nothing new is written.
+    try:
+        db = sqlite3.connect(path, timeout=30.0)
+    except sqlite3.Error as exc:
+        raise CatalogError(
+            f"an interrupted build left {path}-journal behind, and undoing it needs write "
+            f"access to {path.parent}: {exc}"
+        ) from exc
+    try:
+        db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    finally:
+        db.close()
+
+
+def _meta(db: sqlite3.Connection, key: str) -> str | None:
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def _schema_version(db: sqlite3.Connection, path: Path) -> int:
+    if not {"meta", "items"} <= _tables(db):
+        raise CatalogError(
+            f"catalog database {path} is not a restyle catalog (it has no meta or items "
+            "table); build the catalog into an empty directory"
+        )
+    stored = _meta(db, "schema_version")
+    # Catalogs from before the version was recorded are version 1.
+    version = int(stored) if stored is not None and stored.isdigit() else 1
+    if version > SCHEMA_VERSION:
+        raise CatalogError(
+            f"catalog database {path} has schema version {version}, newer than this restyle "
+            f"reads ({SCHEMA_VERSION}); upgrade restyle"
+        )
+    return version
+
+
+def _tables(db: sqlite3.Connection) -> set[str]:
+    return {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def _ensure_schema(db: sqlite3.Connection, path: Path) -> None:
+    """Create the tables in a new database, or bring a catalog written by an
+    older restyle up to :data:`SCHEMA_VERSION`; refuse any other database."""
+    if not _tables(db):
+        db.executescript(_SCHEMA)
+    else:
+        _schema_version(db, path)  # not a catalog, or a newer one: refused before any change
+    columns = {row[1] for row in db.execute("PRAGMA table_info(items)")}
+    with db:
+        if "vector" not in columns:
+            db.execute("ALTER TABLE items ADD COLUMN vector BLOB")
+        if _meta(db, "schema_version") != str(SCHEMA_VERSION):
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+                       (str(SCHEMA_VERSION),))
+
+
+# -- check and repair -------------------------------------------------------------
+
+
+def _check(directory: Path, db: sqlite3.Connection) -> CatalogCheck:
+    db_path = directory / DB_NAME
+    problems: list[str] = []
+    notes: list[str] = []
+    repair = f"run 'restyle catalog repair --catalog {directory}'"
+    found = [str(r[0]) for r in db.execute("PRAGMA quick_check(5)")]
+    if found != ["ok"]:
+        return CatalogCheck(directory=directory, problems=(
+            f"catalog database {db_path} is damaged ({'; '.join(found)}); rebuild the catalog "
+            "from its listings file into a new directory",
+        ))
+    try:
+        version = _schema_version(db, db_path)
+    except CatalogError as exc:
+        return CatalogCheck(directory=directory, problems=(str(exc),))
+    model_id, dim_text = _meta(db, "model_id"), _meta(db, "dim")
+    if model_id is None or dim_text is None or not dim_text.isdigit() or int(dim_text) < 1:
+        return CatalogCheck(directory=directory, problems=(
+            f"catalog database {db_path} records no model or dimension; build the catalog "
+            "again into a new directory",
+        ))
+    dim = int(dim_text)
+    row_ids = np.array([r[0] for r in db.execute("SELECT id FROM items ORDER BY id")],
+                       dtype=np.int64)
+    if version >= 2:
+        stored = unusable = 0
+        for (blob,) in db.execute("SELECT vector FROM items WHERE vector IS NOT NULL"):
+            stored += 1
+            unusable += _vector_from_blob(blob, dim) is None
+        if unusable:
+            problems.append(f"{unusable} listings have a damaged vector in the database; {repair}"
+                            " to re-embed them")
+        if stored < len(row_ids):
+            notes.append(f"{len(row_ids) - stored} listings have no vector stored in the "
+                         f"database (built before schema version 2); {repair} to store them")
+    else:
+        notes.append(f"schema version {version}: vectors are not stored in the database; "
+                     f"{repair} to upgrade it")
+    vectors: int | None = None
+    index_path = directory / INDEX_NAME
+    if not index_path.is_file():
+        if len(row_ids):
+            problems.append(f"the vector index {index_path} is missing; {repair} to rebuild it")
+    else:
+        try:
+            index = VectorIndex.load(index_path, dim=dim)
+        except CatalogError as exc:
+            problems.append(f"{exc}; {repair} to rebuild it")
+        else:
+            vectors = len(index)
+            index_ids = index.ids()
+            missing = int(np.count_nonzero(~np.isin(row_ids, index_ids)))
+            stray = int(np.count_nonzero(~np.isin(index_ids, row_ids)))
+            if missing:
+                problems.append(f"{missing} listings have no vector in {index_path}; {repair}")
+            if stray:
+                notes.append(f"{stray} vectors in the index belong to no listing (left by an "
+                             "interrupted build or removal); harmless, and repair drops them")
+    return CatalogCheck(directory=directory, problems=tuple(problems), notes=tuple(notes),
+                        rows=len(row_ids), vectors=vectors, model_id=model_id)
+
+
+def _vector_from_blob(blob: object, dim: int) -> np.ndarray | None:
+    if not isinstance(blob, bytes) or len(blob) != 4 * dim:
+        return None
+    vector = np.frombuffer(blob, dtype=np.float32)
+    return vector if vector_problem(vector, dim) is None else None
+
+
+def _repair(directory: Path, db: sqlite3.Connection, encoder: Encoder | None, *,
+            fetcher: Fetcher | None, limits: ListingLimits, batch_size: int) -> RepairReport:
+    db_path = directory / DB_NAME
+    found = [str(r[0]) for r in db.execute("PRAGMA quick_check(5)")]
+    if found != ["ok"]:
+        raise CatalogError(_beyond_repair(db_path, "; ".join(found)))
+    _ensure_schema(db, db_path)
+    model_id, dim_text = _meta(db, "model_id"), _meta(db, "dim")
+    if model_id is None or dim_text is None or not dim_text.isdigit():
+        raise CatalogError(f"catalog database {db_path} records no model; build the catalog "
+                           "again into a new directory")
+    dim = int(dim_text)
+    old: VectorIndex | None = None
+    index_path = directory / INDEX_NAME
+    try:
+        old = VectorIndex.load(index_path, dim=dim) if index_path.is_file() else None
+    except CatalogError as exc:
+        logger.info("old index unusable, not used: %s", exc)
+    index = VectorIndex(dim)
+    from_database = from_old = 0
+    to_embed: list[int] = []
+    cursor = db.execute("SELECT id, vector FROM items ORDER BY id")
+    while chunk := cursor.fetchmany(1024):
+        ids: list[int] = []
+        vectors: list[np.ndarray] = []
+        for item_id, blob in chunk:
+            vector = _vector_from_blob(blob, dim)
+            if vector is not None:
+                from_database += 1
+            else:
+                vector = old.reconstruct(item_id) if old is not None else None
+                if vector is None or vector_problem(vector, dim) is not None:
+                    to_embed.append(int(item_id))
+                    continue
+                from_old += 1
+                db.execute("UPDATE items SET vector = ? WHERE id = ?",
+                           (vector.astype(np.float32).tobytes(), item_id))
+            ids.append(int(item_id))
+            vectors.append(vector)
+        if ids:
+            index.upsert(ids, np.stack(vectors))
+    removed: list[tuple[str, str]] = []
+    if to_embed:
+        if encoder is None or encoder.model_id != model_id:
+            db.rollback()
+            raise CatalogError(
+                f"{len(to_embed)} listings have no usable vector and must be re-embedded: "
+                f"repair with the catalog's model, {model_id}"
+                + ("" if encoder is None else f", not {encoder.model_id}")
+            )
+        reembedded = _reembed(db, index, to_embed, encoder, fetcher=fetcher, limits=limits,
+                              batch_size=batch_size, removed=removed)
+    else:
+        reembedded = 0
+    dropped = 0 if old is None else int(np.count_nonzero(~np.isin(old.ids(), index.ids())))
+    # Index first, then the rows: a crash between leaves stray vectors, which are harmless.
+    index.save(index_path)
+    db.commit()
+    return RepairReport(directory=directory, from_database=from_database,
+                        from_old_index=from_old, reembedded=reembedded, removed=tuple(removed),
+                        dropped_vectors=dropped)
+
+
+def _reembed(db: sqlite3.Connection, index: VectorIndex, item_ids: list[int], encoder: Encoder,
+             *, fetcher: Fetcher | None, limits: ListingLimits, batch_size: int,
+             removed: list[tuple[str, str]]) -> int:
+    done = 0
+    for chunk in batches(item_ids, batch_size):
+        marks = ", ".join("?" * len(chunk))
+        rows = db.execute(f"{_SELECT} WHERE id IN ({marks})", chunk).fetchall()
+        by_number = {int(r[0]): r for r in rows}
+        listings = [_row_from_db(r) for r in rows]
+        decoded: list[DecodedListing] = []
+        failed: list[Rejection] = []
+        for loaded in load_images(listings, fetcher=fetcher, limits=limits):
+            result = loaded if isinstance(loaded, Rejection) else decode_listing_image(
+                loaded, limits=limits)
+            (failed if isinstance(result, Rejection) else decoded).append(result)  # type: ignore[arg-type]
+        kept, vectors, unusable = embed_listings(decoded, encoder)
+        for item, vector in zip(kept, vectors, strict=True):
+            db.execute("UPDATE items SET vector = ?, image_sha256 = ? WHERE id = ?",
+                       (vector.tobytes(), item.sha256, item.row.number))
+        if kept:
+            index.upsert([item.row.number for item in kept], vectors)
+        done += len(kept)
+        for rejection in [*failed, *unusable]:
+            listing_id = by_number[rejection.row][1]
+            db.execute("DELETE FROM items WHERE id = ?", (rejection.row,))
+            removed.append((str(listing_id), rejection.reason))
+    return done
+
+
+def _row_from_db(row: Sequence[Any]) -> ListingRow:
+    item_id, listing_id, title, brand, category, condition, price, currency, url, image, sold = row
+    return ListingRow(
+        number=int(item_id), listing_id=listing_id, title=title, brand=brand, category=category,
+        condition=Condition(condition), price=Decimal(price or "0"), currency=currency or "USD",
+        url=url, image=image, image_as_written=image, sold=None if sold is None else bool(sold),
+    )
+
+
+# -- the build's plumbing ---------------------------------------------------------
+
+
+class _RejectedFile:
+    """``rejected.jsonl``, written as rejections come and put in place at the end
+    (a build without rejections removes the previous build's file)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._fh: Any = None
+        self._tmp: Path | None = None
+
+    def write(self, rejection: Rejection) -> None:
+        if self._fh is None:
+            fd, tmp = tempfile.mkstemp(prefix=".rejected.", suffix=".jsonl", dir=self.directory)
+            self._fh = os.fdopen(fd, "w", encoding="utf-8")
+            self._tmp = Path(tmp)
+        self._fh.write(rejection_json(rejection) + "\n")
+
+    def finish(self) -> Path | None:
+        target = self.directory / REJECTED_NAME
+        if self._fh is None:
+            target.unlink(missing_ok=True)
+            return None
+        self._fh.close()
+        assert self._tmp is not None
+        os.replace(self._tmp, target)
+        return target
+
+    def discard(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            assert self._tmp is not None
+            self._tmp.unlink(missing_ok=True)
+            self._fh = None
+
+
+def _spans(items: Iterable[ListingRow | Rejection], size: int) -> Iterator[list[Any]]:
+    """Contiguous runs of rows holding ``size`` listings, or :data:`_MAX_SPAN` rows."""
+    span: list[ListingRow | Rejection] = []
+    listings = 0
+    for item in items:
+        span.append(item)
+        listings += isinstance(item, ListingRow)
+        if listings >= size or len(span) >= _MAX_SPAN:
+            yield span
+            span, listings = [], 0
+    if span:
+        yield span
+
+
+_DONE = object()
+
+
+@contextmanager
+def _read_ahead(items: Iterator[_T]) -> Iterator[Iterator[_T]]:
+    """``items`` produced one step ahead in a thread: the next batch's images
+    load and decode while the encoder works on this one. Bounded: one item
+    waits at most."""
+    slot: queue.Queue[Any] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                slot.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+        except BaseException as exc:
+            put((_DONE, exc))
+            return
+        put((_DONE, None))
+
+    thread = threading.Thread(target=produce, name="restyle-catalog-prepare", daemon=True)
+    thread.start()
+
+    def consume() -> Iterator[_T]:
+        while True:
+            item, error = slot.get()
+            if error is not None:
+                raise error
+            if item is _DONE:
+                return
+            yield item
+
+    try:
+        yield consume()
+    finally:
+        stop.set()
+        while thread.is_alive():
+            # Drain the slot so a producer blocked on it sees the stop.
+            with suppress(queue.Empty):
+                slot.get(timeout=0.05)
+        thread.join()
+
+
+# -- rows and listings --------------------------------------------------------------
+
+
+def _columns(row: ListingRow) -> tuple[Any, ...]:
     return (
         row.listing_id,
         row.title,
@@ -385,20 +1131,25 @@ def _columns(row: _Row) -> tuple[Any, ...]:
         str(row.price),
         row.currency,
         row.url,
-        str(row.image_path),
+        row.image,
         None if row.sold is None else int(row.sold),
     )
 
 
 def _to_listing(row: Sequence[Any]) -> Listing:
     _, listing_id, title, brand, category, condition, price, currency, url, image, sold = row
+    if image.lower().startswith(("http://", "https://")):
+        image_url = image
+    else:
+        path = Path(image)
+        image_url = (path if path.is_absolute() else path.resolve()).as_uri()
     return Listing(
         marketplace=MARKETPLACE_NAME,
         listing_id=listing_id,
         title=title,
         price=Money(amount=Decimal(price), currency=currency) if price is not None else None,
         url=url,
-        image_url=Path(image).resolve().as_uri(),
+        image_url=image_url,
         brand=brand,
         category=category,
         condition=Condition(condition),
@@ -423,81 +1174,3 @@ def _matches(listing: Listing, query: Query) -> bool:
         if query.max_price is not None and listing.price.amount > query.max_price:
             return False
     return query.condition is None or listing.condition is query.condition
-
-
-def _read_rows(source: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    if not source.is_file():
-        raise CatalogError(f"listings file not found: {source}")
-    suffix = source.suffix.lower()
-    try:
-        with source.open(encoding="utf-8", newline="") as fh:
-            if suffix in (".jsonl", ".ndjson", ".json"):
-                for number, line in enumerate(fh, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        data = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        data = {"_line": line.strip()[:200], "_error": f"invalid JSON: {exc.msg}"}
-                    if not isinstance(data, dict):
-                        data = {"_line": line.strip()[:200], "_error": "not a JSON object"}
-                    yield number, data
-            elif suffix == ".csv":
-                for number, data in enumerate(csv.DictReader(fh), start=2):
-                    yield number, {k: v for k, v in data.items() if k is not None}
-            else:
-                raise CatalogError(f"listings file must be .jsonl or .csv, got {source.name}")
-    except UnicodeDecodeError as exc:
-        raise CatalogError(f"listings file {source} is not UTF-8 text") from exc
-
-
-def _validate(raw: dict[str, Any], *, base: Path) -> _Row:
-    if "_error" in raw:
-        raise ValueError(raw["_error"])
-
-    def text(key: str, *alts: str) -> str | None:
-        for k in (key, *alts):
-            value = raw.get(k)
-            if value is not None and str(value).strip():
-                return str(value).strip()
-        return None
-
-    listing_id = text("id", "listing_id")
-    title = text("title")
-    image = text("image", "image_path")
-    if listing_id is None:
-        raise ValueError("missing id")
-    if title is None:
-        raise ValueError("missing title")
-    if image is None:
-        raise ValueError("missing image")
-    price_text = text("price")
-    if price_text is None:
-        raise ValueError("missing price")
-    try:
-        price = Decimal(price_text)
-    except InvalidOperation as exc:
-        raise ValueError(f"bad price {price_text!r}") from exc
-    if not price.is_finite() or price < 0:
-        raise ValueError(f"bad price {price_text!r}")
-    currency = (text("currency") or "USD").upper()
-    Money(amount=price, currency=currency)  # validates the currency
-    image_path = Path(image)
-    if not image_path.is_absolute():
-        image_path = (base / image_path).resolve()
-    if not image_path.is_file():
-        raise ValueError(f"image not found: {image}")
-    sold_text = text("sold")
-    sold = None if sold_text is None else sold_text.lower() in {"1", "true", "yes", "sold"}
-    return _Row(
-        listing_id=listing_id,
-        title=title,
-        brand=text("brand"),
-        category=text("category"),
-        condition=Condition.parse(text("condition")),
-        price=price,
-        currency=currency,
-        url=text("url"),
-        image_path=image_path,
-        sold=sold,
-    )

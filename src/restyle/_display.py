@@ -1,29 +1,44 @@
 """HTML for notebooks: ``_repr_html_`` of Analysis, Identification and Comp.
 
-Every piece of text from listings and experts is escaped; only http(s) and
-inline image data become ``src`` attributes.
+Every piece of text from listings and experts is escaped; only http(s) links
+and small inline JPEG thumbnails become ``src`` attributes. A local file is
+read only when restyle's own catalog served it (:mod:`restyle._vouched`), and
+then only to draw a thumbnail of it, so one output stays small whatever the
+listings point at.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import functools
+import os
+import stat
 from html import escape
-from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
-from restyle._imaging import sniff_format
+from restyle._errors import ImageError
+from restyle._imaging import DEFAULT_MAX_BYTES, decode
 from restyle._types import Analysis, Comp, Identification, PriceEstimate
+from restyle._vouched import is_vouched
 
 __all__ = ["analysis_html", "comp_html", "identification_html"]
 
-_MAX_INLINE_BYTES = 2 * 1024 * 1024
+#: Longest side of a comp's thumbnail, and of the analysed photo's, in pixels.
+THUMBNAIL_SIDE = 160
+PHOTO_SIDE = 256
+#: Most characters of inline image data in one rendered output; past it, placeholders.
+INLINE_BUDGET = 192 * 1024
+_INLINE_PREFIXES = ("data:image/jpeg;base64,", "data:image/png;base64,", "data:image/webp;base64,")
 _STYLE = (
     "<style>.restyle{font-family:system-ui,sans-serif;font-size:13px;line-height:1.35}"
     ".restyle table{border-collapse:collapse}.restyle td,.restyle th{padding:2px 8px;"
     "text-align:left;vertical-align:top}.restyle .grid{display:flex;flex-wrap:wrap;gap:8px}"
     ".restyle .comp{width:150px;border:1px solid #ddd;border-radius:6px;padding:6px}"
     ".restyle .comp img{width:138px;height:138px;object-fit:cover;background:#f4f4f4}"
+    ".restyle .noimg{width:138px;height:138px;display:flex;align-items:center;"
+    "justify-content:center;background:#f4f4f4}"
     ".restyle .muted{color:#777}.restyle .flag{color:#b45309}</style>"
 )
 
@@ -32,29 +47,84 @@ def _e(value: object) -> str:
     return escape("" if value is None else str(value), quote=True)
 
 
-def _image_src(url: str | None) -> str | None:
-    """A safe ``src`` for a listing image: http(s) as is, a local image inlined."""
+class _Budget:
+    """What is left of one output's allowance of inline image data."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, chars: int = INLINE_BUDGET) -> None:
+        self.left = chars
+
+    def take(self, src: str | None) -> str | None:
+        if src is None or len(src) > self.left:
+            return None
+        self.left -= len(src)
+        return src
+
+
+def _thumbnail(data: bytes, side: int) -> str | None:
+    """A JPEG data URI of ``data`` downscaled to ``side``, drawn by the safe decoder."""
+    try:
+        photo = decode(data, draft_side=side)
+        thumb = photo.encoded(max_side=side, quality=70)
+    except (ImageError, OSError, ValueError):
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(thumb).decode("ascii")
+
+
+@functools.lru_cache(maxsize=256)
+def _file_thumbnail(path: str, side: int, mtime_ns: int, size: int) -> str | None:
+    # Keyed by modification time and size too: a file changed on disk is drawn again.
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(DEFAULT_MAX_BYTES + 1)
+    except OSError:
+        return None
+    if len(data) > DEFAULT_MAX_BYTES:
+        return None
+    return _thumbnail(data, side)
+
+
+def _local_src(url: str, side: int) -> str | None:
+    """A thumbnail of a ``file://`` image restyle's catalog served; None for any other."""
+    if not is_vouched(url):
+        return None
+    path = url2pathname(urlsplit(url).path)
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(info.st_mode) or info.st_size > DEFAULT_MAX_BYTES:
+        return None
+    return _file_thumbnail(path, side, info.st_mtime_ns, info.st_size)
+
+
+def _inline_src(url: str, side: int) -> str | None:
+    """A small inline image from a ``data:`` URI: as it is when small, else redrawn."""
+    if not url.startswith(_INLINE_PREFIXES):
+        return None
+    if len(url) <= side * side:  # about one character a pixel: already thumbnail-sized
+        return url
+    if len(url) > DEFAULT_MAX_BYTES * 4 // 3 + 64:
+        return None
+    try:
+        data = base64.b64decode(url.split(",", 1)[1], validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return _thumbnail(data, side)
+
+
+def _image_src(url: str | None, budget: _Budget, *, side: int = THUMBNAIL_SIDE) -> str | None:
+    """A safe ``src`` for an image: http(s) as it is, anything else a small inline thumbnail."""
     if not url:
         return None
     parts = urlsplit(url)
     if parts.scheme in ("http", "https") and parts.hostname:
         return url
-    if parts.scheme == "data" and url.startswith(("data:image/jpeg;base64,",
-                                                   "data:image/png;base64,",
-                                                   "data:image/webp;base64,")):
-        return url
+    if parts.scheme == "data":
+        return budget.take(_inline_src(url, side))
     if parts.scheme == "file":
-        path = Path(url2pathname(parts.path))
-        try:
-            if path.stat().st_size > _MAX_INLINE_BYTES:
-                return None
-            data = path.read_bytes()
-        except OSError:
-            return None
-        fmt = sniff_format(data)
-        if fmt is None:
-            return None
-        return f"data:image/{fmt.lower()};base64," + base64.b64encode(data).decode("ascii")
+        return budget.take(_local_src(url, side))
     return None
 
 
@@ -80,11 +150,14 @@ def identification_html(ident: Identification) -> str:
     )
 
 
-def comp_html(comp: Comp, *, standalone: bool = True) -> str:
+def comp_html(comp: Comp, *, standalone: bool = True, budget: _Budget | None = None) -> str:
     listing = comp.listing
-    src = _image_src(listing.image_url)
-    img = (f"<img src='{_e(src)}' alt='{_e(listing.title)}' loading='lazy'>" if src
-           else "<div class='muted' style='height:138px'>no image</div>")
+    src = _image_src(listing.image_url, budget or _Budget())
+    if src:
+        img = f"<img src='{_e(src)}' alt='{_e(listing.title)}' loading='lazy'>"
+    else:
+        img = ("<div class='noimg muted'>"
+               + ("image not shown" if listing.image_url else "no image") + "</div>")
     title = _e(listing.title)
     if listing.url and urlsplit(listing.url).scheme in ("http", "https"):
         title = f"<a href='{_e(listing.url)}' target='_blank' rel='noopener noreferrer'>{title}</a>"
@@ -123,7 +196,8 @@ def _price_strip(price: PriceEstimate, comps: tuple[Comp, ...]) -> str:
 
 
 def analysis_html(analysis: Analysis, *, max_comps: int = 24) -> str:
-    photo_src = _image_src(analysis.photo.thumbnail)
+    budget = _Budget()
+    photo_src = _image_src(analysis.photo.thumbnail, budget, side=PHOTO_SIDE)
     photo = (
         f"<img src='{_e(photo_src)}' style='max-width:220px;height:auto;"
         "align-self:flex-start;border-radius:6px'>" if photo_src else ""
@@ -140,7 +214,8 @@ def analysis_html(analysis: Analysis, *, max_comps: int = 24) -> str:
     failed = "".join(f"<li class='flag'>{_e(k)}: {_e(v)}</li>"
                      for k, v in analysis.failed_experts.items())
     warnings = "".join(f"<li class='flag'>{_e(w)}</li>" for w in analysis.warnings)
-    grid = "".join(comp_html(c, standalone=False) for c in analysis.comps[:max_comps])
+    grid = "".join(comp_html(c, standalone=False, budget=budget)
+                   for c in analysis.comps[:max_comps])
     more = len(analysis.comps) - max_comps
     return (
         f"<div class='restyle'>{_STYLE}<div style='display:flex;gap:16px'>{photo}"

@@ -5,7 +5,9 @@ so a comp seen recently is neither downloaded nor encoded again. URL entries
 expire after ``url_ttl`` seconds because the image behind a URL can change;
 content-hash entries never go stale, only old (least recently used). Only a
 hash of the URL is stored: signed image URLs carry tokens that must not sit
-on disk. Any damage to the cache file disables the cache, never the pipeline.
+on disk. Every vector read back is checked (the model's dimension, finite, unit
+length): a damaged entry is dropped and counted, never used. Damage to the
+cache file itself disables the cache with one warning, never the pipeline.
 """
 
 from __future__ import annotations
@@ -15,15 +17,18 @@ import logging
 import sqlite3
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from restyle import _settings
+from restyle._index import vector_problem
 
-__all__ = ["EmbeddingCache"]
+__all__ = ["EmbeddingCache", "EmbeddingCacheStats"]
 
 logger = logging.getLogger("restyle.cache")
+
 
 _SCHEMA = """
 PRAGMA journal_mode=WAL;
@@ -36,7 +41,25 @@ CREATE TABLE IF NOT EXISTS urls (
     url_hash TEXT PRIMARY KEY, sha256 TEXT NOT NULL, seen REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS urls_seen ON urls (seen);
+CREATE TABLE IF NOT EXISTS models (model_id TEXT PRIMARY KEY, dim INTEGER NOT NULL);
 """
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmbeddingCacheStats:
+    """What an :class:`EmbeddingCache` did since it was created.
+
+    ``dropped``: damaged entries found on read (wrong length, not finite, not
+    unit length), deleted and not used. ``refused``: vectors ``put`` would not
+    store for the same reasons. ``disabled``: the cache file could not be used
+    and the cache turned itself off.
+    """
+
+    hits: int
+    misses: int
+    dropped: int
+    refused: int
+    disabled: bool
 
 
 def _url_key(url: str) -> str:
@@ -64,7 +87,10 @@ class EmbeddingCache:
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self._opened = False
+        self._disabled = False
         self._writes = 0
+        self._dims: dict[str, int] = {}  # as recorded in the models table
+        self._hits = self._misses = self._dropped = self._refused = 0
 
     def __repr__(self) -> str:
         return f"<EmbeddingCache {str(self.path)!r} max_entries={self.max_entries}>"
@@ -78,14 +104,46 @@ class EmbeddingCache:
                 db.executescript(_SCHEMA)
                 self._db = db
             except (sqlite3.Error, OSError) as exc:
-                logger.warning("embedding cache %s disabled: %s", self.path, exc)
+                self._disable(exc)
         return self._db
 
     def _disable(self, exc: Exception) -> None:
-        logger.warning("embedding cache %s disabled: %s", self.path, exc)
+        if not self._disabled:
+            logger.warning("embedding cache %s disabled: %s", self.path, exc)
+        self._disabled = True
         if self._db is not None:
             self._db.close()
         self._db = None
+
+    def stats(self) -> EmbeddingCacheStats:
+        """Hits, misses, damaged entries dropped, vectors refused, and whether it is off."""
+        with self._lock:
+            return EmbeddingCacheStats(
+                hits=self._hits, misses=self._misses, dropped=self._dropped,
+                refused=self._refused, disabled=self._disabled,
+            )
+
+    @property
+    def dropped(self) -> int:
+        """Damaged entries found on read and dropped (see :meth:`stats`)."""
+        with self._lock:
+            return self._dropped
+
+    def _dim(self, db: sqlite3.Connection, model_id: str) -> int | None:
+        """The dimension of ``model_id``'s vectors: as recorded by ``put``, or else
+        the length most of its stored vectors have (caches written before
+        dimensions were recorded)."""
+        if model_id in self._dims:
+            return self._dims[model_id]
+        row = db.execute("SELECT dim FROM models WHERE model_id = ?", (model_id,)).fetchone()
+        if row is not None and isinstance(row[0], int) and row[0] > 0:
+            self._dims[model_id] = row[0]
+            return row[0]
+        row = db.execute(
+            "SELECT length(vector) / 4 FROM embeddings WHERE model_id = ? "
+            "GROUP BY length(vector) ORDER BY COUNT(*) DESC LIMIT 1", (model_id,),
+        ).fetchone()
+        return int(row[0]) if row is not None and row[0] else None
 
     def close(self) -> None:
         with self._lock:
@@ -98,7 +156,11 @@ class EmbeddingCache:
             db = self._conn()
             if db is None:
                 return 0
-            (count,) = db.execute("SELECT COUNT(*) FROM embeddings").fetchone()
+            try:
+                (count,) = db.execute("SELECT COUNT(*) FROM embeddings").fetchone()
+            except sqlite3.Error as exc:
+                self._disable(exc)
+                return 0
             return int(count)
 
     def sha_for_url(self, url: str) -> str | None:
@@ -118,6 +180,7 @@ class EmbeddingCache:
         return None if row is None else str(row[0])
 
     def get(self, sha256: str, model_id: str) -> np.ndarray | None:
+        """The stored embedding, or None; a damaged entry is dropped and counted."""
         with self._lock:
             db = self._conn()
             if db is None:
@@ -127,8 +190,15 @@ class EmbeddingCache:
                     "SELECT vector FROM embeddings WHERE model_id = ? AND sha256 = ?",
                     (model_id, sha256),
                 ).fetchone()
-                if row is not None:
-                    with db:
+                if row is None:
+                    self._misses += 1
+                    return None
+                vector, problem = self._decode(db, row[0], model_id)
+                with db:
+                    if problem is not None:
+                        db.execute("DELETE FROM embeddings WHERE model_id = ? AND sha256 = ?",
+                                   (model_id, sha256))
+                    else:
                         db.execute(
                             "UPDATE embeddings SET used = ? WHERE model_id = ? AND sha256 = ?",
                             (time.time(), model_id, sha256),
@@ -136,22 +206,52 @@ class EmbeddingCache:
             except sqlite3.Error as exc:
                 self._disable(exc)
                 return None
-        if row is None:
-            return None
-        return np.frombuffer(row[0], dtype=np.float32).copy()
+            if problem is not None:
+                self._dropped += 1
+                self._misses += 1
+                log = logger.warning if self._dropped == 1 else logger.debug
+                log("embedding cache %s: dropped a damaged entry (%s); %d so far",
+                    self.path, problem, self._dropped)
+                return None
+            self._hits += 1
+            return vector
+
+    def _decode(self, db: sqlite3.Connection, blob: object,
+                model_id: str) -> tuple[np.ndarray, str | None]:
+        if not isinstance(blob, bytes) or len(blob) % 4:
+            return np.zeros(0, np.float32), "not a float32 vector"
+        vector = np.frombuffer(blob, dtype=np.float32).copy()
+        return vector, vector_problem(vector, self._dim(db, model_id))
 
     def put(self, sha256: str, model_id: str, vector: np.ndarray, *,
             url: str | None = None) -> None:
-        blob = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+        """Store ``vector``; one that is not a finite unit vector is refused (and counted).
+
+        A vector of another dimension than the model's recorded one replaces
+        the record: the encoder that just produced it is the authority.
+        """
+        array = np.ascontiguousarray(vector, dtype=np.float32)
+        problem = vector_problem(array, None)
         now = time.time()
         with self._lock:
+            if problem is not None:
+                self._refused += 1
+                logger.debug("embedding cache: refused a vector with %s", problem)
+                return
             db = self._conn()
             if db is None:
                 return
             try:
                 with db:
+                    if self._dims.get(model_id) != array.size:
+                        db.execute("INSERT OR REPLACE INTO models VALUES (?, ?)",
+                                   (model_id, array.size))
+                        # Entries of another length can only be damaged or stale.
+                        db.execute("DELETE FROM embeddings WHERE model_id = ? "
+                                   "AND length(vector) != ?", (model_id, array.size * 4))
+                        self._dims[model_id] = array.size
                     db.execute("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?)",
-                               (model_id, sha256, blob, now))
+                               (model_id, sha256, array.tobytes(), now))
                     if url is not None:
                         db.execute("INSERT OR REPLACE INTO urls VALUES (?, ?, ?)",
                                    (_url_key(url), sha256, now))

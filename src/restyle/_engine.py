@@ -18,7 +18,7 @@ import numpy as np
 
 from restyle import _budget, _settings
 from restyle._budget import STAGE_MARKS, Budget
-from restyle._catalog import MARKETPLACE_NAME, Catalog
+from restyle._catalog import MARKETPLACE_NAME, BuildReport, Catalog, ListingLimits
 from restyle._components import (
     Component,
     Encoder,
@@ -206,14 +206,18 @@ class Engine:
             return self._catalog
 
     def build_catalog(
-        self, listings: str | Path, *, progress: bool | None = None
-    ) -> Any:
-        """Add the listings of a JSONL or CSV file to this Engine's catalog."""
-        with self._catalog_lock:
-            if self._catalog is None:
-                self._catalog = Catalog.open(self.catalog_dir, self.encoder, create=True)
-            catalog = self._catalog
-        return catalog.build(listings, self.encoder, progress=progress)
+        self, listings: str | Path, *, progress: bool | None = None,
+        images_root: str | Path | None = None, limits: ListingLimits | None = None,
+    ) -> BuildReport:
+        """Add the listings of a JSONL, CSV or Parquet file to this Engine's catalog
+        (see :meth:`Catalog.build`); image URLs are fetched with this Engine's fetcher."""
+        with self._running("build_catalog"):
+            with self._catalog_lock:
+                if self._catalog is None:
+                    self._catalog = Catalog.open(self.catalog_dir, self.encoder, create=True)
+                catalog = self._catalog
+            return catalog.build(listings, self.encoder, progress=progress,
+                                 images_root=images_root, limits=limits, fetcher=self.fetcher)
 
     def _context_hiding(self, hidden: frozenset[str]) -> Context:
         """This Engine's context, with the catalog listings among ``hidden``

@@ -1,5 +1,10 @@
 """Downloading comp images safely: concurrent, bounded in time and size, guarded against SSRF.
 
+A fetch ends by its deadline whatever the server does: one watchdog thread
+shuts down the socket of every fetch whose deadline has passed, which wakes a
+read blocked anywhere (TLS handshake, status line, headers, chunk sizes,
+body), and host lookups run in daemon threads the caller stops waiting for.
+
 Every host name is resolved once, every address it resolves to is checked,
 and the connection is made to the checked address (the Host header and TLS
 SNI/certificate check still use the name), so a DNS answer cannot change
@@ -10,17 +15,21 @@ environment variables, so none of them can route around the guard.
 
 from __future__ import annotations
 
+import contextlib
+import heapq
 import ipaddress
+import itertools
 import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import urllib3
+from urllib3.connection import HTTPConnection, HTTPSConnection
 
 from restyle._errors import FetchError
 from restyle._imaging import sniff_format
@@ -122,6 +131,204 @@ def system_resolver(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+# -- deadlines ---------------------------------------------------------------------
+
+
+class _Watch:
+    """The sockets of one fetch, shut down by the watchdog at the fetch's deadline.
+    Its state changes only under the watchdog's lock."""
+
+    __slots__ = ("_sockets", "closed", "expired")
+
+    def __init__(self) -> None:
+        self.expired = False
+        self.closed = False
+        self._sockets: list[socket.socket] = []
+
+    def attach(self, sock: socket.socket) -> None:
+        # A duplicate, because TLS detaches the original object from its file
+        # descriptor; shutting the duplicate down ends the same connection, and
+        # since only this watch closes it, its number cannot be reused under us.
+        copy = sock.dup()
+        with _WATCHDOG.lock:
+            if not self.closed:
+                self._sockets.append(copy)
+                if self.expired:
+                    self._shut()
+                return
+        copy.close()
+
+    def close(self) -> None:
+        _WATCHDOG.release(self)
+
+    def _expire(self) -> None:
+        self.expired = True
+        self._shut()
+
+    def _shut(self) -> None:
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):  # already gone
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _close(self) -> None:
+        self.closed = True
+        for sock in self._sockets:
+            sock.close()
+        self._sockets.clear()
+
+
+class _Watchdog:
+    """One daemon thread for every fetch in flight: it waits for the earliest
+    deadline and shuts that fetch's sockets down, which makes any recv, send or
+    handshake blocked on them return at once. Per-read socket timeouts cannot do
+    this: a server sending a byte a second resets them forever. The thread ends
+    when nothing is watched."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._wake = threading.Condition(self.lock)
+        self._heap: list[tuple[float, int, _Watch]] = []
+        self._order = itertools.count()
+        self._live = 0
+        self._thread: threading.Thread | None = None
+
+    def watch(self, deadline: float) -> _Watch:
+        watch = _Watch()
+        with self.lock:
+            heapq.heappush(self._heap, (deadline, next(self._order), watch))
+            self._live += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="restyle-fetch-watchdog")
+                self._thread.start()
+            elif self._heap[0][2] is watch:
+                self._wake.notify()
+        return watch
+
+    def release(self, watch: _Watch) -> None:
+        with self.lock:
+            if watch.closed:
+                return
+            watch._close()
+            self._live -= 1
+            if self._live == 0:
+                # Finished watches are dropped lazily; with none live, drop them
+                # all so the thread can end now rather than at the last deadline.
+                self._heap.clear()
+                self._wake.notify()
+
+    def _run(self) -> None:
+        with self.lock:
+            while True:
+                while self._heap and self._heap[0][2].closed:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._thread = None
+                    return
+                deadline, _, watch = self._heap[0]
+                delay = deadline - time.monotonic()
+                if delay > 0:
+                    self._wake.wait(delay)
+                    continue
+                heapq.heappop(self._heap)
+                watch._expire()
+
+
+_WATCHDOG = _Watchdog()
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    """Hands its socket to the fetch's watch as soon as the TCP connection exists,
+    before the TLS handshake, so the watchdog covers every step after connect
+    (connect itself is bounded by its own timeout)."""
+
+    def __init__(self, *args: Any, watch: _Watch, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._watch = watch
+
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        try:
+            self._watch.attach(sock)
+        except BaseException:
+            sock.close()  # not yet the connection's: nobody else would close it
+            raise
+        return sock
+
+
+class _WatchedHTTPSConnection(_WatchedHTTPConnection, HTTPSConnection):
+    pass
+
+
+class _HTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _HTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _Lookups:
+    """Runs host lookups in daemon threads so that a caller stops waiting at its
+    deadline.
+
+    The system resolver blocks in C and cannot be interrupted, so a lookup that
+    outlives its caller is abandoned: its thread ends when the lookup does. At
+    most ``size`` lookups run at once; when every one of them is abandoned, new
+    lookups fail at once rather than queue behind them.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._slots = threading.BoundedSemaphore(size)
+        self._lock = threading.Lock()
+        self._abandoned = 0
+
+    def resolve(self, resolver: Resolver, host: str, port: int,
+                deadline: float) -> Sequence[str]:
+        """The resolver's answer; TimeoutError at the deadline, or what the resolver raised."""
+        if time.monotonic() >= deadline:
+            raise TimeoutError(host)
+        with self._lock:
+            busy = self._abandoned >= self.size
+        if busy or not self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise _ResolverBusy
+        done = threading.Event()
+        outcome: list[Sequence[str] | BaseException] = []
+        abandoned = [False]
+
+        def lookup() -> None:
+            try:
+                outcome.append(resolver(host, port))
+            except BaseException as exc:  # handed to the caller, who maps it
+                outcome.append(exc)
+            finally:
+                with self._lock:
+                    done.set()
+                    if abandoned[0]:
+                        self._abandoned -= 1
+                self._slots.release()
+
+        threading.Thread(target=lookup, daemon=True, name="restyle-fetch-resolve").start()
+        if not done.wait(max(0.0, deadline - time.monotonic())):
+            with self._lock:
+                if not done.is_set():
+                    abandoned[0] = True
+                    self._abandoned += 1
+                    raise TimeoutError(host)
+        answer = outcome[0]
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+
+class _ResolverBusy(Exception):
+    """Every lookup thread is taken by lookups nobody waits for any more."""
+
+
+_LOOKUPS = _Lookups(32)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FetchLimits:
     """Bounds on downloads. ``timeout`` is the total time one image may take
@@ -161,7 +368,9 @@ class Fetcher:
 
     ``allowed_hosts`` restricts fetching to those hosts and their subdomains
     (for deployments that know their image CDNs); the address checks still
-    apply to them. ``resolver`` replaces DNS (tests give fake answers).
+    apply to them. ``resolver`` replaces DNS (tests give fake answers); like
+    the system resolver, it runs in a helper thread that a fetch stops waiting
+    for at its deadline.
     ``trusted_networks`` exempts those networks from the address and port
     checks: it exists for test servers on 127.0.0.1 and private image stores,
     is only ever set explicitly in code, and is empty by default.
@@ -214,7 +423,7 @@ class Fetcher:
         host_header = bracketed if port in (None, default) else f"{bracketed}:{port}"
         return _Target(scheme, host, default if port is None else port, path, host_header)
 
-    def _checked_address(self, target: _Target, url: str) -> str:
+    def _checked_address(self, target: _Target, url: str, deadline: float) -> str:
         """The first address of the target's host that passes the checks."""
         try:
             literal: IPAddress | None = ipaddress.ip_address(target.host)
@@ -224,10 +433,14 @@ class Fetcher:
             answers: Sequence[str] = [target.host]
         else:
             try:
-                answers = self._resolver(target.host, target.port)
+                answers = _LOOKUPS.resolve(self._resolver, target.host, target.port, deadline)
             except FetchError:
                 raise
-            except Exception as exc:  # a custom resolver's own failure
+            except _ResolverBusy as exc:
+                raise FetchError(
+                    f"cannot resolve the host of {_redact(url)}: resolver busy"
+                ) from exc
+            except Exception as exc:  # a custom resolver's own failure, or the deadline
                 raise FetchError(f"cannot resolve the host of {_redact(url)}") from exc
         if not answers:
             raise FetchError(f"cannot resolve the host of {_redact(url)}")
@@ -261,10 +474,25 @@ class Fetcher:
         """The bytes of the image at ``url``, or :class:`FetchError`.
 
         ``deadline`` (a :func:`time.monotonic` value) can only shorten the
-        per-image ``timeout``.
+        per-image ``timeout``. The call returns by the deadline whatever the
+        server does: redirects, connecting, the TLS handshake and every byte of
+        the answer all count against it.
         """
-        own = time.monotonic() + self.limits.timeout
+        start = time.monotonic()
+        own = start + self.limits.timeout
         deadline = own if deadline is None else min(own, deadline)
+        watch = _WATCHDOG.watch(deadline)
+        try:
+            return self._follow(url, deadline, watch)
+        except FetchError as exc:
+            if time.monotonic() >= deadline:
+                budget = max(0.0, deadline - start)
+                raise FetchError(f"{_redact(url)} took longer than {budget:.3g} s") from exc
+            raise
+        finally:
+            watch.close()
+
+    def _follow(self, url: str, deadline: float, watch: _Watch) -> bytes:
         current = url
         for hop in range(self.limits.max_redirects + 1):
             target = self._target(current)
@@ -272,7 +500,7 @@ class Fetcher:
             if not slot.acquire(timeout=max(0.0, deadline - time.monotonic())):
                 raise FetchError(f"{_redact(url)} timed out waiting for a connection")
             try:
-                location = self._fetch_once(target, current, url, deadline)
+                location = self._fetch_once(target, current, url, deadline, watch)
             finally:
                 slot.release()
             if isinstance(location, bytes):
@@ -292,24 +520,26 @@ class Fetcher:
             return slot
 
     def _fetch_once(self, target: _Target, current: str, original: str,
-                    deadline: float) -> bytes | str:
+                    deadline: float, watch: _Watch) -> bytes | str:
         """The body, or the Location of a redirect."""
-        address = self._checked_address(target, current)
+        address = self._checked_address(target, current, deadline)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise FetchError(f"{_redact(original)} took longer than {self.limits.timeout:g} s")
+            raise FetchError(f"{_redact(original)} ran out of time")
+        # The read timeout is only a backstop: the watch ends the fetch at its deadline.
         timeout = urllib3.Timeout(connect=min(self.limits.connect_timeout, remaining),
                                   read=remaining)
         pool: urllib3.HTTPConnectionPool
         if target.scheme == "https":
-            pool = urllib3.HTTPSConnectionPool(
+            pool = _HTTPSPool(
                 address, target.port, timeout=timeout, maxsize=1, retries=False,
                 server_hostname=target.host, assert_hostname=target.host,
                 cert_reqs="CERT_REQUIRED", ca_certs=self._ca_certs or _default_ca_certs(),
+                watch=watch,
             )
         else:
-            pool = urllib3.HTTPConnectionPool(address, target.port, timeout=timeout, maxsize=1,
-                                              retries=False)
+            pool = _HTTPPool(address, target.port, timeout=timeout, maxsize=1, retries=False,
+                             watch=watch)
         headers = {
             "Host": target.host_header,
             "User-Agent": USER_AGENT,
@@ -330,7 +560,7 @@ class Fetcher:
             raise
         except urllib3.exceptions.TimeoutError as exc:
             raise FetchError(f"{_redact(original)} timed out") from exc
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
+        except Exception as exc:  # urllib3, http.client, ssl and socket errors alike
             raise FetchError(f"{_redact(original)} failed: {type(exc).__name__}") from exc
         finally:
             pool.close()
@@ -356,12 +586,10 @@ class Fetcher:
         chunks: list[bytes] = []
         size = 0
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise FetchError(f"{_redact(url)} took longer than {self.limits.timeout:g} s")
-            _set_read_timeout(response, remaining)
-            # read1 returns after one socket read, so a server dripping bytes
-            # cannot stretch a read past the deadline.
+            if time.monotonic() >= deadline:
+                raise FetchError(f"{_redact(url)} ran out of time")
+            # read1 returns after one socket read, so the size limit is checked
+            # as the bytes arrive.
             chunk = response.read1(_CHUNK)
             if not chunk:
                 break
@@ -381,38 +609,98 @@ class Fetcher:
         """Fetch every distinct URL concurrently; each maps to its bytes or its error.
 
         The whole call ends within ``limits.batch_timeout`` (or ``deadline``, a
-        :func:`time.monotonic` value, if sooner). ``on_result`` is called in the
-        worker thread as each URL finishes, so callers can decode while others
-        still download.
+        :func:`time.monotonic` value, if sooner); a URL not done by then maps
+        to a :class:`FetchError`. ``on_result`` is called in the worker thread
+        as each URL finishes, so callers can decode while others still
+        download; it is never called after this method returns (a call already
+        running at the deadline is waited for), and if it raises, the URL maps
+        to a :class:`FetchError`.
         """
         unique = list(dict.fromkeys(urls))
-        results: dict[str, bytes | FetchError] = {}
         if not unique:
-            return results
-        batch_end = time.monotonic() + self.limits.batch_timeout
+            return {}
+        start = time.monotonic()
+        batch_end = start + self.limits.batch_timeout
         batch_end = batch_end if deadline is None else min(batch_end, deadline)
+        batch = _Batch(unique, on_result)
 
-        def one(url: str) -> bytes | FetchError:
-            result: bytes | FetchError
-            try:
-                result = self.fetch(url, deadline=batch_end)
-            except FetchError as exc:
-                result = exc
-            if on_result is not None:
-                on_result(url, result)
-            return result
+        def work() -> None:
+            for url in batch:
+                batch.finish(url, self._fetch_quietly(url, batch_end))
 
-        with ThreadPoolExecutor(max_workers=min(self.limits.workers, len(unique)),
-                                thread_name_prefix="restyle-fetch") as pool:
-            for url, result in zip(unique, pool.map(one, unique), strict=True):
-                results[url] = result
-        return results
+        # Daemon threads, waited for only until the deadline: whatever a worker
+        # is doing, it can hold neither this call nor the interpreter's exit.
+        workers = [
+            threading.Thread(target=work, daemon=True, name="restyle-fetch")
+            for _ in range(min(self.limits.workers, len(unique)))
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(max(0.0, batch_end - time.monotonic()))
+        results = batch.close()
+        late = f"was not fetched within {batch_end - start:.3g} s"
+        return {url: results[url] if url in results else FetchError(f"{_redact(url)} {late}")
+                for url in unique}
+
+    def _fetch_quietly(self, url: str, deadline: float) -> bytes | FetchError:
+        try:
+            return self.fetch(url, deadline=deadline)
+        except FetchError as exc:
+            return exc
+        except Exception as exc:  # an unexpected error costs one image, not the batch
+            logger.debug("fetching %s failed", _redact(url), exc_info=True)
+            error = FetchError(f"{_redact(url)} failed: {type(exc).__name__}")
+            error.__cause__ = exc
+            return error
 
 
-def _set_read_timeout(response: urllib3.BaseHTTPResponse, seconds: float) -> None:
-    sock = getattr(getattr(response, "connection", None), "sock", None)
-    if sock is not None:
-        sock.settimeout(max(0.001, seconds))
+class _Batch:
+    """The shared state of one :meth:`Fetcher.fetch_many` call: which URLs are
+    left, what came back, and whether the caller has stopped listening."""
+
+    def __init__(self, urls: Sequence[str],
+                 on_result: Callable[[str, bytes | FetchError], object] | None) -> None:
+        self._pending = iter(urls)
+        self._on_result = on_result
+        self._results: dict[str, bytes | FetchError] = {}
+        self._lock = threading.Condition()
+        self._closed = False
+        self._calling = 0
+
+    def __iter__(self) -> Iterator[str]:
+        while True:
+            with self._lock:
+                url = None if self._closed else next(self._pending, None)
+            if url is None:
+                return
+            yield url
+
+    def finish(self, url: str, result: bytes | FetchError) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._calling += 1
+        try:
+            # Outside the lock, so workers decode in parallel.
+            if self._on_result is not None:
+                self._on_result(url, result)
+        except Exception as exc:
+            logger.debug("handling %s failed", _redact(url), exc_info=True)
+            result = FetchError(f"{_redact(url)} could not be used: {type(exc).__name__}")
+            result.__cause__ = exc
+        finally:
+            with self._lock:
+                self._results[url] = result
+                self._calling -= 1
+                self._lock.notify_all()
+
+    def close(self) -> dict[str, bytes | FetchError]:
+        """What came back; ``on_result`` is not running and will not be called again."""
+        with self._lock:
+            self._closed = True
+            self._lock.wait_for(lambda: self._calling == 0)
+            return dict(self._results)
 
 
 _CA_CERTS: str | None = None
@@ -425,7 +713,7 @@ def _default_ca_certs() -> str | None:
             import certifi
 
             _CA_CERTS = certifi.where()
-        except ImportError:  # pragma: no cover - requests depends on certifi
+        except ImportError:  # pragma: no cover - a declared dependency
             return None
     return _CA_CERTS
 

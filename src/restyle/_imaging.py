@@ -1,9 +1,12 @@
-"""Safe decoding of the photos restyle is given.
+"""Safe decoding of the photos restyle is given, in bounded memory.
 
-Only JPEG, PNG and WebP are accepted; the pixel cap is enforced here (Pillow's
-process-wide settings are left alone); truncated files are rejected; only the
-first frame is used and EXIF orientation is applied. Every decoder failure
-becomes one :class:`~restyle.ImageError`.
+Only JPEG, PNG and WebP are accepted; truncated files are rejected; only the
+first frame is used and EXIF orientation is applied. restyle's own limits
+(bytes, pixels, aspect ratio) are checked from the header before any pixel is
+decoded, Pillow's process-wide settings are left alone and its warnings never
+reach the user. What restyle keeps is RGB at most :data:`WORKING_SIDE` pixels a
+side: JPEGs are decoded at reduced scale, other formats reduced as they are
+converted. Every decoder failure becomes one :class:`~restyle.ImageError`.
 """
 
 from __future__ import annotations
@@ -13,13 +16,15 @@ import hashlib
 import io
 import os
 import threading
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from restyle._errors import ImageError
 from restyle._types import PhotoInfo
@@ -30,10 +35,14 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_PIXELS",
+    "FORMAT_MAX_PIXELS",
+    "MAX_ASPECT_RATIO",
+    "WORKING_SIDE",
     "ImageInput",
     "Photo",
     "UploadImage",
     "UploadLimits",
+    "encoder_input",
     "load_photo",
     "prepare_upload",
 ]
@@ -42,8 +51,25 @@ ImageInput = str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes]
 
 #: Largest photo accepted, in pixels (width x height).
 DEFAULT_MAX_PIXELS = 40_000_000
+#: Lower limits for the formats Pillow can only decode at full size before
+#: restyle reduces them: PNG costs about 4 bytes a pixel while it decodes,
+#: WebP about 15 (libwebp's decoder holds several copies of the canvas). These
+#: keep the memory one photo adds under 100 MB; JPEG is reduced inside its
+#: decoder and is held only to :data:`DEFAULT_MAX_PIXELS`.
+FORMAT_MAX_PIXELS = {"PNG": 24_000_000, "WEBP": 6_000_000}
 #: Largest encoded photo accepted, in bytes.
 DEFAULT_MAX_BYTES = 30 * 1024 * 1024
+#: Most elongated photo accepted: its long side at most this many times its
+#: short side. Phone panoramas run from 4:1 to about 10:1; past 20:1 a picture
+#: is a strip or a banner, of which a CLIP encoder's centre crop sees under a
+#: twentieth. The bound also caps what an encoder's shortest-side resize makes
+#: of any photo: 20 x 336 pixels long at most.
+MAX_ASPECT_RATIO = 20
+#: Longest side of the pixels restyle keeps of a photo; larger photos are
+#: reduced as they are decoded. Nothing downstream needs more: encoders see
+#: 224 to 336 pixels, thumbnails 256, cloud services at most 1600 (Google
+#: Vision) to 4096 (Rekognition, which gets the original file when it fits).
+WORKING_SIDE = 2048
 
 _FORMATS = ("JPEG", "PNG", "WEBP")
 
@@ -60,7 +86,8 @@ def sniff_format(data: bytes) -> str | None:
 
 
 class Photo:
-    """A decoded, validated photo: RGB pixels plus the bytes it came from.
+    """A decoded, validated photo: upright RGB pixels, at most
+    :data:`WORKING_SIDE` a side, plus the bytes it came from.
 
     Embeddings are memoised per encoder, so the experts and the re-ranker that
     all need the photo's vector compute it once.
@@ -209,20 +236,22 @@ def decode(
     fmt = sniff_format(data)
     if fmt is None:
         raise ImageError(f"{what} is not a JPEG, PNG or WebP image")
+    cap = min(max_pixels, FORMAT_MAX_PIXELS.get(fmt, max_pixels))
     try:
-        with Image.open(io.BytesIO(data), formats=[fmt]) as img:
-            _check_pixels(img.size, max_pixels, what)
-            if fmt == "JPEG" and draft_side is not None and min(img.size) > 2 * draft_side:
-                img.draft("RGB", (draft_side, draft_side))
-            elif fmt == "JPEG" and max(img.size) > 4096:
-                # Decode large JPEGs at reduced scale: nothing downstream needs more.
-                img.draft("RGB", (img.width // 2, img.height // 2))
-            img.seek(0)
-            img.load()
-            rgb = _to_rgb(ImageOps.exif_transpose(img))
+        with _pillow_turn(), Image.open(io.BytesIO(data), formats=[fmt]) as img:
+            _check_size(img.size, cap, what, fmt=fmt)
+            if fmt == "JPEG":
+                _draft(img, draft_side)
+            rgb = _working_copy(img)
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        # Pillow refuses twice its MAX_IMAGE_PIXELS inside Image.open, before
+        # restyle can read the size: past restyle's limit too, unless a caller
+        # allowed more, in which case Pillow's is the one that applies.
+        limit = min(cap, 2 * (Image.MAX_IMAGE_PIXELS or cap))
+        raise ImageError(f"{what} is more than the limit of {limit:,} pixels") from exc
+    except UnidentifiedImageError as exc:
         raise ImageError(f"{what} cannot be decoded: {exc}") from exc
     except (OSError, SyntaxError, ValueError, EOFError, TypeError) as exc:
         raise ImageError(f"{what} is corrupt or truncated: {exc}") from exc
@@ -230,24 +259,102 @@ def decode(
 
 
 def _from_pil(img: Image.Image, *, max_pixels: int) -> Photo:
-    _check_pixels(img.size, max_pixels, "photo")
+    _check_size(img.size, max_pixels, "photo")
     try:
-        img.seek(0)
-        img.load()
-        rgb = _to_rgb(ImageOps.exif_transpose(img))
+        with _pillow_turn():
+            rgb = _working_copy(img)
     except (OSError, ValueError, EOFError) as exc:
         raise ImageError(f"PIL image cannot be used: {exc}") from exc
     return Photo(image=rgb, data=None, fmt=img.format or "PIL", source=None)
 
 
-def _check_pixels(size: tuple[int, int], max_pixels: int, what: str) -> None:
+# catch_warnings swaps process-wide state, and two threads inside it at once
+# can leave one's filters installed for good: restyle's decodes take turns.
+# Taking turns also keeps a single full-size decode in memory at a time.
+_PILLOW_LOCK = threading.Lock()
+
+
+@contextmanager
+def _pillow_turn() -> Iterator[None]:
+    """Run Pillow with its warnings kept from the user. restyle checks its own
+    limits from the header (Pillow's decompression-bomb warning comes earlier,
+    and only from a larger size) and either decodes the photo or says why not."""
+    with _PILLOW_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _check_size(size: tuple[int, int], max_pixels: int, what: str, *,
+                fmt: str | None = None) -> None:
+    """restyle's limits on a photo's dimensions, read from its header."""
     width, height = size
     if width <= 0 or height <= 0:
         raise ImageError(f"{what} has no pixels")
     if width * height > max_pixels:
+        kind = f" for a {fmt}" if fmt in FORMAT_MAX_PIXELS else ""
         raise ImageError(
-            f"{what} is {width}x{height} pixels, more than the limit of {max_pixels:,}"
+            f"{what} is {width}x{height} pixels, more than the limit of {max_pixels:,}{kind}"
         )
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise ImageError(
+            f"{what} is {width}x{height} pixels, more elongated than the limit of "
+            f"{MAX_ASPECT_RATIO}:1 (long side to short side)"
+        )
+
+
+def _draft(img: Image.Image, draft_side: int | None) -> None:
+    """Have the JPEG decoder scale down (by 2, 4 or 8) at least as far as
+    :data:`WORKING_SIDE` needs, and further while both sides stay at least
+    ``draft_side``."""
+    width, height = img.size
+    scale = 1
+    while scale < 8 and -(-max(width, height) // scale) > WORKING_SIDE:
+        scale *= 2
+    if draft_side is not None:
+        while scale < 8 and min(width, height) // (scale * 2) >= draft_side:
+            scale *= 2
+    if scale > 1:
+        # Pillow takes the largest scale at which the image is still this size.
+        img.draft("RGB", (max(1, width // scale), max(1, height // scale)))
+
+
+# EXIF orientation -> the transpose that turns the stored pixels upright.
+_ORIENTATION_TAG = 0x0112
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _working_copy(img: Image.Image) -> Image.Image:
+    """The first frame of ``img`` as upright RGB at most :data:`WORKING_SIDE` a side."""
+    img.seek(0)
+    img.load()
+    method = _UPRIGHT.get(img.getexif().get(_ORIENTATION_TAG, 1))
+    factor = -(-max(img.size) // WORKING_SIDE)
+    rgb = _to_rgb(img) if factor == 1 else _reduced_rgb(img, factor)
+    return rgb if method is None else rgb.transpose(method)
+
+
+# Rows are converted and reduced a band of about a megapixel at a time, so the
+# image Pillow decoded is the only full-size one.
+_BAND_PIXELS = 1 << 20
+
+
+def _reduced_rgb(img: Image.Image, factor: int) -> Image.Image:
+    """``img`` as RGB, reduced ``factor`` times (an average over each block)."""
+    width, height = img.size
+    out = Image.new("RGB", (-(-width // factor), -(-height // factor)))
+    rows = max(1, _BAND_PIXELS // (width * factor)) * factor  # whole blocks per band
+    for top in range(0, height, rows):
+        band = img.crop((0, top, width, min(height, top + rows)))
+        out.paste(_to_rgb(band).reduce(factor), (0, top // factor))
+    return out
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -260,6 +367,28 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         background.paste(img, mask=img.getchannel("A"))
         return background
     return img.convert("RGB")
+
+
+def encoder_input(image: Image.Image, side: int) -> Image.Image:
+    """``image`` as an encoder that resizes the shortest side to ``side`` pixels
+    and crops the centre should get it: RGB; the long side cut about the centre
+    to :data:`MAX_ASPECT_RATIO` times the short side, so the resize cannot blow a
+    strip up to millions of pixels; and reduced by a whole factor while the
+    short side stays at least twice ``side``, which keeps the resize cheap."""
+    width, height = image.size
+    short = min(width, height)
+    if max(width, height) > MAX_ASPECT_RATIO * short:
+        keep = MAX_ASPECT_RATIO * short
+        if width > height:
+            left = (width - keep) // 2
+            image = image.crop((left, 0, left + keep, height))
+        else:
+            top = (height - keep) // 2
+            image = image.crop((0, top, width, top + keep))
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    factor = short // (2 * side)
+    return image.reduce(factor) if factor >= 2 else image
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -290,15 +419,17 @@ _UPLOAD_QUALITIES = (90, 80, 70)
 def prepare_upload(photo: Photo, limits: UploadLimits) -> UploadImage:
     """The photo as bytes a service with these limits accepts.
 
-    The original bytes are sent untouched when they already fit (same format,
-    size and orientation), so the service sees exactly what the user took;
-    otherwise the upright pixels are downscaled and re-encoded as JPEG, first
-    lowering the quality and then the size until they fit ``max_bytes``.
+    The original bytes are sent untouched when they already fit (an accepted
+    format within the limits, stored upright), so the service sees exactly what
+    the user took, even where restyle kept fewer pixels; otherwise the upright
+    pixels are downscaled and re-encoded as JPEG, first lowering the quality
+    and then the size until they fit ``max_bytes``.
     """
     img = photo.image
-    if photo.data is not None and _fits_as_is(photo, limits):
-        return UploadImage(data=photo.data, format=photo.format, width=img.width,
-                           height=img.height, reencoded=False)
+    original = _sendable_size(photo, limits)
+    if photo.data is not None and original is not None:
+        return UploadImage(data=photo.data, format=photo.format, width=original[0],
+                           height=original[1], reencoded=False)
     scale = 1.0
     if limits.max_side is not None:
         scale = min(scale, limits.max_side / max(img.size))
@@ -318,21 +449,24 @@ def prepare_upload(photo: Photo, limits: UploadLimits) -> UploadImage:
         scale *= 0.75
 
 
-def _fits_as_is(photo: Photo, limits: UploadLimits) -> bool:
+def _sendable_size(photo: Photo, limits: UploadLimits) -> tuple[int, int] | None:
+    """The size of the photo's original file if the service can take it as it
+    is: an accepted format within the limits, stored upright (services do not
+    all apply EXIF orientation). It may be larger than the pixels restyle kept."""
     data = photo.data
-    assert data is not None
-    width, height = photo.image.size
+    if data is None or photo.format not in limits.formats or len(data) > limits.max_bytes:
+        return None
+    try:
+        with _pillow_turn(), Image.open(io.BytesIO(data)) as original:
+            size = original.size
+            upright = original.getexif().get(_ORIENTATION_TAG, 1) == 1
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+    width, height = size
     if (
-        photo.format not in limits.formats
-        or len(data) > limits.max_bytes
+        not upright
         or (limits.max_side is not None and max(width, height) > limits.max_side)
         or (limits.max_pixels is not None and width * height > limits.max_pixels)
     ):
-        return False
-    # The pixels restyle decoded were turned upright and may have been decoded
-    # at reduced scale; the original bytes only stand for them when neither happened.
-    try:
-        with Image.open(io.BytesIO(data)) as original:
-            return original.size == (width, height) and original.getexif().get(0x0112, 1) == 1
-    except (OSError, ValueError, SyntaxError):
-        return False
+        return None
+    return size

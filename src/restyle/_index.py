@@ -20,7 +20,7 @@ import numpy as np
 
 from restyle._errors import CatalogError
 
-__all__ = ["VectorIndex"]
+__all__ = ["NORM_TOLERANCE", "VectorIndex", "vector_problem"]
 
 #: Collections larger than this get an approximate index.
 APPROXIMATE_ABOVE = 50_000
@@ -28,7 +28,25 @@ APPROXIMATE_ABOVE = 50_000
 #: search but 250 in places, which leaves mid-sized batches on a slow path).
 BLAS_THRESHOLD = 16
 
+#: How far an embedding's length may be from 1 (fp16 encoders round to ~1e-3).
+NORM_TOLERANCE = 1e-2
+
 _configured = False
+
+
+def vector_problem(vector: np.ndarray, dim: int | None = None) -> str | None:
+    """Why ``vector`` is not a usable embedding (a finite unit vector of ``dim``
+    values), or None."""
+    if vector.ndim != 1 or vector.size == 0:
+        return f"shape {vector.shape}"
+    if dim is not None and vector.size != dim:
+        return f"dimension {vector.size}, not {dim}"
+    if not np.all(np.isfinite(vector)):
+        return "values that are not finite"
+    norm = float(np.linalg.norm(vector.astype(np.float64)))
+    if abs(norm - 1.0) > NORM_TOLERANCE:
+        return f"length {norm:.3g}, not 1"
+    return None
 
 
 def _faiss() -> Any:
@@ -125,6 +143,21 @@ class VectorIndex:
                 return np.asarray(self._index.reconstruct(int(item_id)), dtype=np.float32)
             except RuntimeError:
                 return None
+
+    def ids(self) -> np.ndarray:
+        """The ids of every stored vector (int64, in no particular order)."""
+        faiss = _faiss()
+        with self._lock:
+            if not len(self):
+                return np.zeros(0, np.int64)
+            if self.kind == "flat":
+                return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+            invlists = self._index.invlists
+            parts = [
+                faiss.rev_swig_ptr(invlists.get_ids(n), invlists.list_size(n)).copy()
+                for n in range(self._index.nlist) if invlists.list_size(n)
+            ]
+            return np.concatenate(parts).astype(np.int64)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best (scores, ids) per query; missing results have id -1."""

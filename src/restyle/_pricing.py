@@ -2,7 +2,9 @@
 
 Rules, in order (docs/pricing.md says the same for users):
 
-1. A comp is excluded when it has no price (``no_price``), when re-ranking
+1. A comp is excluded when it has no price (``no_price``), when its price is
+   not finite or not below :data:`MAXIMUM_PRICE` (``absurd_price``: no
+   marketplace's typo or overflow may break the arithmetic), when re-ranking
    flagged it ``below_cutoff`` (``below_cutoff``), when its score is not
    positive although its image was compared (``not_alike``), or when it is an
    active auction nobody has bid on (``auction_without_bids``: a starting
@@ -35,6 +37,7 @@ Rules, in order (docs/pricing.md says the same for users):
 
 from __future__ import annotations
 
+import decimal
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -56,7 +59,8 @@ from restyle._types import (
     PriceStatus,
 )
 
-__all__ = ["MINIMUM_COMPS", "UNSEEN_WEIGHT", "estimate_price", "weighted_quantile"]
+__all__ = ["MAXIMUM_PRICE", "MINIMUM_COMPS", "UNSEEN_WEIGHT", "estimate_price",
+           "weighted_quantile"]
 
 #: Fewest comps an estimate may rest on.
 MINIMUM_COMPS = 3
@@ -69,7 +73,16 @@ _MIN_RECENCY = 1e-9
 #: Fewest prices before outliers are looked for: with three, the fences say nothing.
 _OUTLIER_MINIMUM = 4
 
+#: Comps priced at or above this, in any currency, are excluded as absurd.
+#: Far above any real price (a trillion dollars is 2.5e16 Vietnamese dong,
+#: too), and far enough below Decimal's 28-digit default precision that an
+#: amount in cents always fits.
+MAXIMUM_PRICE = Decimal(10) ** 18
+
 _CENT = Decimal("0.01")
+# The arithmetic runs in its own context: a caller's decimal.getcontext()
+# (a lower precision, other traps) must not change or break an estimate.
+_CONTEXT = decimal.Context(prec=34, rounding=ROUND_HALF_UP)
 _N = TypeVar("_N", float, Decimal)
 
 
@@ -96,7 +109,7 @@ def weighted_quantile(values: Sequence[_N], weights: Sequence[float], q: float) 
 
 
 def _money(value: Decimal) -> Decimal:
-    return value.quantize(_CENT, rounding=ROUND_HALF_UP)
+    return value.quantize(_CENT, rounding=ROUND_HALF_UP, context=_CONTEXT)
 
 
 def _weigh(comp: Comp) -> tuple[float, str | None] | Exclusion:
@@ -105,6 +118,12 @@ def _weigh(comp: Comp) -> tuple[float, str | None] | Exclusion:
     key = listing.key
     if listing.price is None:
         return Exclusion(listing_key=key, reason="no_price", detail="no price")
+    amount = listing.price.amount
+    if not amount.is_finite() or amount >= MAXIMUM_PRICE:
+        return Exclusion(
+            listing_key=key, reason="absurd_price",
+            detail=f"absurd price {amount} {listing.price.currency}",
+        )
     if CompFlag.BELOW_CUTOFF in comp.flags:
         return Exclusion(
             listing_key=key, reason="below_cutoff",
@@ -215,6 +234,12 @@ def estimate_price(
             or not (math.isfinite(half_life_days) and half_life_days > 0):
         raise ValueError(f"half_life_days must be a positive number, got {half_life_days!r}")
     as_of = datetime.now(timezone.utc) if now is None else _aware(now)
+    with decimal.localcontext(_CONTEXT):
+        return _estimate(comps, minimum_comps, half_life_days, as_of)
+
+
+def _estimate(comps: Sequence[Comp], minimum_comps: int, half_life_days: float,
+              as_of: datetime) -> PriceEstimate:
     excluded: list[Exclusion] = []
     by_currency: dict[str, list[PricedComp]] = defaultdict(list)
     for comp in comps:

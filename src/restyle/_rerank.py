@@ -39,6 +39,9 @@ logger = logging.getLogger("restyle.rerank")
 _DRAFT_SIDE = 448
 # Comp images are encoded in batches of at least this many as they arrive.
 _STREAM_BATCH = 8
+#: The share of the re-ranking time kept for encoding what arrives last:
+#: downloads are cut off this much before the deadline.
+ENCODE_SHARE = 0.2
 
 
 def similarity_cutoff(similarities: Sequence[float], *, min_separation: float = 0.85,
@@ -225,13 +228,15 @@ class Reranker:
         """Download the images, decoding in the fetch threads and encoding in
         batches on this one as they arrive, until all are in or the deadline."""
         ready: queue.Queue[tuple[str, _Prepared | RestyleError] | None] = queue.Queue()
+        # Downloads stop early enough for what arrived last to be encoded.
+        fetch_deadline = deadline - ENCODE_SHARE * max(0.0, deadline - time.monotonic())
 
         def on_result(url: str, result: bytes | FetchError) -> None:
             ready.put((url, _prepare(result)))
 
         def fetch_all() -> None:
             try:
-                self.fetcher.fetch_many(list(images.urls), deadline=deadline,
+                self.fetcher.fetch_many(list(images.urls), deadline=fetch_deadline,
                                         on_result=on_result)
             except Exception as exc:  # a fetcher's own failure costs the images, not the call
                 logger.warning("fetching comp images failed: %s", describe(exc))
@@ -246,9 +251,9 @@ class Reranker:
         done = False
         while not done:
             try:
-                arrived = ready.get(timeout=max(0.0, deadline - time.monotonic()))
+                arrived = ready.get(timeout=max(0.0, fetch_deadline - time.monotonic()))
             except queue.Empty:
-                break  # the deadline: what has not arrived is not waited for
+                break  # what has not arrived by now is not waited for
             while arrived is not None:
                 unseen.discard(arrived[0])
                 batch.take(*arrived)

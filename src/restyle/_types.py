@@ -425,8 +425,9 @@ class Exclusion(_Value):
     ``detail`` says more in words. An ``asking_price`` is left out when the
     headline rests on sold prices; it counts in its asking band.
 
-    Reasons: ``no_price``, ``below_cutoff``, ``not_alike``, ``auction_without_bids``,
-    ``outlier``, and ``other_currency`` (estimated in its own currency's band).
+    Reasons: ``no_price``, ``absurd_price``, ``below_cutoff``, ``not_alike``,
+    ``auction_without_bids``, ``outlier``, and ``other_currency`` (estimated in its
+    own currency's band).
     """
 
     listing_key: str

@@ -11,10 +11,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from restyle import __version__
+from restyle import __version__, _settings
 from restyle._backtest import backtest
+from restyle._catalog import Catalog
 from restyle._engine import Engine
-from restyle._errors import ConfigurationError, RestyleError
+from restyle._errors import CatalogError, ConfigurationError, RestyleError
+from restyle._imaging import load_photo
+from restyle._ingest import listings_format
 from restyle._plugins import PluginLoadWarning, PluginRegistry
 from restyle._recording import load_recording
 from restyle._secrets import HTTP_LOGGERS, RedactingFilter, protect_loggers
@@ -55,9 +58,27 @@ def _parser() -> argparse.ArgumentParser:
     catalog = sub.add_parser("catalog", help="manage the local catalog")
     catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True, metavar="ACTION")
     build = catalog_sub.add_parser("build", parents=[common],
-                                   help="add listings from a JSONL or CSV file")
-    build.add_argument("file", help="listings file (.jsonl or .csv)")
-    build.add_argument("--dir", required=True, metavar="DIR", help="catalog directory")
+                                   help="add listings from a JSONL, CSV or Parquet file")
+    build.add_argument("file", help="listings file (.jsonl, .csv or .parquet)")
+    # The name older docs and scripts use for --catalog.
+    build.add_argument("--dir", dest="catalog", metavar="DIR", help=argparse.SUPPRESS)
+    build.add_argument("--images-root", metavar="DIR",
+                       help="folder local images must be in (default: the listings file's)")
+    build.add_argument("--json", action="store_true", help="print the build report as JSON")
+
+    only_catalog = argparse.ArgumentParser(add_help=False)
+    only_catalog.add_argument("--catalog", metavar="DIR",
+                              help="local catalog directory (default: $RESTYLE_CATALOG)")
+    only_catalog.add_argument("--json", action="store_true", help="print the result as JSON")
+    catalog_sub.add_parser("stats", parents=[only_catalog],
+                           help="listings, vectors, model, size on disk, listings per category")
+    catalog_sub.add_parser("check", parents=[only_catalog],
+                           help="check the database, the stored vectors and the index")
+    repair = catalog_sub.add_parser(
+        "repair", parents=[only_catalog],
+        help="rebuild the vector index from the database, re-embedding what is missing")
+    repair.add_argument("--model", metavar="SPEC",
+                        help="the catalog's model, to re-embed listings (default: $RESTYLE_MODEL)")
 
     plugins = sub.add_parser("plugins", help="list registered components and their plugins")
     plugins.add_argument("--no-plugins", action="store_true", help="load no third-party plugins")
@@ -76,6 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     backtest.add_argument("--json", action="store_true", help="print the report as JSON")
     backtest.add_argument("--html", metavar="FILE", help="also write an HTML report with charts")
     backtest.add_argument("--limit", type=int, metavar="N", help="backtest the first N items")
+    backtest.add_argument("--images-root", metavar="DIR",
+                          help="folder the data set's images must be in (default: its own)")
     backtest.add_argument("--experts", metavar="A,B", help="comma-separated expert names")
     backtest.add_argument("--synthesizer", metavar="NAME")
     backtest.add_argument("--marketplaces", metavar="A,B", help="comma-separated marketplaces")
@@ -115,7 +138,7 @@ def _engine(args: argparse.Namespace, **kwargs: object) -> Engine:
     return Engine(
         encoder=encoder,
         catalog=getattr(args, "catalog", None),
-        load_entrypoints=not args.no_plugins,
+        load_entrypoints=not getattr(args, "no_plugins", False),
         **kwargs,  # type: ignore[arg-type]
     )
 
@@ -160,14 +183,19 @@ def _print_summary(analysis: Analysis, top: int) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "analyze":
+        photo = load_photo(Path(args.photo))  # the photo first: the most basic mistake
+        experts, marketplaces = _without_missing_catalog(
+            args, _split(args.experts), _split(args.marketplaces))
         engine = _engine(
             args,
-            experts=_split(args.experts),
+            experts=experts,
             synthesizer=args.synthesizer,
-            marketplaces=_split(args.marketplaces),
+            marketplaces=marketplaces,
         )
         engine.encoder.dim  # noqa: B018 - load the model first: one clear error if it cannot
-        analysis = engine.analyze(Path(args.photo), record=args.record)
+        if "catalog" in [c.name for c in (*engine.experts, *engine.marketplaces)]:
+            engine.catalog  # noqa: B018 - open it first: one clear error if it is damaged
+        analysis = engine.analyze(photo, record=args.record)
         if args.json:
             sys.stdout.write(analysis.to_json(indent=2) + "\n")
         else:
@@ -175,21 +203,8 @@ def _run(args: argparse.Namespace) -> int:
         if args.record:
             (sys.stderr if args.json else sys.stdout).write(f"recorded in {args.record}\n")
         return 0
-    if args.command == "catalog" and args.catalog_command == "build":
-        args.catalog = args.dir
-        engine = _engine(args, experts=[], marketplaces=[])
-        report = engine.build_catalog(Path(args.file), progress=None)
-        sys.stdout.write(
-            f"catalog {args.dir}: {report.added} added, {report.updated} updated, "
-            f"{report.skipped} unchanged, {len(report.rejected)} rejected\n"
-        )
-        for rejection in report.rejected[:20]:
-            sys.stderr.write(f"  row {rejection.row} rejected: {rejection.reason}\n")
-        if len(report.rejected) > 20:
-            sys.stderr.write(f"  ... {len(report.rejected) - 20} more\n")
-        if report.rejected_file:
-            sys.stderr.write(f"  rejected rows written to {report.rejected_file}\n")
-        return 0
+    if args.command == "catalog":
+        return _catalog_command(args)
     if args.command == "plugins":
         return _plugins(args)
     if args.command == "backtest":
@@ -214,7 +229,8 @@ def _backtest(args: argparse.Namespace) -> int:
     engine.encoder.dim  # noqa: B018 - load the model first: one clear error if it cannot
     if args.limit is not None and args.limit < 1:
         raise ConfigurationError("--limit must be at least 1")
-    report = backtest(engine, args.dataset, limit=args.limit, progress=None)
+    report = backtest(engine, args.dataset, limit=args.limit, progress=None,
+                      images_root=args.images_root)
     if args.html:
         Path(args.html).write_text(report.html(), encoding="utf-8")
     if args.json:
@@ -313,6 +329,119 @@ def _logging_to_stderr(verbosity: int) -> Iterator[None]:
         root.setLevel(saved[0])
         for logger, previous in saved[1]:
             logger.setLevel(previous)
+
+
+def _catalog_dir(args: argparse.Namespace) -> Path:
+    return Path(args.catalog).expanduser() if args.catalog else _settings.catalog_dir()
+
+
+def _named_catalog(args: argparse.Namespace) -> bool:
+    """Whether the user named the catalog (``--catalog`` or ``$RESTYLE_CATALOG``)."""
+    return bool(args.catalog or _settings.env_str("RESTYLE_CATALOG"))
+
+
+def _without_missing_catalog(
+    args: argparse.Namespace, experts: list[str] | None, marketplaces: list[str] | None
+) -> tuple[list[str] | None, list[str] | None]:
+    """The components to run: a catalog the user named must exist; the default
+    one may not exist yet, and is then left out with one warning."""
+    chosen_experts = list(experts if experts is not None else _settings.env_list(
+        "RESTYLE_EXPERTS", _settings.DEFAULT_EXPERTS))
+    chosen_markets = list(marketplaces if marketplaces is not None else _settings.env_list(
+        "RESTYLE_MARKETPLACES", _settings.DEFAULT_MARKETPLACES))
+    directory = _catalog_dir(args)
+    if "catalog" not in chosen_experts + chosen_markets or Catalog.exists(directory):
+        return experts, marketplaces
+    if _named_catalog(args):
+        raise CatalogError(
+            f"no catalog at {directory}; build one with "
+            f"'restyle catalog build LISTINGS.jsonl --catalog {directory}'"
+        )
+    sys.stderr.write(
+        f"restyle: warning: no catalog at {directory} yet, searching without it (build one "
+        f"with 'restyle catalog build LISTINGS.jsonl')\n"
+    )
+    return ([e for e in chosen_experts if e != "catalog"],
+            [m for m in chosen_markets if m != "catalog"])
+
+
+def _catalog_command(args: argparse.Namespace) -> int:
+    directory = _catalog_dir(args)
+    out = sys.stdout.write
+    if args.catalog_command == "build":
+        listings = Path(args.file)
+        listings_format(listings)
+        if not listings.is_file():  # before the model loads: one clear error, at once
+            raise CatalogError(f"listings file not found: {listings}")
+        args.catalog = str(directory)
+        engine = _engine(args, experts=[], marketplaces=[])
+        report = engine.build_catalog(listings, progress=None,
+                                      images_root=args.images_root)
+        if args.json:
+            out(json.dumps({"catalog": str(directory), **report.to_dict()}, indent=2) + "\n")
+            return 0
+        out(f"catalog {directory}: {report.added} added, {report.updated} updated, "
+            f"{report.skipped} unchanged, {report.rejected_count} rejected\n")
+        for rejection in report.rejected[:20]:
+            sys.stderr.write(f"  row {rejection.row} rejected: {rejection.reason}\n")
+        if report.rejected_count > 20:
+            sys.stderr.write(f"  ... {report.rejected_count - 20} more\n")
+        if report.rejected_file:
+            sys.stderr.write(f"  rejected rows written to {report.rejected_file}\n")
+        return 0
+    if args.catalog_command == "stats":
+        stats = Catalog.stats(directory)
+        if args.json:
+            out(json.dumps(stats.to_dict(), indent=2) + "\n")
+            return 0
+        out(f"catalog {directory}\n"
+            f"  listings:     {stats.rows}\n"
+            f"  vectors:      {stats.vectors}\n"
+            f"  model:        {stats.model_id} (dimension {stats.dim})\n"
+            f"  size on disk: {_size(stats.bytes_on_disk)}\n")
+        if stats.categories:
+            out("  categories:\n")
+            width = max(len(name or "(none)") for name in stats.categories)
+            for name, count in stats.categories.items():
+                out(f"    {name or '(none)':<{width}}  {count}\n")
+        return 0
+    if args.catalog_command == "check":
+        check = Catalog.check(directory)
+        if args.json:
+            out(json.dumps(check.to_dict(), indent=2) + "\n")
+        elif check.ok:
+            out(f"catalog {directory}: ok ({check.rows} listings, {check.vectors} vectors)\n")
+        for note in check.notes if not args.json else ():
+            out(f"  note: {note}\n")
+        for problem in check.problems if not args.json else ():
+            sys.stderr.write(f"restyle: problem: {problem}\n")
+        return 0 if check.ok else 1
+    if args.catalog_command == "repair":
+        if not Catalog.exists(directory):
+            raise CatalogError(f"no catalog at {directory}")
+        # The model loads only if a listing must be re-embedded.
+        encoder = _engine(args, experts=[], marketplaces=[]).encoder
+        repaired = Catalog.repair(directory, encoder)
+        if args.json:
+            out(json.dumps(repaired.to_dict(), indent=2) + "\n")
+            return 0
+        out(f"catalog {directory}: index rebuilt from {repaired.from_database} stored vectors, "
+            f"{repaired.from_old_index} from the old index, {repaired.reembedded} re-embedded; "
+            f"{len(repaired.removed)} listings removed, {repaired.dropped_vectors} stray "
+            "vectors dropped\n")
+        for listing_id, reason in repaired.removed[:20]:
+            sys.stderr.write(f"  removed {listing_id}: {reason}\n")
+        return 0
+    raise AssertionError(args)  # pragma: no cover - argparse enforces the actions
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} bytes"  # pragma: no cover
 
 
 def main(argv: Sequence[str] | None = None) -> int:

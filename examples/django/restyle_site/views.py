@@ -2,13 +2,17 @@
 
 One Engine per process, created on first use and shared by every request
 (Engine is thread-safe). Uploads are size-limited; bad photos get a clear 400;
-clients never see internal error text, which goes to the log instead.
+clients never see internal error text, which goes to the log instead. The
+answer has the shape of ``PublicAnalysis`` (see README.md), the same as the
+FastAPI example's: no server paths, no copy of the upload.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
+from pathlib import Path
 
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
@@ -17,6 +21,10 @@ from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
 from restyle import Engine, ImageError, RestyleError
+
+# The response schema is shared with the FastAPI example: examples/public_analysis.py.
+sys.path.append(str(Path(__file__).resolve().parents[2]))
+from public_analysis import public_analysis
 
 logger = logging.getLogger(__name__)
 
@@ -56,4 +64,4 @@ class AIImageSearchView(View):
         except RestyleError:
             logger.exception("analysis failed")
             return JsonResponse({"error": "The analysis is unavailable."}, status=503)
-        return JsonResponse(analysis.to_dict())
+        return JsonResponse(public_analysis(analysis).model_dump(mode="json"))

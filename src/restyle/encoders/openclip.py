@@ -42,6 +42,7 @@ from restyle import _settings
 from restyle._components import Encoder
 from restyle._errors import EncoderError
 from restyle._hookspecs import hookimpl
+from restyle._imaging import encoder_input
 
 __all__ = ["ModelSpec", "OpenClipEncoder", "cpu_has_bf16", "parse_model_spec", "select_device"]
 
@@ -361,7 +362,8 @@ class OpenClipEncoder(Encoder):
 
         Preprocessing (resize, crop, normalise) runs in a thread pool one
         batch ahead of the model, so the model does not wait for it; torch
-        releases the GIL while it computes.
+        releases the GIL while it computes. Images of any size and shape are
+        accepted: each is first bounded by :func:`~restyle._imaging.encoder_input`.
         """
         import torch
 
@@ -390,8 +392,10 @@ class OpenClipEncoder(Encoder):
     def _prepared_batches(
         self, pool: ThreadPoolExecutor, loaded: _Loaded, images: Sequence[Image.Image]
     ) -> Iterator[list[Future[Any]]]:
+        side = self.image_size
+
         def prepare(img: Image.Image) -> Any:
-            return loaded.preprocess(img if img.mode == "RGB" else img.convert("RGB"))
+            return loaded.preprocess(encoder_input(img, side))
 
         starts = range(0, len(images), self.batch_size)
         pending: list[list[Future[Any]]] = []

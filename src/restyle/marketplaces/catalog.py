@@ -10,6 +10,7 @@ import numpy as np
 from restyle._components import Marketplace
 from restyle._hookspecs import hookimpl
 from restyle._types import Listing, Query
+from restyle._vouched import vouch
 
 if TYPE_CHECKING:
     from restyle._catalog import Catalog
@@ -29,15 +30,15 @@ class CatalogMarketplace(Marketplace):
         return self.context.catalog
 
     def search(self, query: Query) -> Sequence[Listing]:
-        return self.catalog.search_text(query)
+        return _served(self.catalog.search_text(query))
 
     def search_by_image(
         self, photo: Photo, query: Query, *, embedding: np.ndarray, model_id: str
     ) -> Sequence[Listing] | None:
         if model_id != self.catalog.model_id:
             return None
-        return [listing for listing, _ in self.catalog.search_vector(embedding, query,
-                                                                      limit=query.limit)]
+        return _served([listing for listing, _ in self.catalog.search_vector(embedding, query,
+                                                                              limit=query.limit)])
 
     def image_embeddings(
         self, listings: Sequence[Listing], *, model_id: str
@@ -51,6 +52,12 @@ class CatalogMarketplace(Marketplace):
             for listing in ours
             if listing.listing_id in vectors
         }
+
+
+def _served(listings: list[Listing]) -> list[Listing]:
+    # The catalog's own image files: a notebook may show these, and only these, local files.
+    vouch(listing.image_url for listing in listings)
+    return listings
 
 
 @hookimpl

@@ -1,0 +1,148 @@
+"""What a web client gets back for an analysed photo: one schema for both web examples.
+
+``Analysis.to_dict()`` is everything restyle knows, for the server: it carries
+file paths on the server (a local catalog's images, the photo's source), a
+thumbnail of the upload and the experts' error messages. A client gets
+:class:`PublicAnalysis` instead, made by :func:`public_analysis`: the
+identification, the price and the comps, with only http(s) links.
+
+The FastAPI example uses :class:`PublicAnalysis` as its ``response_model``;
+the Django example returns ``public_analysis(analysis).model_dump(mode="json")``.
+``analysis-response.schema.json`` beside this file is its JSON schema.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field
+
+from restyle import Analysis, Condition, PriceStatus
+
+__all__ = [
+    "PublicAnalysis",
+    "PublicAttribute",
+    "PublicComp",
+    "PublicIdentification",
+    "PublicMoney",
+    "PublicPrice",
+    "public_analysis",
+    "schema",
+]
+
+
+class PublicMoney(BaseModel):
+    amount: str = Field(description="A decimal number as a string, e.g. '24.99'.")
+    currency: str = Field(description="ISO 4217 code, e.g. 'USD'.")
+
+
+class PublicAttribute(BaseModel):
+    name: str = Field(description="What the attribute is: 'color', 'material', ...")
+    value: str
+    confidence: float = Field(ge=0, le=1)
+
+
+class PublicIdentification(BaseModel):
+    brand: str | None
+    product_name: str | None
+    category: str | None
+    attributes: list[PublicAttribute]
+    confidence: float = Field(ge=0, le=1)
+    summary: str
+    suggested_photos: list[str] = Field(
+        description="Other photos that would make the identification surer.")
+
+
+class PublicPrice(BaseModel):
+    status: PriceStatus = Field(description="'ok', or 'not_enough_data' (amounts are then null).")
+    currency: str | None
+    estimate: str | None = Field(description="A decimal number as a string.")
+    low: str | None
+    high: str | None
+    comps_used: int = Field(description="How many comps the estimate rests on.")
+    minimum_comps: int = Field(description="How many comps an estimate needs.")
+
+
+class PublicComp(BaseModel):
+    marketplace: str
+    listing_id: str
+    title: str
+    price: PublicMoney | None
+    condition: Condition
+    sold: bool | None
+    url: str | None = Field(description="The listing's page: an http(s) URL, or null.")
+    image_url: str | None = Field(
+        description="The listing's photo: an http(s) URL, or null (for instance when the "
+                    "photo is a file on the server, as a local catalog's are).")
+    similarity: float | None = Field(
+        description="How much the listing's photo looks like the upload, or null when its "
+                    "photo could not be used.")
+    score: float = Field(description="What orders the comps, best first.")
+
+
+class PublicAnalysis(BaseModel):
+    """The response to an uploaded photo."""
+
+    identification: PublicIdentification
+    price: PublicPrice
+    comps: list[PublicComp] = Field(description="Comparable listings, most alike first.")
+    failed_experts: list[str] = Field(
+        description="Experts that failed for this photo; their errors stay in the server's log.")
+
+
+def _link(url: str | None) -> str | None:
+    """``url`` when a client can follow it (http or https to a host), else None."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    return url if parts.scheme in ("http", "https") and parts.hostname else None
+
+
+def _amount(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def public_analysis(analysis: Analysis) -> PublicAnalysis:
+    """The client's view of ``analysis``: no server paths, no copy of the upload."""
+    ident = analysis.identification
+    price = analysis.price
+    return PublicAnalysis(
+        identification=PublicIdentification(
+            brand=ident.brand,
+            product_name=ident.product_name,
+            category=ident.category,
+            attributes=[PublicAttribute(name=a.name, value=a.value, confidence=a.confidence)
+                        for a in ident.attributes],
+            confidence=ident.confidence,
+            summary=ident.summary,
+            suggested_photos=list(ident.suggested_photos),
+        ),
+        price=PublicPrice(
+            status=price.status, currency=price.currency, estimate=_amount(price.estimate),
+            low=_amount(price.low), high=_amount(price.high), comps_used=price.comps_used,
+            minimum_comps=price.minimum_comps,
+        ),
+        comps=[
+            PublicComp(
+                marketplace=comp.listing.marketplace,
+                listing_id=comp.listing.listing_id,
+                title=comp.listing.title,
+                price=None if comp.listing.price is None else PublicMoney(
+                    amount=str(comp.listing.price.amount),
+                    currency=comp.listing.price.currency),
+                condition=comp.listing.condition,
+                sold=comp.listing.sold,
+                url=_link(comp.listing.url),
+                image_url=_link(comp.listing.image_url),
+                similarity=comp.similarity,
+                score=comp.score,
+            )
+            for comp in analysis.comps
+        ],
+        failed_experts=sorted(analysis.failed_experts),
+    )
+
+
+def schema() -> dict[str, object]:
+    """The JSON schema of a response, as ``analysis-response.schema.json`` holds it."""
+    return PublicAnalysis.model_json_schema(mode="serialization")

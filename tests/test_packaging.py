@@ -1,0 +1,134 @@
+"""What gets published: an sdist that is the whole project, a wheel that is only the library.
+
+The project is copied (without .git and virtual environments) and built there,
+so the build's egg-info never lands in the working tree's src/.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from collections.abc import Iterator
+from email.message import Message
+from email.parser import Parser
+from pathlib import Path
+
+import pytest
+
+import restyle
+from tests.conftest import ROOT
+
+REPOSITORY = "https://github.com/restyle-dev/restyle"
+# Left behind by a developer's tools; never part of a distribution.
+_NOT_COPIED = {".git", ".venv", "venv", "build", "dist", ".restyle-demo"}
+
+
+def _ignore(directory: str, names: list[str]) -> set[str]:
+    top = Path(directory) == ROOT
+    return {n for n in names if (top and n in _NOT_COPIED) or n.endswith(".egg-info")}
+
+
+@pytest.fixture(scope="module")
+def dists(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+    """The sdist and the wheel (built from that sdist), as `python -m build` makes them."""
+    pytest.importorskip("build", reason="`build` is not installed (it is in the dev group)")
+    work = tmp_path_factory.mktemp("packaging")
+    project = work / "project"
+    shutil.copytree(ROOT, project, ignore=_ignore)
+    # What a developer's runs leave behind must stay out of the sdist.
+    (project / "tests" / "__pycache__").mkdir(exist_ok=True)
+    (project / "tests" / "__pycache__" / "conftest.cpython-311.pyc").write_bytes(b"\0")
+    (project / "examples" / ".pytest_cache").mkdir(exist_ok=True)
+    (project / "examples" / ".pytest_cache" / "README.md").write_text("cache")
+    out = work / "dist"
+    # No isolation: the build backend comes from the dev group, so no index is reached.
+    result = subprocess.run(
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(project)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (sdist,) = out.glob("restyle-*.tar.gz")
+    (wheel,) = out.glob("restyle-*.whl")
+    yield sdist, wheel
+
+
+def _sdist_names(sdist: Path) -> list[str]:
+    with tarfile.open(sdist) as tar:
+        return [name.split("/", 1)[1] for name in tar.getnames() if "/" in name]
+
+
+def _wheel_metadata(wheel: Path) -> Message:
+    with zipfile.ZipFile(wheel) as zf:
+        (name,) = [n for n in zf.namelist() if n.endswith(".dist-info/METADATA")]
+        return Parser().parsestr(zf.read(name).decode("utf-8"))
+
+
+def test_sdist_carries_the_tests_examples_and_docs(dists: tuple[Path, Path]) -> None:
+    names = set(_sdist_names(dists[0]))
+    for wanted in ("LICENSE", "README.md", "Makefile", "pyproject.toml",
+                   "tests/conftest.py", "tests/fakes/__init__.py", "tests/test_packaging.py",
+                   "tests/plugins/restyle-hello/pyproject.toml",
+                   "tests/plugins/restyle-broken/src/restyle_broken/plugin.py",
+                   "examples/photo.jpg", "examples/quickstart.ipynb",
+                   "examples/catalog/listings.jsonl", "examples/django/manage.py",
+                   "examples/fastapi/app.py", "examples/plugin/pyproject.toml",
+                   "docs/getting-started.md", "bench/fanout.py", "src/restyle/py.typed"):
+        assert wanted in names, f"the sdist lacks {wanted}"
+    assert any(n.startswith("tests/fakes/") and n.endswith(".py") for n in names)
+    assert any(n.startswith("examples/catalog/images/") for n in names)
+
+
+def test_sdist_has_no_caches(dists: tuple[Path, Path]) -> None:
+    junk = [n for n in _sdist_names(dists[0])
+            if n.endswith((".pyc", ".pyo")) or any(
+                part in {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".venv",
+                         ".git"} for part in n.split("/"))]
+    assert not junk
+
+
+def test_wheel_is_only_the_library(dists: tuple[Path, Path]) -> None:
+    with zipfile.ZipFile(dists[1]) as zf:
+        names = zf.namelist()
+    assert {name.split("/", 1)[0] for name in names} == {
+        "restyle", f"restyle-{restyle.__version__}.dist-info"}
+    assert "restyle/py.typed" in names
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+
+
+def test_metadata_names_license_classifiers_and_urls(dists: tuple[Path, Path]) -> None:
+    meta = _wheel_metadata(dists[1])
+    assert meta["License-Expression"] == "Apache-2.0"
+    assert meta.get_all("License-File") == ["LICENSE"]
+    classifiers = meta.get_all("Classifier") or []
+    for wanted in ("Typing :: Typed", "Operating System :: OS Independent",
+                   *(f"Programming Language :: Python :: 3.{minor}" for minor in range(10, 14))):
+        assert wanted in classifiers
+    assert any(c.startswith("Development Status :: ") for c in classifiers)
+    assert any(c.startswith("Intended Audience :: ") for c in classifiers)
+    assert any(c.startswith("Topic :: ") for c in classifiers)
+    assert not [c for c in classifiers if c.startswith("License :: ")]  # the expression says it
+    urls = dict(u.split(", ", 1) for u in meta.get_all("Project-URL") or [])
+    assert set(urls) >= {"Homepage", "Documentation", "Source", "Issues"}
+    assert all(url.startswith(REPOSITORY) for url in urls.values()), urls
+
+
+def test_development_tools_are_not_an_extra(dists: tuple[Path, Path]) -> None:
+    meta = _wheel_metadata(dists[1])
+    extras = set(meta.get_all("Provides-Extra") or [])
+    assert "dev" not in extras and "examples" not in extras
+    assert {"google", "aws", "gemini", "openai", "all"} <= extras
+    requires = " ".join(meta.get_all("Requires-Dist") or [])
+    for tool in ("pytest", "ruff", "mypy", "django", "moto", "twine"):
+        assert tool not in requires
+
+
+def test_sdist_and_wheel_pass_twine_check(dists: tuple[Path, Path]) -> None:
+    pytest.importorskip("twine", reason="`twine` is not installed (it is in the dev group)")
+    result = subprocess.run(
+        [sys.executable, "-m", "twine", "check", "--strict", *map(str, dists)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
