@@ -81,3 +81,35 @@ def test_the_plugin_guide_says_what_a_plugin_may_rely_on() -> None:
         assert f"`{facet}`" in section, f"facet {facet} is not in the plugin guide"
     for topic in ("thread-safe", "deadline", "busy", "relaxation step", "PluginContractError"):
         assert topic in section
+
+
+def _shape(text: str) -> list[str]:
+    """The lines of a report with every figure (and every "-" standing for one)
+    masked, and runs of spaces made one: its labels, columns and rows."""
+    masked = []
+    for line in text.strip().splitlines():
+        words = re.sub(r"\d+(\.\d+)?%?", "N", line).split()
+        masked.append(" ".join("N" if word == "-" else word for word in words))
+    return masked
+
+
+def test_the_pricing_guide_prints_what_its_backtest_command_prints(
+    tiny_model_spec: str, catalog_copy: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from restyle.cli import main
+
+    guide = (ROOT / "docs" / "pricing.md").read_text()
+    section = guide.split("<!-- backtest-sample", 1)[1]
+    command = re.search(r"```sh\n(.+?)\n```", section)
+    printed = re.search(r"```text\n(.+?)```", section, re.S)
+    assert command and printed
+    assert command.group(1) == "RESTYLE_MODEL=local-dir:TINY restyle backtest --catalog CATALOG"
+    assert "tiny test model" in section  # the guide says which model made its figures
+    monkeypatch.setenv("RESTYLE_MODEL", tiny_model_spec)
+    argv = [str(catalog_copy) if word == "CATALOG" else word
+            for word in command.group(1).split()[2:]]
+    assert main([*argv, "--no-plugins"]) == 0
+    out = capsys.readouterr().out.replace(str(catalog_copy), "CATALOG")
+    assert _shape(out) == _shape(printed.group(1))
+    assert _shape("  priced  12 (100%)  0-2  -") == ["priced N (N) N-N N"]

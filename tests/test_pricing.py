@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from restyle import Comp, Condition, Listing, Money, PriceEstimate, PriceStatus, estimate_price
-from restyle._pricing import UNSEEN_WEIGHT, weighted_quantile
+from restyle import (
+    Comp,
+    Condition,
+    Listing,
+    Money,
+    PriceBasis,
+    PriceEstimate,
+    PriceStatus,
+    estimate_price,
+)
+from restyle._pricing import (
+    DEFAULT_HALF_LIFE_DAYS,
+    UNSEEN_WEIGHT,
+    recency_factor,
+    weighted_quantile,
+)
+
+NOW = datetime(2025, 6, 1, 12, 0, tzinfo=timezone.utc)
 
 _counter = iter(range(10**9))
 
@@ -25,11 +42,13 @@ def comp(
     auction: bool | None = None,
     bids: int | None = None,
     key: str | None = None,
+    days_ago: float | None = None,
 ) -> Comp:
     listing = Listing(
         marketplace="m", listing_id=key or f"id{next(_counter)}", title="jacket",
         price=None if price is None else Money(amount=Decimal(price), currency=currency),
         condition=condition, sold=sold, auction=auction, bid_count=bids,
+        sold_at=None if days_ago is None else NOW - timedelta(days=days_ago),
     )
     similarity = None if "image_unavailable" in flags else score
     return Comp(listing=listing, score=score, similarity=similarity, flags=flags)
@@ -105,7 +124,8 @@ def test_bands_split_by_condition_and_sold() -> None:
     comps += [comp("150", condition=Condition.USED)]
     price = estimate_price(comps)
     bands = {(b.condition, b.sold): b for b in price.bands}
-    assert bands[(None, None)].comps_used == 7 and bands[(None, None)].estimate == price.estimate
+    assert bands[(None, None)].comps_used == 7 and bands[(None, None)].estimate == Decimal("150")
+    assert price.basis == "sold" and price.estimate == bands[(None, True)].estimate
     assert bands[(Condition.NEW, None)].estimate == Decimal("210.00")
     assert bands[(Condition.USED, None)].comps_used == 4
     assert bands[(None, True)].estimate == Decimal("210.00")
@@ -130,6 +150,97 @@ def test_the_estimate_round_trips_through_json() -> None:
     comps = [comp(p, sold=True) for p in ("10", "20", "30")] + [comp(None)]
     price = estimate_price(comps)
     assert PriceEstimate.from_dict(price.to_dict()) == price
+
+
+def test_sold_comps_make_the_headline_and_asking_prices_are_shown_apart() -> None:
+    sold = [comp(p, sold=True, key=f"s{i}") for i, p in enumerate(("40", "42", "44"))]
+    asking = [comp(p, sold=False, key=f"a{i}") for i, p in enumerate(("60", "65", "70", "75"))]
+    price = estimate_price(sold + asking, now=NOW)
+    assert price.basis is PriceBasis.SOLD and price.basis == "sold"
+    assert (price.low, price.estimate, price.high) == (Decimal("40.00"), Decimal("42.00"),
+                                                      Decimal("44.00"))
+    assert price.comps_used == 3
+    assert sorted(c.listing_key for c in price.counted) == ["m:s0", "m:s1", "m:s2"]
+    assert all(c.sold is True for c in price.counted)
+    reasons = {e.listing_key: e.reason for e in price.exclusions}
+    assert reasons == {f"m:a{i}": "asking_price" for i in range(4)}
+    assert "not a sale" in price.excluded[0]
+    assert price.basis_detail == "3 sold comps; 4 unsold comps left out"
+    bands = {(b.condition, b.sold): b for b in price.bands}
+    assert bands[(None, False)].estimate == Decimal("67.50")  # the asking band, apart
+    assert bands[(None, True)].estimate == price.estimate
+    assert len(price.counted) + len(price.exclusions) == 7
+
+
+def test_too_few_sold_comps_mix_with_asking_prices_and_say_so() -> None:
+    comps = [comp("40", sold=True), comp("42", sold=True)]
+    comps += [comp(p, sold=False) for p in ("60", "65", "70")]
+    price = estimate_price(comps, now=NOW)
+    assert price.basis is PriceBasis.MIXED and price.ok
+    assert price.comps_used == 5 and len(price.counted) == 5 and not price.exclusions
+    assert "only 2 sold comps (3 needed" in price.basis_detail
+    assert "3 asking prices" in price.basis_detail
+    asking = estimate_price([comp(p, sold=False) for p in ("60", "65", "70")], now=NOW)
+    assert asking.basis is PriceBasis.ASKING and "no sold comps" in asking.basis_detail
+    unknown = estimate_price([comp(p) for p in ("60", "65", "70")], now=NOW)
+    assert unknown.basis is PriceBasis.ASKING
+    assert estimate_price([]).basis is None
+
+
+def test_sold_and_asking_prices_are_trimmed_apart() -> None:
+    # Asking prices far above what sold are their own market, not the sold ones' outliers.
+    comps = [comp(p, sold=True) for p in ("20", "21", "22", "23")]
+    comps += [comp(p, sold=False) for p in ("80", "82", "84", "86")]
+    price = estimate_price(comps, now=NOW)
+    assert not [e for e in price.exclusions if e.reason == "outlier"]
+    wild = estimate_price([*comps, comp("400", sold=True, key="wild")], now=NOW)
+    assert ("m:wild", "outlier") in {(e.listing_key, e.reason) for e in wild.exclusions}
+
+
+def test_recency_halves_a_sold_comps_weight_every_half_life() -> None:
+    comps = [comp("40", sold=True, score=0.8, days_ago=0, key="today"),
+             comp("50", sold=True, score=0.8, days_ago=30, key="month"),
+             comp("60", sold=True, score=0.8, days_ago=60, key="two-months"),
+             comp("70", sold=False, score=0.8, key="asking")]
+    price = estimate_price(comps, now=NOW, half_life_days=30)
+    counted = {c.listing_key: c for c in price.counted}
+    assert counted["m:today"].recency == pytest.approx(1.0)
+    assert counted["m:month"].recency == pytest.approx(0.5)
+    assert counted["m:two-months"].recency == pytest.approx(0.25)
+    assert counted["m:month"].weight == pytest.approx(0.4)
+    assert counted["m:month"].sold_at == NOW - timedelta(days=30)
+    assert price.as_of == NOW and price.half_life_days == 30.0
+    # The recent sale outweighs the two older ones together: the median moves to it.
+    assert price.estimate == Decimal("40.00")
+    flat = estimate_price(comps, now=NOW, half_life_days=1e9)
+    assert flat.estimate == Decimal("50.00")
+    assert PriceEstimate.from_dict(price.to_dict()) == price
+
+
+def test_sales_without_a_date_and_asking_prices_are_not_aged() -> None:
+    price = estimate_price([comp("40", sold=True), comp("41", sold=False),
+                            comp("42", sold=True, days_ago=3)], now=NOW)
+    recency = {c.price.amount: c.recency for c in price.counted}
+    assert recency[Decimal("40")] is None and recency[Decimal("41")] is None
+    assert 0 < recency[Decimal("42")] < 1  # type: ignore[operator]
+    undated = estimate_price([comp("40", sold=True), comp("41", sold=True)])
+    assert undated.as_of is None  # nothing was aged: the estimate does not depend on the day
+
+
+def test_naive_times_are_utc_and_the_half_life_is_checked() -> None:
+    naive_now = NOW.replace(tzinfo=None)
+    listing = Listing(marketplace="m", listing_id="x", title="t",
+                      sold_at=(NOW - timedelta(days=30)).replace(tzinfo=None))
+    assert listing.sold_at is not None and listing.sold_at.tzinfo is timezone.utc
+    assert recency_factor(listing.sold_at, naive_now, 30) == pytest.approx(0.5)
+    assert recency_factor(NOW + timedelta(days=2), NOW, 30) == 1.0  # a sale "after" now
+    assert recency_factor(NOW - timedelta(days=10**5), NOW, 1) > 0
+    assert DEFAULT_HALF_LIFE_DAYS == 30.0
+    for bad in (0, -1, float("nan"), float("inf"), True):
+        with pytest.raises(ValueError, match="half_life_days"):
+            estimate_price([], half_life_days=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="quantity_sold"):
+        Listing(marketplace="m", listing_id="x", title="t", quantity_sold=-1)
 
 
 def test_weighted_quantile_midpoint_and_validation() -> None:
@@ -163,6 +274,29 @@ def test_order_does_not_matter(args, rng) -> None:  # type: ignore[no-untyped-de
     shuffled = list(comps)
     rng.shuffle(shuffled)
     assert estimate_price(shuffled) == estimate_price(comps)
+
+
+ages = st.floats(min_value=0.0, max_value=3650.0, allow_nan=False)
+half_lives = st.floats(min_value=0.5, max_value=3650.0, allow_nan=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ages, ages, half_lives, scores, prices, st.lists(comp_args, max_size=8))
+def test_a_newer_sale_never_weighs_less_than_an_older_one(  # type: ignore[no-untyped-def]
+    age_a, age_b, half_life, score, price, others
+) -> None:
+    newer, older = sorted((age_a, age_b))
+    comps = [*build(others),
+             comp(price, score=score, sold=True, days_ago=newer, key="newer"),
+             comp(price, score=score, sold=True, days_ago=older, key="older")]
+    estimate = estimate_price(comps, now=NOW, half_life_days=half_life)
+    weights = {p.listing_key: p.weight for p in estimate.counted}
+    # Both count or, as outliers of the same price, neither does.
+    assert ("m:newer" in weights) == ("m:older" in weights)
+    if "m:newer" in weights:
+        assert weights["m:newer"] >= weights["m:older"]
+    assert recency_factor(NOW - timedelta(days=newer), NOW, half_life) >= recency_factor(
+        NOW - timedelta(days=older), NOW, half_life)
 
 
 @settings(max_examples=150, deadline=None)

@@ -8,6 +8,7 @@ analysis = Engine().analyze("jacket.jpg")
 
 import logging
 
+from restyle._backtest import BacktestGroup, BacktestItem, BacktestReport, backtest
 from restyle._catalog import (
     BuildReport,
     Catalog,
@@ -71,6 +72,7 @@ from restyle._types import (
     OpinionStatus,
     PhotoInfo,
     PriceBand,
+    PriceBasis,
     PricedComp,
     PriceEstimate,
     PriceStatus,
@@ -87,6 +89,9 @@ __all__ = [
     "MINIMUM_COMPS",
     "Analysis",
     "Attribute",
+    "BacktestGroup",
+    "BacktestItem",
+    "BacktestReport",
     "Box",
     "BuildReport",
     "Catalog",
@@ -132,6 +137,7 @@ __all__ = [
     "PluginError",
     "PluginLoadWarning",
     "PriceBand",
+    "PriceBasis",
     "PriceEstimate",
     "PriceStatus",
     "PricedComp",
@@ -150,6 +156,7 @@ __all__ = [
     "SynthesizerError",
     "VectorIndex",
     "__version__",
+    "backtest",
     "build_query",
     "estimate_price",
     "hookimpl",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -11,13 +12,13 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, TypeVar, cast, overload
 
 import numpy as np
 
 from restyle import _budget, _settings
 from restyle._budget import STAGE_MARKS, Budget
-from restyle._catalog import BuildReport, Catalog, ListingLimits
+from restyle._catalog import MARKETPLACE_NAME, BuildReport, Catalog, ListingLimits
 from restyle._components import (
     Component,
     Encoder,
@@ -30,11 +31,13 @@ from restyle._context import Context, activate, deactivate
 from restyle._contracts import check_vectors
 from restyle._errors import ConfigurationError, EncoderError, PluginError, RestyleError
 from restyle._fetching import Fetcher
+from restyle._holdout import HeldOutCatalog, catalog_ids
 from restyle._identify import IdentifyResult, examine, synthesize
 from restyle._imaging import ImageInput, Photo, load_photo
 from restyle._plugins import PluginRegistry
-from restyle._pricing import MINIMUM_COMPS, estimate_price
+from restyle._pricing import DEFAULT_HALF_LIFE_DAYS, MINIMUM_COMPS, estimate_price
 from restyle._progress import progress_bar
+from restyle._recording import Trace, engine_settings, write_recording
 from restyle._rerank import Reranker, RerankResult
 from restyle._search import SearchResult, search_marketplaces
 from restyle._secrets import describe, exposes_secret, without_secrets
@@ -68,6 +71,8 @@ class Engine:
     or ``"local-dir:/path"``; it wins over ``RESTYLE_MODEL``.
     ``deadline`` is the wall-clock time one analysis may take, in seconds;
     ``identify_budget``, when given, caps the experts' share of it.
+    ``price_half_life_days`` is how fast a sold comp's weight fades with its
+    age (see docs/pricing.md).
     """
 
     def __init__(
@@ -87,6 +92,7 @@ class Engine:
         comps_wanted: int = 10,
         max_comps: int = 30,
         minimum_price_comps: int = MINIMUM_COMPS,
+        price_half_life_days: float = DEFAULT_HALF_LIFE_DAYS,
         fetcher: Fetcher | None = None,
         reranker: Reranker | None = None,
     ) -> None:
@@ -97,6 +103,7 @@ class Engine:
         self.comps_wanted = _count("comps_wanted", comps_wanted)
         self.max_comps = _count("max_comps", max_comps)
         self.minimum_price_comps = _count("minimum_price_comps", minimum_price_comps)
+        self.price_half_life_days = _days("price_half_life_days", price_half_life_days)
         expert_specs = _names("experts", experts)
         market_specs = _names("marketplaces", marketplaces)
         if isinstance(plugins, (str, bytes)) or not isinstance(plugins, Sequence):
@@ -212,12 +219,24 @@ class Engine:
             return catalog.build(listings, self.encoder, progress=progress,
                                  images_root=images_root, limits=limits, fetcher=self.fetcher)
 
+    def _context_hiding(self, hidden: frozenset[str]) -> Context:
+        """This Engine's context, with the catalog listings among ``hidden``
+        (listing keys) hidden from the components."""
+        ids = catalog_ids(hidden, MARKETPLACE_NAME)
+        if not ids:
+            return self.context
+
+        def open_held_out() -> Catalog:
+            return cast(Catalog, HeldOutCatalog(self._open_catalog(), ids))
+
+        return dataclasses.replace(self.context, _open_catalog=open_held_out)
+
     @contextmanager
-    def _running(self, method: str) -> Iterator[None]:
+    def _running(self, method: str, *, hidden: frozenset[str] = frozenset()) -> Iterator[None]:
         """Make this Engine's context the components' for the call, and let only
         RestyleErrors out of a public method: anything else is a bug somewhere
         in the pipeline, logged with its traceback and raised typed."""
-        token = activate(self.context)
+        token = activate(self._context_hiding(hidden))
         try:
             yield
         except RestyleError as exc:
@@ -281,7 +300,7 @@ class Engine:
         """Comparable listings for the identified item, most alike first."""
         with self._running("find_comps"):
             budget = self._budget(deadline)
-            _, reranked = self._find_comps(load_photo(image), identification, budget)
+            _, reranked, _ = self._find_comps(load_photo(image), identification, budget)
             return list(reranked.comps)
 
     def _photo_embedding(self, photo: Photo, deadline: float) -> np.ndarray:
@@ -301,39 +320,55 @@ class Engine:
         return vector
 
     def _find_comps(
-        self, photo: Photo, identification: Identification, budget: Budget
-    ) -> tuple[SearchResult, RerankResult]:
+        self, photo: Photo, identification: Identification, budget: Budget,
+        hidden: frozenset[str] = frozenset(),
+    ) -> tuple[SearchResult, RerankResult, np.ndarray]:
         search_deadline = budget.stage("search").end
         embedding = self._photo_embedding(photo, search_deadline)
         search = search_marketplaces(
             self.marketplaces, photo, identification, embedding=embedding,
             model_id=self.encoder.model_id, wanted=self.comps_wanted, limit=self.max_comps,
-            deadline=search_deadline,
+            deadline=search_deadline, exclude=hidden,
         )
         reranked = self.reranker.rerank(
             embedding, [(f.listing, f.step) for f in search.found], encoder=self.encoder,
             known_vectors=search.known_vectors, identification=identification,
             deadline=budget.stage("rerank").end,
         )
-        return search, reranked
+        return search, reranked, embedding
 
     # -- analyze -------------------------------------------------------------
 
-    def analyze(self, image: ImageInput | Photo, *, deadline: float | None = None) -> Analysis:
+    def analyze(
+        self, image: ImageInput | Photo, *, deadline: float | None = None,
+        exclude: Iterable[str] = (), record: str | os.PathLike[str] | None = None,
+    ) -> Analysis:
         """Identify the item, find and re-rank comps, and estimate a price.
 
         The whole analysis ends by ``deadline`` seconds (the Engine's
         ``deadline`` by default), whatever the components and servers do: each
         stage gets its share (see docs/guarantees.md) and what one leaves
         unused goes to the next. Raises only :class:`RestyleError`.
+
+        ``exclude`` holds listings out of this analysis, by
+        :attr:`Listing.key` (``"catalog:nw-jacket-blue"``): no marketplace's
+        answer includes them, and the local catalog hides them from every
+        component (the ``catalog`` expert's neighbours too), with nothing
+        rebuilt. ``record`` is a directory where what each stage returned is
+        written (see :func:`restyle.testing.load_recording`).
         """
-        with self._running("analyze"):
+        if isinstance(exclude, (str, bytes)):
+            raise ConfigurationError("exclude must be a collection of listing keys, not a string")
+        hidden = frozenset(exclude)
+        with self._running("analyze", hidden=hidden):
             budget = self._budget(deadline)
             photo = load_photo(image)
             identified = self._identify(photo, budget)
-            search, reranked = self._find_comps(photo, identified.identification, budget)
-            price = estimate_price(reranked.comps, minimum_comps=self.minimum_price_comps)
-            return Analysis(
+            search, reranked, embedding = self._find_comps(
+                photo, identified.identification, budget, hidden)
+            price = estimate_price(reranked.comps, minimum_comps=self.minimum_price_comps,
+                                   half_life_days=self.price_half_life_days)
+            analysis = Analysis(
                 photo=photo.info(),
                 opinions=identified.opinions,
                 identification=identified.identification,
@@ -344,6 +379,14 @@ class Engine:
                 warnings=search.warnings + reranked.warnings,
                 elapsed=round(time.monotonic() - budget.start, 4),
             )
+            if record is not None:
+                write_recording(record, Trace(
+                    photo=photo, analysis=analysis, found=search.found,
+                    search_warnings=search.warnings, rerank_warnings=reranked.warnings,
+                    embedding=embedding, vectors=reranked.vectors,
+                    settings=engine_settings(self),
+                ))
+            return analysis
 
     @overload
     def analyze_many(
@@ -469,6 +512,14 @@ def _seconds(name: str, value: object) -> float:
         raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}")
     if not (math.isfinite(value) and value > 0):
         raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _days(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(f"{name} must be a number of days, got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigurationError(f"{name} must be a positive number of days, got {value!r}")
     return float(value)
 
 

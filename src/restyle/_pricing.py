@@ -23,6 +23,16 @@ Rules, in order (docs/pricing.md says the same for users):
    currency: ``not_enough_data`` for it, with no amounts.
 7. Bands split each currency by condition and, when the marketplaces said
    which, into sold and active listings, under the same minimum.
+8. Sold comps weigh less the older the sale: their weight is multiplied by
+   ``0.5 ** (age_days / half_life_days)``, the age counted back from ``now``
+   (a sale without a date is not aged; asking prices never are).
+9. The headline prefers what sold. With at least ``minimum_comps`` sold comps
+   in the headline currency it is their band (basis ``sold``), and asking
+   prices are left out of it (``asking_price``), shown in their own band.
+   With fewer sold comps it mixes them with the asking prices (``mixed``);
+   with none it rests on asking prices (``asking``). Outliers (rule 4) are
+   looked for among the sold prices and among the others apart, since asking
+   prices run above what sells.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ import decimal
 import math
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TypeVar
 
@@ -42,6 +53,7 @@ from restyle._types import (
     Condition,
     Exclusion,
     PriceBand,
+    PriceBasis,
     PricedComp,
     PriceEstimate,
     PriceStatus,
@@ -54,6 +66,10 @@ __all__ = ["MAXIMUM_PRICE", "MINIMUM_COMPS", "UNSEEN_WEIGHT", "estimate_price",
 MINIMUM_COMPS = 3
 #: Weight of a comp whose image could not be compared with the photo.
 UNSEEN_WEIGHT = 0.25
+#: Days after which a sold comp weighs half what a sale of today would.
+DEFAULT_HALF_LIFE_DAYS = 30.0
+#: The smallest recency factor: however old a sale, its weight stays a number.
+_MIN_RECENCY = 1e-9
 #: Fewest prices before outliers are looked for: with three, the fences say nothing.
 _OUTLIER_MINIMUM = 4
 
@@ -189,15 +205,41 @@ def _sort_key(priced: PricedComp) -> tuple[Decimal, float, str]:
     return (priced.price.amount, -priced.weight, priced.listing_key)
 
 
-def estimate_price(comps: Sequence[Comp], *, minimum_comps: int = MINIMUM_COMPS) -> PriceEstimate:
-    """Estimate a price from ``comps`` following the module's rules."""
+def recency_factor(sold_at: datetime, now: datetime, half_life_days: float) -> float:
+    """``0.5 ** (age_days / half_life_days)``: 1 for a sale at ``now`` (or
+    after it), one half ``half_life_days`` before it, never below a tiny floor."""
+    age_days = max(0.0, (_aware(now) - _aware(sold_at)).total_seconds() / 86400.0)
+    return max(_MIN_RECENCY, 0.5 ** (age_days / half_life_days))
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
+def estimate_price(
+    comps: Sequence[Comp],
+    *,
+    minimum_comps: int = MINIMUM_COMPS,
+    half_life_days: float = DEFAULT_HALF_LIFE_DAYS,
+    now: datetime | None = None,
+) -> PriceEstimate:
+    """Estimate a price from ``comps`` following the module's rules.
+
+    ``now`` is the moment sold comps' ages are counted from (the current
+    time by default; a naive time is taken as UTC).
+    """
     if minimum_comps < 1:
         raise ValueError("minimum_comps must be at least 1")
+    if isinstance(half_life_days, bool) or not isinstance(half_life_days, (int, float)) \
+            or not (math.isfinite(half_life_days) and half_life_days > 0):
+        raise ValueError(f"half_life_days must be a positive number, got {half_life_days!r}")
+    as_of = datetime.now(timezone.utc) if now is None else _aware(now)
     with decimal.localcontext(_CONTEXT):
-        return _estimate(comps, minimum_comps)
+        return _estimate(comps, minimum_comps, half_life_days, as_of)
 
 
-def _estimate(comps: Sequence[Comp], minimum_comps: int) -> PriceEstimate:
+def _estimate(comps: Sequence[Comp], minimum_comps: int, half_life_days: float,
+              as_of: datetime) -> PriceEstimate:
     excluded: list[Exclusion] = []
     by_currency: dict[str, list[PricedComp]] = defaultdict(list)
     for comp in comps:
@@ -208,17 +250,28 @@ def _estimate(comps: Sequence[Comp], minimum_comps: int) -> PriceEstimate:
         weight, lowered = weighed
         listing = comp.listing
         assert listing.price is not None
+        recency = None
+        if listing.sold and listing.sold_at is not None:
+            recency = recency_factor(listing.sold_at, as_of, half_life_days)
+            weight *= recency
         by_currency[listing.price.currency].append(PricedComp(
             listing_key=listing.key, price=listing.price, weight=weight,
             condition=listing.condition, sold=listing.sold, down_weighted=lowered,
+            recency=recency, sold_at=listing.sold_at,
         ))
+    aged = any(p.recency is not None for group in by_currency.values() for p in group)
 
     kept_by_currency: dict[str, list[PricedComp]] = {}
     bands: list[PriceBand] = []
     overall: dict[str, PriceBand] = {}
     for currency in sorted(by_currency):
-        kept, outliers = _trim_outliers(by_currency[currency])
-        excluded.extend(outliers)
+        kept = []
+        for sold in (True, False):  # sold prices, then the others: two markets
+            part, outliers = _trim_outliers(
+                [p for p in by_currency[currency] if (p.sold is True) is sold]
+            )
+            kept.extend(part)
+            excluded.extend(outliers)
         kept.sort(key=_sort_key)
         kept_by_currency[currency] = kept
         overall[currency] = band = _band(currency, kept, minimum_comps)
@@ -235,7 +288,7 @@ def _estimate(comps: Sequence[Comp], minimum_comps: int) -> PriceEstimate:
     if not overall:
         return PriceEstimate(
             status=PriceStatus.NOT_ENOUGH_DATA, minimum_comps=minimum_comps,
-            exclusions=_ordered(excluded),
+            exclusions=_ordered(excluded), half_life_days=float(half_life_days),
         )
     weight_of = {c: math.fsum(p.weight for p in kept_by_currency[c]) for c in overall}
     currency = max(sorted(overall), key=lambda c: (weight_of[c], overall[c].comps_used))
@@ -246,7 +299,17 @@ def _estimate(comps: Sequence[Comp], minimum_comps: int) -> PriceEstimate:
                           detail=f"priced in {other}, not {currency} (see the {other} band)")
                 for p in kept_by_currency[other]
             )
-    headline = overall[currency]
+    basis, counted, detail = _basis(kept_by_currency[currency], minimum_comps)
+    if basis is PriceBasis.SOLD:
+        headline = _band(currency, counted, minimum_comps, sold=True)
+        excluded.extend(
+            Exclusion(listing_key=p.listing_key, reason="asking_price",
+                      detail=f"asking price {p.price}, not a sale (see the asking band)"
+                      if p.sold is False else f"{p.price}, not known to have sold")
+            for p in kept_by_currency[currency] if p.sold is not True
+        )
+    else:
+        headline = overall[currency]
     return PriceEstimate(
         status=headline.status,
         currency=currency,
@@ -256,10 +319,37 @@ def _estimate(comps: Sequence[Comp], minimum_comps: int) -> PriceEstimate:
         comps_used=headline.comps_used,
         effective_weight=headline.effective_weight,
         minimum_comps=minimum_comps,
-        counted=tuple(kept_by_currency[currency]),
+        counted=tuple(counted),
         exclusions=_ordered(excluded),
         bands=tuple(bands),
+        basis=basis,
+        basis_detail=detail,
+        half_life_days=float(half_life_days),
+        as_of=as_of if aged else None,
     )
+
+
+def _basis(
+    kept: list[PricedComp], minimum_comps: int
+) -> tuple[PriceBasis, list[PricedComp], str]:
+    """What the headline of one currency rests on, its comps, and why, in words."""
+    sold = [p for p in kept if p.sold is True]
+    asking = len(kept) - len(sold)
+    if len(sold) >= minimum_comps:
+        apart = f"; {_count(asking, 'unsold comp')} left out" if asking else ""
+        return PriceBasis.SOLD, sold, f"{_count(len(sold), 'sold comp')}{apart}"
+    if sold:
+        return PriceBasis.MIXED, kept, (
+            f"only {_count(len(sold), 'sold comp')} ({minimum_comps} needed for a sold "
+            f"price), so mixed with {_count(asking, 'asking price')}"
+        )
+    return PriceBasis.ASKING, kept, (
+        "no sold comps: asking prices only, which run above what items sell for"
+    )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _ordered(exclusions: list[Exclusion]) -> tuple[Exclusion, ...]:

@@ -90,10 +90,12 @@ def identification_text(identification: Identification) -> str:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RerankResult:
-    """The comps, best first, and what went wrong on the way."""
+    """The comps, best first, and what went wrong on the way; ``vectors`` are
+    the image vectors the comps were scored with, by listing key."""
 
     comps: tuple[Comp, ...]
     warnings: tuple[str, ...] = ()
+    vectors: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -191,7 +193,7 @@ class Reranker:
         text = self._text_similarities(listings, encoder, identification, deadline, warnings)
         comps = self._score(found, embedding, images, text)
         return RerankResult(comps=tuple(self._flag(comps, images.vectors, images.hashes)),
-                            warnings=tuple(warnings))
+                            warnings=tuple(warnings), vectors=dict(images.vectors))
 
     # -- vectors -----------------------------------------------------------------
 

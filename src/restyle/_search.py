@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -76,10 +76,12 @@ class _Walked:
 def _walk(
     market: Marketplace, photo: Photo, queries: Sequence[Query], embedding: np.ndarray,
     model_id: str, wanted: int, deadline: float, warnings: list[str],
+    exclude: Collection[str] = frozenset(),
 ) -> _Walked:
     """Relax the query step by step until this marketplace gave ``wanted``
-    listings, then ask it which of their image vectors it already knows.
-    Every call is answered by ``deadline`` or the marketplace's own ``timeout``."""
+    listings (leaving out those whose key is in ``exclude``), then ask it
+    which of their image vectors it already knows. Every call is answered by
+    ``deadline`` or the marketplace's own ``timeout``."""
     found: dict[str, Found] = {}
     for index, query in enumerate(queries):
         call_deadline = min(deadline, time.monotonic() + _budget.timeout_of(market))
@@ -91,7 +93,7 @@ def _walk(
             warnings.append(message)
             logger.warning("%s", message)
             break
-        for rank, listing in enumerate(listings):
+        for rank, listing in enumerate(item for item in listings if item.key not in exclude):
             if listing.key not in found:
                 found[listing.key] = Found(
                     listing=listing, step=query.step, step_index=index, rank=rank
@@ -149,12 +151,13 @@ def search_marketplaces(
     wanted: int,
     limit: int,
     deadline: float,
+    exclude: Collection[str] = frozenset(),
 ) -> SearchResult:
     """Search every marketplace concurrently; each relaxes its own query until it
     found ``wanted`` listings. Keeps at most ``limit`` merged listings. A
     marketplace that fails, overruns ``deadline`` (a :func:`time.monotonic`
     value) or answers off its contract adds a warning and keeps what it found
-    before."""
+    before. Listings whose key is in ``exclude`` are left out of every answer."""
     queries = list(relaxed_queries(identification, limit=limit))
     first = queries[0] if queries else None
     if not marketplaces:
@@ -165,7 +168,7 @@ def search_marketplaces(
     def run(index: int, market: Marketplace) -> None:
         try:
             walked[index] = _walk(market, photo, queries, embedding, model_id, wanted,
-                                  deadline, own_warnings[index])
+                                  deadline, own_warnings[index], exclude)
         except Exception as exc:  # a bug must cost this marketplace, not the thread's caller
             logger.exception("searching marketplace %s failed", market.name)
             own_warnings[index].append(

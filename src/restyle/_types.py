@@ -35,6 +35,7 @@ __all__ = [
     "OpinionStatus",
     "PhotoInfo",
     "PriceBand",
+    "PriceBasis",
     "PriceEstimate",
     "PriceStatus",
     "PricedComp",
@@ -289,8 +290,11 @@ class Listing(_Value):
     """One item offered (or sold) on a marketplace.
 
     ``price`` is the asking price, or the current bid of an auction
-    (``auction`` True, with ``bid_count``). ``shipping`` is None when the
-    marketplace did not say, which is not the same as free.
+    (``auction`` True, with ``bid_count``); for a sold item (``sold`` True)
+    it is the price it sold for, ``sold_at`` when it sold (timezone-aware;
+    a naive time is taken as UTC) and ``quantity_sold`` how many sold, when
+    the marketplace said. ``shipping`` is None when the marketplace did not
+    say, which is not the same as free.
     """
 
     marketplace: str
@@ -309,6 +313,19 @@ class Listing(_Value):
     seller_feedback_score: int | None = None
     auction: bool | None = None
     bid_count: int | None = None
+    sold_at: dt.datetime | None = None
+    quantity_sold: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.sold_at is not None:
+            if not isinstance(self.sold_at, dt.datetime):
+                raise ValueError(f"Listing.sold_at must be a datetime, got {self.sold_at!r}")
+            if self.sold_at.tzinfo is None:
+                object.__setattr__(self, "sold_at", self.sold_at.replace(tzinfo=dt.timezone.utc))
+        quantity = self.quantity_sold
+        if quantity is not None and (isinstance(quantity, bool) or not isinstance(quantity, int)
+                                     or quantity < 0):
+            raise ValueError(f"Listing.quantity_sold must be a count, got {quantity!r}")
 
     @property
     def key(self) -> str:
@@ -372,9 +389,25 @@ class PriceStatus(str, enum.Enum):
     NOT_ENOUGH_DATA = "not_enough_data"
 
 
+class PriceBasis(str, enum.Enum):
+    """What the headline estimate rests on."""
+
+    #: Prices items sold for: there were at least ``minimum_comps`` of them.
+    SOLD = "sold"
+    #: Asking prices only: no comp was known to have sold.
+    ASKING = "asking"
+    #: Too few sold comps for a sold price: they are mixed with asking prices.
+    MIXED = "mixed"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PricedComp(_Value):
-    """A comp that counted towards an estimate, and with what weight."""
+    """A comp that counted towards an estimate, and with what weight.
+
+    ``weight`` is the comp's similarity weight times ``recency``, the factor
+    a sold comp's age gave it (None when its age did not count: an asking
+    price, or a sale without a date); ``sold_at`` is when it sold.
+    """
 
     listing_key: str
     price: Money
@@ -382,12 +415,15 @@ class PricedComp(_Value):
     condition: Condition = Condition.UNKNOWN
     sold: bool | None = None
     down_weighted: str | None = None
+    recency: float | None = None
+    sold_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Exclusion(_Value):
     """A comp left out of the headline estimate: ``reason`` is a stable code,
-    ``detail`` says more in words.
+    ``detail`` says more in words. An ``asking_price`` is left out when the
+    headline rests on sold prices; it counts in its asking band.
 
     Reasons: ``no_price``, ``absurd_price``, ``below_cutoff``, ``not_alike``,
     ``auction_without_bids``, ``outlier``, and ``other_currency`` (estimated in its
@@ -423,10 +459,14 @@ class PriceEstimate(_Value):
     """A price a reseller can act on, and what it rests on.
 
     The headline amounts are for ``currency``, the currency carrying the most
-    weight. ``status`` is ``not_enough_data`` when fewer than ``minimum_comps``
-    good comps were found; the amounts are then None. ``counted`` and
-    ``exclusions`` explain the headline comp by comp; ``bands`` gives the
-    estimate per currency, condition and sold vs active.
+    weight. ``basis`` says whether they rest on sold prices, asking prices or
+    both, and ``basis_detail`` why, in words. ``status`` is
+    ``not_enough_data`` when fewer than ``minimum_comps`` good comps were
+    found; the amounts are then None. ``counted`` and ``exclusions`` explain
+    the headline comp by comp; ``bands`` gives the estimate per currency,
+    condition and sold vs active. Sold comps weigh less the older they are,
+    halving every ``half_life_days`` before ``as_of`` (None when no comp's age
+    counted).
     """
 
     status: PriceStatus
@@ -440,6 +480,10 @@ class PriceEstimate(_Value):
     counted: tuple[PricedComp, ...] = ()
     exclusions: tuple[Exclusion, ...] = ()
     bands: tuple[PriceBand, ...] = ()
+    basis: PriceBasis | None = None
+    basis_detail: str = ""
+    half_life_days: float | None = None
+    as_of: dt.datetime | None = None
 
     @property
     def ok(self) -> bool:

@@ -12,12 +12,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from restyle import __version__, _settings
+from restyle._backtest import backtest
 from restyle._catalog import Catalog
 from restyle._engine import Engine
-from restyle._errors import CatalogError, RestyleError
+from restyle._errors import CatalogError, ConfigurationError, RestyleError
 from restyle._imaging import load_photo
 from restyle._ingest import listings_format
 from restyle._plugins import PluginLoadWarning, PluginRegistry
+from restyle._recording import load_recording
 from restyle._secrets import HTTP_LOGGERS, RedactingFilter, protect_loggers
 from restyle._types import Analysis
 
@@ -50,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--synthesizer", metavar="NAME")
     analyze.add_argument("--marketplaces", metavar="A,B", help="comma-separated marketplaces")
     analyze.add_argument("--top", type=int, default=10, help="comps to show (default 10)")
+    analyze.add_argument("--record", metavar="DIR",
+                         help="record what each stage returned into DIR, for 'restyle replay'")
 
     catalog = sub.add_parser("catalog", help="manage the local catalog")
     catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True, metavar="ACTION")
@@ -82,7 +86,43 @@ def _parser() -> argparse.ArgumentParser:
                          help="print the plugins, their hooks, components and errors as JSON")
     plugins.add_argument("--all", action="store_true",
                          help="include the built-in plugins in the list of plugins")
+
+    backtest = sub.add_parser(
+        "backtest", parents=[common],
+        help="measure the estimates against prices items really sold for")
+    backtest.add_argument(
+        "dataset", nargs="?", metavar="DATASET",
+        help="listings that sold (.jsonl, .csv or .parquet; price = what each sold for, sold "
+        "true); default: the catalog, one listing left out at a time")
+    backtest.add_argument("--json", action="store_true", help="print the report as JSON")
+    backtest.add_argument("--html", metavar="FILE", help="also write an HTML report with charts")
+    backtest.add_argument("--limit", type=int, metavar="N", help="backtest the first N items")
+    backtest.add_argument("--images-root", metavar="DIR",
+                          help="folder the data set's images must be in (default: its own)")
+    backtest.add_argument("--experts", metavar="A,B", help="comma-separated expert names")
+    backtest.add_argument("--synthesizer", metavar="NAME")
+    backtest.add_argument("--marketplaces", metavar="A,B", help="comma-separated marketplaces")
+    _pricing_options(backtest)
+
+    replay = sub.add_parser(
+        "replay", help="re-run a recorded analysis offline with other rules, and show changes")
+    replay.add_argument("recording", metavar="DIR", help="a directory written by --record")
+    replay.add_argument("--synthesizer", metavar="NAME",
+                        help="merge the recorded opinions with this synthesizer")
+    _pricing_options(replay)
+    replay.add_argument("--no-cutoff", action="store_true",
+                        help="flag no comp below the similarity cut-off")
+    replay.add_argument("--json", action="store_true",
+                        help="print the changes, the differences and both analyses as JSON")
+    replay.add_argument("--no-plugins", action="store_true", help="load no third-party plugins")
     return parser
+
+
+def _pricing_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--minimum-comps", type=int, metavar="N",
+                        help="fewest comps a price may rest on (default 3)")
+    parser.add_argument("--half-life", type=float, metavar="DAYS",
+                        help="days after which a sale weighs half (default 30)")
 
 
 def _split(text: str | None) -> list[str] | None:
@@ -126,6 +166,8 @@ def _print_summary(analysis: Analysis, top: int) -> None:
     else:
         out(f"\nPrice: not enough data ({price.comps_used} usable comps, "
             f"{price.minimum_comps} needed)\n")
+    if price.basis is not None:
+        out(f"  basis: {price.basis.value} ({price.basis_detail})\n")
     if analysis.comps:
         out(f"\nComps ({len(analysis.comps)} found, most alike first):\n")
         for i, comp in enumerate(analysis.comps[:top], start=1):
@@ -153,17 +195,74 @@ def _run(args: argparse.Namespace) -> int:
         engine.encoder.dim  # noqa: B018 - load the model first: one clear error if it cannot
         if "catalog" in [c.name for c in (*engine.experts, *engine.marketplaces)]:
             engine.catalog  # noqa: B018 - open it first: one clear error if it is damaged
-        analysis = engine.analyze(photo)
+        analysis = engine.analyze(photo, record=args.record)
         if args.json:
             sys.stdout.write(analysis.to_json(indent=2) + "\n")
         else:
             _print_summary(analysis, args.top)
+        if args.record:
+            (sys.stderr if args.json else sys.stdout).write(f"recorded in {args.record}\n")
         return 0
     if args.command == "catalog":
         return _catalog_command(args)
     if args.command == "plugins":
         return _plugins(args)
+    if args.command == "backtest":
+        return _backtest(args)
+    if args.command == "replay":
+        return _replay(args)
     raise AssertionError(args)  # pragma: no cover - argparse enforces the commands
+
+
+def _pricing_rules(args: argparse.Namespace) -> dict[str, object]:
+    rules: dict[str, object] = {}
+    if args.minimum_comps is not None:
+        rules["minimum_price_comps"] = args.minimum_comps
+    if args.half_life is not None:
+        rules["price_half_life_days"] = args.half_life
+    return rules
+
+
+def _backtest(args: argparse.Namespace) -> int:
+    engine = _engine(args, experts=_split(args.experts), synthesizer=args.synthesizer,
+                     marketplaces=_split(args.marketplaces), **_pricing_rules(args))
+    engine.encoder.dim  # noqa: B018 - load the model first: one clear error if it cannot
+    if args.limit is not None and args.limit < 1:
+        raise ConfigurationError("--limit must be at least 1")
+    report = backtest(engine, args.dataset, limit=args.limit, progress=None,
+                      images_root=args.images_root)
+    if args.html:
+        Path(args.html).write_text(report.html(), encoding="utf-8")
+    if args.json:
+        sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
+    else:
+        sys.stdout.write(report.table())
+    if args.html:
+        sys.stderr.write(f"HTML report written to {args.html}\n")
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    recording = load_recording(args.recording)
+    replay = recording.replay(
+        synthesizer=args.synthesizer, minimum_comps=args.minimum_comps,
+        half_life_days=args.half_life, cutoff=False if args.no_cutoff else None,
+        load_entrypoints=not args.no_plugins,
+    )
+    if args.json:
+        sys.stdout.write(json.dumps(replay.to_dict(), indent=2) + "\n")
+        return 0
+    out = sys.stdout.write
+    changes = ", ".join(f"{k}={v}" for k, v in replay.changes.items()) or "none"
+    out(f"replay of {args.recording} (changes: {changes})\n")
+    if replay.same:
+        out("no differences: the replay reproduces the recording\n")
+        return 0
+    width = max(len(d.what) for d in replay.differences)
+    out(f"  {'':<{width}}  recorded -> replayed\n")
+    for d in replay.differences:
+        out(f"  {d.what:<{width}}  {d.before or '-'} -> {d.after or '-'}\n")
+    return 0
 
 
 def _plugins(args: argparse.Namespace) -> int:

@@ -1,5 +1,6 @@
-"""A fake eBay Browse API on 127.0.0.1: OAuth tokens, item_summary search and
-search_by_image, with scripted failures in eBay's own error envelopes."""
+"""A fake eBay on 127.0.0.1: OAuth tokens per scope, the Browse API's
+item_summary search and search_by_image, and the Marketplace Insights API's
+item_sales search, with scripted failures in eBay's own error envelopes."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from urllib.parse import parse_qs, urlsplit
 TOKEN_PATH = "/identity/v1/oauth2/token"
 SEARCH_PATH = "/buy/browse/v1/item_summary/search"
 IMAGE_PATH = "/buy/browse/v1/item_summary/search_by_image"
+SALES_PATH = "/buy/marketplace_insights/v1_beta/item_sales/search"
 SCOPE = "https://api.ebay.com/oauth/api_scope"
+INSIGHTS_SCOPE = "https://api.ebay.com/oauth/api_scope/buy.marketplace.insights"
 
 
 def ebay_error(error_id: int, message: str, *, domain: str = "API_BROWSE",
@@ -87,6 +90,45 @@ def item(
     return data
 
 
+def sale(
+    n: int,
+    *,
+    price: str | None = "30.00",
+    currency: str = "USD",
+    sold: str | None = "2025-05-20T17:43:21.000Z",
+    quantity: int | None = 1,
+    condition_id: str | None = "3000",
+    auction: bool = False,
+    bids: int | None = None,
+) -> dict[str, Any]:
+    """A realistic ``itemSales`` entry of the Marketplace Insights API."""
+    data: dict[str, Any] = {
+        "itemId": f"v1|{120000000000 + n}|0",
+        "title": f"Vintage leather jacket, sold no. {n}",
+        "itemHref": f"https://api.ebay.com/buy/browse/v1/item/v1%7C{120000000000 + n}%7C0",
+        "itemWebUrl": f"https://www.ebay.com/itm/{120000000000 + n}",
+        "image": {"imageUrl": f"https://i.ebayimg.com/images/g/s{n}/s-l225.jpg"},
+        "buyingOptions": ["AUCTION"] if auction else ["FIXED_PRICE"],
+        "categories": [{"categoryId": "57988", "categoryName": "Coats, Jackets & Vests"}],
+        "itemLocation": {"postalCode": "950**", "country": "US"},
+        "seller": {"username": f"seller{n}", "feedbackPercentage": "99.1",
+                   "feedbackScore": 800 + n},
+        "adultOnly": False,
+    }
+    if price is not None:
+        data["lastSoldPrice"] = {"value": price, "currency": currency}
+    if sold is not None:
+        data["lastSoldDate"] = sold
+    if quantity is not None:
+        data["totalSoldQuantity"] = quantity
+    if condition_id is not None:
+        data["conditionId"] = condition_id
+        data["condition"] = "Pre-owned"
+    if auction and bids is not None:
+        data["bidCount"] = bids
+    return data
+
+
 @dataclass
 class Recorded:
     """One request the fake received."""
@@ -122,15 +164,24 @@ class FakeEbay:
         token_lifetime: int = 7200,
         image_search_allowed: bool = True,
         token_prefix: str = "v^1.1#i^1#fake-token-",
+        sales: list[dict[str, Any]] | None = None,
+        insights_allowed: bool = True,
+        scopes: tuple[str, ...] = (SCOPE, INSIGHTS_SCOPE),
     ) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
         self.items = list(items or [])
+        self.sales = list(sales or [])
         self.token_lifetime = token_lifetime
         self.image_search_allowed = image_search_allowed
+        #: False: the Marketplace Insights API answers 403, as for an application
+        #: eBay has not let in.
+        self.insights_allowed = insights_allowed
+        #: The scopes this application may ask a token for.
+        self.scopes = scopes
         self.token_prefix = token_prefix
         self.requests: list[Recorded] = []
-        self.valid_tokens: set[str] = set()
+        self.valid_tokens: dict[str, str] = {}  # token -> its scope
         self.tokens_issued = 0
         self._scripts: dict[str, deque[Scripted]] = defaultdict(deque)
         self._lock = threading.Lock()
@@ -229,6 +280,12 @@ class FakeEbay:
             self._token(handler, recorded)
         elif parts.path == SEARCH_PATH and method == "GET":
             self._search(handler, recorded)
+        elif parts.path == SALES_PATH and method == "GET":
+            if not self.insights_allowed:
+                self._send(handler, 403, ACCESS_DENIED)
+                return
+            self._search(handler, recorded, items=self.sales, field="itemSales",
+                         scope=INSIGHTS_SCOPE)
         elif parts.path == IMAGE_PATH and method == "POST":
             if not self.image_search_allowed:
                 self._send(handler, 403, ACCESS_DENIED)
@@ -250,25 +307,39 @@ class FakeEbay:
             self._send(handler, 401, {"error": "invalid_client",
                                       "error_description": "client authentication failed"})
             return
-        if form.get("grant_type") != "client_credentials" or form.get("scope") != SCOPE:
+        if form.get("grant_type") != "client_credentials" or not form.get("scope"):
             self._send(handler, 400, {"error": "invalid_request",
                                       "error_description": "request is missing a required "
                                                            "parameter or malformed."})
             return
+        scope = form["scope"]
+        if scope not in self.scopes:
+            self._send(handler, 400, {"error": "invalid_scope",
+                                      "error_description": "The requested scope is invalid, "
+                                      "unknown, malformed, or exceeds the scope granted to the "
+                                      "client"})
+            return
         with self._lock:
             self.tokens_issued += 1
             token = f"{self.token_prefix}{self.tokens_issued}"
-            self.valid_tokens.add(token)
+            self.valid_tokens[token] = scope
         self._send(handler, 200, {"access_token": token, "expires_in": self.token_lifetime,
                                   "token_type": "Application Access Token"})
 
-    def _search(self, handler: BaseHTTPRequestHandler, recorded: Recorded) -> None:
+    def _search(self, handler: BaseHTTPRequestHandler, recorded: Recorded, *,
+                items: list[dict[str, Any]] | None = None, field: str = "itemSummaries",
+                scope: str = SCOPE) -> None:
         auth = recorded.headers.get("Authorization", "")
         with self._lock:
-            valid = auth.startswith("Bearer ") and auth[len("Bearer "):] in self.valid_tokens
-        if not valid:
+            token_scope = (self.valid_tokens.get(auth[len("Bearer "):])
+                           if auth.startswith("Bearer ") else None)
+        if token_scope is None:
             self._send(handler, 401, INVALID_TOKEN)
             return
+        if token_scope != scope:  # a token of another API's scope
+            self._send(handler, 403, ACCESS_DENIED)
+            return
+        items = self.items if items is None else items
         try:
             limit = int(recorded.query.get("limit", "50"))
             offset = int(recorded.query.get("offset", "0"))
@@ -278,14 +349,14 @@ class FakeEbay:
         if not 1 <= limit <= 200 or offset % limit:
             self._send(handler, 400, ebay_error(12001, "The value of limit or offset is invalid."))
             return
-        page = self.items[offset:offset + limit]
+        page = items[offset:offset + limit]
         href = f"{self.base_url}{recorded.path}?limit={limit}&offset={offset}"
-        answer: dict[str, Any] = {"href": href, "total": len(self.items), "limit": limit,
+        answer: dict[str, Any] = {"href": href, "total": len(items), "limit": limit,
                                   "offset": offset}
-        if offset + limit < len(self.items):
+        if offset + limit < len(items):
             answer["next"] = f"{self.base_url}{recorded.path}?limit={limit}&offset={offset + limit}"
-        if page:  # eBay leaves itemSummaries out when nothing matched
-            answer["itemSummaries"] = page
+        if page:  # eBay leaves the items out when nothing matched
+            answer[field] = page
         self._send(handler, 200, answer)
 
     @staticmethod

@@ -1,5 +1,7 @@
 """The ``ebay`` marketplace: eBay's Browse API, searched by words and, where the
-application is allowed to, by image. Set-up is described in docs/marketplaces.md."""
+application is allowed to, by image; and ``ebay-sold``: what sold on eBay in the
+last 90 days, from the Marketplace Insights API. Set-up is described in
+docs/marketplaces.md."""
 
 from __future__ import annotations
 
@@ -10,8 +12,9 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import requests
@@ -41,10 +44,13 @@ __all__ = [
     "ENV_CLIENT_SECRET",
     "ENV_IMAGE_SEARCH",
     "ENV_MARKETPLACE_ID",
+    "INSIGHTS_SCOPE",
     "MARKETPLACE_CURRENCIES",
     "PRODUCTION_URL",
     "SANDBOX_URL",
+    "SCOPE",
     "EbayMarketplace",
+    "EbaySoldMarketplace",
     "ImageSearchStatus",
 ]
 
@@ -61,7 +67,10 @@ SANDBOX_URL = "https://api.sandbox.ebay.com"
 TOKEN_PATH = "/identity/v1/oauth2/token"
 SEARCH_PATH = "/buy/browse/v1/item_summary/search"
 IMAGE_SEARCH_PATH = "/buy/browse/v1/item_summary/search_by_image"
+SALES_SEARCH_PATH = "/buy/marketplace_insights/v1_beta/item_sales/search"
+#: The OAuth scope of the Browse API, and that of the Marketplace Insights API.
 SCOPE = "https://api.ebay.com/oauth/api_scope"
+INSIGHTS_SCOPE = "https://api.ebay.com/oauth/api_scope/buy.marketplace.insights"
 
 #: The Browse API's marketplaces and the currency each lists prices in.
 MARKETPLACE_CURRENCIES: Mapping[str, str] = {
@@ -178,6 +187,12 @@ class EbayMarketplace(RemoteComponent, Marketplace):
 
     name = "ebay"
     error_type = MarketplaceError
+    #: The API searched, the scope of its token and the field of an answer that
+    #: holds the items: a subclass searching another eBay API changes these.
+    api: ClassVar[str] = "Browse API"
+    scope: ClassVar[str] = SCOPE
+    search_path: ClassVar[str] = SEARCH_PATH
+    items_field: ClassVar[str] = "itemSummaries"
 
     def __init__(
         self,
@@ -244,6 +259,7 @@ class EbayMarketplace(RemoteComponent, Marketplace):
         self._token_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._image_refused = False
+        self._scope_refused = False
         self._last_image_search: tuple[object, list[Listing]] | None = None
 
     # -- configuration ---------------------------------------------------------
@@ -301,7 +317,7 @@ class EbayMarketplace(RemoteComponent, Marketplace):
             return []
         with self._boundary("search"):
             return self._paginate(
-                "GET", SEARCH_PATH, params, min(query.limit, self.max_comps), config,
+                "GET", self.search_path, params, min(query.limit, self.max_comps), config,
                 what="search",
             )
 
@@ -382,15 +398,18 @@ class EbayMarketplace(RemoteComponent, Marketplace):
         while len(listings) < want and offset + page_size <= _MAX_RESULTS:
             page_params = {**params, "limit": str(page_size), "offset": str(offset)}
             data = self._call(method, path, page_params, config, what=what, body=body)
-            items, total, more = _parse_page(data, what)
+            items, total, more = _parse_page(data, what, self.items_field, self.name)
             for item in items:
-                listing = _listing(item, self.name)
+                listing = self._listing(item)
                 if listing is not None:
                     listings.setdefault(listing.listing_id, listing)
             offset += page_size
             if not items or not more or (total is not None and offset >= total):
                 break
         return list(listings.values())[:want]
+
+    def _listing(self, item: Any) -> Listing | None:
+        return _listing(item, self.name)
 
     # -- HTTP ------------------------------------------------------------------
 
@@ -474,7 +493,8 @@ class EbayMarketplace(RemoteComponent, Marketplace):
         self._sleep(delay)
 
     def _access_token(self, config: _Config, *, rejected: str | None = None) -> str:
-        """A cached application token; a new one when it nears expiry or was rejected.
+        """A cached application token for this marketplace's :attr:`scope`; a new
+        one when it nears expiry or was rejected.
 
         The lock makes concurrent searches share one token request; a thread whose
         token was rejected after another thread already renewed it reuses the new one.
@@ -492,10 +512,18 @@ class EbayMarketplace(RemoteComponent, Marketplace):
         credentials = self._resolve_credentials()
         response = self._send(
             "POST", config.base_url + TOKEN_PATH, what="token request",
-            data={"grant_type": "client_credentials", "scope": SCOPE},
+            data={"grant_type": "client_credentials", "scope": self.scope},
             headers={"Authorization": f"Basic {credentials.basic.reveal()}",
                      "Accept": "application/json"},
         )
+        if response.status_code in (400, 403) and _oauth_error(response) == "invalid_scope":
+            self._scope_refused = True
+            self._fail(
+                f"eBay refused a token for the {self.api} (HTTP {response.status_code}: "
+                f"invalid_scope): its scope {self.scope} is not granted to this application",
+                error_type=MarketplaceAuthError, marketplace=self.name,
+                status=response.status_code,
+            )
         if response.status_code in (400, 401, 403):
             detail = _oauth_detail(response)
             self._fail(
@@ -627,6 +655,16 @@ def _error_envelope(response: requests.Response) -> tuple[tuple[int, ...], list[
     return tuple(ids), messages
 
 
+def _oauth_error(response: requests.Response) -> str | None:
+    """The ``error`` code of an OAuth error answer, if it is one."""
+    try:
+        data = response.json()
+    except ValueError:
+        return None
+    error = data.get("error") if isinstance(data, dict) else None
+    return error if isinstance(error, str) else None
+
+
 def _oauth_detail(response: requests.Response) -> str:
     try:
         data = response.json()
@@ -638,12 +676,15 @@ def _oauth_detail(response: requests.Response) -> str:
     return ": ".join(redact(p.strip())[:200] for p in parts if isinstance(p, str) and p.strip())
 
 
-def _parse_page(data: Mapping[str, Any], what: str) -> tuple[list[Any], int | None, bool]:
-    """The items of one page, eBay's ``total`` and whether a next page exists."""
-    items = data.get("itemSummaries", [])
+def _parse_page(
+    data: Mapping[str, Any], what: str, field: str, marketplace: str
+) -> tuple[list[Any], int | None, bool]:
+    """The items of one page (under ``field``), eBay's ``total`` and whether a
+    next page exists."""
+    items = data.get(field, [])
     if not isinstance(items, list):
         raise MarketplaceResponseError(
-            f"eBay {what} answer has itemSummaries that is not a list", marketplace="ebay"
+            f"eBay {what} answer has {field} that is not a list", marketplace=marketplace
         )
     total = data.get("total")
     if isinstance(total, bool) or not isinstance(total, int):
@@ -756,6 +797,123 @@ def _listing(item: Any, marketplace: str) -> Listing | None:
     )
 
 
+def _sold_listing(item: Any, marketplace: str) -> Listing | None:
+    """One ``itemSales`` entry as a sold Listing; None (and a log line) when unusable."""
+    if not isinstance(item, dict):
+        logger.debug("skipping an eBay sale that is not an object")
+        return None
+    item_id, title = _text(item.get("itemId")), _text(item.get("title"))
+    if item_id is None or title is None:
+        logger.debug("skipping an eBay sale without itemId or title")
+        return None
+    options = item.get("buyingOptions")
+    options = [o for o in options if isinstance(o, str)] if isinstance(options, list) else []
+    auction = "AUCTION" in options and "FIXED_PRICE" not in options
+    seller: dict[str, Any] = item["seller"] if isinstance(item.get("seller"), dict) else {}
+    return Listing(
+        marketplace=marketplace,
+        listing_id=item_id,
+        title=title,
+        price=_amount(item.get("lastSoldPrice")),
+        url=_text(item.get("itemWebUrl")),
+        image_url=_image_url(item),
+        condition=_condition(item),
+        sold=True,
+        seller=_text(seller.get("username")),
+        seller_feedback_percent=_feedback_percent(seller.get("feedbackPercentage")),
+        seller_feedback_score=_integer(seller.get("feedbackScore")),
+        auction=auction,
+        bid_count=_integer(item.get("bidCount")) if auction else None,
+        sold_at=_timestamp(item.get("lastSoldDate")),
+        quantity_sold=_integer(item.get("totalSoldQuantity")),
+    )
+
+
+def _timestamp(value: Any) -> datetime | None:
+    """eBay's ``2025-05-30T17:43:21.000Z`` as an aware datetime, or None if unusable."""
+    text = _text(value)
+    if text is None:
+        return None
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
+class EbaySoldMarketplace(EbayMarketplace):
+    """What sold on eBay in the last 90 days, from the Marketplace Insights API.
+
+    Every listing it returns is a sale: ``sold`` True, ``price`` the last sold
+    price, ``sold_at`` the last sale's time and ``quantity_sold`` how many
+    sold. It shares the ``ebay`` marketplace's keys, settings, filters,
+    retries and errors, with a token of its own scope. eBay opens the API to
+    approved applications only: until it does, eBay answers 403 and the
+    search fails with a :class:`MarketplaceAuthError` saying so (once; the
+    later searches fail at once, without asking), which the Engine turns into
+    a warning while the analysis goes on with the other marketplaces.
+    """
+
+    name = "ebay-sold"
+    api = "Marketplace Insights API"
+    scope = INSIGHTS_SCOPE
+    search_path = SALES_SEARCH_PATH
+    items_field = "itemSales"
+
+    def __init__(self, **options: Any) -> None:
+        if options.get("image_search"):
+            raise ConfigurationError("ebay-sold cannot search by image; use the ebay marketplace")
+        if options.get("sort") is not None:
+            raise ConfigurationError("the Marketplace Insights API takes no sort")
+        super().__init__(**{**options, "image_search": False})
+        self._refusal: MarketplaceAuthError | None = None
+
+    @property
+    def enabled(self) -> bool | None:
+        """False once eBay said the API is not enabled for this application; None before."""
+        return False if self._refusal is not None else None
+
+    @property
+    def image_search_status(self) -> str:
+        return ImageSearchStatus.DISABLED
+
+    def search(self, query: Query) -> Sequence[Listing]:
+        refusal = self._refusal
+        if refusal is not None:
+            raise self._error(str(refusal), error_type=MarketplaceAuthError,
+                              marketplace=self.name, status=refusal.status,
+                              error_ids=refusal.error_ids)
+        try:
+            return super().search(query)
+        except MarketplaceAuthError as exc:
+            if exc.status != 403 and not self._scope_refused:
+                raise
+            refused = self._error(
+                f"eBay's Marketplace Insights API (sold items) is not enabled for this "
+                f"application (HTTP {exc.status}); prices rest on asking prices. Ask eBay "
+                "for access to it, or leave ebay-sold out of the marketplaces",
+                error_type=MarketplaceAuthError, marketplace=self.name, status=exc.status,
+                error_ids=exc.error_ids,
+            )
+            with self._state_lock:
+                first = self._refusal is None
+                self._refusal = refused
+            if first:
+                logger.warning("%s", refused)
+            raise refused from None
+
+    def search_by_image(
+        self, photo: Photo, query: Query, *, embedding: np.ndarray, model_id: str
+    ) -> Sequence[Listing] | None:
+        return None
+
+    def _listing(self, item: Any) -> Listing | None:
+        return _sold_listing(item, self.name)
+
+
 @hookimpl
 def register_marketplaces(register: Any) -> None:
     register(EbayMarketplace())
+    register(EbaySoldMarketplace())

@@ -1,0 +1,517 @@
+"""Backtests: how close restyle's estimates come to the prices items sold for.
+
+Each item of a data set (listings with photos and the prices they sold for)
+is analysed by the Engine with the item itself, and its copies, held out: no
+marketplace answers with them and the local catalog hides them, so the
+estimate is made as it would have been before the item was listed. The
+report compares each headline estimate with the realised price. With no data
+set, the Engine's own catalog is the data set, one item left out at a time.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import itertools
+import logging
+import math
+import sqlite3
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+from restyle._catalog import DB_NAME, MARKETPLACE_NAME
+from restyle._errors import CatalogError, ConfigurationError, RestyleError
+from restyle._imaging import Photo, load_photo
+from restyle._ingest import FORMATS, ListingRow, Rejection, read_listings, validate_listing
+from restyle._progress import progress_bar
+from restyle._types import (
+    Analysis,
+    Listing,
+    Money,
+    PriceBasis,
+    PriceStatus,
+    Query,
+    _Value,
+)
+
+if TYPE_CHECKING:
+    from restyle._engine import Engine
+
+__all__ = [
+    "BacktestGroup",
+    "BacktestItem",
+    "BacktestReport",
+    "Sale",
+    "backtest",
+    "read_sales",
+]
+
+logger = logging.getLogger("restyle.backtest")
+
+#: The share of realised prices a p25-p75 range holds if it is well calibrated.
+NOMINAL_COVERAGE = 0.5
+#: Bins of the number of comps an estimate rests on.
+COMPS_BINS: tuple[tuple[str, int, float], ...] = (
+    ("0-2", 0, 2), ("3-5", 3, 5), ("6-10", 6, 10), ("11+", 11, math.inf),
+)
+#: Bins of the identification's confidence, for calibration.
+CONFIDENCE_BINS: tuple[tuple[str, float, float], ...] = (
+    ("0.00-0.25", 0.0, 0.25), ("0.25-0.50", 0.25, 0.5), ("0.50-0.75", 0.5, 0.75),
+    ("0.75-1.00", 0.75, 1.0),
+)
+#: Bins of the error histogram, in percent; the last is open.
+ERROR_BINS = (0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sale:
+    """One item of a backtest: the listing as it sold (``price`` is what it sold
+    for) and where its photo is (a path or an http(s) URL)."""
+
+    listing: Listing
+    image: str
+
+    @property
+    def realised(self) -> Money:
+        assert self.listing.price is not None
+        return self.listing.price
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BacktestItem(_Value):
+    """One item's estimate against its realised price.
+
+    ``error`` is the absolute percentage error of the headline estimate
+    (``|estimate - realised| / realised``, 0.12 for 12 %), None when there
+    was no estimate in the realised price's currency; ``inside`` whether the
+    realised price lies in the estimate's range (``low`` to ``high``).
+    """
+
+    listing_id: str
+    title: str
+    category: str | None
+    realised: Money
+    status: PriceStatus | None = None
+    basis: PriceBasis | None = None
+    currency: str | None = None
+    estimate: Decimal | None = None
+    low: Decimal | None = None
+    high: Decimal | None = None
+    comps_used: int = 0
+    confidence: float = 0.0
+    error: float | None = None
+    inside: bool | None = None
+    held_out: tuple[str, ...] = ()
+    failure: str | None = None
+
+    @property
+    def priced(self) -> bool:
+        """Whether the item got an estimate that can be compared with its price."""
+        return self.error is not None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BacktestGroup(_Value):
+    """The items of one category, comps bin or confidence bin, and how they fared."""
+
+    by: str
+    label: str
+    items: int
+    priced: int
+    median_error: float | None
+    coverage: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BacktestReport(_Value):
+    """What a backtest measured.
+
+    ``median_error`` is the median absolute percentage error of the priced
+    items; ``coverage`` the share of their realised prices inside the
+    estimate's range, to be read against ``nominal_coverage`` (the range is
+    the weighted 25th to 75th percentile: half the prices, if calibrated).
+    ``not_enough_data`` counts the items restyle gave no price for.
+    """
+
+    source: str
+    items: tuple[BacktestItem, ...]
+    count: int
+    priced: int
+    not_enough_data: int
+    other_currency: int
+    failed: int
+    rejected: tuple[str, ...]
+    median_error: float | None
+    coverage: float | None
+    nominal_coverage: float
+    groups: tuple[BacktestGroup, ...]
+
+    def table(self) -> str:
+        """The report as a plain-text table, as ``restyle backtest`` prints it."""
+        return render_table(self)
+
+    def html(self) -> str:
+        """The report as a standalone HTML page with inline SVG charts."""
+        return render_html(self)
+
+
+# -- the data set -------------------------------------------------------------------
+
+
+def read_sales(
+    path: str | Path, *, images_root: str | Path | None = None
+) -> tuple[list[Sale], list[str]]:
+    """The sales of a backtest data set, and the rows rejected (with why).
+
+    The file is a listings file read and checked as a catalog build reads it
+    (JSONL, CSV, or Parquet with pyarrow; the same columns, limits and image
+    rules, images inside ``images_root``, by default the file's folder), whose
+    ``price`` is what each item sold for and whose ``sold`` is true.
+    """
+    source = Path(path).expanduser()
+    if not source.is_file():
+        raise ConfigurationError(f"backtest data set not found: {source}")
+    if source.suffix.lower() not in FORMATS:
+        raise ConfigurationError(f"a backtest data set is .jsonl, .csv or .parquet, "
+                                 f"not {source.name}")
+    root = None if images_root is None else Path(images_root).expanduser()
+    sales: list[Sale] = []
+    rejected: list[str] = []
+    seen: set[str] = set()
+    for raw in read_listings(source):
+        row = validate_listing(raw, base=source.parent, images_root=root)
+        if isinstance(row, Rejection):
+            rejected.append(f"row {row.row}: {row.reason}")
+        elif row.sold is not True:
+            rejected.append(f"row {row.number}: not marked sold (a backtest needs realised "
+                            "prices: sold true)")
+        elif row.listing_id in seen:
+            rejected.append(f"row {row.number}: id {row.listing_id} seen before")
+        else:
+            seen.add(row.listing_id)
+            sales.append(Sale(listing=_sold_listing(row), image=row.image))
+    return sales, rejected
+
+
+def _sold_listing(row: ListingRow) -> Listing:
+    return Listing(
+        marketplace="dataset", listing_id=row.listing_id, title=row.title,
+        price=Money(amount=row.price, currency=row.currency), brand=row.brand,
+        category=row.category, condition=row.condition, url=row.url, sold=True,
+    )
+
+
+def _catalog_images(engine: Engine) -> dict[str, str]:
+    """Image hash of every listing in the Engine's catalog, by listing id (empty
+    without a catalog). Read from the catalog's database, as it stores them."""
+    database = engine.catalog_dir / DB_NAME
+    if not database.is_file():
+        return {}
+    try:
+        db = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            rows = db.execute("SELECT listing_id, image_sha256 FROM items").fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise CatalogError(f"cannot read the catalog at {engine.catalog_dir}: {exc}") from exc
+    return {str(listing_id): str(sha) for listing_id, sha in rows}
+
+
+def catalog_sales(engine: Engine) -> list[Sale]:
+    """Every listing of the Engine's catalog as a sale at its catalog price."""
+    catalog = engine.catalog
+    # A query with no words and no filters matches every listing, in catalog order.
+    listings = catalog.search_text(Query(text="", limit=max(1, len(catalog))))
+    return [Sale(listing=x, image=x.image_url or "") for x in listings if x.price is not None]
+
+
+def _image_path(image: str) -> Path | None:
+    parts = urlsplit(image)
+    if parts.scheme == "file":
+        return Path(unquote(parts.path))
+    if parts.scheme in ("", None) or len(parts.scheme) == 1:  # a path (or a drive letter)
+        return Path(image)
+    return None
+
+
+def _load(engine: Engine, sale: Sale) -> Photo:
+    path = _image_path(sale.image)
+    if path is not None:
+        return load_photo(path)
+    if not sale.image:
+        raise RestyleError("the listing has no image")
+    return load_photo(engine.fetcher.fetch(sale.image))
+
+
+# -- running ------------------------------------------------------------------------
+
+
+def backtest(
+    engine: Engine,
+    dataset: str | Path | None = None,
+    *,
+    limit: int | None = None,
+    deadline: float | None = None,
+    progress: bool | None = None,
+    images_root: str | Path | None = None,
+) -> BacktestReport:
+    """Analyse every sale of ``dataset`` with itself held out, and compare.
+
+    ``dataset`` is a listings file of realised sales (see :func:`read_sales`);
+    None backtests the Engine's catalog, one listing left out at a time, its
+    catalog price taken as the realised one. Each item is held out with its
+    copies: the catalog listings with the same id or the same image hash, on
+    every marketplace of the Engine. ``limit`` takes the first items only;
+    ``images_root`` is the folder a data set's local images must be in (by
+    default the data set's).
+    """
+    rejected: list[str] = []
+    if dataset is None:
+        sales = catalog_sales(engine)
+        source = f"leave-one-out over the catalog at {engine.catalog_dir}"
+    else:
+        sales, rejected = read_sales(dataset, images_root=images_root)
+        source = str(dataset)
+    if limit is not None:
+        sales = sales[:limit]
+    images = _catalog_images(engine)
+    by_image: dict[str, set[str]] = {}
+    for listing_id, sha in images.items():
+        by_image.setdefault(sha, set()).add(listing_id)
+    marketplaces = {MARKETPLACE_NAME, *(m.name for m in engine.marketplaces)}
+    items: list[BacktestItem] = []
+    bar = progress_bar(total=len(sales), desc="Backtesting", unit="item", enabled=progress)
+    try:
+        for sale in sales:
+            items.append(_one(engine, sale, by_image, images, marketplaces, deadline))
+            bar.update(1)
+    finally:
+        bar.close()
+    return summarise(items, source=source, rejected=rejected)
+
+
+def _one(engine: Engine, sale: Sale, by_image: dict[str, set[str]], images: dict[str, str],
+         marketplaces: set[str], deadline: float | None) -> BacktestItem:
+    listing = sale.listing
+    base = BacktestItem(listing_id=listing.listing_id, title=listing.title,
+                        category=listing.category, realised=sale.realised)
+    try:
+        photo = _load(engine, sale)
+    except RestyleError as exc:
+        return _replace(base, failure=f"photo: {exc}")
+    ids = {listing.listing_id} | by_image.get(photo.sha256, set())
+    sha = images.get(listing.listing_id)
+    if sha is not None:
+        ids |= by_image.get(sha, set())
+    held_out = tuple(sorted(f"{m}:{i}" for m in marketplaces for i in ids))
+    try:
+        analysis = engine.analyze(photo, exclude=held_out, deadline=deadline)
+    except RestyleError as exc:
+        return _replace(base, held_out=held_out, failure=str(exc))
+    return _compare(base, analysis, held_out)
+
+
+def _replace(item: BacktestItem, **changes: Any) -> BacktestItem:
+    return replace(item, **changes)
+
+
+def _compare(base: BacktestItem, analysis: Analysis, held_out: tuple[str, ...]) -> BacktestItem:
+    price = analysis.price
+    realised = base.realised
+    error = inside = None
+    if price.ok and price.currency == realised.currency and price.estimate is not None:
+        error = float(abs(price.estimate - realised.amount) / realised.amount)
+        assert price.low is not None and price.high is not None
+        inside = price.low <= realised.amount <= price.high
+    return _replace(
+        base, status=price.status, basis=price.basis, currency=price.currency,
+        estimate=price.estimate, low=price.low, high=price.high, comps_used=price.comps_used,
+        confidence=analysis.identification.confidence, error=error, inside=inside,
+        held_out=held_out,
+    )
+
+
+# -- summarising ----------------------------------------------------------------------
+
+
+def _median(values: Sequence[float]) -> float | None:
+    return float(statistics.median(values)) if values else None
+
+
+def _coverage(items: Sequence[BacktestItem]) -> float | None:
+    priced = [i for i in items if i.priced]
+    return sum(1 for i in priced if i.inside) / len(priced) if priced else None
+
+
+def _group(by: str, label: str, items: Sequence[BacktestItem]) -> BacktestGroup:
+    priced = [i for i in items if i.priced]
+    return BacktestGroup(
+        by=by, label=label, items=len(items), priced=len(priced),
+        median_error=_median([i.error for i in priced if i.error is not None]),
+        coverage=_coverage(items),
+    )
+
+
+def summarise(items: Sequence[BacktestItem], *, source: str,
+              rejected: Sequence[str] = ()) -> BacktestReport:
+    """The report of backtested items: overall figures, then by category, by
+    number of comps and by identification confidence (every bin shown)."""
+    ran = [i for i in items if i.failure is None]
+    groups: list[BacktestGroup] = []
+    for category in sorted({i.category or "-" for i in items}):
+        groups.append(_group("category", category,
+                             [i for i in items if (i.category or "-") == category]))
+    for label, fewest, most in COMPS_BINS:
+        groups.append(_group("comps used", label,
+                             [i for i in ran if fewest <= i.comps_used <= most]))
+    for index, (label, low, high) in enumerate(CONFIDENCE_BINS):
+        last = index == len(CONFIDENCE_BINS) - 1
+        groups.append(_group("confidence", label, [
+            i for i in ran if low <= i.confidence < high or (last and i.confidence == high)
+        ]))
+    priced = [i for i in items if i.priced]
+    return BacktestReport(
+        source=source,
+        items=tuple(items),
+        count=len(items),
+        priced=len(priced),
+        not_enough_data=sum(1 for i in ran if i.status is PriceStatus.NOT_ENOUGH_DATA),
+        other_currency=sum(1 for i in ran if i.status is PriceStatus.OK and not i.priced),
+        failed=len(items) - len(ran),
+        rejected=tuple(rejected),
+        median_error=_median([i.error for i in priced if i.error is not None]),
+        coverage=_coverage(items),
+        nominal_coverage=NOMINAL_COVERAGE,
+        groups=tuple(groups),
+    )
+
+
+# -- rendering ------------------------------------------------------------------------
+
+
+def _percent(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{100 * value:.{digits}f}%"
+
+
+def _share(count: int, total: int) -> str:
+    return f"{count} ({_percent(count / total, 0)})" if total else str(count)
+
+
+def render_table(report: BacktestReport) -> str:
+    """The plain-text report: the overall figures, then one row per group."""
+    n = report.count
+    lines = [
+        f"Backtest: {n} items ({report.source})",
+        f"  priced            {_share(report.priced, n)}",
+        f"  not enough data   {_share(report.not_enough_data, n)}",
+        f"  other currency    {_share(report.other_currency, n)}",
+        f"  failed            {_share(report.failed, n)}",
+        f"  median error      {_percent(report.median_error)}",
+        f"  coverage          {_percent(report.coverage)} inside p25-p75 "
+        f"(nominal {_percent(report.nominal_coverage, 0)})",
+        "",
+        f"  {'by':<11} {'group':<14} {'items':>5} {'priced':>6} {'median error':>12} "
+        f"{'coverage':>8}",
+    ]
+    for g in report.groups:
+        lines.append(f"  {g.by:<11} {g.label[:14]:<14} {g.items:>5} {g.priced:>6} "
+                     f"{_percent(g.median_error):>12} {_percent(g.coverage, 0):>8}")
+    if report.rejected:
+        lines += ["", f"  {len(report.rejected)} rows rejected:"]
+        lines += [f"    {reason}" for reason in report.rejected[:20]]
+    return "\n".join(lines) + "\n"
+
+
+def _svg_bars(title: str, bars: Sequence[tuple[str, float | None, str]], *, maximum: float,
+              line: float | None = None, unit: Callable[[float], str] = str) -> str:
+    """Horizontal bars (label, value, note) in inline SVG, with an optional
+    dashed reference line at ``line``; a value of None is shown as ``-``."""
+    left, width, row = 150, 360, 24
+    height = 40 + row * len(bars)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 90}" '
+             f'height="{height}" role="img" aria-label="{html.escape(title)}">',
+             f'<text x="0" y="16" font-weight="bold">{html.escape(title)}</text>']
+    for i, (label, value, note) in enumerate(bars):
+        y = 30 + i * row
+        length = 0.0 if maximum <= 0 or value is None else width * min(value, maximum) / maximum
+        parts.append(f'<text x="{left - 6}" y="{y + 15}" text-anchor="end">'
+                     f'{html.escape(label)}</text>')
+        parts.append(f'<rect x="{left}" y="{y + 3}" width="{length:.1f}" height="{row - 8}" '
+                     'fill="#4a7ab5"/>')
+        parts.append(f'<text x="{left + length + 6:.1f}" y="{y + 15}">'
+                     f'{html.escape("-" if value is None else unit(value))} '
+                     f'{html.escape(note)}</text>')
+    if line is not None and maximum > 0:
+        x = left + width * line / maximum
+        parts.append(f'<line x1="{x:.1f}" y1="26" x2="{x:.1f}" y2="{height - 4}" '
+                     'stroke="#c0392b" stroke-dasharray="4 3"/>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def error_histogram(report: BacktestReport) -> list[tuple[str, int]]:
+    """How many priced items fall in each error bin (percent)."""
+    errors = [100 * i.error for i in report.items if i.error is not None]
+    bins: list[tuple[str, int]] = []
+    for low, high in itertools.pairwise(ERROR_BINS):
+        bins.append((f"{low}-{high}%", sum(1 for e in errors if low <= e < high)))
+    bins.append((f"{ERROR_BINS[-1]}%+", sum(1 for e in errors if e >= ERROR_BINS[-1])))
+    return bins
+
+
+def render_html(report: BacktestReport) -> str:
+    """A standalone page: the figures, an error histogram and coverage charts."""
+    histogram = error_histogram(report)
+    charts = [_svg_bars("Absolute error of the estimate (items)",
+                        [(label, count, "") for label, count in histogram],
+                        maximum=max([c for _, c in histogram] or [0]) or 1)]
+    for by in ("category", "comps used"):
+        rows: list[tuple[str, float | None, str]] = [
+            (g.label, g.coverage, f"(n={g.priced})") for g in report.groups if g.by == by]
+        charts.append(_svg_bars(f"Coverage by {by} (dashed: nominal)", rows, maximum=1.0,
+                                line=report.nominal_coverage,
+                                unit=lambda v: f"{100 * v:.0f}%"))
+    table = "".join(
+        f"<tr><td>{html.escape(g.by)}</td><td>{html.escape(g.label)}</td><td>{g.items}</td>"
+        f"<td>{g.priced}</td><td>{_percent(g.median_error)}</td>"
+        f"<td>{_percent(g.coverage, 0)}</td></tr>"
+        for g in report.groups
+    )
+    items = "".join(
+        f"<tr><td>{html.escape(i.listing_id)}</td><td>{html.escape(i.title)}</td>"
+        f"<td>{i.realised}</td><td>{'' if i.estimate is None else i.estimate}</td>"
+        f"<td>{'' if i.low is None else f'{i.low}-{i.high}'}</td>"
+        f"<td>{_percent(i.error)}</td>"
+        f"<td>{html.escape(i.failure or (i.basis.value if i.basis else ''))}</td></tr>"
+        for i in report.items
+    )
+    n = report.count
+    summary = (
+        f"<li>{n} items; priced {_share(report.priced, n)}; not enough data "
+        f"{_share(report.not_enough_data, n)}; failed {_share(report.failed, n)}</li>"
+        f"<li>median absolute error {_percent(report.median_error)}</li>"
+        f"<li>coverage {_percent(report.coverage)} of realised prices inside p25-p75 "
+        f"(nominal {_percent(report.nominal_coverage, 0)})</li>"
+    )
+    out = io.StringIO()
+    out.write(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>restyle backtest"
+        "</title><style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;"
+        "text-align:right}td:nth-child(-n+2){text-align:left}svg{display:block;"
+        "margin:1em 0;font-size:12px}</style></head><body>\n"
+        f"<h1>restyle backtest</h1><p>{html.escape(report.source)}</p><ul>{summary}</ul>\n"
+        + "\n".join(charts)
+        + "\n<h2>By group</h2><table><tr><th>by</th><th>group</th><th>items</th>"
+        "<th>priced</th><th>median error</th><th>coverage</th></tr>"
+        f"{table}</table>\n<h2>Items</h2><table><tr><th>id</th><th>title</th>"
+        "<th>sold for</th><th>estimate</th><th>range</th><th>error</th><th>basis</th></tr>"
+        f"{items}</table>\n</body></html>\n"
+    )
+    return out.getvalue()

@@ -1,0 +1,543 @@
+"""Recorded analyses: what each stage returned, kept on disk, and replayed offline.
+
+``Engine.analyze(photo, record=DIR)`` writes into DIR:
+
+- ``recording.json``: the Engine's settings, the listings the search found
+  (with the relaxation step and rank of each), the warnings of each stage
+  and where each vector is in ``vectors.npy``;
+- ``analysis.json``: the Analysis (the opinions, the identification, the
+  comps and the estimate among it);
+- ``vectors.npy``: the photo's vector, then the comps' image vectors;
+- ``photo.jpg`` (or ``.png``, ``.webp``): the photo.
+
+Every text is redacted before it is written: no key or token of the cloud
+components reaches the disk. :func:`load_recording` reads a recording back;
+:meth:`Recording.replay` re-runs the stages after the experts (synthesis,
+re-ranking, pricing) from it, offline, with other rules, and says what
+changed; the recording's fake components build an Engine for tests.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+from restyle._components import Encoder, Expert, Marketplace, Synthesizer
+from restyle._context import activate, deactivate
+from restyle._errors import EncoderError, FetchError, RestyleError
+from restyle._fetching import Fetcher
+from restyle._identify import synthesize
+from restyle._imaging import Photo, load_photo
+from restyle._pricing import DEFAULT_HALF_LIFE_DAYS, estimate_price
+from restyle._query import build_query
+from restyle._rerank import Reranker
+from restyle._search import Found
+from restyle._secrets import redact
+from restyle._types import Analysis, Comp, Identification, Listing, Opinion, Query, _Value
+
+if TYPE_CHECKING:
+    from restyle._engine import Engine
+
+__all__ = [
+    "Difference",
+    "RecordedEncoder",
+    "RecordedMarketplace",
+    "RecordedSynthesizer",
+    "Recording",
+    "Replay",
+    "Trace",
+    "load_recording",
+    "write_recording",
+]
+
+FORMAT = 1
+RECORDING_NAME = "recording.json"
+ANALYSIS_NAME = "analysis.json"
+VECTORS_NAME = "vectors.npy"
+_PHOTO_SUFFIXES = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
+# How long a replayed synthesizer may take: the recording's own deadline is gone.
+_REPLAY_SECONDS = 60.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Trace:
+    """What the stages of one analysis returned, as the Engine saw them."""
+
+    photo: Photo
+    analysis: Analysis
+    found: tuple[Found, ...]
+    search_warnings: tuple[str, ...]
+    rerank_warnings: tuple[str, ...]
+    embedding: np.ndarray
+    vectors: Mapping[str, np.ndarray]
+    settings: Mapping[str, Any]
+
+
+# -- writing -----------------------------------------------------------------------
+
+
+def _redacted(value: Any) -> Any:
+    """``value`` (plain JSON types) with every string redacted; image data is left
+    as it is (base64 is no text, and a redaction would only break the picture)."""
+    if isinstance(value, str):
+        return value if value.startswith("data:image/") else redact(value)
+    if isinstance(value, dict):
+        return {redact(str(k)): _redacted(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redacted(v) for v in value]
+    return value
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(_redacted(data), indent=2, ensure_ascii=False) + "\n",
+                    encoding="utf-8")
+
+
+def write_recording(directory: str | os.PathLike[str], trace: Trace) -> Path:
+    """Write ``trace`` into ``directory`` (created if needed); returns the directory."""
+    from restyle import __version__
+
+    target = Path(directory).expanduser()
+    if target.exists() and not target.is_dir():
+        raise RestyleError(f"cannot record into {target}: it is a file")
+    try:
+        _write(target, trace, __version__)
+    except OSError as exc:
+        raise RestyleError(f"cannot record into {target}: {exc.strerror or exc}") from exc
+    return target
+
+
+def _write(target: Path, trace: Trace, version: str) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    photo = trace.photo
+    suffix = _PHOTO_SUFFIXES.get(photo.format) if photo.data is not None else None
+    if suffix is not None and photo.data is not None:
+        photo_name, photo_bytes = f"photo{suffix}", photo.data
+    else:  # a PIL image given in code: its pixels, losslessly
+        photo_name, photo_bytes = "photo.png", photo.encoded(fmt="PNG")
+    keys = [key for key in (c.listing.key for c in trace.analysis.comps) if key in trace.vectors]
+    rows = [np.asarray(trace.embedding, dtype=np.float32)]
+    rows += [np.asarray(trace.vectors[key], dtype=np.float32) for key in keys]
+    np.save(target / VECTORS_NAME, np.stack(rows), allow_pickle=False)
+    (target / photo_name).write_bytes(photo_bytes)
+    _write_json(target / ANALYSIS_NAME, trace.analysis.to_dict())
+    _write_json(target / RECORDING_NAME, {
+        "format": FORMAT,
+        "restyle": version,
+        "recorded_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "engine": dict(trace.settings),
+        "photo": {"file": photo_name, "sha256": photo.sha256},
+        "found": [{"listing": f.listing.to_dict(), "step": f.step, "step_index": f.step_index,
+                   "rank": f.rank} for f in trace.found],
+        "warnings": {"search": list(trace.search_warnings),
+                     "rerank": list(trace.rerank_warnings)},
+        "vectors": {"file": VECTORS_NAME, "photo": 0,
+                    "comps": {key: row for row, key in enumerate(keys, start=1)}},
+    })
+
+
+# -- reading -----------------------------------------------------------------------
+
+
+def _pixel_digest(image: Image.Image) -> str:
+    return hashlib.sha256(f"{image.size}{image.mode}".encode() + image.tobytes()).hexdigest()
+
+
+class RecordedEncoder(Encoder):
+    """The recorded photo's vector for the recorded photo, under the recorded
+    model id; any other image, and any text, is an EncoderError (a recording
+    holds no model)."""
+
+    name = "recorded"
+
+    def __init__(self, model_id: str, photo: Photo, vector: np.ndarray) -> None:
+        self._model_id = model_id
+        self._digest = _pixel_digest(photo.image)
+        self._vector = np.asarray(vector, dtype=np.float32)
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def dim(self) -> int:
+        return int(self._vector.shape[0])
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        rows = []
+        for image in images:
+            if _pixel_digest(image.convert("RGB")) != self._digest:
+                raise EncoderError("a recording can encode only its own photo")
+            rows.append(self._vector)
+        return np.stack(rows) if rows else np.zeros((0, self.dim), np.float32)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        raise EncoderError("a recording holds no text vectors: titles are not compared offline")
+
+
+class RecordedSynthesizer(Synthesizer):
+    """Gives the recorded identification, whatever the opinions."""
+
+    name = "recorded"
+
+    def __init__(self, identification: Identification) -> None:
+        self.identification = identification
+
+    def synthesize(self, opinions: Sequence[Opinion], *, photo: Photo) -> Identification:
+        return self.identification
+
+
+class RecordedMarketplace(Marketplace):
+    """Answers each relaxation step with the listings the recording found at that
+    step, in the order they were merged, and knows their recorded vectors."""
+
+    name = "recorded"
+
+    def __init__(self, found: Sequence[Found], vectors: Mapping[str, np.ndarray]) -> None:
+        self.found = tuple(found)
+        self.vectors = dict(vectors)
+        self.queries: list[Query] = []
+
+    def search(self, query: Query) -> Sequence[Listing]:
+        self.queries.append(query)
+        return [f.listing for f in self.found if f.step == query.step][: query.limit]
+
+    def image_embeddings(
+        self, listings: Sequence[Listing], *, model_id: str
+    ) -> Mapping[str, np.ndarray]:
+        return {item.key: self.vectors[item.key] for item in listings if item.key in self.vectors}
+
+
+class _ReplayFetcher(Fetcher):
+    """Downloads nothing: each image URL fails with the reason recorded for it."""
+
+    def __init__(self, reasons: Mapping[str, str]) -> None:
+        super().__init__()
+        self._reasons = dict(reasons)
+
+    def fetch(self, url: str, *, deadline: float | None = None) -> bytes:
+        raise FetchError(self._reasons.get(url, "not fetched: replaying a recording"))
+
+    def fetch_many(
+        self, urls: Sequence[str], *, deadline: float | None = None,
+        on_result: Callable[[str, bytes | FetchError], object] | None = None,
+    ) -> dict[str, bytes | FetchError]:
+        results: dict[str, bytes | FetchError] = {}
+        for url in dict.fromkeys(urls):
+            error = FetchError(self._reasons.get(url, "not fetched: replaying a recording"))
+            results[url] = error
+            if on_result is not None:
+                on_result(url, error)
+        return results
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Difference(_Value):
+    """One thing a replay changed: ``what`` (``"price.estimate"``,
+    ``"identification.brand"``, ``"comp catalog:x rank"``), before and after."""
+
+    what: str
+    before: str
+    after: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Replay(_Value):
+    """A recorded analysis (``before``), the same analysis re-run from its
+    recording with ``changes`` (``after``), and their ``differences``."""
+
+    before: Analysis
+    after: Analysis
+    changes: Mapping[str, Any] = field(default_factory=dict)
+    differences: tuple[Difference, ...] = ()
+
+    @property
+    def same(self) -> bool:
+        """Whether the replay reproduced the recording."""
+        return not self.differences
+
+
+class Recording:
+    """A recorded analysis read back: the Analysis, the photo, what the search
+    found and the vectors, plus fake components that give what was recorded.
+
+    ``engine()`` builds an offline Engine from those components, for tests;
+    ``replay(...)`` re-runs synthesis, re-ranking and pricing with changes.
+    """
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory).expanduser()
+        manifest_path = self.directory / RECORDING_NAME
+        if not manifest_path.is_file():
+            raise RestyleError(f"no recording in {self.directory} (no {RECORDING_NAME})")
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            if manifest.get("format") != FORMAT:
+                raise RestyleError(f"recording format {manifest.get('format')!r} is not "
+                                   f"{FORMAT}; record it again with this restyle")
+            self.analysis = Analysis.from_json(
+                (self.directory / ANALYSIS_NAME).read_text(encoding="utf-8"))
+            self.settings: dict[str, Any] = dict(manifest["engine"])
+            self.found = tuple(
+                Found(listing=Listing.from_dict(f["listing"]), step=f["step"],
+                      step_index=f["step_index"], rank=f["rank"])
+                for f in manifest["found"]
+            )
+            self.search_warnings = tuple(manifest["warnings"]["search"])
+            self.rerank_warnings = tuple(manifest["warnings"]["rerank"])
+            rows = np.load(self.directory / manifest["vectors"]["file"], allow_pickle=False)
+            self.photo_vector = np.asarray(rows[manifest["vectors"]["photo"]], np.float32)
+            self.vectors = {key: np.asarray(rows[row], np.float32)
+                            for key, row in manifest["vectors"]["comps"].items()}
+            self.photo = load_photo(self.directory / manifest["photo"]["file"])
+        except RestyleError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+            raise RestyleError(f"the recording in {self.directory} is unreadable: "
+                               f"{type(exc).__name__}: {exc}") from exc
+
+    def __repr__(self) -> str:
+        return f"<Recording {str(self.directory)!r} comps={len(self.analysis.comps)}>"
+
+    # -- fake components -----------------------------------------------------------
+
+    @property
+    def experts(self) -> tuple[Expert, ...]:
+        """One ScriptedExpert per recorded opinion, giving that opinion."""
+        from restyle.testing._fakes import ScriptedExpert
+
+        def giving(opinion: Opinion) -> Callable[[Photo], Opinion]:
+            return lambda photo: opinion
+
+        return tuple(ScriptedExpert(o.expert, result=giving(o)) for o in self.analysis.opinions)
+
+    @property
+    def synthesizer(self) -> RecordedSynthesizer:
+        return RecordedSynthesizer(self.analysis.identification)
+
+    @property
+    def marketplace(self) -> RecordedMarketplace:
+        return RecordedMarketplace(self.found, self.vectors)
+
+    @property
+    def encoder(self) -> RecordedEncoder:
+        model_id = self.analysis.model_id or str(self.settings.get("model_id") or "recorded")
+        return RecordedEncoder(model_id, self.photo, self.photo_vector)
+
+    @property
+    def fetcher(self) -> Fetcher:
+        """A fetcher that downloads nothing: each comp image that had no vector
+        fails again with the reason recorded for it."""
+        reasons = {c.listing.image_url: c.image_error for c in self.analysis.comps
+                   if c.listing.image_url and c.image_error}
+        return _ReplayFetcher(reasons)
+
+    def reranker(self, *, cutoff: bool | None = None) -> Reranker:
+        """A reranker set as the recorded one was, without a cache or downloads."""
+        options = self.settings.get("reranker", {})
+        return Reranker(
+            fetcher=self.fetcher, cache=None,
+            text_weight=float(options.get("text_weight", 0.0)),
+            duplicate_threshold=float(options.get("duplicate_threshold", 0.995)),
+            cutoff=bool(options.get("cutoff", True)) if cutoff is None else cutoff,
+        )
+
+    def engine(self, **options: Any) -> Engine:
+        """An offline Engine of the recorded components (``options`` override
+        any Engine option): ``engine().analyze(recording.photo)`` runs the whole
+        pipeline again on what was recorded."""
+        from restyle._engine import Engine
+
+        found = len(self.found) or 1
+        settings: dict[str, Any] = {
+            "experts": list(self.experts), "synthesizer": self.synthesizer,
+            "marketplaces": [self.marketplace], "encoder": self.encoder,
+            "reranker": self.reranker(), "load_entrypoints": False,
+            # Walk every recorded step: the recorded marketplaces stopped on their own.
+            "comps_wanted": max(found, int(self.settings.get("max_comps", found))),
+            "max_comps": max(found, int(self.settings.get("max_comps", found))),
+            "minimum_price_comps": self.analysis.price.minimum_comps,
+            "price_half_life_days": self._half_life(),
+        }
+        settings.update(options)
+        return Engine(**settings)
+
+    def _half_life(self) -> float:
+        recorded = self.analysis.price.half_life_days
+        if recorded is None:
+            recorded = self.settings.get("price_half_life_days", DEFAULT_HALF_LIFE_DAYS)
+        return float(recorded)
+
+    # -- replaying -----------------------------------------------------------------
+
+    def replay(
+        self,
+        *,
+        synthesizer: str | Synthesizer | None = None,
+        minimum_comps: int | None = None,
+        half_life_days: float | None = None,
+        cutoff: bool | None = None,
+        plugins: Sequence[object] = (),
+        load_entrypoints: bool = True,
+    ) -> Replay:
+        """Re-run the stages after the experts from the recording, offline.
+
+        With no changes the replay gives the recorded analysis again. A
+        ``synthesizer`` (a name or an instance) merges the recorded opinions
+        anew; the comps stay those the recorded search found (nothing is
+        searched again), re-ranked with the recorded vectors (``cutoff``
+        False turns the similarity cut-off off) and priced with
+        ``minimum_comps`` and ``half_life_days`` (the recorded rules by
+        default), as of the recorded moment.
+        """
+        from restyle._engine import Engine, _count, _days
+
+        if minimum_comps is not None:
+            _count("minimum_comps", minimum_comps)
+        if half_life_days is not None:
+            _days("half_life_days", half_life_days)
+        before = self.analysis
+        changes: dict[str, Any] = {}
+        engine = Engine(
+            experts=[], marketplaces=[], encoder=self.encoder,
+            synthesizer=synthesizer if synthesizer is not None else self.synthesizer,
+            reranker=self.reranker(cutoff=cutoff), plugins=plugins,
+            load_entrypoints=load_entrypoints,
+        )
+        if synthesizer is not None:
+            changes["synthesizer"] = engine.synthesizer.name
+        if cutoff is not None:
+            changes["cutoff"] = cutoff
+        minimum = before.price.minimum_comps if minimum_comps is None else minimum_comps
+        if minimum_comps is not None:
+            changes["minimum_comps"] = minimum_comps
+        half_life = self._half_life() if half_life_days is None else half_life_days
+        if half_life_days is not None:
+            changes["half_life_days"] = half_life_days
+        token = activate(engine.context)
+        try:
+            identification, query = before.identification, before.query
+            if synthesizer is not None:
+                now = time.monotonic()
+                identification = synthesize(
+                    engine.synthesizer, before.opinions, self.photo,
+                    deadline=now + _REPLAY_SECONDS, fallback=engine._fallback_synthesizer,
+                    borrow_until=now + _REPLAY_SECONDS + 2.0,
+                )
+                if _fields(identification) != _fields(before.identification):
+                    query = build_query(identification,
+                                        limit=int(self.settings.get("max_comps", 30)))
+            reranked = engine.reranker.rerank(
+                self.photo_vector, [(f.listing, f.step) for f in self.found],
+                encoder=engine.encoder, known_vectors=self.vectors,
+                identification=identification, deadline=time.monotonic() + _REPLAY_SECONDS,
+            )
+        finally:
+            deactivate(token)
+        price = estimate_price(reranked.comps, minimum_comps=minimum, half_life_days=half_life,
+                               now=before.price.as_of or before.created_at)
+        after = replace(before, identification=identification, query=query,
+                        comps=reranked.comps, price=price,
+                        warnings=self.search_warnings + reranked.warnings)
+        return Replay(before=before, after=after, changes=changes,
+                      differences=differences(before, after))
+
+
+def load_recording(directory: str | Path) -> Recording:
+    """Read the recording in ``directory`` (written by ``analyze(..., record=DIR)``)."""
+    return Recording(directory)
+
+
+# -- differences -----------------------------------------------------------------------
+
+
+def _fields(identification: Identification) -> dict[str, str]:
+    return {
+        "product_name": identification.product_name or "",
+        "brand": identification.brand or "",
+        "category": identification.category or "",
+        "attributes": ", ".join(f"{a.name}={a.value}" for a in identification.attributes),
+        "confidence": f"{identification.confidence:.2f}",
+        "synthesizer": identification.synthesizer,
+        "fallback_reason": identification.fallback_reason or "",
+    }
+
+
+def _price_fields(analysis: Analysis) -> dict[str, str]:
+    price = analysis.price
+
+    def text(value: object) -> str:
+        return "" if value is None else str(getattr(value, "value", value))
+
+    return {
+        "status": text(price.status), "basis": text(price.basis),
+        "currency": text(price.currency), "estimate": text(price.estimate),
+        "low": text(price.low), "high": text(price.high),
+        "comps_used": str(price.comps_used), "effective_weight": str(price.effective_weight),
+        "minimum_comps": str(price.minimum_comps), "half_life_days": text(price.half_life_days),
+        "counted": " ".join(sorted(c.listing_key for c in price.counted)),
+    }
+
+
+def _comps(comps: Sequence[Comp]) -> dict[str, tuple[int, str]]:
+    return {c.listing.key: (rank, ", ".join(c.flags)) for rank, c in enumerate(comps, start=1)}
+
+
+def differences(before: Analysis, after: Analysis) -> tuple[Difference, ...]:
+    """What differs between two analyses of one photo: identification fields,
+    the query's words, each comp's rank and flags, and the price."""
+    found: list[Difference] = []
+
+    def compare(prefix: str, old: Mapping[str, str], new: Mapping[str, str]) -> None:
+        for name in old:
+            if old[name] != new[name]:
+                found.append(Difference(what=f"{prefix}.{name}", before=old[name],
+                                        after=new[name]))
+
+    compare("identification", _fields(before.identification), _fields(after.identification))
+    old_query = before.query.text if before.query else ""
+    new_query = after.query.text if after.query else ""
+    if old_query != new_query:
+        found.append(Difference(what="query.text", before=old_query, after=new_query))
+    old_comps, new_comps = _comps(before.comps), _comps(after.comps)
+    for key in [*old_comps, *(k for k in new_comps if k not in old_comps)]:
+        old_rank, old_flags = old_comps.get(key, (0, ""))
+        new_rank, new_flags = new_comps.get(key, (0, ""))
+        if old_rank != new_rank:
+            found.append(Difference(what=f"comp {key} rank", before=str(old_rank or "-"),
+                                    after=str(new_rank or "-")))
+        if old_flags != new_flags:
+            found.append(Difference(what=f"comp {key} flags", before=old_flags or "-",
+                                    after=new_flags or "-"))
+    compare("price", _price_fields(before), _price_fields(after))
+    return tuple(found)
+
+
+def engine_settings(engine: Engine) -> dict[str, Any]:
+    """The Engine's settings that a replay needs, or that explain a recording."""
+    reranker = engine.reranker
+    return {
+        "experts": [e.name for e in engine.experts],
+        "synthesizer": engine.synthesizer.name,
+        "marketplaces": [m.name for m in engine.marketplaces],
+        "encoder": engine.encoder.name,
+        "model_id": engine.encoder.model_id,
+        "comps_wanted": engine.comps_wanted,
+        "max_comps": engine.max_comps,
+        "minimum_price_comps": engine.minimum_price_comps,
+        "price_half_life_days": engine.price_half_life_days,
+        "reranker": {"text_weight": reranker.text_weight,
+                     "duplicate_threshold": reranker.duplicate_threshold,
+                     "cutoff": reranker.cutoff},
+    }
+
