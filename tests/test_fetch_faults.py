@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -207,7 +208,8 @@ def test_on_result_is_never_called_after_the_batch_returns(good: FakeImageServer
     returned = time.monotonic()
     assert results[urls[0]] == JPEG
     assert isinstance(results[urls[1]], FetchError)
-    assert "not fetched within 0.2 s" in str(results[urls[1]])
+    # Cut by the watchdog or left at the batch deadline, whichever came first.
+    assert re.search(r"(not fetched within|took longer than) 0\.2 s", str(results[urls[1]]))
     time.sleep(0.8)
     assert all(at <= returned for _, at in calls)
 
