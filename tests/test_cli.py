@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
+import io
 import json
+import os
 import shutil
+import sys
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
 
+from restyle import Analysis, Engine, cli
 from restyle.cli import main
 from tests.conftest import EXAMPLES, SAMPLE_LISTINGS, SAMPLE_PHOTO
 
@@ -265,3 +272,332 @@ def test_a_photo_past_restyles_limits_is_one_line_and_no_warning(
     assert err.startswith("restyle: error: photo ") and message in err
     assert len(err.strip().splitlines()) == 1
     assert caught == []
+
+
+# -- analyze at volume -------------------------------------------------------------
+
+CATALOG_IMAGES = sorted((EXAMPLES / "catalog" / "images").glob("*.jpg"))
+
+
+def photo_folder(folder: Path, count: int) -> list[str]:
+    """``count`` photos in ``folder``: the catalog's, then mirrored copies as PNG and
+    WebP; their names in the order restyle takes them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for i in range(count):
+        source = CATALOG_IMAGES[i % len(CATALOG_IMAGES)]
+        if i < len(CATALOG_IMAGES):
+            name = source.name
+            shutil.copy(source, folder / name)
+        else:
+            name = f"{source.stem}-mirrored.{'png' if i % 2 else 'webp'}"
+            with Image.open(source) as img:
+                img.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(folder / name)
+        names.append(name)
+    return sorted(names)
+
+
+@pytest.fixture
+def model_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The open_clip models loaded from now on, by model id (none are cached yet)."""
+    from restyle.encoders import openclip
+
+    loads: list[str] = []
+    create = openclip.OpenClipEncoder._create
+
+    def counted(self: openclip.OpenClipEncoder, spec: openclip.ModelSpec) -> object:
+        loads.append(spec.model_id)
+        return create(self, spec)
+
+    monkeypatch.setattr(openclip, "_CACHE", {})
+    monkeypatch.setattr(openclip.OpenClipEncoder, "_create", counted)
+    return loads
+
+
+def json_lines(out: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def test_a_folder_of_20_photos_is_one_model_load_and_20_json_lines(
+    tiny_env: None, catalog_copy: Path, tmp_path: Path, model_loads: list[str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    folder = tmp_path / "shots"
+    names = photo_folder(folder, 20)
+    (folder / "notes.txt").write_text("not a photo")
+    (folder / "._ks-sneaker-green.jpg").write_bytes(b"\0\5\26\7 macOS metadata")
+    photo_folder(folder / "older", 2)  # a subfolder: only with --recursive
+
+    code, out, err = run(capsys, "analyze", str(folder), "--json", "--catalog",
+                         str(catalog_copy), "--no-plugins")
+    assert (code, err) == (0, "")  # and no progress bar when stderr is not a terminal
+    assert len(model_loads) == 1
+    lines = json_lines(out)
+    assert len(lines) == 20
+    assert [line["photo"] for line in lines] == [str(folder / name) for name in names]
+    for line in lines:
+        analysis = Analysis.from_dict(line["analysis"])  # type: ignore[arg-type]
+        assert analysis.model_id == model_loads[0] and analysis.comps
+    green = next(line for line in lines if str(line["photo"]).endswith("/ks-sneaker-green.jpg"))
+    assert green["analysis"]["comps"][0]["listing"]["listing_id"] == "ks-sneaker-green"  # type: ignore[index]
+
+    code, out, _ = run(capsys, "analyze", str(folder), "--recursive", "--json", "--catalog",
+                       str(catalog_copy), "--no-plugins")
+    photos = [line["photo"] for line in json_lines(out)]
+    assert code == 0 and len(photos) == 22
+    assert photos[-2:] == [str(folder / "older" / name) for name in sorted(os.listdir(
+        folder / "older"))]
+    assert len(model_loads) == 1
+
+
+def test_several_photos_give_a_summary_each_under_its_name(
+    tiny_env: None, catalog_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = CATALOG_IMAGES[:2]
+    code, out, err = run(capsys, "analyze", str(first), str(second), "--top", "1",
+                         "--catalog", str(catalog_copy), "--no-plugins")
+    assert (code, err) == (0, "")
+    blocks = out.split("\n\n==> ")
+    assert len(blocks) == 2
+    assert blocks[0].startswith(f"==> {first} <==\n") and blocks[1].startswith(f"{second} <==\n")
+    for block in blocks:
+        assert "Price:" in block and "brand:" in block
+        assert [line for line in block.splitlines() if line.startswith("   1. ")]
+        assert not [line for line in block.splitlines() if line.startswith("   2. ")]
+
+
+def test_a_glob_is_expanded_by_restyle_sorted_and_always_jsonl(
+    tiny_env: None, catalog_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    names = photo_folder(tmp_path / "shots", 14)
+    photo_folder(tmp_path / "shots" / "deeper", 1)
+    code, out, _ = run(capsys, "analyze", str(tmp_path / "shots" / "*.jpg"), "--json",
+                       "--catalog", str(catalog_copy), "--no-plugins")
+    assert code == 0
+    assert [line["photo"] for line in json_lines(out)] == [
+        str(tmp_path / "shots" / name) for name in names if name.endswith(".jpg")]
+
+    # One match is still a line of JSONL, keyed with its path: a glob's output has one shape.
+    code, out, _ = run(capsys, "analyze", str(tmp_path / "shots" / "*.png"), "--json",
+                       "--catalog", str(catalog_copy), "--no-plugins")
+    (line,) = json_lines(out)
+    assert code == 0 and str(line["photo"]).endswith("-mirrored.png") and "analysis" in line
+
+    code, out, _ = run(capsys, "analyze", str(tmp_path / "shots" / "**" / "ac-bag-*.jpg"),
+                       "--json", "--catalog", str(catalog_copy), "--no-plugins")
+    assert [line["photo"] for line in json_lines(out)] == [
+        str(tmp_path / "shots" / "ac-bag-beige.jpg"),
+        str(tmp_path / "shots" / "deeper" / "ac-bag-beige.jpg")]
+
+
+def test_a_glob_or_folder_with_no_photos_is_an_error_line_and_the_rest_go_on(
+    tiny_env: None, catalog_copy: Path, tmp_path: Path, model_loads: list[str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / "empty").mkdir()
+    photo_folder(tmp_path / "nested" / "deeper", 1)
+    pattern = str(tmp_path / "*.heic")
+    code, out, err = run(capsys, "analyze", pattern, str(tmp_path / "empty"),
+                         str(tmp_path / "nested"), "--json", "--catalog", str(catalog_copy),
+                         "--no-plugins")
+    assert (code, model_loads) == (1, [])  # nothing to analyse: no model is loaded
+    assert json_lines(out) == [
+        {"photo": pattern, "error": "no JPEG, PNG or WebP files match"},
+        {"photo": str(tmp_path / "empty"), "error": "no JPEG, PNG or WebP files in this folder"},
+        {"photo": str(tmp_path / "nested"), "error": "no JPEG, PNG or WebP files in this folder "
+                                                     "(--recursive looks in its subfolders)"}]
+    assert err.splitlines() == [f"restyle: error: {line['photo']}: {line['error']}"
+                                for line in json_lines(out)]
+
+    code, out, err = run(capsys, "analyze", pattern, str(SAMPLE_PHOTO), "--json",
+                         "--catalog", str(catalog_copy), "--no-plugins")
+    assert code == 1 and err == f"restyle: error: {pattern}: no JPEG, PNG or WebP files match\n"
+    assert [sorted(line) for line in json_lines(out)] == [["error", "photo"],
+                                                          ["analysis", "photo"]]
+
+
+def test_a_corrupt_photo_in_a_folder_fails_alone_with_exit_status_1(
+    tiny_env: None, catalog_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "shots"
+    names = photo_folder(folder, 4)
+    (folder / "broken.jpg").write_bytes(CATALOG_IMAGES[0].read_bytes()[:600])
+    code, out, err = run(capsys, "analyze", str(folder), "--json", "--catalog",
+                         str(catalog_copy), "--no-plugins")
+    assert code == 1
+    lines = json_lines(out)
+    assert [line["photo"] for line in lines] == [str(folder / n) for n in sorted(
+        [*names, "broken.jpg"])]
+    broken = next(line for line in lines if "error" in line)
+    assert broken["photo"] == str(folder / "broken.jpg")
+    assert "broken.jpg" in str(broken["error"]) and "truncated" in str(broken["error"])
+    assert sum("analysis" in line for line in lines) == 4
+    assert err == f"restyle: error: {folder / 'broken.jpg'}: {broken['error']}\n"
+
+    code, out, err = run(capsys, "analyze", str(folder), "--catalog", str(catalog_copy),
+                         "--no-plugins")
+    assert code == 1 and out.count("==> ") == 4 and "broken.jpg" not in out
+    assert len(err.splitlines()) == 1 and "broken.jpg" in err
+
+
+def test_one_photo_on_stdin(
+    tiny_env: None, catalog_copy: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    photo = EXAMPLES / "catalog" / "images" / "ks-sneaker-green.jpg"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(photo.read_bytes())))
+    code, out, err = run(capsys, "analyze", "-", "--json", "--catalog", str(catalog_copy),
+                         "--no-plugins")
+    assert (code, err) == (0, "")
+    data = json.loads(out)  # one photo: the Analysis itself, as before
+    assert data["comps"][0]["listing"]["listing_id"] == "ks-sneaker-green"
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(photo.read_bytes())))
+    code, out, err = run(capsys, "analyze", "-", str(SAMPLE_PHOTO), "--json", "--catalog",
+                         str(catalog_copy), "--no-plugins")
+    assert (code, err) == (0, "")
+    assert [line["photo"] for line in json_lines(out)] == ["-", str(SAMPLE_PHOTO)]
+
+
+def test_stdin_mistakes_are_usage_errors(
+    tiny_env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class Terminal(io.TextIOWrapper):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stdin", Terminal(io.BytesIO()))
+    code, out, err = run(capsys, "analyze", "-", "--no-plugins")
+    assert (code, out) == (2, "")
+    assert err == ("restyle analyze: error: - reads a photo from stdin, but stdin is a terminal; "
+                   "pipe one in: restyle analyze - < photo.jpg\n")
+    code, _, err = run(capsys, "analyze", "-", "-", "--no-plugins")
+    assert code == 2 and err == ("restyle analyze: error: - (a photo on stdin) can be given "
+                                 "only once\n")
+
+
+def test_record_takes_a_single_photo(
+    tiny_env: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "analyze", str(SAMPLE_PHOTO), str(SAMPLE_PHOTO), "--record",
+                         str(tmp_path / "run"), "--no-plugins")
+    assert (code, out) == (2, "")
+    assert err == "restyle analyze: error: --record records the analysis of a single photo file\n"
+    assert not (tmp_path / "run").exists()
+
+
+def test_top_limits_the_summary_and_the_json_and_must_not_be_negative(
+    tiny_env: None, catalog_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ("analyze", str(SAMPLE_PHOTO), "--catalog", str(catalog_copy), "--no-plugins")
+    code, out, _ = run(capsys, *base, "--json")
+    everything = len(json.loads(out)["comps"])
+    assert code == 0 and everything > 2
+    code, out, _ = run(capsys, *base, "--json", "--top", "2")
+    assert code == 0 and len(json.loads(out)["comps"]) == 2
+    code, out, _ = run(capsys, *base, "--top", "0")
+    assert code == 0 and f"Comps ({everything} found" in out and "   1. " not in out
+
+    for bad, message in [("-3", "must be 0 or more, got -3"), ("many", "not a whole number")]:
+        with pytest.raises(SystemExit) as exit_:
+            main([*base, "--top", bad])
+        assert exit_.value.code == 2
+        assert f"argument --top: {message}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "soon", "nan", "inf"])
+def test_deadline_must_be_a_positive_number_of_seconds(
+    bad: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["analyze", str(SAMPLE_PHOTO), "--deadline", bad])
+    assert exit_.value.code == 2 and "argument --deadline: " in capsys.readouterr().err
+
+
+def test_deadline_reaches_the_engine(
+    tiny_env: None, catalog_copy: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from restyle import cli
+
+    made: list[Engine] = []
+
+    class Recorded(Engine):
+        def __init__(self, **options: Any) -> None:
+            super().__init__(**options)
+            made.append(self)
+
+    monkeypatch.setattr(cli, "Engine", Recorded)
+    code, _, _ = run(capsys, "analyze", str(SAMPLE_PHOTO), "--deadline", "7.5", "--catalog",
+                     str(catalog_copy), "--no-plugins")
+    assert code == 0 and made[0].deadline == 7.5
+
+
+def test_model_option_picks_the_openclip_model(
+    tiny_model_spec: str, catalog_copy: Path, model_loads: list[str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = run(capsys, "analyze", str(SAMPLE_PHOTO), "--model", tiny_model_spec,
+                       "--json", "--catalog", str(catalog_copy), "--no-plugins")
+    assert code == 0
+    assert json.loads(out)["model_id"] == model_loads[0]
+    assert model_loads[0].startswith("local:")
+
+    code, out, err = run(capsys, "analyze", str(SAMPLE_PHOTO), "--model", tiny_model_spec,
+                         "--encoder", "color", "--no-plugins")
+    assert (code, out) == (1, "")
+    assert "model= chooses the openclip encoder's model, but the encoder is 'color'" in err
+
+
+def test_encoder_option_picks_a_plugins_encoder(
+    tmp_path: Path, install_plugin: Callable[[Path], None], model_loads: list[str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    project = tmp_path / "restyle-colors"
+    (project / "src" / "restyle_colors").mkdir(parents=True)
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "restyle-colors"\nversion = "1.0"\n\n'
+        '[project.entry-points.restyle]\ncolors = "restyle_colors"\n')
+    (project / "src" / "restyle_colors" / "__init__.py").write_text(
+        "import restyle\nfrom restyle.testing import ColorEncoder\n\n\n@restyle.hookimpl\n"
+        "def register_encoders(register):\n    register(ColorEncoder())\n")
+    install_plugin(project)
+    code, out, err = run(capsys, "analyze", str(SAMPLE_PHOTO), "--encoder", "color",
+                         "--experts", "clip", "--marketplaces", "", "--json")
+    assert (code, err) == (0, "")
+    assert json.loads(out)["model_id"] == "color-histogram-4"
+    assert model_loads == []
+
+
+def test_the_summary_shows_a_synthesizer_fallback(
+    tiny_env: None, catalog_copy: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    code, out, _ = run(capsys, "analyze", str(SAMPLE_PHOTO), "--synthesizer", "gemini",
+                         "--catalog", str(catalog_copy), "--no-plugins")
+    assert code == 0
+    (line,) = [line for line in out.splitlines() if line.startswith("  synthesizer: ")]
+    assert line.startswith("  synthesizer: consensus (fallback: gemini failed: ")
+    assert "GEMINI_API_KEY" in line
+
+    code, out, _ = run(capsys, "analyze", str(SAMPLE_PHOTO), "--catalog", str(catalog_copy),
+                       "--no-plugins")
+    assert code == 0 and "synthesizer:" not in out  # shown only when it fell back
+
+
+def test_every_option_has_help() -> None:
+    def parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    yield from parsers(child)
+
+    missing = [
+        f"{parser.prog} {action.option_strings or action.dest}"
+        for parser in parsers(cli._parser()) for action in parser._actions
+        if not action.help and not isinstance(action, argparse._SubParsersAction)
+    ]
+    assert not missing, missing

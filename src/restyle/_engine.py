@@ -388,6 +388,21 @@ class Engine:
                 ))
             return analysis
 
+    def analyze_iter(
+        self, images: Iterable[ImageInput], *, deadline: float | None = None
+    ) -> Iterator[Analysis | RestyleError]:
+        """Analyze photos as :meth:`analyze_many` does, yielding each photo's
+        Analysis, or the RestyleError it failed with, in input order.
+
+        ``images`` is read :data:`BATCH_PHOTOS` at a time and each batch's
+        results are yielded as soon as it is done, so a stream of photos of any
+        length (a generator over a folder) runs in bounded memory and the caller
+        can write each result out as it comes.
+        """
+        if deadline is not None:
+            _seconds("deadline", deadline)
+        return self._analyze_stream(images, deadline=deadline)
+
     @overload
     def analyze_many(
         self, images: Iterable[ImageInput], *, progress: bool | None = ...,

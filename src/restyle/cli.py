@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import glob
 import json
 import logging
+import math
+import os
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, TextIO
 
 from restyle import __version__, _settings
 from restyle._backtest import backtest
@@ -19,6 +25,7 @@ from restyle._errors import CatalogError, ConfigurationError, RestyleError
 from restyle._imaging import load_photo
 from restyle._ingest import listings_format
 from restyle._plugins import PluginLoadWarning, PluginRegistry
+from restyle._progress import progress_bar
 from restyle._recording import load_recording
 from restyle._secrets import HTTP_LOGGERS, RedactingFilter, protect_loggers
 from restyle._types import Analysis
@@ -42,16 +49,40 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--model", metavar="SPEC",
                         help="open_clip model, e.g. ViT-B-32/laion2b_s34b_b79k or local-dir:PATH "
                         "(default: $RESTYLE_MODEL)")
+    common.add_argument("--encoder", metavar="NAME",
+                        help="a registered encoder, such as one a plugin provides (default: "
+                        "$RESTYLE_ENCODER, else openclip)")
     common.add_argument("--no-plugins", action="store_true",
                         help="load no third-party plugins")
 
-    analyze = sub.add_parser("analyze", parents=[common], help="analyze one photo")
-    analyze.add_argument("photo", help="a JPEG, PNG or WebP file")
-    analyze.add_argument("--json", action="store_true", help="print the full Analysis as JSON")
+    analyze = sub.add_parser(
+        "analyze", parents=[common],
+        help="analyze photos: files, folders, globs, or - for one on stdin",
+        description="Identify the item in each photo, find comps and estimate a price. The "
+        "photos run through one model load, in batches.",
+        epilog="Exit status: 0 when every photo was analysed, 1 when any failed (each failure "
+        "is one line on stderr; the other photos are still analysed), 2 for a usage error.")
+    analyze.add_argument(
+        "photo", nargs="+", metavar="PHOTO",
+        help="a JPEG, PNG or WebP file; a folder (its photos, sorted by name); a quoted glob "
+        "such as 'shots/*.jpg' (** matches any depth); or - for one photo on stdin")
+    analyze.add_argument("--recursive", action="store_true",
+                         help="also take the photos in a folder's subfolders")
+    analyze.add_argument(
+        "--json", action="store_true",
+        help="print JSON: the Analysis of a single photo file; with several photos, a folder or "
+        'a glob, one line per photo (JSONL): {"photo": PATH, "analysis": {...}} or '
+        '{"photo": PATH, "error": MESSAGE}')
     analyze.add_argument("--experts", metavar="A,B", help="comma-separated expert names")
-    analyze.add_argument("--synthesizer", metavar="NAME")
+    analyze.add_argument("--synthesizer", metavar="NAME",
+                         help="the synthesizer that merges the experts' opinions (default: "
+                         "$RESTYLE_SYNTHESIZER, else consensus)")
     analyze.add_argument("--marketplaces", metavar="A,B", help="comma-separated marketplaces")
-    analyze.add_argument("--top", type=int, default=10, help="comps to show (default 10)")
+    analyze.add_argument("--top", type=_count_argument, metavar="N",
+                         help="comps to list, most alike first: in the summary (default 10) and "
+                         "in the JSON (default all)")
+    analyze.add_argument("--deadline", type=_seconds_argument, metavar="SECONDS",
+                         help="wall-clock time each photo's analysis may take (default 60)")
     analyze.add_argument("--record", metavar="DIR",
                          help="record what each stage returned into DIR, for 'restyle replay'")
 
@@ -79,6 +110,8 @@ def _parser() -> argparse.ArgumentParser:
         help="rebuild the vector index from the database, re-embedding what is missing")
     repair.add_argument("--model", metavar="SPEC",
                         help="the catalog's model, to re-embed listings (default: $RESTYLE_MODEL)")
+    repair.add_argument("--encoder", metavar="NAME",
+                        help="the catalog's encoder, if not openclip (default: $RESTYLE_ENCODER)")
 
     plugins = sub.add_parser("plugins", help="list registered components and their plugins")
     plugins.add_argument("--no-plugins", action="store_true", help="load no third-party plugins")
@@ -100,7 +133,9 @@ def _parser() -> argparse.ArgumentParser:
     backtest.add_argument("--images-root", metavar="DIR",
                           help="folder the data set's images must be in (default: its own)")
     backtest.add_argument("--experts", metavar="A,B", help="comma-separated expert names")
-    backtest.add_argument("--synthesizer", metavar="NAME")
+    backtest.add_argument("--synthesizer", metavar="NAME",
+                          help="the synthesizer that merges the experts' opinions (default: "
+                          "$RESTYLE_SYNTHESIZER, else consensus)")
     backtest.add_argument("--marketplaces", metavar="A,B", help="comma-separated marketplaces")
     _pricing_options(backtest)
 
@@ -130,79 +165,57 @@ def _split(text: str | None) -> list[str] | None:
 
 
 def _engine(args: argparse.Namespace, **kwargs: object) -> Engine:
-    encoder = None
-    if getattr(args, "model", None):
-        from restyle.encoders.openclip import OpenClipEncoder
-
-        encoder = OpenClipEncoder(args.model)
     return Engine(
-        encoder=encoder,
+        encoder=getattr(args, "encoder", None) or None,
+        model=getattr(args, "model", None) or None,
         catalog=getattr(args, "catalog", None),
         load_entrypoints=not getattr(args, "no_plugins", False),
         **kwargs,  # type: ignore[arg-type]
     )
 
 
-def _print_summary(analysis: Analysis, top: int) -> None:
+def _summary(analysis: Analysis, top: int) -> str:
     ident = analysis.identification
-    out = sys.stdout.write
-    out(f"{ident.summary}\n")
-    out(f"  brand:      {ident.brand or '-'}\n")
-    out(f"  product:    {ident.product_name or '-'}\n")
-    out(f"  category:   {ident.category or '-'}\n")
+    lines = [ident.summary,
+             f"  brand:      {ident.brand or '-'}",
+             f"  product:    {ident.product_name or '-'}",
+             f"  category:   {ident.category or '-'}"]
     if ident.attributes:
-        out("  attributes: " + ", ".join(f"{a.name} {a.value}" for a in ident.attributes) + "\n")
-    out(f"  confidence: {ident.confidence:.2f}\n")
-    for suggestion in ident.suggested_photos:
-        out(f"  to be surer, add {suggestion}\n")
-    for expert, reason in analysis.failed_experts.items():
-        out(f"  expert {expert} failed: {reason}\n")
-    for warning in analysis.warnings:
-        out(f"  warning: {warning}\n")
+        lines.append("  attributes: " + ", ".join(f"{a.name} {a.value}" for a in ident.attributes))
+    lines.append(f"  confidence: {ident.confidence:.2f}")
+    if ident.fallback_reason:
+        lines.append(f"  synthesizer: {ident.synthesizer or '-'} (fallback: "
+                     f"{ident.fallback_reason})")
+    lines += [f"  to be surer, add {suggestion}" for suggestion in ident.suggested_photos]
+    lines += [f"  expert {expert} failed: {reason}"
+              for expert, reason in analysis.failed_experts.items()]
+    lines += [f"  warning: {warning}" for warning in analysis.warnings]
     price = analysis.price
     if price.ok:
-        out(f"\nPrice: {price.estimate} {price.currency} (range {price.low}-{price.high}, "
-            f"from {price.comps_used} comps)\n")
+        lines.append(f"\nPrice: {price.estimate} {price.currency} (range {price.low}-"
+                     f"{price.high}, from {price.comps_used} comps)")
     else:
-        out(f"\nPrice: not enough data ({price.comps_used} usable comps, "
-            f"{price.minimum_comps} needed)\n")
+        lines.append(f"\nPrice: not enough data ({price.comps_used} usable comps, "
+                     f"{price.minimum_comps} needed)")
     if price.basis is not None:
-        out(f"  basis: {price.basis.value} ({price.basis_detail})\n")
+        lines.append(f"  basis: {price.basis.value} ({price.basis_detail})")
     if analysis.comps:
-        out(f"\nComps ({len(analysis.comps)} found, most alike first):\n")
+        lines.append(f"\nComps ({len(analysis.comps)} found, most alike first):")
         for i, comp in enumerate(analysis.comps[:top], start=1):
             listing = comp.listing
             price_text = str(listing.price) if listing.price else "no price"
             sim = f"{comp.similarity:.3f}" if comp.similarity is not None else "  n/a"
             flags = f"  ({', '.join(comp.flags)})" if comp.flags else ""
-            out(f"  {i:>2}. {sim}  {price_text:>14}  {listing.title}  [{listing.marketplace}]"
-                f"{flags}\n")
+            lines.append(f"  {i:>2}. {sim}  {price_text:>14}  {listing.title}  "
+                         f"[{listing.marketplace}]{flags}")
     else:
-        out("\nNo comps found.\n")
+        lines.append("\nNo comps found.")
+    return "\n".join(lines) + "\n"
 
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "analyze":
-        photo = load_photo(Path(args.photo))  # the photo first: the most basic mistake
-        experts, marketplaces = _without_missing_catalog(
-            args, _split(args.experts), _split(args.marketplaces))
-        engine = _engine(
-            args,
-            experts=experts,
-            synthesizer=args.synthesizer,
-            marketplaces=marketplaces,
-        )
-        engine.encoder.dim  # noqa: B018 - load the model first: one clear error if it cannot
-        if "catalog" in [c.name for c in (*engine.experts, *engine.marketplaces)]:
-            engine.catalog  # noqa: B018 - open it first: one clear error if it is damaged
-        analysis = engine.analyze(photo, record=args.record)
-        if args.json:
-            sys.stdout.write(analysis.to_json(indent=2) + "\n")
-        else:
-            _print_summary(analysis, args.top)
-        if args.record:
-            (sys.stderr if args.json else sys.stdout).write(f"recorded in {args.record}\n")
-        return 0
+        return _analyze(args)
     if args.command == "catalog":
         return _catalog_command(args)
     if args.command == "plugins":
@@ -212,6 +225,203 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "replay":
         return _replay(args)
     raise AssertionError(args)  # pragma: no cover - argparse enforces the commands
+
+
+# -- analyze -----------------------------------------------------------------------
+
+#: What a folder or a glob contributes: files with these suffixes, in any case.
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+#: Comps the summary lists unless --top says otherwise.
+SUMMARY_COMPS = 10
+
+
+class _UsageError(Exception):
+    """A mistake in the command line that argparse cannot see; exit status 2."""
+
+
+@dataclass(frozen=True, slots=True)
+class _PhotoInput:
+    """One photo to analyse: ``name`` is how the output refers to it (the path as
+    given, or ``-``). An argument that named no photo at all has no ``source``
+    and says why in ``problem``."""
+
+    name: str
+    source: Path | IO[bytes] | None
+    problem: str | None = None
+
+
+def _count_argument(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _seconds_argument(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+def _photo_inputs(args: argparse.Namespace) -> tuple[list[_PhotoInput], bool]:
+    """The photos the PHOTO arguments name, in order, and whether they are a single
+    photo file (or stdin), whose output keeps the one-photo form."""
+    inputs: list[_PhotoInput] = []
+    single = len(args.photo) == 1
+    if args.photo.count("-") > 1:
+        raise _UsageError("- (a photo on stdin) can be given only once")
+    for arg in args.photo:
+        if arg == "-":
+            inputs.append(_PhotoInput("-", _stdin_photo()))
+            continue
+        path = Path(os.path.expanduser(arg))
+        if path.is_dir():
+            single = False
+            found = _folder_photos(path, recursive=args.recursive)
+            inputs += [_PhotoInput(os.path.join(arg, str(name)), path / name) for name in found]
+            if not found:
+                hint = "" if args.recursive or not _has_subfolders(path) else (
+                    " (--recursive looks in its subfolders)")
+                inputs.append(_PhotoInput(arg, None,
+                                          f"no JPEG, PNG or WebP files in this folder{hint}"))
+        elif not path.exists() and any(c in arg for c in "*?["):
+            single = False
+            matches = sorted(glob.glob(os.path.expanduser(arg), recursive=True))
+            matched = [m for m in matches if _is_photo_file(Path(m))]
+            inputs += [_PhotoInput(match, Path(match)) for match in matched]
+            if not matched:
+                inputs.append(_PhotoInput(arg, None, "no JPEG, PNG or WebP files match"))
+        else:
+            inputs.append(_PhotoInput(arg, path))
+    return inputs, single
+
+
+def _stdin_photo() -> IO[bytes]:
+    stream = sys.stdin
+    if stream is None or _is_terminal(stream):
+        raise _UsageError("- reads a photo from stdin, but stdin is a terminal; pipe one in: "
+                          "restyle analyze - < photo.jpg")
+    return stream.buffer
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _is_photo_file(path: Path) -> bool:
+    return path.suffix.lower() in PHOTO_SUFFIXES and path.is_file()
+
+
+def _has_subfolders(folder: Path) -> bool:
+    return any(entry.is_dir() and not entry.name.startswith(".") for entry in folder.iterdir())
+
+
+def _folder_photos(folder: Path, *, recursive: bool) -> list[Path]:
+    """The photos in ``folder`` (and its subfolders), relative to it, sorted by name.
+
+    Hidden files and folders are left out: they are a system's or a tool's
+    (``._photo.jpg`` from macOS, ``.thumbnails/``), not the user's photos.
+    """
+    found: list[Path] = []
+    for root, folders, files in os.walk(folder):
+        folders[:] = [f for f in folders if not f.startswith(".")] if recursive else []
+        base = Path(root).relative_to(folder)
+        found += [base / name for name in files
+                  if not name.startswith(".") and _is_photo_file(Path(root, name))]
+    return sorted(found)
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    """Analyze every photo named with one Engine: one model load, photos in batches.
+
+    A single photo file keeps the one-photo output (the Analysis as JSON, the
+    summary alone) and fails as a whole; otherwise each photo gets its own
+    JSON line or summary, and a photo that fails is one line on stderr while
+    the rest go on."""
+    inputs, single = _photo_inputs(args)
+    if args.record and not single:
+        raise _UsageError("--record records the analysis of a single photo file")
+    first = inputs[0].source
+    photo = load_photo(first) if single and first is not None else None  # the basic mistake first
+    if all(item.source is None for item in inputs):  # nothing to analyse: no model load
+        return _analyze_batch(args, None, inputs)
+    experts, marketplaces = _without_missing_catalog(
+        args, _split(args.experts), _split(args.marketplaces))
+    options: dict[str, object] = {} if args.deadline is None else {"deadline": args.deadline}
+    engine = _engine(args, experts=experts, synthesizer=args.synthesizer,
+                     marketplaces=marketplaces, **options)
+    engine.encoder.dim  # noqa: B018 - load the model first: one clear error if it cannot
+    if "catalog" in [c.name for c in (*engine.experts, *engine.marketplaces)]:
+        engine.catalog  # noqa: B018 - open it first: one clear error if it is damaged
+    if photo is not None:
+        analysis = engine.analyze(photo, record=args.record)
+        if args.json:
+            sys.stdout.write(_with_top(analysis, args.top).to_json(indent=2) + "\n")
+        else:
+            sys.stdout.write(_summary(analysis, _summary_top(args)))
+        if args.record:
+            (sys.stderr if args.json else sys.stdout).write(f"recorded in {args.record}\n")
+        return 0
+    return _analyze_batch(args, engine, inputs)
+
+
+def _analyze_batch(
+    args: argparse.Namespace, engine: Engine | None, inputs: list[_PhotoInput]
+) -> int:
+    failures = 0
+    sources = [item.source for item in inputs if item.source is not None]
+    analyses = iter(()) if engine is None else engine.analyze_iter(sources)
+    bar = progress_bar(total=len(inputs), desc="Analyzing", unit="photo", enabled=None)
+    try:
+        for index, item in enumerate(inputs):
+            result: Analysis | RestyleError | str = (
+                item.problem or "no photo" if item.source is None else next(analyses))
+            if isinstance(result, Analysis):
+                if args.json:
+                    line = {"photo": item.name, "analysis": _with_top(result, args.top).to_dict()}
+                    _write(sys.stdout, json.dumps(line) + "\n")
+                else:
+                    gap = "\n" if index else ""
+                    _write(sys.stdout, f"{gap}==> {item.name} <==\n"
+                           + _summary(result, _summary_top(args)))
+            else:
+                failures += 1
+                if args.json:
+                    _write(sys.stdout, json.dumps({"photo": item.name, "error": str(result)})
+                           + "\n")
+                _write(sys.stderr, f"restyle: error: {item.name}: {result}\n")
+            bar.update(1)
+    finally:
+        bar.close()
+    return 1 if failures else 0
+
+
+def _with_top(analysis: Analysis, top: int | None) -> Analysis:
+    return analysis if top is None else dataclasses.replace(analysis, comps=analysis.comps[:top])
+
+
+def _summary_top(args: argparse.Namespace) -> int:
+    return SUMMARY_COMPS if args.top is None else int(args.top)
+
+
+def _write(stream: TextIO, text: str) -> None:
+    """Write ``text`` and flush, around the progress bar if one is drawn: each
+    photo's result shows (or reaches the pipe) as soon as it is known."""
+    from tqdm.std import tqdm
+
+    with tqdm.external_write_mode(file=stream):
+        stream.write(text)
+        stream.flush()
 
 
 def _pricing_rules(args: argparse.Namespace) -> dict[str, object]:
@@ -452,6 +662,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except RestyleError as exc:
             sys.stderr.write(f"restyle: error: {exc}\n")
             return 1
+        except _UsageError as exc:
+            sys.stderr.write(f"restyle {args.command}: error: {exc}\n")
+            return 2
         except KeyboardInterrupt:
             sys.stderr.write("restyle: interrupted\n")
             return 130
