@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
+import shutil
+import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +17,7 @@ from restyle import EncoderError
 from restyle._imaging import decode
 from restyle.encoders import openclip
 from restyle.encoders.openclip import OpenClipEncoder, parse_model_spec, select_device
+from tests.conftest import SAMPLE_PHOTO
 from tests.fakes.image_server import jpeg_bytes
 
 
@@ -183,3 +188,151 @@ def test_a_large_image_is_reduced_before_the_resize(
     assert encoder.image_size == 64
     # 3000x1000 reduced 7 times: its short side, 143, stays at least twice 64.
     assert sorted(seen) == [(200, 150), (429, 143)]
+
+
+# -- starting without the network ------------------------------------------------------
+
+FIX = ("run once with network access to cache them, or set RESTYLE_OFFLINE=1 and use a local "
+       "model: RESTYLE_MODEL=local-dir:/path")
+
+
+@pytest.fixture
+def hub_unreachable(monkeypatch: pytest.MonkeyPatch) -> tuple[str, int]:
+    """The model hub's address made a closed port on this machine; no model loaded yet."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        address = sock.getsockname()
+    monkeypatch.setattr(openclip, "_PROBE_ADDRESS", address)
+    monkeypatch.setattr(openclip, "_CACHE", {})
+    for name in ("RESTYLE_OFFLINE", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    return address
+
+
+def hub_cache(cache: Path, repo: str, files: dict[str, Path | str]) -> None:
+    """``files`` laid out as huggingface_hub caches a download of ``repo``."""
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(revision)
+    snapshot = folder / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    for name, content in files.items():
+        if isinstance(content, Path):
+            shutil.copy(content, snapshot / name)
+        else:
+            (snapshot / name).write_text(content)
+
+
+@pytest.mark.parametrize("spec", ["ViT-B-32/laion2b_s34b_b79k", "hf-hub:nobody/no-such-clip"])
+def test_weights_not_cached_and_the_hub_unreachable_fail_at_once_with_the_fix(
+    hub_unreachable: tuple[str, int], tmp_path: Path, spec: str
+) -> None:
+    encoder = OpenClipEncoder(spec, cache_dir=tmp_path, device="cpu")
+    started = time.monotonic()
+    with pytest.raises(EncoderError) as raised:
+        encoder.encode_texts(["a jacket"])
+    assert time.monotonic() - started < 5  # open_clip alone retries for about a minute
+    host, port = hub_unreachable
+    assert str(raised.value) == (
+        f"cannot load model {spec}: its weights are not in the local cache and {host}:{port} "
+        f"cannot be reached; {FIX}")
+
+
+def test_the_cli_says_so_in_one_line(
+    hub_unreachable: tuple[str, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from huggingface_hub import constants
+
+    from restyle.cli import main
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    started = time.monotonic()
+    code = main(["analyze", str(SAMPLE_PHOTO), "--model", "ViT-B-32/laion2b_s34b_b79k",
+                 "--no-plugins"])
+    out, err = capsys.readouterr()
+    assert time.monotonic() - started < 10
+    assert (code, out) == (1, "")
+    assert err.endswith(f"restyle: error: cannot load model ViT-B-32/laion2b_s34b_b79k: its "
+                        f"weights are not in the local cache and {hub_unreachable[0]}:"
+                        f"{hub_unreachable[1]} cannot be reached; {FIX}\n")
+
+
+@pytest.fixture
+def tagged_tiny_model(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The tiny architecture published under a pretrained tag whose weights live on the
+    Hub and whose preprocessing is not open_clip's default."""
+    from open_clip import factory, pretrained
+
+    from tests.conftest import TINY_MODEL_CFG
+
+    monkeypatch.setitem(factory._MODEL_CONFIGS, "restyle-tiny", TINY_MODEL_CFG)
+    monkeypatch.setitem(pretrained._PRETRAINED, "restyle-tiny", {"test": {
+        "url": "", "hf_hub": "restyle/tiny-clip/", "mean": (0.5, 0.5, 0.5),
+        "std": (0.25, 0.25, 0.25), "interpolation": "bilinear", "resize_mode": "shortest"}})
+    return "restyle-tiny/test"
+
+
+def normalisation(encoder: OpenClipEncoder) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    step = encoder._load().preprocess.transforms[-1]
+    return tuple(step.mean), tuple(step.std)
+
+
+@pytest.mark.parametrize("offline", [False, True])
+def test_cached_tagged_weights_load_at_once_with_the_tags_preprocessing(
+    hub_unreachable: tuple[str, int], tagged_tiny_model: str, tiny_model_dir: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, offline: bool,
+) -> None:
+    if offline:
+        monkeypatch.setenv("RESTYLE_OFFLINE", "1")
+    hub_cache(tmp_path, "restyle/tiny-clip",
+              {"open_clip_pytorch_model.bin": tiny_model_dir / "open_clip_pytorch_model.bin"})
+    encoder = OpenClipEncoder(tagged_tiny_model, cache_dir=tmp_path, device="cpu")
+    started = time.monotonic()
+    assert encoder.dim == 64
+    assert time.monotonic() - started < 10
+    assert normalisation(encoder) == ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+
+
+@pytest.mark.parametrize("offline", [False, True])
+def test_a_cached_hub_model_loads_at_once(
+    hub_unreachable: tuple[str, int], tiny_model_dir: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, offline: bool,
+) -> None:
+    if offline:
+        monkeypatch.setenv("RESTYLE_OFFLINE", "1")
+    config = json.loads((tiny_model_dir / "open_clip_config.json").read_text())
+    config["preprocess_cfg"] = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+    hub_cache(tmp_path, "restyle/tiny-clip-hub", {
+        "open_clip_config.json": json.dumps(config),
+        "open_clip_pytorch_model.bin": tiny_model_dir / "open_clip_pytorch_model.bin"})
+    encoder = OpenClipEncoder("hf-hub:restyle/tiny-clip-hub", cache_dir=tmp_path, device="cpu")
+    started = time.monotonic()
+    assert encoder.encode_texts(["a jacket"]).shape == (1, 64)
+    assert time.monotonic() - started < 10
+    assert encoder.model_id == "hf-hub:restyle/tiny-clip-hub"
+    assert normalisation(encoder) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+def test_offline_mode_never_checks_the_hub(
+    hub_unreachable: tuple[str, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(openclip, "_reachable", lambda *_: pytest.fail("the hub was checked"))
+    encoder = OpenClipEncoder("ViT-B-32/laion2b_s34b_b79k", cache_dir=tmp_path, device="cpu")
+    with pytest.raises(EncoderError, match=r"not in the local cache and offline mode is on"):
+        encoder.encode_texts(["x"])
+
+
+def test_the_hub_is_checked_where_downloads_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", "https://huggingface.co")
+    for name in ("https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    assert openclip._hub_address() == ("huggingface.co", 443)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    assert openclip._hub_address() == ("proxy.internal", 3128)
+    monkeypatch.setenv("NO_PROXY", "huggingface.co")
+    assert openclip._hub_address() == ("huggingface.co", 443)

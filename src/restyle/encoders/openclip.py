@@ -12,7 +12,9 @@ Model specs:
   weights file for that architecture.
 
 The model loads lazily, once per process per (spec, device, precision), and
-is shared by every Engine that asks for it.
+is shared by every Engine that asks for it. A model from the Hugging Face Hub
+is loaded from the local cache, with no request, in offline mode or when a
+quick probe finds the Hub unreachable; missing weights are then an error at once.
 
 Precision: on CUDA the weights are fp16; on CPUs with native bfloat16
 instructions (AVX512-BF16 or AMX) the whole model is cast to bfloat16, which
@@ -27,13 +29,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import socket
 import sys
 import threading
+import urllib.request
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 from PIL import Image
@@ -168,6 +173,74 @@ def cpu_has_bf16() -> bool:
     return _BF16
 
 
+#: Seconds the check that the model hub can be reached may take.
+HUB_PROBE_TIMEOUT = 2.0
+#: (host, port) checked instead of the hub's; set by tests.
+_PROBE_ADDRESS: tuple[str, int] | None = None
+# The weights files open_clip looks for in a Hub repository, in its order.
+_HUB_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors",
+                "open_clip_pytorch_model.bin")
+# open_clip's options for what a pretrained tag's config says about preprocessing.
+_TAG_PREPROCESS = {"image_mean": "mean", "image_std": "std",
+                   "image_interpolation": "interpolation", "image_resize_mode": "resize_mode"}
+
+
+@dataclass(frozen=True, slots=True)
+class _HubFiles:
+    """What a model spec downloads from one Hub repository: a weights file (the
+    first of ``weights`` found) and, for ``hf-hub:`` specs, the config."""
+
+    repo: str
+    weights: tuple[str, ...]
+    config: bool
+    tag: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """The arguments open_clip loads a model with."""
+
+    model_name: str
+    pretrained: str | None
+    preprocess: dict[str, Any] = field(default_factory=dict)
+
+
+def _hub_address() -> tuple[str, int]:
+    """Where a download from the Hub connects first: the endpoint huggingface_hub
+    uses (``HF_ENDPOINT``), or the proxy configured for it."""
+    if _PROBE_ADDRESS is not None:
+        return _PROBE_ADDRESS
+    from huggingface_hub import constants
+
+    endpoint = urlsplit(constants.ENDPOINT)
+    host = endpoint.hostname or "huggingface.co"
+    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    proxy = urllib.request.getproxies().get(endpoint.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        if parts.hostname:
+            return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    return host, port
+
+
+def _reachable(address: tuple[str, int], timeout: float) -> bool:
+    """Whether a TCP connection to ``address`` opens within ``timeout`` seconds,
+    name lookup included (it runs in a daemon thread: a stuck resolver is left)."""
+    opened: list[bool] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection(address, timeout=timeout).close()
+            opened.append(True)
+        except OSError:
+            pass
+
+    worker = threading.Thread(target=connect, name="restyle-hub-probe", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return bool(opened)
+
+
 @dataclass
 class _Loaded:
     model: Any
@@ -271,24 +344,20 @@ class OpenClipEncoder(Encoder):
             import torch
         except ImportError as exc:  # pragma: no cover - core dependencies
             raise EncoderError(f"open_clip and torch are required: {exc}") from exc
-        pretrained = spec.pretrained
-        if pretrained is not None and not os.path.isfile(pretrained):
-            pretrained = self._resolve_tag(spec)
-        offline = self._offline if self._offline is not None else _settings.offline()
-        if spec.model_name.startswith("hf-hub:") and offline:
-            self._require_cached_hf(spec.model_name[len("hf-hub:") :], "open_clip_config.json")
+        source = self._source(spec)
         logger.info(
             "loading open_clip model %s on %s (%s)", spec.model_id, self.device, self.precision
         )
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
-                spec.model_name,
-                pretrained=pretrained,
+                source.model_name,
+                pretrained=source.pretrained,
                 device=self.device,
                 precision=_OPEN_CLIP_PRECISION[self.precision],
                 cache_dir=self._cache_dir,
+                **source.preprocess,
             )
-            tokenizer = open_clip.get_tokenizer(spec.model_name, cache_dir=self._cache_dir)
+            tokenizer = open_clip.get_tokenizer(source.model_name, cache_dir=self._cache_dir)
         except Exception as exc:  # open_clip raises many kinds; users need one
             raise EncoderError(
                 f"cannot load model {spec.model_id}: {type(exc).__name__}: {exc}. "
@@ -300,11 +369,53 @@ class OpenClipEncoder(Encoder):
             dim = int(model.encode_text(tokenizer(["a"]).to(self.device)).shape[-1])
         return _Loaded(model=model, preprocess=preprocess, tokenizer=tokenizer, dim=dim)
 
-    def _resolve_tag(self, spec: ModelSpec) -> str | None:
-        """Return the pretrained tag, or the cached file when downloads are off."""
+    def _source(self, spec: ModelSpec) -> _Source:
+        """Where open_clip loads the model from: the Hub when it may and can be
+        reached, else the files cached from it, else a clear error at once.
+
+        Without this, open_clip on a machine with no network spends about a
+        minute in the Hub client's retries before it fails, or before it falls
+        back to the cache it had all along.
+        """
+        as_named = _Source(spec.model_name, spec.pretrained)
+        files = self._hub_files(spec)
+        if files is None:  # a local directory or file, or untrained weights
+            return as_named
         offline = self._offline if self._offline is not None else _settings.offline()
-        if not offline or spec.pretrained is None:
-            return spec.pretrained
+        cached = self._cached_source(spec, files)
+        if not offline:
+            address = _hub_address()
+            if _reachable(address, HUB_PROBE_TIMEOUT):
+                return as_named
+            if cached is None:
+                raise EncoderError(
+                    f"cannot load model {spec.model_id}: its weights are not in the local cache "
+                    f"and {address[0]}:{address[1]} cannot be reached; run once with network "
+                    "access to cache them, or set RESTYLE_OFFLINE=1 and use a local model: "
+                    "RESTYLE_MODEL=local-dir:/path"
+                )
+            logger.info("%s:%s cannot be reached; loading %s from the local cache", *address,
+                        spec.model_id)
+            return cached
+        if cached is not None:
+            return cached
+        if spec.model_name.startswith("hf-hub:"):
+            raise EncoderError(
+                f"model {spec.model_name} is not in the local cache and offline mode is on; "
+                "run once online, or use a local model ('local-dir:/path')"
+            )
+        raise EncoderError(
+            f"weights for {spec.model_id} are not in the local cache and offline mode is on "
+            "(RESTYLE_OFFLINE or HF_HUB_OFFLINE); run once online, or use a local model "
+            "('local-dir:/path' or weights=PATH)"
+        )
+
+    def _hub_files(self, spec: ModelSpec) -> _HubFiles | None:
+        """The Hugging Face Hub files ``spec`` loads, or None when it loads none."""
+        if spec.model_name.startswith("hf-hub:"):
+            return _HubFiles(spec.model_name[len("hf-hub:") :], _HUB_WEIGHTS, config=True)
+        if spec.pretrained is None or os.path.isfile(spec.pretrained):
+            return None
         import open_clip
 
         cfg = open_clip.get_pretrained_cfg(spec.model_name, spec.pretrained)
@@ -312,27 +423,34 @@ class OpenClipEncoder(Encoder):
             raise EncoderError(f"model {spec.model_id!r} is not a published open_clip model")
         hub = cfg.get("hf_hub", "")
         if not hub:
-            raise EncoderError(
-                f"weights for {spec.model_id} are not on the Hugging Face Hub and cannot be "
-                "checked offline; pass weights=PATH"
-            )
-        repo, filename = os.path.split(hub.rstrip("/")) if not hub.endswith("/") else (
-            hub.rstrip("/"), ""
-        )
-        names = [filename] if filename else [
-            "open_clip_model.safetensors",
-            "open_clip_pytorch_model.safetensors",
-            "open_clip_pytorch_model.bin",
-        ]
-        for name in names:
-            path = self._cached_hf(repo, name)
-            if path is not None:
-                return path
-        raise EncoderError(
-            f"weights for {spec.model_id} are not in the local cache and offline mode is on "
-            "(RESTYLE_OFFLINE or HF_HUB_OFFLINE); run once online, or use a local model "
-            "('local-dir:/path' or weights=PATH)"
-        )
+            offline = self._offline if self._offline is not None else _settings.offline()
+            if offline:
+                raise EncoderError(
+                    f"weights for {spec.model_id} are not on the Hugging Face Hub and cannot "
+                    "be checked offline; pass weights=PATH"
+                )
+            return None  # open_clip downloads them from their own URL
+        repo, _, filename = hub.rstrip("/").rpartition("/") if not hub.endswith("/") else (
+            hub.rstrip("/"), "", "")
+        names = (filename,) if filename else _HUB_WEIGHTS
+        return _HubFiles(repo, names, config=False, tag=cfg)
+
+    def _cached_source(self, spec: ModelSpec, files: _HubFiles) -> _Source | None:
+        """The model from the files cached from the Hub, or None if any is missing."""
+        weights = next((found for name in files.weights
+                        if (found := self._cached_hf(files.repo, name)) is not None), None)
+        if weights is None:
+            return None
+        if files.config:
+            config = self._cached_hf(files.repo, "open_clip_config.json")
+            # open_clip reads a local directory as it would the Hub repository.
+            if config is None or Path(config).parent != Path(weights).parent:
+                return None
+            return _Source(f"local-dir:{Path(config).parent}", None)
+        # A file path loses what open_clip takes from the tag: its preprocessing.
+        tag = files.tag or {}
+        preprocess = {option: tag[key] for option, key in _TAG_PREPROCESS.items() if key in tag}
+        return _Source(spec.model_name, weights, preprocess)
 
     def _cached_hf(self, repo: str, filename: str) -> str | None:
         try:
@@ -341,13 +459,6 @@ class OpenClipEncoder(Encoder):
             return None
         found = try_to_load_from_cache(repo, filename, cache_dir=self._cache_dir)
         return found if isinstance(found, str) else None
-
-    def _require_cached_hf(self, repo: str, filename: str) -> None:
-        if self._cached_hf(repo, filename) is None:
-            raise EncoderError(
-                f"model hf-hub:{repo} is not in the local cache and offline mode is on; "
-                "run once online, or use a local model ('local-dir:/path')"
-            )
 
     # -- encoding --------------------------------------------------------------
 
