@@ -37,6 +37,7 @@ from tests.fakes.llm import (
     gemini_blocked,
     gemini_error,
     gemini_json,
+    gemini_prompt_feedback,
     gemini_text,
     openai_error,
     openai_json,
@@ -91,10 +92,15 @@ def _openai(url: str, **kwargs: Any) -> OpenAICompatibleSynthesizer:
     return OpenAICompatibleSynthesizer(**options)
 
 
+FEEDBACK = ("The prompt could not be submitted. This prompt contains content that is "
+            "prohibited by the usage policies.")
+
 # (id, replies, synthesizer options, requests expected, words in the fallback reason)
 GEMINI_FAILURES = [
     ("prompt-blocked", [gemini_blocked("SAFETY")], {}, 1, "block reason SAFETY"),
     ("other-block", [gemini_blocked("PROHIBITED_CONTENT")], {}, 1, "PROHIBITED_CONTENT"),
+    ("prompt-feedback-message-only", [gemini_prompt_feedback(FEEDBACK)], {}, 1,
+     f"Gemini: the model refused or was blocked (prompt blocked: {FEEDBACK})"),
     ("finish-safety", [gemini_text("", finish="SAFETY")], {}, 1, "finish reason SAFETY"),
     ("finish-recitation", [gemini_text('{"brand": "Nike"}', finish="RECITATION")], {}, 1,
      "finish reason RECITATION"),

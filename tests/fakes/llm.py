@@ -41,6 +41,17 @@ def gemini_blocked(reason: str = "SAFETY") -> Reply:
     })
 
 
+def gemini_prompt_feedback(message: str) -> Reply:
+    """No candidates and prompt feedback with only a message, no block reason, as
+    Gemini answers some blocked prompts."""
+    return Reply(body={
+        "promptFeedback": {"blockReasonMessage": message},
+        "usageMetadata": {"promptTokenCount": 812, "totalTokenCount": 812},
+        "modelVersion": "gemini-2.5-pro",
+        "responseId": "resp-2",
+    })
+
+
 def gemini_error(code: int, status: str, message: str) -> Reply:
     """An error in Google's JSON envelope."""
     return Reply(status=code, body={"error": {"code": code, "message": message, "status": status}})

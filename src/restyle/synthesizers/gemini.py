@@ -15,6 +15,7 @@ from restyle.synthesizers._llm import (
     answer_schema,
     is_timeout,
 )
+from restyle.synthesizers._vocabulary import clean_text
 
 __all__ = ["DEFAULT_GEMINI_MODEL", "GeminiSynthesizer"]
 
@@ -147,11 +148,16 @@ class GeminiSynthesizer(LLMSynthesizer):
 def _completion(response: Any) -> Completion:
     candidates = response.candidates or []
     if not candidates:
+        # Prompt feedback comes only with a prompt that was blocked; some answers
+        # name no reason, only a message: asking again would be blocked again.
         feedback = response.prompt_feedback
-        reason = getattr(feedback, "block_reason", None) if feedback else None
-        if reason is not None:
-            return Completion(text=None, finish="blocked", detail=f"block reason {_name(reason)}")
-        return Completion(text=None, finish="other", detail="no candidates")
+        if feedback is None:
+            return Completion(text=None, finish="other", detail="no candidates")
+        reason = feedback.block_reason
+        message = clean_text(redact(feedback.block_reason_message or ""), limit=200)
+        detail = f"block reason {_name(reason)}" if reason is not None else "prompt blocked"
+        return Completion(text=None, finish="blocked",
+                          detail=f"{detail}: {message}" if message else detail)
     candidate = candidates[0]
     finish = _name(candidate.finish_reason) if candidate.finish_reason else None
     content = candidate.content
