@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -148,6 +149,66 @@ def test_malformed_labels_are_skipped_not_fatal() -> None:
     (obj,) = objects
     assert obj.box is not None and obj.box.left == 0.9 and obj.box.width == pytest.approx(0.1)
     assert parse_labels({"Labels": "nope"}) == ((), ())
+
+
+def test_ill_typed_fields_on_the_wire_are_skipped_not_fatal(
+    moto: FakeRekognition, photo: Photo
+) -> None:
+    shoe = LABELS_V3["Labels"][0]
+    moto.script(labels=[{
+        **LABELS_V3,
+        "Labels": [
+            {**shoe, "Categories": ["Apparel and Accessories"], "Aliases": "Sneakers",
+             "Parents": {"Name": "Footwear"}, "Instances": [
+                 {"Confidence": "high", "BoundingBox": [0.2, 0.25, 0.6, 0.5]},
+                 {"Confidence": 90.0, "BoundingBox": {"Left": "0.1", "Top": 0.1,
+                                                      "Width": 0.5, "Height": 0.5}}]},
+            "Bag",
+            {"Name": 7, "Confidence": 80.0},
+            {"Name": "Sneaker", "Confidence": 93.0, "Parents": [{"Name": "Shoe"}, "Footwear"],
+             "Categories": [{"Name": ["Apparel"]}, {"Name": "Apparel and Accessories"}]},
+        ],
+        "ImageProperties": ["black"],
+        "LabelModelVersion": 3,
+    }])
+    opinion = expert_for(moto).examine(photo)
+
+    assert opinion.ok, opinion.error
+    assert [(o.text, o.facet) for o in opinion.labels] == [
+        ("Shoe", None), ("Sneaker", None), ("Apparel and Accessories", "department")]
+    assert [(o.text, o.score, o.box is not None) for o in opinion.objects] == [
+        ("Shoe", pytest.approx(0.9), True)]
+    assert opinion.objects[0].box is not None and opinion.objects[0].box.left == 0.0
+
+
+@pytest.mark.parametrize("answer", [["Shoe"], "Shoe", 42])
+def test_an_answer_that_is_not_an_object_is_a_clear_failure(
+    moto: FakeRekognition, photo: Photo, answer: object
+) -> None:
+    moto.script(labels=[answer])
+    with pytest.raises(ExpertError) as raised:
+        expert_for(moto).examine(photo)
+    assert str(raised.value) == "aws-rekognition DetectLabels sent a malformed answer"
+
+
+@pytest.mark.parametrize(("variables", "region"), [
+    ({"AWS_REGION": "eu-central-1"}, "eu-central-1"),
+    ({"AWS_DEFAULT_REGION": "us-west-2"}, "us-west-2"),
+    ({"AWS_REGION": "eu-central-1", "AWS_DEFAULT_REGION": "us-west-2"}, "eu-central-1"),
+])
+def test_the_region_comes_from_aws_region_then_aws_default_region(
+    moto: FakeRekognition, photo: Photo, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    variables: dict[str, str], region: str,
+) -> None:
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    expert = AwsRekognitionExpert(endpoint_url=moto.endpoint)
+    assert expert.examine(photo).ok
+    assert expert.client().meta.region_name == region
+    assert AwsRekognitionExpert(region=REGION).client().meta.region_name == REGION
 
 
 def test_stubbed_responses_match_the_service_model(photo: Photo) -> None:

@@ -6,11 +6,13 @@ turned into the same Opinion vocabulary every expert speaks.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from restyle import _settings
 from restyle._components import Expert
 from restyle._errors import ConfigurationError, ExpertError
 from restyle._hookspecs import hookimpl
@@ -116,10 +118,13 @@ class AwsRekognitionExpert(RemoteComponent, Expert):
                 "the aws-rekognition expert needs boto3: pip install 'restyle[aws]'", exc
             )
         try:
-            session = boto3.session.Session(profile_name=self.profile, region_name=self.region)
+            # botocore reads only AWS_DEFAULT_REGION; newer AWS SDKs read AWS_REGION first.
+            region = self.region or _settings.env_str("AWS_REGION")
+            session = boto3.session.Session(profile_name=self.profile, region_name=region)
             client = session.client(
                 "rekognition", endpoint_url=self.endpoint_url, config=self.client_config()
             )
+            client.meta.events.register("before-parse.rekognition", _drop_ill_typed_fields)
             # The same object the client signs with (the session caches it).
             self._credentials.source = session.get_credentials()
             self._credentials.register()
@@ -168,6 +173,7 @@ class AwsRekognitionExpert(RemoteComponent, Expert):
 
     def _call(self, operation: str, method: Any, params: dict[str, Any]) -> Mapping[str, Any]:
         import botocore.exceptions as bexc
+        from botocore.parsers import ResponseParserError
 
         started = time.monotonic()
         try:
@@ -202,6 +208,8 @@ class AwsRekognitionExpert(RemoteComponent, Expert):
             self._fail(
                 f"aws-rekognition {operation} failed: {type(exc).__name__}: {exc}", exc
             )
+        except ResponseParserError as exc:
+            self._fail(f"aws-rekognition {operation} sent a malformed answer", exc)
         if not isinstance(response, Mapping):
             self._fail(f"aws-rekognition {operation} sent a malformed answer")
         return response
@@ -232,6 +240,71 @@ def _max_backoff(attempts: int) -> float:
 
 
 # -- parsing -------------------------------------------------------------------
+# Fields of the wrong JSON type are dropped from the answer before botocore
+# parses it: its parser assumes the model's types and fails on a string where a
+# structure should be, which would lose the whole answer for one bad field.
+
+_SCALARS: dict[str, tuple[type, ...]] = {
+    "string": (str,), "blob": (str,), "boolean": (bool,), "integer": (int,), "long": (int,),
+    "float": (int, float), "double": (int, float), "timestamp": (int, float, str),
+}
+
+
+def _drop_ill_typed_fields(response_dict: dict[str, Any], operation_model: Any,
+                           **_: Any) -> None:
+    """botocore ``before-parse`` handler: remove from a successful JSON answer every
+    field whose type contradicts the service model. An answer that is not a JSON
+    object at all (which botocore would read as an empty one) is an error."""
+    from botocore.parsers import ResponseParserError
+
+    shape = operation_model.output_shape
+    if shape is None or not 200 <= int(response_dict.get("status_code") or 0) < 300:
+        return
+    try:
+        data = json.loads(response_dict.get("body") or b"{}")
+    except (TypeError, ValueError):
+        raise ResponseParserError("the answer is not JSON") from None
+    cleaned = _well_typed(data, shape)
+    if cleaned is _ILL_TYPED:
+        raise ResponseParserError("the answer is not a JSON object")
+    response_dict["body"] = json.dumps(cleaned).encode()
+
+
+_ILL_TYPED = object()
+
+
+def _well_typed(value: Any, shape: Any) -> Any:
+    """``value`` without its ill-typed or null fields, or ``_ILL_TYPED``."""
+    kind = shape.type_name
+    if kind == "structure":
+        if not isinstance(value, dict):
+            return _ILL_TYPED
+        members = {member.serialization.get("name", name): member
+                   for name, member in shape.members.items()}
+        kept = {}
+        for key, item in value.items():
+            member = members.get(key)
+            cleaned = item if member is None else _well_typed(item, member)
+            if cleaned is not _ILL_TYPED and cleaned is not None:
+                kept[key] = cleaned
+        return kept
+    if kind == "list":
+        if not isinstance(value, list):
+            return _ILL_TYPED
+        items = (_well_typed(item, shape.member) for item in value)
+        return [item for item in items if item is not _ILL_TYPED and item is not None]
+    if kind == "map":
+        if not isinstance(value, dict):
+            return _ILL_TYPED
+        entries = ((key, _well_typed(item, shape.value)) for key, item in value.items())
+        return {key: item for key, item in entries if item is not _ILL_TYPED and item is not None}
+    allowed = _SCALARS.get(kind)
+    if value is None or allowed is None:
+        return value
+    if isinstance(value, bool) and bool not in allowed:
+        return _ILL_TYPED
+    return value if isinstance(value, allowed) else _ILL_TYPED
+
 # Rekognition answers are parsed defensively: a field may be missing (model
 # 2.0 has no Aliases, Categories or ImageProperties), null, or of a wrong type.
 
