@@ -456,9 +456,10 @@ class Fetcher:
                 if reason is not None:
                     # Refuse the host outright if any answer is internal: a name
                     # that mixes public and private answers is a rebinding attempt.
+                    verb = "is" if literal is not None else "resolves to"
                     raise FetchError(
-                        f"refusing to fetch {_redact(url)}: {target.host} resolves to a "
-                        f"{reason} address"
+                        f"refusing to fetch {_redact(url)}: {target.host} {verb} "
+                        f"{_kind_of_address(reason)}"
                     )
                 if target.port != _DEFAULT_PORTS[target.scheme]:
                     raise FetchError(
@@ -725,6 +726,17 @@ def _redact(url: str) -> str:
         port = f":{parts.port}" if parts.port else ""
     except ValueError:
         return "<invalid URL>"
-    if not parts.scheme or not parts.hostname:
+    host = parts.hostname
+    if not parts.scheme or not host:
         return "<invalid URL>"
-    return f"{parts.scheme}://{parts.hostname}{port}{parts.path}"[:300]
+    if ":" in host:  # an IPv6 address: a URL keeps it in brackets
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{port}{parts.path}"[:300]
+
+
+def _kind_of_address(reason: str) -> str:
+    """``address_refusal``'s reason as words: "an unspecified address", "a loopback
+    address, inside an IPv6 address"."""
+    kind, _, where = reason.partition(", ")
+    article = "an" if kind[:1] in "aeio" or kind.startswith("unspecified") else "a"
+    return f"{article} {kind} address" + (f", {where}" if where else "")
