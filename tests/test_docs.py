@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import io
+import json
+import os
 import re
+import shlex
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -113,3 +119,118 @@ def test_the_pricing_guide_prints_what_its_backtest_command_prints(
     out = capsys.readouterr().out.replace(str(catalog_copy), "CATALOG")
     assert _shape(out) == _shape(printed.group(1))
     assert _shape("  priced  12 (100%)  0-2  -") == ["priced N (N) N-N N"]
+
+
+# -- docs/getting-started.md, run ---------------------------------------------------------
+
+GETTING_STARTED = ROOT / "docs" / "getting-started.md"
+# Written on the line before a code block the docs test must not run, with why.
+SKIP_MARK = re.compile(r"<!-- docs test: skip \((needs network|needs cloud accounts)\) -->")
+
+
+@dataclasses.dataclass(frozen=True)
+class CodeBlock:
+    language: str
+    code: str
+    line: int
+    skip: str | None
+
+
+def code_blocks(page: Path) -> list[CodeBlock]:
+    """The fenced code blocks of ``page`` that name a language, with their skip marks."""
+    lines = page.read_text().splitlines()
+    blocks = []
+    start = None
+    for number, line in enumerate(lines):
+        if start is None and re.fullmatch(r"```\w+", line):
+            start = number
+        elif start is not None and line == "```":
+            before = next((text for text in reversed(lines[:start]) if text.strip()), "")
+            mark = SKIP_MARK.fullmatch(before.strip())
+            blocks.append(CodeBlock(lines[start][3:], "\n".join(lines[start + 1 : number]),
+                                    start + 1, mark.group(1) if mark else None))
+            start = None
+    return blocks
+
+
+def shell_commands(code: str) -> list[list[str]]:
+    """Each command of a shell block as words, comments dropped, continuations joined."""
+    joined = code.replace("\\\n", " ")
+    return [words for line in joined.splitlines() if (words := shlex.split(line, comments=True))]
+
+
+def run_restyle(words: list[str], monkeypatch: pytest.MonkeyPatch,
+                capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """Run one documented ``restyle`` command in this process, with ``<`` and ``>``."""
+    from restyle.cli import main
+
+    assert words[0] == "restyle", (
+        f"the docs test runs restyle commands only: {' '.join(words)!r}; mark its block "
+        "'<!-- docs test: skip (needs network) -->' if it cannot run here")
+    argv: list[str] = []
+    stdin = stdout = None
+    rest = iter(words[1:])
+    for word in rest:
+        if word == "<":
+            stdin = next(rest)
+        elif word == ">":
+            stdout = next(rest)
+        else:
+            argv.append(word)
+    if stdin is not None:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(Path(stdin).read_bytes())))
+    capsys.readouterr()
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 0, f"{' '.join(words)} exited {code}: {err}"
+    if "--json" in argv:  # one JSON document, or JSON Lines
+        try:
+            json.loads(out)
+        except ValueError:
+            assert all(json.loads(line) for line in out.splitlines())
+    if stdout is not None:
+        Path(stdout).write_text(out)
+    return argv
+
+
+def test_getting_started_runs_end_to_end(
+    tiny_model_spec: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every shell and Python block of the page, in order, offline, with the tiny
+    model and the sample catalog; blocks that need the network or a cloud account
+    are marked and skipped, and nothing else is."""
+    blocks = code_blocks(GETTING_STARTED)
+    assert {block.language for block in blocks} == {"sh", "python"}
+    assert all(block.skip == "needs network" for block in blocks if "pip install" in block.code)
+    (tmp_path / "examples").mkdir()
+    shutil.copytree(ROOT / "examples" / "catalog", tmp_path / "examples" / "catalog")
+    shutil.copy(ROOT / "examples" / "photo.jpg", tmp_path / "examples" / "photo.jpg")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RESTYLE_MODEL", tiny_model_spec)
+    monkeypatch.setenv("RESTYLE_CATALOG", str(tmp_path / "catalog"))
+
+    commands: list[list[str]] = []
+    python_blocks = 0
+    session: dict[str, object] = {"__name__": "getting_started"}  # one reader, one session
+    for block in blocks:
+        if block.skip is not None:
+            continue
+        if block.language == "sh":
+            commands += [run_restyle(words, monkeypatch, capsys)
+                         for words in shell_commands(block.code)]
+        else:
+            code = compile(block.code, f"{GETTING_STARTED.name}:{block.line}", "exec")
+            exec(code, session)
+            python_blocks += 1
+
+    ran = [" ".join(argv) for argv in commands]
+    for core in ("catalog build examples/catalog/listings.jsonl",
+                 "analyze examples/photo.jpg", "analyze examples/photo.jpg --json",
+                 "analyze examples/catalog/images --json", "analyze - --json"):
+        assert core in ran, f"getting-started no longer runs {core!r}"
+    assert python_blocks >= 2
+    analyses = (tmp_path / "analyses.jsonl").read_text().splitlines()
+    assert [json.loads(line)["photo"] for line in analyses] == [
+        f"examples/catalog/images/{name}"
+        for name in sorted(os.listdir(ROOT / "examples" / "catalog" / "images"))]
