@@ -434,10 +434,14 @@ def test_a_corrupt_photo_in_a_folder_fails_alone_with_exit_status_1(
     assert sum("analysis" in line for line in lines) == 4
     assert err == f"restyle: error: {folder / 'broken.jpg'}: {broken['error']}\n"
 
+    (folder / "a-broken.jpg").write_bytes(b"")  # failures first: no gap before the first summary
     code, out, err = run(capsys, "analyze", str(folder), "--catalog", str(catalog_copy),
                          "--no-plugins")
     assert code == 1 and out.count("==> ") == 4 and "broken.jpg" not in out
-    assert len(err.splitlines()) == 1 and "broken.jpg" in err
+    assert out.startswith(f"==> {folder / names[0]} <==\n")
+    first, second = err.splitlines()
+    assert first.startswith(f"restyle: error: {folder / 'a-broken.jpg'}: ")
+    assert second.startswith(f"restyle: error: {folder / 'broken.jpg'}: ")
 
 
 def test_one_photo_on_stdin(
@@ -601,3 +605,18 @@ def test_every_option_has_help() -> None:
         if not action.help and not isinstance(action, argparse._SubParsersAction)
     ]
     assert not missing, missing
+
+
+def test_the_progress_bar_shows_on_a_terminal_and_leaves_the_output_alone(
+    tiny_env: None, catalog_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from restyle import _progress
+
+    monkeypatch.setattr(_progress, "_stderr_is_terminal", lambda: True)
+    photo_folder(tmp_path / "shots", 3)
+    code, out, err = run(capsys, "analyze", str(tmp_path / "shots"), "--json", "--catalog",
+                         str(catalog_copy), "--no-plugins")
+    assert code == 0
+    assert "Analyzing:" in err and "/3 " in err
+    assert len(json_lines(out)) == 3

@@ -305,10 +305,11 @@ def _photo_inputs(args: argparse.Namespace) -> tuple[list[_PhotoInput], bool]:
 
 def _stdin_photo() -> IO[bytes]:
     stream = sys.stdin
-    if stream is None or _is_terminal(stream):
+    binary = getattr(stream, "buffer", None)
+    if binary is None or _is_terminal(stream):
         raise _UsageError("- reads a photo from stdin, but stdin is a terminal; pipe one in: "
                           "restyle analyze - < photo.jpg")
-    return stream.buffer
+    return binary  # type: ignore[no-any-return]
 
 
 def _is_terminal(stream: TextIO) -> bool:
@@ -378,12 +379,12 @@ def _analyze(args: argparse.Namespace) -> int:
 def _analyze_batch(
     args: argparse.Namespace, engine: Engine | None, inputs: list[_PhotoInput]
 ) -> int:
-    failures = 0
+    failures = summaries = 0
     sources = [item.source for item in inputs if item.source is not None]
     analyses = iter(()) if engine is None else engine.analyze_iter(sources)
     bar = progress_bar(total=len(inputs), desc="Analyzing", unit="photo", enabled=None)
     try:
-        for index, item in enumerate(inputs):
+        for item in inputs:
             result: Analysis | RestyleError | str = (
                 item.problem or "no photo" if item.source is None else next(analyses))
             if isinstance(result, Analysis):
@@ -391,9 +392,10 @@ def _analyze_batch(
                     line = {"photo": item.name, "analysis": _with_top(result, args.top).to_dict()}
                     _write(sys.stdout, json.dumps(line) + "\n")
                 else:
-                    gap = "\n" if index else ""
+                    gap = "\n" if summaries else ""
                     _write(sys.stdout, f"{gap}==> {item.name} <==\n"
                            + _summary(result, _summary_top(args)))
+                    summaries += 1
             else:
                 failures += 1
                 if args.json:
