@@ -187,6 +187,29 @@ def test_analyze_many_collects_errors_when_asked() -> None:
         engine.analyze_many([SAMPLE_PHOTO, b"garbage"], progress=False)
 
 
+def test_analyze_iter_streams_results_in_order_a_batch_at_a_time() -> None:
+    from restyle._engine import BATCH_PHOTOS
+
+    engine = engine_with([ScriptedExpert("a")])
+    taken: list[int] = []
+
+    def photos() -> Iterator[object]:
+        for i in range(BATCH_PHOTOS + 3):
+            taken.append(i)
+            yield b"garbage" if i == 1 else SAMPLE_PHOTO
+
+    results = engine.analyze_iter(photos())  # type: ignore[arg-type]
+    first = next(results)
+    assert isinstance(first, Analysis)
+    assert len(taken) == BATCH_PHOTOS  # the rest are not read yet
+    rest = list(results)
+    assert len(rest) == BATCH_PHOTOS + 2
+    assert isinstance(rest[0], ImageError)
+    assert all(isinstance(r, Analysis) for r in rest[1:])
+    with pytest.raises(ConfigurationError, match="deadline"):
+        engine.analyze_iter([SAMPLE_PHOTO], deadline=-1)  # said at once, not on first use
+
+
 def test_photo_embedding_is_computed_once_per_encoder() -> None:
     encoder = ColorEncoder()
     photo = load_photo(SAMPLE_PHOTO)
