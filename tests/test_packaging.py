@@ -6,6 +6,7 @@ so the build's egg-info never lands in the working tree's src/.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -132,3 +133,18 @@ def test_sdist_and_wheel_pass_twine_check(dists: tuple[Path, Path]) -> None:
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_package_and_a_user_script_pass_mypy_strict() -> None:
+    """Users type-check their code against restyle under ``mypy --strict``; restyle
+    itself passes it too."""
+    pytest.importorskip("mypy")
+    root = Path(__file__).resolve().parent.parent
+    script = Path(__file__).resolve().parent / "typing" / "user_script.py"
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--follow-imports=silent",
+         str(root / "src" / "restyle"), str(script)],
+        cwd=root, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "MYPYPATH": str(root / "src")},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -136,7 +136,7 @@ class Engine:
             "RESTYLE_EXPERTS", _settings.DEFAULT_EXPERTS
         )
         self.experts: tuple[Expert, ...] = tuple(
-            self._resolve("expert", e, Expert)  # type: ignore[type-abstract]
+            self._resolve("expert", e, Expert)
             for e in expert_names
         )
         self.synthesizer: Synthesizer = self._resolve(
@@ -150,7 +150,7 @@ class Engine:
             "RESTYLE_MARKETPLACES", _settings.DEFAULT_MARKETPLACES
         )
         self.marketplaces: tuple[Marketplace, ...] = tuple(
-            self._resolve("marketplace", m, Marketplace)  # type: ignore[type-abstract]
+            self._resolve("marketplace", m, Marketplace)
             for m in market_names
         )
         _unique("expert", self.experts)

@@ -458,7 +458,7 @@ def _sendable_size(photo: Photo, limits: UploadLimits) -> tuple[int, int] | None
         return None
     try:
         with _pillow_turn(), Image.open(io.BytesIO(data)) as original:
-            size = original.size
+            size: tuple[int, int] = original.size
             upright = original.getexif().get(_ORIENTATION_TAG, 1) == 1
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None

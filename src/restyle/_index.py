@@ -151,7 +151,8 @@ class VectorIndex:
             if not len(self):
                 return np.zeros(0, np.int64)
             if self.kind == "flat":
-                return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+                flat_ids: np.ndarray = faiss.vector_to_array(self._index.id_map).astype(np.int64)
+                return flat_ids
             invlists = self._index.invlists
             parts = [
                 faiss.rev_swig_ptr(invlists.get_ids(n), invlists.list_size(n)).copy()

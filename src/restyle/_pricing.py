@@ -103,7 +103,7 @@ def weighted_quantile(values: Sequence[_N], weights: Sequence[float], q: float) 
         cumulative += weight
         if cumulative >= target - 1e-12 * total:
             if math.isclose(cumulative, target, rel_tol=1e-9) and i + 1 < len(pairs):
-                return (value + pairs[i + 1][0]) / 2  # type: ignore[return-value]
+                return (value + pairs[i + 1][0]) / 2
             return value
     return pairs[-1][0]
 
@@ -209,7 +209,7 @@ def recency_factor(sold_at: datetime, now: datetime, half_life_days: float) -> f
     """``0.5 ** (age_days / half_life_days)``: 1 for a sale at ``now`` (or
     after it), one half ``half_life_days`` before it, never below a tiny floor."""
     age_days = max(0.0, (_aware(now) - _aware(sold_at)).total_seconds() / 86400.0)
-    return max(_MIN_RECENCY, 0.5 ** (age_days / half_life_days))
+    return max(_MIN_RECENCY, float(0.5 ** (age_days / half_life_days)))
 
 
 def _aware(moment: datetime) -> datetime:

@@ -563,14 +563,16 @@ class EbayMarketplace(RemoteComponent, Marketplace):
             detail += " (errorId " + ", ".join(str(i) for i in ids) + ")"
         message = f"eBay {what} failed with HTTP {status}: {detail}"
         kwargs: dict[str, Any] = {"marketplace": self.name, "status": status, "error_ids": ids}
+        error_type: type[MarketplaceError] = MarketplaceResponseError
         if status in (401, 403):
-            return self._error(message, error_type=MarketplaceAuthError, **kwargs)
-        if status == 429:
-            return self._error(message, error_type=MarketplaceRateLimitError,
-                               retry_after=_retry_after(response), **kwargs)
-        if status >= 500:
-            return self._error(message, error_type=MarketplaceUnavailableError, **kwargs)
-        return self._error(message, error_type=MarketplaceResponseError, **kwargs)
+            error_type = MarketplaceAuthError
+        elif status == 429:
+            error_type = MarketplaceRateLimitError
+            kwargs["retry_after"] = _retry_after(response)
+        elif status >= 500:
+            error_type = MarketplaceUnavailableError
+        error: MarketplaceError = self._error(message, error_type=error_type, **kwargs)
+        return error
 
     def _json_object(self, response: requests.Response, what: str) -> dict[str, Any]:
         try:
