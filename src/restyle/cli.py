@@ -84,7 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--deadline", type=_seconds_argument, metavar="SECONDS",
                          help="wall-clock time each photo's analysis may take (default 60)")
     analyze.add_argument("--record", metavar="DIR",
-                         help="record what each stage returned into DIR, for 'restyle replay'")
+                         help="record what each stage returned into DIR, for 'restyle replay' "
+                         "(a single photo file)")
 
     catalog = sub.add_parser("catalog", help="manage the local catalog")
     catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True, metavar="ACTION")
