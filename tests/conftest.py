@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny open_clip model built locally, the sample catalog, a TLS certificate."""
+"""Shared fixtures (a tiny open_clip model built locally, the sample catalog, a TLS
+certificate) and a helper to wait for what other threads do."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -145,3 +147,13 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
         check=True, capture_output=True,
     )
     return str(cert), str(key)
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 5.0) -> bool:
+    """Whether ``predicate()`` became true within ``timeout`` seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return bool(predicate())

@@ -167,7 +167,7 @@ def test_check_marketplace_applies_the_engines_output_contract() -> None:
 
 
 def test_check_marketplace_accepts_local_images_it_gives_vectors_for(
-    color_encoder: ColorEncoder,
+    restyle_color_encoder: ColorEncoder,
 ) -> None:
     class KnowsVectors(Answers):
         def image_embeddings(self, listings: Sequence[Listing], *,
@@ -175,11 +175,11 @@ def test_check_marketplace_accepts_local_images_it_gives_vectors_for(
             return {item.key: self.vector for item in listings}
 
     local = KnowsVectors(lambda: listings("1", image_url="file:///tmp/a.jpg"))
-    local.vector = color_encoder.encode_texts(["x"])[0]
-    assert check_marketplace(local, encoder=color_encoder)
+    local.vector = restyle_color_encoder.encode_texts(["x"])[0]
+    assert check_marketplace(local, encoder=restyle_color_encoder)
     local.vector = np.ones(3)
     with pytest.raises(AssertionError, match="1 unusable image vector"):
-        check_marketplace(local, encoder=color_encoder)
+        check_marketplace(local, encoder=restyle_color_encoder)
 
 
 def test_check_synthesizer() -> None:
@@ -207,9 +207,10 @@ def test_check_synthesizer() -> None:
         check_synthesizer(OnlyGoodNews())
 
 
-def test_check_encoder(color_encoder: ColorEncoder) -> None:
-    images, texts = check_encoder(color_encoder)
-    assert images.shape == (2, color_encoder.dim) and texts.shape == (2, color_encoder.dim)
+def test_check_encoder(restyle_color_encoder: ColorEncoder) -> None:
+    images, texts = check_encoder(restyle_color_encoder)
+    dim = restyle_color_encoder.dim
+    assert images.shape == (2, dim) and texts.shape == (2, dim)
 
     class Unnormalised(ColorEncoder):
         def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:

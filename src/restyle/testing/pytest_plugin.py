@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -13,10 +13,11 @@ from restyle._imaging import Photo, load_photo
 from restyle._rerank import Reranker
 from restyle.testing._checks import sample_image
 from restyle.testing._fakes import ColorEncoder
+from restyle.testing._server import FakeServer
 
 
 @pytest.fixture
-def color_encoder() -> ColorEncoder:
+def restyle_color_encoder() -> ColorEncoder:
     """A deterministic encoder that needs no model."""
     return ColorEncoder()
 
@@ -28,7 +29,7 @@ def restyle_photo() -> Photo:
 
 
 @pytest.fixture
-def restyle_engine(color_encoder: ColorEncoder) -> Callable[..., Engine]:
+def restyle_engine(restyle_color_encoder: ColorEncoder) -> Callable[..., Engine]:
     """A factory of offline Engines: ``restyle_engine(experts=[MyExpert()])``.
 
     No installed plugin is loaded, no marketplace is searched and the encoder
@@ -40,7 +41,7 @@ def restyle_engine(color_encoder: ColorEncoder) -> Callable[..., Engine]:
 
     def make(**kwargs: Any) -> Engine:
         options: dict[str, Any] = {
-            "encoder": color_encoder,
+            "encoder": restyle_color_encoder,
             "experts": [],
             "marketplaces": [],
             "load_entrypoints": False,
@@ -53,3 +54,12 @@ def restyle_engine(color_encoder: ColorEncoder) -> Callable[..., Engine]:
         return Engine(**options)
 
     return make
+
+
+@pytest.fixture
+def restyle_server() -> Iterator[FakeServer]:
+    """A started :class:`~restyle.testing.FakeServer` on 127.0.0.1 with no routes
+    yet, stopped after the test: add routes
+    (``restyle_server.routes["/api/search"] = Reply(body={...})``) or a script."""
+    with FakeServer() as server:
+        yield server
