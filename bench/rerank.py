@@ -27,11 +27,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.fakes.image_server import FakeImageServer, Route
-
 from bench.encode import photos
 from restyle import Fetcher, FetchLimits, Listing, Money, Reranker
 from restyle.encoders.openclip import OpenClipEncoder
+from restyle.testing import FakeServer, Reply
 
 
 class OriginalEncoder:
@@ -88,7 +87,8 @@ def main() -> None:
 
     pictures = [jpeg(img) for img in photos(args.comps + 1, seed=3)]
     photo_bytes, comp_bytes = pictures[0], pictures[1:]
-    routes = {f"/img/{i}.jpg": Route(body=b) for i, b in enumerate(comp_bytes)}
+    routes = {f"/img/{i}.jpg": Reply(body=b, delay=args.latency)
+              for i, b in enumerate(comp_bytes)}
 
     torch.manual_seed(0)
     fp32 = OpenClipEncoder(args.model, device="cpu", precision="fp32")
@@ -99,7 +99,7 @@ def main() -> None:
     print(f"{args.comps} comps, {args.latency * 1000:.0f} ms server latency, model "
           f"{args.model}, restyle precision {ours.precision}")
 
-    with FakeImageServer(routes, latency=args.latency) as server:
+    with FakeServer(routes=routes) as server:
         urls = [server.url(path) for path in routes]
         comps = [{"itemId": str(i), "image": {"imageUrl": u}} for i, u in enumerate(urls)]
         found = [(Listing(marketplace="bench", listing_id=str(i), title=f"item {i}",

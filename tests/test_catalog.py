@@ -33,9 +33,9 @@ from restyle import (
     Query,
 )
 from restyle._ingest import read_listings
+from restyle.testing import FakeServer, Reply
 from tests.conftest import SAMPLE_LISTINGS
 from tests.fakes.components import ColorEncoder
-from tests.fakes.image_server import FakeImageServer, Route
 
 SAMPLE_ROWS = [json.loads(line) for line in SAMPLE_LISTINGS.read_text().splitlines()]
 GOOD = {"id": "good", "title": "Northwind jacket", "price": "58.00",
@@ -213,8 +213,9 @@ def test_a_fifo_inside_the_folder_is_refused_without_blocking(folder: Path) -> N
 
 def test_listings_may_name_image_urls_fetched_through_the_guarded_fetcher(folder: Path) -> None:
     red = (folder / "images" / "ls-tee-red.jpg").read_bytes()
-    routes = {"/red.jpg": Route(body=red), "/html.jpg": Route(body=b"<html>")}
-    with FakeImageServer(routes) as server:
+    routes = {"/red.jpg": Reply(body=red),
+              "/html.jpg": Reply(body=b"<html>", content_type="image/jpeg")}
+    with FakeServer(routes=routes) as server:
         rows = [
             {**GOOD, "id": "url", "image": server.url("/red.jpg?sig=s3cr3t")},
             {**GOOD, "id": "gone", "image": server.url("/gone.jpg?sig=s3cr3t")},
@@ -234,7 +235,7 @@ def test_listings_may_name_image_urls_fetched_through_the_guarded_fetcher(folder
         again, _ = build(folder, source, fetcher=fetcher)
         assert again.skipped == 2 and again.added == 0
         # A stored URL is not fetched again; only the failures are retried.
-        assert sorted(p for p, _ in server.requests[requests:]) == ["/gone.jpg?sig=s3cr3t",
+        assert sorted(r.path for r in server.requests[requests:]) == ["/gone.jpg?sig=s3cr3t",
                                                                    "/html.jpg"]
         # The default fetcher refuses loopback and private addresses.
         with Catalog.open(folder.parent / "other", ColorEncoder(), create=True) as catalog:
@@ -245,7 +246,7 @@ def test_listings_may_name_image_urls_fetched_through_the_guarded_fetcher(folder
 
 def test_image_urls_resolve_to_themselves_in_search_results(folder: Path) -> None:
     red = (folder / "images" / "ls-tee-red.jpg").read_bytes()
-    with FakeImageServer({"/red.jpg": Route(body=red)}) as server:
+    with FakeServer(routes={"/red.jpg": Reply(body=red)}) as server:
         source = write_jsonl(folder, [{**GOOD, "image": server.url("/red.jpg")}])
         encoder = ColorEncoder()
         with Catalog.open(folder.parent / "cat", encoder, create=True) as catalog:

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from restyle import EmbeddingCache, Fetcher, Listing, Money, Reranker
+from restyle.testing import FakeServer, Reply
 from tests.fakes.components import ColorEncoder
-from tests.fakes.image_server import FakeImageServer, Route
 
 RED, BLUE = (200, 30, 30), (30, 30, 200)
 
@@ -143,12 +143,12 @@ def test_a_file_damaged_mid_way_turns_the_cache_off_with_one_warning(
 def test_damaged_entries_never_reach_the_ranking(tmp_path: Path) -> None:
     """NaN, zero and wrong-length vectors in the cache used to raise in the
     re-ranker or rank the wrong comp first; now they are re-encoded."""
-    routes = {"/red.png": Route(body=png(RED), content_type="image/png"),
-              "/blue.png": Route(body=png(BLUE), content_type="image/png")}
+    routes = {"/red.png": Reply(body=png(RED), content_type="image/png"),
+              "/blue.png": Reply(body=png(BLUE), content_type="image/png")}
     encoder = ColorEncoder()
     photo = encoder.encode_images([Image.open(io.BytesIO(png(RED)))])[0]
     path = tmp_path / "c.sqlite"
-    with FakeImageServer(routes) as server:
+    with FakeServer(routes=routes) as server:
         found = [
             (Listing(marketplace="m", listing_id=name, title="a jacket",
                      price=Money(amount=Decimal("10"), currency="USD"),

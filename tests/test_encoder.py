@@ -17,8 +17,8 @@ from restyle import EncoderError
 from restyle._imaging import decode
 from restyle.encoders import openclip
 from restyle.encoders.openclip import OpenClipEncoder, parse_model_spec, select_device
+from restyle.testing import image_bytes
 from tests.conftest import SAMPLE_PHOTO
-from tests.fakes.image_server import jpeg_bytes
 
 
 def test_a_bare_architecture_takes_its_published_weights() -> None:
@@ -132,11 +132,11 @@ def test_a_failing_preprocess_is_an_encoder_error(tiny_model_spec: str) -> None:
 
 
 def test_large_jpegs_decode_at_reduced_scale_for_the_encoder() -> None:
-    big = jpeg_bytes(size=(2000, 1200))
+    big = image_bytes(size=(2000, 1200))
     assert decode(big).image.size == (2000, 1200)
     drafted = decode(big, draft_side=224).image
     assert drafted.size == (500, 300)  # 1/4 scale: both sides still >= 224
-    small = jpeg_bytes(size=(300, 300))
+    small = image_bytes(size=(300, 300))
     assert decode(small, draft_side=224).image.size == (300, 300)
 
 

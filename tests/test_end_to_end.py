@@ -24,10 +24,9 @@ from restyle.experts.aws_rekognition import AwsRekognitionExpert
 from restyle.experts.google_vision import GoogleVisionExpert
 from restyle.marketplaces.ebay import EbayMarketplace
 from restyle.synthesizers.gemini import GeminiSynthesizer
-from tests.conftest import SAMPLE_PHOTO
+from restyle.testing import FakeServer, Reply, image_bytes
+from tests.conftest import SAMPLE_PHOTO, wait_until
 from tests.fakes.ebay import SEARCH_PATH, TOKEN_PATH, FakeEbay, item
-from tests.fakes.http import FakeServer
-from tests.fakes.image_server import FakeImageServer, Route, jpeg_bytes, wait_until
 from tests.fakes.llm import gemini_json, gemini_text
 from tests.fakes.rekognition import REGION, FakeRekognition, fake_rekognition
 from tests.fakes.vision import FakeVision, error
@@ -68,11 +67,11 @@ UNSEEN = {"Nike Air Max 90 CW2288-111 size 10", "Air Max 90 trainers, great cond
 AUCTIONS = {"Nike Air Max 90 black, worn twice", "Nike Air Max 90 lot"}
 
 IMAGE_ROUTES = {
-    "/same.jpg": Route(body=SAMPLE_PHOTO.read_bytes()),  # an exact copy of the user's photo
-    "/auction-blue.jpg": Route(body=jpeg_bytes((30, 40, 190))),
-    "/auction-green.jpg": Route(body=jpeg_bytes((30, 180, 60), pattern=20)),
+    "/same.jpg": Reply(body=SAMPLE_PHOTO.read_bytes()),  # an exact copy of the user's photo
+    "/auction-blue.jpg": Reply(body=image_bytes((30, 40, 190))),
+    "/auction-green.jpg": Reply(body=image_bytes((30, 180, 60))),
     # A listing page where an image should be; /gone.jpg has no route and answers 404.
-    "/listing-page.jpg": Route(body=b"<html><body>This listing has ended</body></html>",
+    "/listing-page.jpg": Reply(body=b"<html><body>This listing has ended</body></html>",
                                content_type="text/html; charset=utf-8"),
 }
 
@@ -84,10 +83,10 @@ class Pipeline:
     rekognition: FakeRekognition
     gemini: FakeServer
     ebay: FakeEbay
-    images: FakeImageServer
+    images: FakeServer
 
 
-def ebay_items(images: FakeImageServer) -> list[dict[str, Any]]:
+def ebay_items(images: FakeServer) -> list[dict[str, Any]]:
     items = []
     for n, (title, (path, options)) in enumerate(COMPS.items(), start=1):
         data = item(n, **options)
@@ -121,8 +120,8 @@ def pipeline(
         vision = stack.enter_context(FakeVision())
         rekognition = stack.enter_context(fake_rekognition(monkeypatch))
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", AWS_SECRET)  # read when boto3 is first used
-        gemini = stack.enter_context(FakeServer([gemini_json(GEMINI_ANSWER)]))
-        images = stack.enter_context(FakeImageServer(dict(IMAGE_ROUTES)))
+        gemini = stack.enter_context(FakeServer(gemini_json(GEMINI_ANSWER)))
+        images = stack.enter_context(FakeServer(routes=IMAGE_ROUTES))
         ebay = stack.enter_context(FakeEbay(client_id=EBAY_CLIENT_ID, client_secret=EBAY_SECRET,
                                             items=ebay_items(images)))
         cache = EmbeddingCache(tmp_path / "embeddings.sqlite")
@@ -138,7 +137,7 @@ def pipeline(
                                      timeout=10.0, max_attempts=1),
                 "clip",
             ],
-            synthesizer=GeminiSynthesizer(api_key=GEMINI_KEY, base_url=gemini.url,
+            synthesizer=GeminiSynthesizer(api_key=GEMINI_KEY, base_url=gemini.base_url,
                                           timeout=5.0, retries=0, retry_delay=0.01),
             marketplaces=[marketplace],
             encoder=tiny_encoder,
@@ -224,10 +223,8 @@ def test_founding_design_end_to_end(
     assert len(pipeline.ebay.calls(TOKEN_PATH)) == 1
     # Every comp image was fetched by restyle's Fetcher from the image host.
     fetched = pipeline.images.requests
-    assert {path for path, _ in fetched} == {
-        path for path, _ in COMPS.values()
-    }
-    assert all(headers.get("User-Agent") == USER_AGENT for _, headers in fetched)
+    assert {request.path for request in fetched} == {path for path, _ in COMPS.values()}
+    assert all(request.headers.get("user-agent") == USER_AGENT for request in fetched)
 
     check_comps_and_price(analysis)
     assert not analysis.warnings
@@ -252,7 +249,7 @@ def test_founding_design_end_to_end(
     assert degraded.query is not None and "Nike" not in degraded.query.text
     check_comps_and_price(degraded)
     # Images seen in the first analysis came from the embedding cache.
-    assert [path for path, _ in pipeline.images.requests].count("/same.jpg") == 1
+    assert pipeline.images.paths().count("/same.jpg") == 1
     assert Analysis.from_json(degraded.to_json()) == degraded
 
     # -- no secret shows anywhere -------------------------------------------------------

@@ -36,9 +36,9 @@ from restyle import (
     RestyleError,
     Synthesizer,
 )
+from restyle.testing import FakeServer, Reply
 from tests.conftest import ROOT
 from tests.fakes.components import ColorEncoder, ListMarketplace, ScriptedExpert
-from tests.fakes.image_server import FakeImageServer, Route
 
 PHOTO = Image.new("RGB", (64, 64), (200, 30, 30))
 RED_VECTOR = ColorEncoder().encode_images([PHOTO])[0]
@@ -158,16 +158,16 @@ def png(colour: tuple[int, int, int]) -> bytes:
 
 
 @pytest.fixture
-def image_server() -> Iterator[FakeImageServer]:
+def image_server() -> Iterator[FakeServer]:
     """Comp 0 is the photo's red; comps 1 and 2 are blue and green."""
     colours = [(200, 30, 30), (30, 30, 200), (30, 200, 30)]
-    routes = {f"/{i}.png": Route(body=png(c), content_type="image/png")
+    routes = {f"/{i}.png": Reply(body=png(c), content_type="image/png")
               for i, c in enumerate(colours)}
-    with FakeImageServer(routes) as server:
+    with FakeServer(routes=routes) as server:
         yield server
 
 
-def image_engine(server: FakeImageServer, encoder: ColorEncoder, **options: Any) -> Engine:
+def image_engine(server: FakeServer, encoder: ColorEncoder, **options: Any) -> Engine:
     listings = [Listing(marketplace="m", listing_id=str(i), title=f"item {i}",
                         price=Money(amount="10", currency="USD"), image_url=server.url(f"/{i}.png"))
                 for i in range(3)]
@@ -389,7 +389,7 @@ def test_unusable_known_vectors_are_fetched_instead(vector: Any) -> None:
     ],
 )
 def test_comp_vectors_off_contract_flag_the_comps(
-    answer: Callable[[np.ndarray], Any], expected: str | None, image_server: FakeImageServer
+    answer: Callable[[np.ndarray], Any], expected: str | None, image_server: FakeServer
 ) -> None:
     eng = image_engine(image_server, ScriptedEncoder(answer))
     analysis = eng.analyze(PHOTO)
@@ -406,7 +406,7 @@ def test_comp_vectors_off_contract_flag_the_comps(
 
 
 def test_a_hung_comp_encoder_flags_the_comps_on_time(
-    release: threading.Event, image_server: FakeImageServer
+    release: threading.Event, image_server: FakeServer
 ) -> None:
     eng = image_engine(image_server, ScriptedEncoder(lambda rows: rows, hang=release),
                        deadline=2.0)

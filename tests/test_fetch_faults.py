@@ -6,6 +6,8 @@ import io
 import logging
 import os
 import re
+import socket
+import struct
 import subprocess
 import sys
 import textwrap
@@ -21,47 +23,83 @@ from PIL import Image
 import restyle
 from restyle import CompFlag, FetchError, FetchLimits, Listing, Money, Reranker, _fetching
 from restyle._fetching import Fetcher
+from restyle.testing import FakeServer, Raw, Reply, image_bytes
+from tests.conftest import wait_until
 from tests.fakes.components import ColorEncoder
-from tests.fakes.hostile_server import (
-    OK_HEAD,
-    HostileServer,
-    drip,
-    hang_after,
-    reset_after,
-    silent,
-)
-from tests.fakes.image_server import FakeImageServer, Route, jpeg_bytes, wait_until
 
-JPEG = jpeg_bytes()
+JPEG = image_bytes()
 LOCAL = ["127.0.0.1/32"]
 DEADLINE = 0.5
 # Generous: the guarantee is "by the deadline", the margin only absorbs a loaded machine.
 MARGIN = 1.0
 
+
+# -- answers below HTTP, written to the raw socket --------------------------------
+
+
+def drip(head: bytes, piece: bytes, every: float = 0.05) -> Raw:
+    """Send ``head``, then ``piece`` every ``every`` seconds, forever: each
+    piece arrives well within any per-read timeout."""
+
+    def raw(connection: socket.socket, stopping: threading.Event) -> None:
+        connection.sendall(head)
+        while not stopping.wait(every):
+            connection.sendall(piece)
+
+    return raw
+
+
+def hang_after(head: bytes) -> Raw:
+    """Send ``head``, then nothing more."""
+
+    def raw(connection: socket.socket, stopping: threading.Event) -> None:
+        connection.sendall(head)
+        stopping.wait()
+
+    return raw
+
+
+def reset_after(head: bytes) -> Raw:
+    """Send ``head``, then reset the connection (TCP RST)."""
+
+    def raw(connection: socket.socket, stopping: threading.Event) -> None:
+        connection.sendall(head)
+        stopping.wait(0.05)
+        # SO_LINGER with a zero timeout makes close() send a TCP RST.
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    return raw
+
+
+OK_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\n"
 CHUNKED_HEAD = OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
-SCRIPTS = {
-    "/status-line-drip": drip(b"HTTP/1.1 200 ", b"O"),
-    "/header-drip": drip(OK_HEAD + b"X-Padding: ", b"a"),
-    "/chunk-size-drip": drip(CHUNKED_HEAD, b"0"),
-    "/body-drip": drip(OK_HEAD + b"Content-Length: 100000\r\n\r\n" + JPEG[:100], b"\0"),
-    "/endless-chunked-body": drip(CHUNKED_HEAD, b"400\r\n" + b"\0" * 1024 + b"\r\n"),
-    "/endless-unsized-body": drip(OK_HEAD + b"Connection: close\r\n\r\n", b"\0" * 1024),
-    "/long-length-then-hang": hang_after(OK_HEAD + b"Content-Length: 5000\r\n\r\n" + JPEG[:100]),
-    "/reset-mid-body": reset_after(OK_HEAD + b"Content-Length: 5000\r\n\r\n" + JPEG[:1000]),
-    "/never-answers": silent,
+HOSTILE = {
+    "/status-line-drip": Reply(raw=drip(b"HTTP/1.1 200 ", b"O")),
+    "/header-drip": Reply(raw=drip(OK_HEAD + b"X-Padding: ", b"a")),
+    "/chunk-size-drip": Reply(raw=drip(CHUNKED_HEAD, b"0")),
+    "/body-drip": Reply(raw=drip(OK_HEAD + b"Content-Length: 100000\r\n\r\n" + JPEG[:100],
+                                 b"\0")),
+    "/endless-chunked-body": Reply(raw=drip(CHUNKED_HEAD, b"400\r\n" + b"\0" * 1024 + b"\r\n")),
+    "/endless-unsized-body": Reply(raw=drip(OK_HEAD + b"Connection: close\r\n\r\n",
+                                            b"\0" * 1024)),
+    "/long-length-then-hang": Reply(raw=hang_after(OK_HEAD + b"Content-Length: 5000\r\n\r\n"
+                                                   + JPEG[:100])),
+    "/reset-mid-body": Reply(raw=reset_after(OK_HEAD + b"Content-Length: 5000\r\n\r\n"
+                                             + JPEG[:1000])),
+    "/never-answers": Reply(hang=True),
 }
-MESSAGES = {path: "took longer" for path in SCRIPTS} | {"/reset-mid-body": "failed"}
+MESSAGES = {path: "took longer" for path in HOSTILE} | {"/reset-mid-body": "failed"}
 
 
 @pytest.fixture(scope="module")
-def hostile() -> Iterator[HostileServer]:
-    with HostileServer(SCRIPTS) as server:
+def hostile() -> Iterator[FakeServer]:
+    with FakeServer(routes=HOSTILE) as server:
         yield server
 
 
 @pytest.fixture
-def good() -> Iterator[FakeImageServer]:
-    with FakeImageServer({"/a.jpg": Route(body=JPEG), "/b.jpg": Route(body=JPEG)}) as srv:
+def good() -> Iterator[FakeServer]:
+    with FakeServer(routes={"/a.jpg": Reply(body=JPEG), "/b.jpg": Reply(body=JPEG)}) as srv:
         yield srv
 
 
@@ -98,9 +136,9 @@ def fetch_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("restyle-fetch")]
 
 
-@pytest.mark.parametrize("path", list(SCRIPTS))
+@pytest.mark.parametrize("path", list(HOSTILE))
 def test_a_fetch_ends_at_its_deadline_whatever_the_server_does(
-    hostile: HostileServer, path: str
+    hostile: FakeServer, path: str
 ) -> None:
     started = time.monotonic()
     with pytest.raises(FetchError, match=MESSAGES[path]):
@@ -109,19 +147,20 @@ def test_a_fetch_ends_at_its_deadline_whatever_the_server_does(
 
 
 def test_a_tls_handshake_that_never_comes_is_cut_at_the_deadline() -> None:
-    with HostileServer(silent) as server:
+    # Nothing accepts: the kernel completes the TCP handshake, no one answers the TLS hello.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
         started = time.monotonic()
         with pytest.raises(FetchError, match="took longer"):
-            fetcher(timeout=DEADLINE).fetch(server.url("/a.jpg", scheme="https"))
+            fetcher(timeout=DEADLINE).fetch(f"https://127.0.0.1:{listener.getsockname()[1]}/a.jpg")
         assert time.monotonic() - started < DEADLINE + MARGIN
 
 
 def test_redirect_hops_share_one_deadline(
-    hostile: HostileServer, good: FakeImageServer
+    hostile: FakeServer, good: FakeServer
 ) -> None:
     for i in range(1, 4):
-        good.routes[f"/r{i}"] = Route(location=f"/r{i + 1}" if i < 3 else "/a.jpg", delay=0.2)
-    good.routes["/to-drip"] = Route(location=hostile.url("/header-drip"), delay=0.2)
+        good.routes[f"/r{i}"] = Reply(location=f"/r{i + 1}" if i < 3 else "/a.jpg", delay=0.2)
+    good.routes["/to-drip"] = Reply(location=hostile.url("/header-drip"), delay=0.2)
     for path in ("/r1", "/to-drip"):
         started = time.monotonic()
         with pytest.raises(FetchError, match="took longer"):
@@ -154,12 +193,12 @@ def test_when_every_lookup_thread_is_stuck_lookups_fail_at_once(
 
 @pytest.mark.usefixtures("quiet_log")
 def test_a_batch_ends_at_its_deadline_with_the_good_results_intact(
-    hostile: HostileServer, good: FakeImageServer, hanging_resolver: _fetching.Resolver
+    hostile: FakeServer, good: FakeServer, hanging_resolver: _fetching.Resolver
 ) -> None:
     def resolver(host: str, port: int) -> Sequence[str]:
         return hanging_resolver(host, port) if host == "stuck.example" else ["127.0.0.1"]
 
-    bad = [hostile.url(path) for path in SCRIPTS]
+    bad = [hostile.url(path) for path in HOSTILE]
     bad.append(f"http://stuck.example:{good.port}/a.jpg")
     fine = [good.url("/a.jpg"), f"http://images.example:{good.port}/b.jpg"]
     delivered: list[str] = []
@@ -175,14 +214,14 @@ def test_a_batch_ends_at_its_deadline_with_the_good_results_intact(
 
 
 def test_reranking_ends_at_the_batch_deadline_and_keeps_every_comp(
-    hostile: HostileServer, good: FakeImageServer
+    hostile: FakeServer, good: FakeServer
 ) -> None:
     def comp(lid: str, url: str) -> tuple[Listing, str]:
         return Listing(marketplace="m", listing_id=lid, title="a jacket", image_url=url,
                        price=Money(amount=Decimal("10"), currency="USD")), "full"
 
     found = [comp("good", good.url("/a.jpg"))]
-    found += [comp(path, hostile.url(path)) for path in SCRIPTS]
+    found += [comp(path, hostile.url(path)) for path in HOSTILE]
     encoder = ColorEncoder()
     reranker = Reranker(fetcher=fetcher(batch_timeout=DEADLINE), cache=None)
     started = time.monotonic()
@@ -194,8 +233,8 @@ def test_reranking_ends_at_the_batch_deadline_and_keeps_every_comp(
     assert len(comps) == len(found)
 
 
-def test_on_result_is_never_called_after_the_batch_returns(good: FakeImageServer) -> None:
-    good.routes["/slow.jpg"] = Route(body=JPEG, delay=0.6)
+def test_on_result_is_never_called_after_the_batch_returns(good: FakeServer) -> None:
+    good.routes["/slow.jpg"] = Reply(body=JPEG, delay=0.6)
     calls: list[tuple[str, float]] = []
 
     def on_result(url: str, result: bytes | FetchError) -> None:
@@ -214,7 +253,7 @@ def test_on_result_is_never_called_after_the_batch_returns(good: FakeImageServer
     assert all(at <= returned for _, at in calls)
 
 
-def test_threads_do_not_pile_up_against_a_hanging_server(hostile: HostileServer) -> None:
+def test_threads_do_not_pile_up_against_a_hanging_server(hostile: FakeServer) -> None:
     before = len(fetch_threads())
     most = 0
     for i in range(50):
@@ -226,7 +265,7 @@ def test_threads_do_not_pile_up_against_a_hanging_server(hostile: HostileServer)
     assert wait_until(lambda: len(fetch_threads()) <= before, timeout=5)
 
 
-def test_a_stuck_batch_does_not_hold_up_interpreter_exit(hostile: HostileServer) -> None:
+def test_a_stuck_batch_does_not_hold_up_interpreter_exit(hostile: FakeServer) -> None:
     script = textwrap.dedent("""
         import sys, time
         from restyle import FetchLimits
@@ -253,7 +292,7 @@ def test_a_stuck_batch_does_not_hold_up_interpreter_exit(hostile: HostileServer)
 
 @pytest.mark.usefixtures("quiet_log")
 def test_an_unexpected_error_from_urllib3_costs_one_image(
-    good: FakeImageServer, monkeypatch: pytest.MonkeyPatch
+    good: FakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("surprise")
@@ -267,7 +306,7 @@ def test_an_unexpected_error_from_urllib3_costs_one_image(
 
 @pytest.mark.usefixtures("quiet_log")
 def test_an_error_in_a_worker_or_in_on_result_costs_one_image(
-    good: FakeImageServer, monkeypatch: pytest.MonkeyPatch
+    good: FakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def on_result(url: str, result: bytes | FetchError) -> None:
         if url.endswith("/b.jpg"):
@@ -293,7 +332,7 @@ def test_an_error_in_a_worker_or_in_on_result_costs_one_image(
 
 
 def test_analyze_ends_by_its_deadline_against_every_hostile_server(
-    hostile: HostileServer, good: FakeImageServer
+    hostile: FakeServer, good: FakeServer
 ) -> None:
     from restyle import Engine
     from restyle.testing import ListMarketplace, ScriptedExpert
@@ -304,7 +343,7 @@ def test_analyze_ends_by_its_deadline_against_every_hostile_server(
     listings += [Listing(marketplace="m", listing_id=path.strip("/"), title="a jacket",
                          image_url=hostile.url(path),
                          price=Money(amount=Decimal("10"), currency="USD"))
-                 for path in SCRIPTS]
+                 for path in HOSTILE]
     # Per-image and batch limits far above the deadline: only the deadline can end it.
     engine = Engine(experts=[ScriptedExpert("eye", entities=[("Acme", 0.9, "brand")])],
                     marketplaces=[ListMarketplace("m", listings)], encoder=ColorEncoder(),

@@ -10,9 +10,10 @@ import pytest
 
 from restyle import FetchError, FetchLimits
 from restyle._fetching import Fetcher, address_refusal
-from tests.fakes.image_server import FakeImageServer, Route, jpeg_bytes, wait_until
+from restyle.testing import FakeServer, Reply, image_bytes
+from tests.conftest import wait_until
 
-JPEG = jpeg_bytes()
+JPEG = image_bytes()
 LOCAL = ["127.0.0.1/32"]
 
 REFUSED = [
@@ -129,7 +130,7 @@ def test_a_name_resolving_to_an_unspecified_address_says_so() -> None:
                                "resolves to an unspecified address")
 
 
-def test_an_ipv6_url_keeps_its_brackets_in_every_error(server: FakeImageServer) -> None:
+def test_an_ipv6_url_keeps_its_brackets_in_every_error(server: FakeServer) -> None:
     fetcher = Fetcher(trusted_networks=["::1/128"])
     with pytest.raises(FetchError) as info:
         fetcher.fetch(f"http://[::1]:{server.port}/missing.jpg?token=s3cr3t")
@@ -164,7 +165,7 @@ def test_allow_list_limits_hosts_and_keeps_the_address_checks() -> None:
 
 @pytest.fixture
 def server():
-    with FakeImageServer({"/a.jpg": Route(body=JPEG)}) as srv:
+    with FakeServer(routes={"/a.jpg": Reply(body=JPEG)}) as srv:
         yield srv
 
 
@@ -172,17 +173,17 @@ def local_fetcher(**limits: float) -> Fetcher:
     return Fetcher(FetchLimits(**limits), trusted_networks=LOCAL)  # type: ignore[arg-type]
 
 
-def test_fetches_an_image(server: FakeImageServer) -> None:
+def test_fetches_an_image(server: FakeServer) -> None:
     assert local_fetcher().fetch(server.url("/a.jpg")) == JPEG
 
 
-def test_the_guard_is_on_unless_a_network_is_trusted_in_code(server: FakeImageServer) -> None:
+def test_the_guard_is_on_unless_a_network_is_trusted_in_code(server: FakeServer) -> None:
     with pytest.raises(FetchError, match="loopback"):
         Fetcher().fetch(server.url("/a.jpg"))
     assert server.paths() == []
 
 
-def test_connects_to_the_checked_address_with_the_hosts_name(server: FakeImageServer) -> None:
+def test_connects_to_the_checked_address_with_the_hosts_name(server: FakeServer) -> None:
     answers = iter([["127.0.0.1"], ["10.9.9.9"]])
     calls = []
 
@@ -193,12 +194,11 @@ def test_connects_to_the_checked_address_with_the_hosts_name(server: FakeImageSe
     fetcher = Fetcher(resolver=resolver, trusted_networks=LOCAL)
     assert fetcher.fetch(f"http://images.example:{server.port}/a.jpg") == JPEG
     assert calls == ["images.example"]  # resolved once: no second lookup to race
-    _, headers = server.requests[0]
-    assert headers["Host"] == f"images.example:{server.port}"
+    assert server.requests[0].headers["host"] == f"images.example:{server.port}"
 
 
 def test_proxy_variables_cannot_route_around_the_guard(
-    server: FakeImageServer, monkeypatch: pytest.MonkeyPatch
+    server: FakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
         monkeypatch.setenv(name, "http://127.0.0.1:9")  # nothing listens there
@@ -208,10 +208,10 @@ def test_proxy_variables_cannot_route_around_the_guard(
         Fetcher().fetch(server.url("/a.jpg"))
 
 
-def test_each_redirect_hop_is_checked(server: FakeImageServer) -> None:
-    server.routes["/meta"] = Route(location="http://169.254.169.254/latest/meta-data/")
-    server.routes["/v6"] = Route(location="http://[::ffff:10.0.0.1]/x.jpg", status=301)
-    server.routes["/file"] = Route(location="file:///etc/passwd")
+def test_each_redirect_hop_is_checked(server: FakeServer) -> None:
+    server.routes["/meta"] = Reply(location="http://169.254.169.254/latest/meta-data/")
+    server.routes["/v6"] = Reply(location="http://[::ffff:10.0.0.1]/x.jpg", status=301)
+    server.routes["/file"] = Reply(location="file:///etc/passwd")
     fetcher = local_fetcher()
     with pytest.raises(FetchError, match="link-local"):
         fetcher.fetch(server.url("/meta"))
@@ -221,12 +221,12 @@ def test_each_redirect_hop_is_checked(server: FakeImageServer) -> None:
         fetcher.fetch(server.url("/file"))
 
 
-def test_at_most_three_redirects(server: FakeImageServer) -> None:
+def test_at_most_three_redirects(server: FakeServer) -> None:
     for i in range(1, 4):
-        server.routes[f"/r{i}"] = Route(location=f"/r{i + 1}" if i < 3 else "/a.jpg")
+        server.routes[f"/r{i}"] = Reply(location=f"/r{i + 1}" if i < 3 else "/a.jpg")
     for i in range(1, 5):
-        server.routes[f"/s{i}"] = Route(location=f"/s{i + 1}" if i < 4 else "/a.jpg")
-    server.routes["/loop"] = Route(location="/loop")
+        server.routes[f"/s{i}"] = Reply(location=f"/s{i + 1}" if i < 4 else "/a.jpg")
+    server.routes["/loop"] = Reply(location="/loop")
     fetcher = local_fetcher()
     assert fetcher.fetch(server.url("/r1")) == JPEG
     with pytest.raises(FetchError, match="redirected more than 3"):
@@ -237,17 +237,17 @@ def test_at_most_three_redirects(server: FakeImageServer) -> None:
 
 
 @pytest.mark.parametrize(("route", "message"), [
-    (Route(body=b"<html>hi</html>", content_type="text/html"), "not an image"),
-    (Route(body=b"<html>hi</html>"), "not a JPEG, PNG or WebP"),
-    (Route(body=b"nope", status=404, content_type="image/jpeg"), "HTTP 404"),
-    (Route(body=b"oops", status=503), "HTTP 503"),
-    (Route(reset=True), "failed"),
-    (Route(body=JPEG, content_length=len(JPEG) + 500), "failed"),
-    (Route(body=JPEG * 3, content_length=4 * 1024 * 1024), "larger than"),
-    (Route(body=JPEG * 40, content_length=-1), "larger than"),
-    (Route(location=""), "without a Location"),
+    (Reply(body=b"<html>hi</html>", content_type="text/html"), "not an image"),
+    (Reply(body=b"<html>hi</html>", content_type="image/jpeg"), "not a JPEG, PNG or WebP"),
+    (Reply(body=b"nope", status=404, content_type="image/jpeg"), "HTTP 404"),
+    (Reply(body=b"oops", status=503), "HTTP 503"),
+    (Reply(reset=True), "failed"),
+    (Reply(body=JPEG, content_length=len(JPEG) + 500), "failed"),
+    (Reply(body=JPEG * 3, content_length=4 * 1024 * 1024), "larger than"),
+    (Reply(body=JPEG * 40, content_length=-1), "larger than"),
+    (Reply(location=""), "without a Location"),
 ])
-def test_faults_become_fetch_errors(server: FakeImageServer, route: Route, message: str) -> None:
+def test_faults_become_fetch_errors(server: FakeServer, route: Reply, message: str) -> None:
     server.routes["/x.jpg"] = route
     fetcher = local_fetcher(max_bytes=len(JPEG) * 10)
     with pytest.raises(FetchError, match=message):
@@ -255,28 +255,28 @@ def test_faults_become_fetch_errors(server: FakeImageServer, route: Route, messa
 
 
 def test_a_short_lie_about_length_gives_at_most_what_was_declared(
-    server: FakeImageServer
+    server: FakeServer
 ) -> None:
-    server.routes["/x.jpg"] = Route(body=JPEG, content_length=100)
+    server.routes["/x.jpg"] = Reply(body=JPEG, content_length=100)
     assert local_fetcher().fetch(server.url("/x.jpg")) == JPEG[:100]
 
 
-def test_a_hanging_server_hits_the_deadline(server: FakeImageServer) -> None:
-    server.routes["/hang.jpg"] = Route(hang=True)
+def test_a_hanging_server_hits_the_deadline(server: FakeServer) -> None:
+    server.routes["/hang.jpg"] = Reply(hang=True)
     with pytest.raises(FetchError, match=r"timed out|took longer"):
         local_fetcher(timeout=0.3).fetch(server.url("/hang.jpg"))
 
 
-def test_dripping_bytes_cannot_stretch_the_total_deadline(server: FakeImageServer) -> None:
+def test_dripping_bytes_cannot_stretch_the_total_deadline(server: FakeServer) -> None:
     # Each byte arrives well within a read timeout; only a total deadline stops it.
-    server.routes["/drip.jpg"] = Route(body=JPEG, drip=0.02)
+    server.routes["/drip.jpg"] = Reply(body=JPEG, drip=0.02)
     with pytest.raises(FetchError, match=r"took longer|timed out"):
         local_fetcher(timeout=0.4).fetch(server.url("/drip.jpg"))
 
 
-def test_a_batch_ends_at_its_deadline_and_keeps_every_result(server: FakeImageServer) -> None:
-    server.routes["/hang.jpg"] = Route(hang=True)
-    server.routes["/drip.jpg"] = Route(body=JPEG, drip=0.05)
+def test_a_batch_ends_at_its_deadline_and_keeps_every_result(server: FakeServer) -> None:
+    server.routes["/hang.jpg"] = Reply(hang=True)
+    server.routes["/drip.jpg"] = Reply(body=JPEG, drip=0.05)
     fetcher = local_fetcher(timeout=20, batch_timeout=0.4)
     urls = [server.url("/a.jpg"), server.url("/hang.jpg"), server.url("/drip.jpg"),
             server.url("/a.jpg")]
@@ -289,8 +289,8 @@ def test_a_batch_ends_at_its_deadline_and_keeps_every_result(server: FakeImageSe
 
 def test_per_host_limit_bounds_concurrent_connections() -> None:
     before = threading.active_count()
-    routes = {f"/{i}.jpg": Route(body=JPEG, delay=0.15) for i in range(8)}
-    with FakeImageServer(routes) as srv:
+    routes = {f"/{i}.jpg": Reply(body=JPEG, delay=0.15) for i in range(8)}
+    with FakeServer(routes=routes) as srv:
         fetcher = Fetcher(FetchLimits(per_host=2, workers=8), trusted_networks=LOCAL)
         results = fetcher.fetch_many([srv.url(p) for p in routes])
         assert not [t for t in threading.enumerate() if t.name == "restyle-fetch"]
@@ -301,7 +301,7 @@ def test_per_host_limit_bounds_concurrent_connections() -> None:
     assert wait_until(lambda: threading.active_count() == before, timeout=2)
 
 
-def test_secrets_in_urls_never_appear_in_errors(server: FakeImageServer) -> None:
+def test_secrets_in_urls_never_appear_in_errors(server: FakeServer) -> None:
     url = f"http://user:hunter2@127.0.0.1:{server.port}/missing.jpg?token=s3cr3t&sig=abc"
     with pytest.raises(FetchError) as info:
         local_fetcher().fetch(url)
@@ -313,17 +313,16 @@ def test_secrets_in_urls_never_appear_in_errors(server: FakeImageServer) -> None
     assert "hunter2" not in str(info.value) and "s3cr3t" not in str(info.value)
 
 
-def test_userinfo_is_not_sent(server: FakeImageServer) -> None:
+def test_userinfo_is_not_sent(server: FakeServer) -> None:
     local_fetcher().fetch(f"http://user:hunter2@127.0.0.1:{server.port}/a.jpg")
-    _, headers = server.requests[0]
-    assert "Authorization" not in headers
+    assert "authorization" not in server.requests[0].headers
 
 
 def test_https_is_pinned_to_the_checked_address_with_the_hosts_certificate(
     certificate: tuple[str, str]
 ) -> None:
     cert, key = certificate
-    with FakeImageServer({"/a.jpg": Route(body=JPEG)}, tls=(cert, key)) as srv:
+    with FakeServer(routes={"/a.jpg": Reply(body=JPEG)}, tls=(cert, key)) as srv:
         fetcher = Fetcher(resolver=lambda host, port: ["127.0.0.1"], trusted_networks=LOCAL,
                           ca_certs=cert)
         assert fetcher.fetch(f"https://images.example:{srv.port}/a.jpg") == JPEG

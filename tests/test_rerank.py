@@ -21,8 +21,8 @@ from restyle import (
     Reranker,
 )
 from restyle._rerank import similarity_cutoff
+from restyle.testing import FakeServer, Reply
 from tests.fakes.components import ColorEncoder, ListMarketplace
-from tests.fakes.image_server import FakeImageServer, Route
 
 RED, BLUE, GREEN, WHITE = (200, 30, 30), (30, 30, 200), (30, 200, 30), (250, 250, 250)
 
@@ -44,14 +44,14 @@ def picture(*colours: tuple[int, int, int], weights: tuple[int, ...] = ()) -> by
 PHOTO = Image.open(io.BytesIO(picture(RED))).convert("RGB")
 
 ROUTES = {
-    "/red.png": Route(body=picture(RED), content_type="image/png"),
-    "/stock.png": Route(body=picture(RED), content_type="image/png"),  # same bytes
-    "/mostly-red.png": Route(body=picture(RED, BLUE, weights=(3, 1)), content_type="image/png"),
-    "/half-red.png": Route(body=picture(RED, WHITE), content_type="image/png"),
-    "/blue.png": Route(body=picture(BLUE), content_type="image/png"),
-    "/green.png": Route(body=picture(GREEN), content_type="image/png"),
-    "/html.png": Route(body=b"<html>", content_type="image/png"),
-    "/torn.png": Route(body=picture(RED)[:60], content_type="image/png"),
+    "/red.png": Reply(body=picture(RED), content_type="image/png"),
+    "/stock.png": Reply(body=picture(RED), content_type="image/png"),  # same bytes
+    "/mostly-red.png": Reply(body=picture(RED, BLUE, weights=(3, 1)), content_type="image/png"),
+    "/half-red.png": Reply(body=picture(RED, WHITE), content_type="image/png"),
+    "/blue.png": Reply(body=picture(BLUE), content_type="image/png"),
+    "/green.png": Reply(body=picture(GREEN), content_type="image/png"),
+    "/html.png": Reply(body=b"<html>", content_type="image/png"),
+    "/torn.png": Reply(body=picture(RED)[:60], content_type="image/png"),
 }
 
 
@@ -62,7 +62,7 @@ def listing(lid: str, url: str | None, title: str = "a jacket") -> Listing:
 
 @pytest.fixture
 def server():
-    with FakeImageServer(dict(ROUTES)) as srv:
+    with FakeServer(routes=ROUTES) as srv:
         yield srv
 
 
@@ -73,7 +73,7 @@ def cache(tmp_path: Path):
     cache.close()
 
 
-def comps_for(server: FakeImageServer) -> list[tuple[Listing, str]]:
+def comps_for(server: FakeServer) -> list[tuple[Listing, str]]:
     names = ["red", "stock", "mostly-red", "half-red", "blue", "green"]
     found = [(listing(n, server.url(f"/{n}.png")), "full") for n in names]
     found += [
@@ -90,7 +90,7 @@ def reranker(cache: EmbeddingCache | None, **kw: object) -> Reranker:
 
 
 def test_every_comp_is_kept_ranked_and_flagged(
-    server: FakeImageServer, cache: EmbeddingCache
+    server: FakeServer, cache: EmbeddingCache
 ) -> None:
     encoder = ColorEncoder()
     embedding = encoder.encode_images([PHOTO])[0]
@@ -122,7 +122,7 @@ def test_every_comp_is_kept_ranked_and_flagged(
 
 
 def test_the_cache_skips_download_and_encoding_the_second_time(
-    server: FakeImageServer, cache: EmbeddingCache
+    server: FakeServer, cache: EmbeddingCache
 ) -> None:
     encoder = ColorEncoder()
     embedding = encoder.encode_images([PHOTO])[0]
@@ -131,12 +131,12 @@ def test_the_cache_skips_download_and_encoding_the_second_time(
     second = reranker(cache).rerank(embedding, comps_for(server), encoder=encoder).comps
     assert [c.to_dict() for c in second] == [c.to_dict() for c in first]
     assert encoder.images_encoded == encoded
-    fetched_again = {p for p, _ in server.requests[requests:]}
+    fetched_again = {r.path for r in server.requests[requests:]}
     assert fetched_again == {"/gone.png?token=s3cr3t", "/html.png", "/torn.png"}
 
 
 def test_a_new_url_with_known_content_is_fetched_but_not_encoded(
-    server: FakeImageServer, cache: EmbeddingCache
+    server: FakeServer, cache: EmbeddingCache
 ) -> None:
     encoder = ColorEncoder()
     embedding = encoder.encode_images([PHOTO])[0]
@@ -152,7 +152,7 @@ def test_a_new_url_with_known_content_is_fetched_but_not_encoded(
 
 
 def test_a_different_model_does_not_reuse_vectors(
-    server: FakeImageServer, cache: EmbeddingCache
+    server: FakeServer, cache: EmbeddingCache
 ) -> None:
     found = [(listing("a", server.url("/red.png")), "full")]
     four, two = ColorEncoder(bins=4), ColorEncoder(bins=2)
@@ -161,7 +161,7 @@ def test_a_different_model_does_not_reuse_vectors(
     assert two.images_encoded == 2 and comps[0].similarity == pytest.approx(1.0)
 
 
-def test_known_vectors_are_used_without_fetching(server: FakeImageServer) -> None:
+def test_known_vectors_are_used_without_fetching(server: FakeServer) -> None:
     encoder = ColorEncoder()
     embedding = encoder.encode_images([PHOTO])[0]
     known = listing("known", server.url("/blue.png"))
@@ -172,7 +172,7 @@ def test_known_vectors_are_used_without_fetching(server: FakeImageServer) -> Non
 
 
 def test_the_engine_uses_marketplace_embeddings_without_fetching(
-    server: FakeImageServer, tmp_path: Path
+    server: FakeServer, tmp_path: Path
 ) -> None:
     encoder = ColorEncoder()
     embedding = encoder.encode_images([PHOTO])[0]
@@ -185,7 +185,7 @@ def test_the_engine_uses_marketplace_embeddings_without_fetching(
     assert server.requests == []
 
 
-def test_text_similarity_is_mixed_in_and_ranks_imageless_comps(server: FakeImageServer) -> None:
+def test_text_similarity_is_mixed_in_and_ranks_imageless_comps(server: FakeServer) -> None:
     encoder = ColorEncoder()
     embedding = encoder.encode_images([PHOTO])[0]
     ident = Identification(brand="Northwind", product_name="trucker jacket")
@@ -207,7 +207,7 @@ def test_text_similarity_is_mixed_in_and_ranks_imageless_comps(server: FakeImage
     assert all(c.text_similarity is None for c in plain)
 
 
-def test_encoder_failure_keeps_every_comp(server: FakeImageServer) -> None:
+def test_encoder_failure_keeps_every_comp(server: FakeServer) -> None:
     class Broken(ColorEncoder):
         def encode_images(self, images):  # type: ignore[no-untyped-def]
             raise RuntimeError("out of memory")
@@ -220,7 +220,7 @@ def test_encoder_failure_keeps_every_comp(server: FakeImageServer) -> None:
     assert any("could not be encoded" in w for w in warnings)
 
 
-def test_the_engine_reranks_through_the_reranker(server: FakeImageServer, tmp_path: Path) -> None:
+def test_the_engine_reranks_through_the_reranker(server: FakeServer, tmp_path: Path) -> None:
     found = [listing(n, server.url(f"/{n}.png")) for n in ("blue", "red", "half-red")]
     found.append(listing("gone", server.url("/gone.png")))
     engine = Engine(encoder=ColorEncoder(), experts=[], marketplaces=[ListMarketplace("m", found)],
@@ -303,10 +303,10 @@ def test_the_default_cache_lives_under_the_restyle_home(
 def test_a_comp_image_past_restyles_limits_is_unavailable_with_the_reason() -> None:
     strip = io.BytesIO()
     Image.new("RGB", (40000, 1), RED).save(strip, format="PNG")
-    routes = {"/strip.png": Route(body=strip.getvalue(), content_type="image/png"),
+    routes = {"/strip.png": Reply(body=strip.getvalue(), content_type="image/png"),
               "/red.png": ROUTES["/red.png"]}
     encoder = ColorEncoder()
-    with FakeImageServer(routes) as srv:
+    with FakeServer(routes=routes) as srv:
         found = [(listing("strip", srv.url("/strip.png")), "full"),
                  (listing("red", srv.url("/red.png")), "full")]
         comps = reranker(None).rerank(encoder.encode_images([PHOTO])[0], found,

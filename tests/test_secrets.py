@@ -49,10 +49,10 @@ from restyle.experts.google_vision import API_KEY_ENV, GoogleVisionExpert
 from restyle.marketplaces.ebay import EbayMarketplace
 from restyle.synthesizers.gemini import GeminiSynthesizer
 from restyle.synthesizers.openai_compat import OpenAICompatibleSynthesizer
+from restyle.testing import FakeServer
 from tests.conftest import SAMPLE_PHOTO
 from tests.fakes.components import ColorEncoder, ScriptedExpert
 from tests.fakes.ebay import SEARCH_PATH, TOKEN_PATH, FakeEbay, ebay_error, item
-from tests.fakes.http import FakeServer
 from tests.fakes.llm import gemini_error, gemini_json, openai_error, openai_json
 from tests.fakes.rekognition import REGION, fake_rekognition
 from tests.fakes.vision import FakeVision, error, payload
@@ -430,15 +430,15 @@ def test_llm_synthesizers(
     key = GEMINI_KEY if gemini else OPENAI_KEY
     replies = ([gemini_json(ANSWER), gemini_error(400, GEMINI_ECHO, "INVALID_ARGUMENT")]
                if gemini else [openai_json(ANSWER), openai_error(401, OPENAI_ECHO)])
-    with FakeServer(replies) as server:
+    with FakeServer(*replies) as server:
         options: dict[str, Any] = {"timeout": 5.0, "retries": 0}
         if source == "argument":
             options["api_key"] = key
         else:
             monkeypatch.setenv("GEMINI_API_KEY" if gemini else "OPENAI_API_KEY", key)
-        synthesizer = (GeminiSynthesizer(base_url=server.url, retry_delay=0.01, **options)
+        synthesizer = (GeminiSynthesizer(base_url=server.base_url, retry_delay=0.01, **options)
                        if gemini else
-                       OpenAICompatibleSynthesizer(base_url=server.url + "/v1", **options))
+                       OpenAICompatibleSynthesizer(base_url=server.base_url + "/v1", **options))
         expert = ScriptedExpert("scripted", entities=[("Nike Air Max 90", 0.9, None)])
         engine = Engine(experts=[expert], synthesizer=synthesizer, marketplaces=[],
                         encoder=ColorEncoder(), load_entrypoints=False)
@@ -509,7 +509,7 @@ def test_ebay(source: str, logs: Capture, monkeypatch: pytest.MonkeyPatch) -> No
 def test_analysis_with_every_cloud_component_at_once(
     aws: AwsFake, logs: Capture
 ) -> None:
-    with FakeVision() as vision, FakeServer([gemini_json(ANSWER)]) as gemini, \
+    with FakeVision() as vision, FakeServer(gemini_json(ANSWER)) as gemini, \
             FakeEbay(client_id=EBAY_CLIENT_ID, client_secret=EBAY_CLIENT_SECRET,
                      items=[item(n, image=False) for n in range(3)],
                      token_prefix=EBAY_TOKEN) as ebay_fake:
@@ -519,7 +519,7 @@ def test_analysis_with_every_cloud_component_at_once(
             experts=[GoogleVisionExpert(api_key=GOOGLE_KEY, transport="rest",
                                         endpoint=vision.endpoint, max_attempts=1),
                      AwsRekognitionExpert(region=REGION, max_attempts=1)],
-            synthesizer=GeminiSynthesizer(api_key=GEMINI_KEY, base_url=gemini.url,
+            synthesizer=GeminiSynthesizer(api_key=GEMINI_KEY, base_url=gemini.base_url,
                                           retries=0, timeout=5.0),
             marketplaces=[ebay], encoder=ColorEncoder(), load_entrypoints=False,
         )

@@ -23,21 +23,23 @@ from restyle import (
 from restyle.synthesizers.consensus import ConsensusSynthesizer
 from restyle.testing import (
     ColorEncoder,
+    FakeServer,
     ListMarketplace,
+    Reply,
     ScriptedExpert,
     check_encoder,
     check_expert,
     check_marketplace,
     check_synthesizer,
+    image_bytes,
 )
-from tests.fakes.image_server import FakeImageServer, Route, jpeg_bytes
 
 
 def test_restyle_engine_fetches_comp_images_from_test_servers(
     restyle_engine: Callable[..., Engine], restyle_photo: Photo
 ) -> None:
-    with FakeImageServer({"/a.jpg": Route(body=jpeg_bytes()),
-                          "/b.jpg": Route(body=jpeg_bytes((30, 30, 200)))}) as server:
+    with FakeServer(routes={"/a.jpg": Reply(body=image_bytes()),
+                            "/b.jpg": Reply(body=image_bytes((30, 30, 200)))}) as server:
         listings = [
             Listing(marketplace="m", listing_id=name, title=name, image_url=server.url(path),
                     price=Money(amount=10, currency="USD"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.fakes.http import Reply
+from restyle.testing import Reply
 
 _USAGE = {"promptTokenCount": 812, "candidatesTokenCount": 96, "totalTokenCount": 908}
 

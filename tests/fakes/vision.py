@@ -1,10 +1,11 @@
 """Fake Google Cloud Vision endpoints on 127.0.0.1, for REST and for gRPC.
 
-:class:`FakeVision` speaks the REST wire format the official client uses;
-:class:`FakeVisionGrpc` serves ``ImageAnnotator.BatchAnnotateImages`` over gRPC
-with TLS, as the client's default transport expects. Both record every request
-and answer from the same script: a payload, an error, malformed JSON or a hang.
-A hang ends by itself when the fake stops, so no thread outlives a test.
+:class:`FakeVision` speaks the REST wire format the official client uses, as a
+responder on :class:`restyle.testing.FakeServer`; :class:`FakeVisionGrpc` serves
+``ImageAnnotator.BatchAnnotateImages`` over gRPC with TLS, as the client's
+default transport expects. Both record every request and answer from the same
+script of Replies: a payload, an error, malformed JSON or a hang. A hang ends
+when the fake stops, so no thread outlives a test.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ from __future__ import annotations
 import base64
 import json
 import threading
+from collections.abc import Mapping
 from concurrent import futures
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import grpc
 from google.cloud.vision_v1 import BatchAnnotateImagesRequest, BatchAnnotateImagesResponse
+
+from restyle.testing import FakeServer, Reply, Request
 
 ANNOTATE_PATH = "/v1/images:annotate"
 GRPC_SERVICE = "google.cloud.vision.v1.ImageAnnotator"
@@ -87,14 +89,23 @@ SNEAKER_RESPONSE: dict[str, Any] = {
 }
 
 
-@dataclass
-class Recorded:
-    """One request the fake received."""
+@dataclass(frozen=True)
+class Annotation:
+    """One annotate call the REST fake received."""
 
-    path: str
-    query: str
-    headers: dict[str, str]
-    body: dict[str, Any]
+    request: Request
+
+    @property
+    def path(self) -> str:
+        return self.request.route
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self.request.headers
+
+    @property
+    def body(self) -> dict[str, Any]:
+        return self.request.json()  # type: ignore[no-any-return]
 
     @property
     def features(self) -> list[int]:
@@ -105,26 +116,18 @@ class Recorded:
         return base64.b64decode(self.body["requests"][0]["image"]["content"])
 
 
-@dataclass
-class Reply:
-    """What the fake answers to one request."""
-
-    status: int = 200
-    body: bytes = b""
-    hang: bool = False
-
-
 def payload(*responses: dict[str, Any]) -> Reply:
-    return Reply(body=json.dumps({"responses": list(responses)}).encode())
+    return Reply(body={"responses": list(responses)})
 
 
 def error(status: int, message: str, grpc_status: str) -> Reply:
-    envelope = {"error": {"code": status, "message": message, "status": grpc_status}}
-    return Reply(status=status, body=json.dumps(envelope).encode())
+    return Reply(status=status,
+                 body={"error": {"code": status, "message": message, "status": grpc_status}})
 
 
 def malformed() -> Reply:
-    return Reply(body=b'{"responses": [{"webDetection": {"webEntities": [')
+    return Reply(body=b'{"responses": [{"webDetection": {"webEntities": [',
+                 content_type="application/json; charset=UTF-8")
 
 
 def hang() -> Reply:
@@ -150,74 +153,36 @@ class _Scripted:
             return reply
 
 
-@dataclass
 class FakeVision(_Scripted):
-    """Serves scripted replies in order; the last one repeats."""
+    """The REST endpoint: a FakeServer whose responder answers ``POST
+    /v1/images:annotate`` from the script, and other paths with a 404 in
+    Google's envelope. A context manager."""
 
-    replies: list[Reply] = field(default_factory=lambda: [payload(SNEAKER_RESPONSE)])
-    requests: list[Recorded] = field(default_factory=list)
-    #: The longest a hang lasts if the fake is never stopped.
-    max_hang: float = 10.0
-
-    def __post_init__(self) -> None:
-        self._stopping = threading.Event()
+    def __init__(self, *replies: Reply) -> None:
+        self.replies = list(replies) or [payload(SNEAKER_RESPONSE)]
         self._lock = threading.Lock()
         self._served = 0
-        fake = self
+        self.server = FakeServer(responder=self.answer)
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.0"  # one request per connection: nothing lingers
-
-            def do_POST(self) -> None:
-                fake._handle(self)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = False
-        self._server.block_on_close = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        daemon=True, name="fake-vision")
+    def answer(self, request: Request) -> Reply:
+        if request.route != ANNOTATE_PATH:
+            return error(404, f"no route {request.route}", "NOT_FOUND")
+        return self._next()
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self.server.base_url
 
-    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
-        url = urlsplit(handler.path)
-        length = int(handler.headers.get("Content-Length") or 0)
-        raw = handler.rfile.read(length)
-        self.requests.append(Recorded(
-            path=url.path, query=url.query,
-            headers={k.lower(): v for k, v in handler.headers.items()},
-            body=json.loads(raw or b"{}"),
-        ))
-        if url.path != ANNOTATE_PATH:
-            reply = error(404, f"no route {url.path}", "NOT_FOUND")
-        else:
-            reply = self._next()
-        if reply.hang:
-            self._stopping.wait(self.max_hang)
-            return
-        try:
-            handler.send_response(reply.status)
-            handler.send_header("Content-Type", "application/json; charset=UTF-8")
-            handler.send_header("Content-Length", str(len(reply.body)))
-            handler.end_headers()
-            handler.wfile.write(reply.body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up first, as it should on a timeout
+    @property
+    def requests(self) -> list[Annotation]:
+        return [Annotation(request) for request in self.server.requests]
 
     def __enter__(self) -> FakeVision:
-        self._thread.start()
+        self.server.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stopping.set()
-        self._server.shutdown()
-        self._server.server_close()  # joins the handler threads
-        self._thread.join()
+        self.server.stop()
 
 
 @dataclass
@@ -239,7 +204,7 @@ class GrpcRecorded:
 class FakeVisionGrpc(_Scripted):
     """``ImageAnnotator.BatchAnnotateImages`` over gRPC with TLS; a context manager.
 
-    It answers the same scripted :class:`Reply` objects as :class:`FakeVision`:
+    It answers the same scripted Replies as :class:`FakeVision`:
     a payload becomes a ``BatchAnnotateImagesResponse``, an error the gRPC status
     its envelope names (``RESOURCE_EXHAUSTED`` ...). The last reply repeats.
     """
@@ -282,10 +247,11 @@ class FakeVisionGrpc(_Scripted):
         if reply.hang:
             self._stopping.wait(self.max_hang)
             context.abort(grpc.StatusCode.UNAVAILABLE, "the fake stopped")
+        body = reply.body if isinstance(reply.body, (bytes, str)) else json.dumps(reply.body)
         if reply.status != 200:
-            envelope = json.loads(reply.body)["error"]
+            envelope = json.loads(body)["error"]
             context.abort(grpc.StatusCode[envelope["status"]], envelope["message"])
-        return BatchAnnotateImagesResponse.from_json(reply.body)
+        return BatchAnnotateImagesResponse.from_json(body)
 
     def __enter__(self) -> FakeVisionGrpc:
         self._server.start()
