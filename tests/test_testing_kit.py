@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -33,6 +34,7 @@ from restyle.testing import (
     check_synthesizer,
     image_bytes,
 )
+from tests.conftest import ROOT
 
 
 def test_restyle_engine_fetches_comp_images_from_test_servers(
@@ -50,6 +52,18 @@ def test_restyle_engine_fetches_comp_images_from_test_servers(
     assert sorted(server.paths()) == ["/a.jpg", "/b.jpg"]
     assert all(comp.similarity is not None for comp in analysis.comps)
     assert engine.reranker.cache is None  # nothing written to the author's home
+
+
+def test_the_guides_example_of_testing_a_marketplace_passes(
+    restyle_server: FakeServer, restyle_engine: Callable[..., Engine]
+) -> None:
+    guide = (ROOT / "docs" / "plugins.md").read_text()
+    before, example = guide.split("<!-- tested: tests/test_testing_kit.py -->\n```python\n", 1)
+    # Padded so that a failure names the line of the guide.
+    code = "\n" * (before.count("\n") + 2) + example.split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "docs/plugins.md", "exec"), namespace)
+    namespace["test_acme_market_finds_and_ranks_comps"](restyle_server, restyle_engine)
 
 
 def test_check_expert_catches_broken_contracts() -> None:
