@@ -14,14 +14,12 @@ The reference is the deadline itself: restyle's floor is finishing on it.
 from __future__ import annotations
 
 import argparse
-import io
 import socket
 import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +40,14 @@ from restyle import (
     Reranker,
     Synthesizer,
 )
-from restyle.testing import ColorEncoder, ListMarketplace, ScriptedExpert
+from restyle.testing import (
+    ColorEncoder,
+    FakeServer,
+    ListMarketplace,
+    Reply,
+    ScriptedExpert,
+    image_bytes,
+)
 
 PHOTO = Image.new("RGB", (256, 256), (200, 30, 30))
 RELEASE = threading.Event()  # everything hung waits on it; set at exit
@@ -78,39 +83,20 @@ class HungCompEncoder(ColorEncoder):
         return super().encode_images(images)
 
 
-@contextmanager
-def drip_server(reply: bytes, *, interval: float = 0.5) -> Iterator[int]:
-    """A server that sends ``reply`` one byte every ``interval`` seconds (or,
-    with an empty reply, accepts and says nothing)."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
+def dripping(reply: bytes, *, interval: float = 0.5) -> Reply:
+    """Sends ``reply`` one byte every ``interval`` seconds (or, with an empty
+    reply, says nothing)."""
+    if not reply:
+        return Reply(hang=True)
 
-    def serve(conn: socket.socket) -> None:
-        with conn:
-            try:
-                conn.recv(65536)
-                for byte in reply:
-                    if stop.wait(interval):
-                        return
-                    conn.sendall(bytes([byte]))
-                stop.wait()
-            except OSError:
-                pass
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except OSError:
+    def raw(connection: socket.socket, stopping: threading.Event) -> None:
+        for byte in reply:
+            if stopping.wait(interval):
                 return
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+            connection.sendall(bytes([byte]))
+        stopping.wait()
 
-    threading.Thread(target=accept, daemon=True).start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        stop.set()
-        listener.close()
+    return Reply(raw=raw)
 
 
 def listings(n: int = 4, *, image_url: Callable[[int], str | None] = lambda i: None,
@@ -165,26 +151,8 @@ _IMAGES: dict[str, bytes] = {}
 
 
 def comp_server_engine_with_images(deadline: float) -> Engine:
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    buf = io.BytesIO()
-    Image.new("RGB", (64, 64), (30, 30, 200)).save(buf, format="PNG")
-    body = buf.getvalue()
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "image/png")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    eng = comp_server_engine(deadline, server.server_address[1])
+    server = FakeServer(Reply(body=image_bytes((30, 30, 200), format="PNG"))).start()
+    eng = comp_server_engine(deadline, server.port)
     eng.encoder = HungCompEncoder()
     return eng
 
@@ -216,8 +184,8 @@ def main() -> None:
     try:
         for name, make, reply in scenarios(deadline):
             if make is None:
-                with drip_server(reply) as port:
-                    times = measure(lambda port=port: comp_server_engine(deadline, port),
+                with FakeServer(dripping(reply)) as server:
+                    times = measure(lambda port=server.port: comp_server_engine(deadline, port),
                                     args.rounds)
             else:
                 times = measure(make, args.rounds)
