@@ -119,7 +119,7 @@ def main() -> None:
 
             embedding = load_photo(photo_bytes).embedding(encoder)
             ranked = reranker.rerank(embedding, found, encoder=encoder)
-            return time.perf_counter() - begin, [c.listing.listing_id for c in ranked]
+            return time.perf_counter() - begin, [c.listing.listing_id for c in ranked.comps]
 
         fast_time, fast_order = run(ours)
         exact_time, exact_order = run(fp32)
