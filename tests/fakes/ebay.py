@@ -5,16 +5,17 @@ item_sales search, with scripted failures in eBay's own error envelopes."""
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
-import socket
 import threading
-import time
 from collections import defaultdict, deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from requests.structures import CaseInsensitiveDict
+
+from restyle.testing import FakeServer, Reply, Request
 
 TOKEN_PATH = "/identity/v1/oauth2/token"
 SEARCH_PATH = "/buy/browse/v1/item_summary/search"
@@ -136,7 +137,7 @@ class Recorded:
     method: str
     path: str
     query: dict[str, str]
-    headers: dict[str, str]
+    headers: Mapping[str, str]  # case-insensitive, as HTTP's are
     body: bytes
 
 
@@ -185,62 +186,20 @@ class FakeEbay:
         self.tokens_issued = 0
         self._scripts: dict[str, deque[Scripted]] = defaultdict(deque)
         self._lock = threading.Lock()
-        self._connections: set[socket.socket] = set()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server = FakeServer(responder=self._respond)
 
     # -- control ---------------------------------------------------------------
 
     def __enter__(self) -> FakeEbay:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                fake._handle(self, "GET")
-
-            def do_POST(self) -> None:
-                fake._handle(self, "POST")
-
-            def setup(self) -> None:
-                super().setup()
-                with fake._lock:
-                    fake._connections.add(self.connection)
-
-            def finish(self) -> None:
-                with fake._lock:
-                    fake._connections.discard(self.connection)
-                super().finish()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        # Handler threads are joined on close, so that no test leaves one behind.
-        self._server.daemon_threads = False
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        daemon=True, name="fake-ebay")
-        self._thread.start()
+        self._server.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        assert self._server is not None and self._thread is not None
-        self._server.shutdown()
-        with self._lock:
-            open_connections = list(self._connections)
-        for connection in open_connections:  # clients keep connections alive: end them
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-        self._server.server_close()
-        self._thread.join(timeout=5)
-        assert not self._thread.is_alive(), "the fake eBay server did not stop"
+        self._server.stop()
 
     @property
     def base_url(self) -> str:
-        assert self._server is not None
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self._server.base_url
 
     def script(self, path: str, status: int, body: Any,
                headers: dict[str, str] | None = None, *, times: int = 1,
@@ -261,94 +220,79 @@ class FakeEbay:
 
     # -- serving ---------------------------------------------------------------
 
-    def _handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
-        parts = urlsplit(handler.path)
-        length = int(handler.headers.get("Content-Length") or 0)
-        body = handler.rfile.read(length) if length else b""
+    def _respond(self, request: Request) -> Reply:
+        parts = urlsplit(request.path)
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-        recorded = Recorded(method, parts.path, query, dict(handler.headers.items()), body)
+        recorded = Recorded(request.method, parts.path, query,
+                            CaseInsensitiveDict(request.headers), request.body)
         with self._lock:
             self.requests.append(recorded)
             scripted = self._scripts[parts.path].popleft() if self._scripts[parts.path] else None
         if scripted is not None:
-            if scripted.delay:
-                time.sleep(scripted.delay)
-            with contextlib.suppress(OSError):  # the client may have given up waiting
-                self._send(handler, scripted.status, scripted.body, scripted.headers)
-            return
+            return _reply(scripted.status, scripted.body, scripted.headers, delay=scripted.delay)
+        method = request.method
         if parts.path == TOKEN_PATH and method == "POST":
-            self._token(handler, recorded)
-        elif parts.path == SEARCH_PATH and method == "GET":
-            self._search(handler, recorded)
-        elif parts.path == SALES_PATH and method == "GET":
+            return self._token(recorded)
+        if parts.path == SEARCH_PATH and method == "GET":
+            return self._search(recorded)
+        if parts.path == SALES_PATH and method == "GET":
             if not self.insights_allowed:
-                self._send(handler, 403, ACCESS_DENIED)
-                return
-            self._search(handler, recorded, items=self.sales, field="itemSales",
-                         scope=INSIGHTS_SCOPE)
-        elif parts.path == IMAGE_PATH and method == "POST":
+                return _reply(403, ACCESS_DENIED)
+            return self._search(recorded, items=self.sales, field="itemSales",
+                                scope=INSIGHTS_SCOPE)
+        if parts.path == IMAGE_PATH and method == "POST":
             if not self.image_search_allowed:
-                self._send(handler, 403, ACCESS_DENIED)
-                return
+                return _reply(403, ACCESS_DENIED)
             try:
-                image = json.loads(body)["image"]
+                image = json.loads(request.body)["image"]
                 base64.b64decode(image, validate=True)
             except (ValueError, KeyError, TypeError):
-                self._send(handler, 400, ebay_error(12500, "The image is not valid."))
-                return
-            self._search(handler, recorded)
-        else:
-            self._send(handler, 404, ebay_error(2002, "Resource not found"))
+                return _reply(400, ebay_error(12500, "The image is not valid."))
+            return self._search(recorded)
+        return _reply(404, ebay_error(2002, "Resource not found"))
 
-    def _token(self, handler: BaseHTTPRequestHandler, recorded: Recorded) -> None:
+    def _token(self, recorded: Recorded) -> Reply:
         expected = base64.b64encode(f"{self.client_id}:{self.client_secret}".encode()).decode()
         form = {k: v[-1] for k, v in parse_qs(recorded.body.decode()).items()}
         if recorded.headers.get("Authorization") != f"Basic {expected}":
-            self._send(handler, 401, {"error": "invalid_client",
-                                      "error_description": "client authentication failed"})
-            return
+            return _reply(401, {"error": "invalid_client",
+                                "error_description": "client authentication failed"})
         if form.get("grant_type") != "client_credentials" or not form.get("scope"):
-            self._send(handler, 400, {"error": "invalid_request",
-                                      "error_description": "request is missing a required "
-                                                           "parameter or malformed."})
-            return
+            return _reply(400, {"error": "invalid_request",
+                                "error_description": "request is missing a required "
+                                                     "parameter or malformed."})
         scope = form["scope"]
         if scope not in self.scopes:
-            self._send(handler, 400, {"error": "invalid_scope",
-                                      "error_description": "The requested scope is invalid, "
-                                      "unknown, malformed, or exceeds the scope granted to the "
-                                      "client"})
-            return
+            return _reply(400, {"error": "invalid_scope",
+                                "error_description": "The requested scope is invalid, "
+                                "unknown, malformed, or exceeds the scope granted to the "
+                                "client"})
         with self._lock:
             self.tokens_issued += 1
             token = f"{self.token_prefix}{self.tokens_issued}"
             self.valid_tokens[token] = scope
-        self._send(handler, 200, {"access_token": token, "expires_in": self.token_lifetime,
-                                  "token_type": "Application Access Token"})
+        return _reply(200, {"access_token": token, "expires_in": self.token_lifetime,
+                            "token_type": "Application Access Token"})
 
-    def _search(self, handler: BaseHTTPRequestHandler, recorded: Recorded, *,
+    def _search(self, recorded: Recorded, *,
                 items: list[dict[str, Any]] | None = None, field: str = "itemSummaries",
-                scope: str = SCOPE) -> None:
+                scope: str = SCOPE) -> Reply:
         auth = recorded.headers.get("Authorization", "")
         with self._lock:
             token_scope = (self.valid_tokens.get(auth[len("Bearer "):])
                            if auth.startswith("Bearer ") else None)
         if token_scope is None:
-            self._send(handler, 401, INVALID_TOKEN)
-            return
+            return _reply(401, INVALID_TOKEN)
         if token_scope != scope:  # a token of another API's scope
-            self._send(handler, 403, ACCESS_DENIED)
-            return
+            return _reply(403, ACCESS_DENIED)
         items = self.items if items is None else items
         try:
             limit = int(recorded.query.get("limit", "50"))
             offset = int(recorded.query.get("offset", "0"))
         except ValueError:
-            self._send(handler, 400, ebay_error(12001, "The value of limit or offset is invalid."))
-            return
+            return _reply(400, ebay_error(12001, "The value of limit or offset is invalid."))
         if not 1 <= limit <= 200 or offset % limit:
-            self._send(handler, 400, ebay_error(12001, "The value of limit or offset is invalid."))
-            return
+            return _reply(400, ebay_error(12001, "The value of limit or offset is invalid."))
         page = items[offset:offset + limit]
         href = f"{self.base_url}{recorded.path}?limit={limit}&offset={offset}"
         answer: dict[str, Any] = {"href": href, "total": len(items), "limit": limit,
@@ -357,18 +301,14 @@ class FakeEbay:
             answer["next"] = f"{self.base_url}{recorded.path}?limit={limit}&offset={offset + limit}"
         if page:  # eBay leaves the items out when nothing matched
             answer[field] = page
-        self._send(handler, 200, answer)
+        return _reply(200, answer)
 
-    @staticmethod
-    def _send(handler: BaseHTTPRequestHandler, status: int, body: Any,
-              headers: dict[str, str] | None = None) -> None:
-        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
-        handler.send_response(status)
-        handler.send_header("Content-Type", (headers or {}).get("Content-Type",
-                                                                 "application/json"))
-        handler.send_header("Content-Length", str(len(payload)))
-        for name, value in (headers or {}).items():
-            if name != "Content-Type":
-                handler.send_header(name, value)
-        handler.end_headers()
-        handler.wfile.write(payload)
+
+def _reply(status: int, body: Any, headers: dict[str, str] | None = None, *,
+           delay: float = 0.0) -> Reply:
+    """An answer as eBay gives it: JSON unless told otherwise."""
+    headers = dict(headers or {})
+    content_type = headers.pop("Content-Type", "application/json")
+    payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return Reply(status=status, body=payload, content_type=content_type, headers=headers,
+                 delay=delay)
