@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from restyle import Catalog, CatalogError
+from restyle import Catalog, CatalogError, Query
 from restyle._index import VectorIndex
 from tests.conftest import SAMPLE_LISTINGS
 from tests.fakes.components import ColorEncoder
@@ -232,6 +232,45 @@ def test_catalog_remove_and_update_without_rebuild(tmp_path: Path) -> None:
         assert "nw-jacket-blue" not in found and len(found) == 11
     with Catalog.open(tmp_path / "cat", encoder) as catalog:
         assert len(catalog) == 11 and len(catalog.index) == 11
+
+
+def test_searches_repeated_with_one_vector_ask_the_index_once_until_it_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = listings_file(tmp_path)
+    encoder = ColorEncoder()
+    with Catalog.open(tmp_path / "cat", encoder, create=True) as catalog:
+        catalog.build(source, encoder, progress=False)
+        vector = catalog.vectors_for(["nw-jacket-blue"])["nw-jacket-blue"]
+        searches = []
+        real = catalog.index.search
+
+        def counting(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+            searches.append(k)
+            return real(queries, k)
+
+        monkeypatch.setattr(catalog.index, "search", counting)
+        nearest = catalog.search_vector(vector, limit=3)
+        jackets = catalog.search_vector(vector, Query(text="", category="jacket"), limit=12)
+        again = catalog.search_vector(vector, limit=3)
+        assert len(searches) == 1 and again == nearest
+        assert {listing.category for listing, _ in jackets} == {"jacket"}
+        # Each answer is what a search of its own would give.
+        fresh = Catalog.open(tmp_path / "cat", encoder)
+        assert fresh.search_vector(vector, Query(text="", category="jacket"), limit=12) == jackets
+        fresh.close()
+        # A change (here a listing's new price) is seen at once.
+        rows = [json.loads(line) for line in source.read_text().splitlines()]
+        for row in rows:
+            if row["id"] == nearest[0][0].listing_id:
+                row["price"] = "1.50"
+        source.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        catalog.build(source, encoder, progress=False)
+        repriced = catalog.search_vector(vector, limit=3)
+        assert str(repriced[0][0].price.amount) == "1.50" and len(searches) == 2
+        catalog.remove([nearest[0][0].listing_id])
+        assert nearest[0][0].listing_id not in [
+            listing.listing_id for listing, _ in catalog.search_vector(vector, limit=12)]
 
 
 def test_opening_with_another_encoder_is_a_clear_error(tmp_path: Path) -> None:
