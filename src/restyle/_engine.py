@@ -286,6 +286,9 @@ class Engine:
 
     def _photo_embedding(self, photo: Photo, deadline: float) -> np.ndarray:
         encoder = self.encoder
+        known = photo.known_embedding(encoder)
+        if known is not None:  # the experts needed it too: no call to wait for
+            return known
         label = f"encoder {encoder.name}"
         try:
             vector: np.ndarray = _budget.call(encoder, label, photo.embedding, encoder,
