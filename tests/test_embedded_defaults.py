@@ -177,6 +177,34 @@ def test_analyze_many_matches_one_at_a_time_and_encodes_the_photos_together(
         assert batched.identification.brand == alone.identification.brand
 
 
+def test_analyze_many_in_several_batches_keeps_the_order_and_the_answers(
+    tiny_encoder: OpenClipEncoder, catalog_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from restyle import _engine
+
+    engine = Engine(encoder=tiny_encoder, catalog=catalog_copy, load_entrypoints=False)
+    photos = sorted((EXAMPLES / "catalog" / "images").glob("*.jpg"))[:9]
+    one_by_one = [engine.analyze(p) for p in photos]
+    monkeypatch.setattr(_engine, "BATCH_PHOTOS", 4)
+    batches: list[int] = []
+    original = tiny_encoder.encode_images
+
+    def counting(images):  # type: ignore[no-untyped-def]
+        batches.append(len(images))
+        return original(images)
+
+    monkeypatch.setattr(tiny_encoder, "encode_images", counting)
+    images: list[object] = [*photos[:5], b"not a photo", *photos[5:]]
+    together = engine.analyze_many(images, return_exceptions=True,  # type: ignore[arg-type]
+                                   progress=False)
+    assert batches == [4, 3, 2]  # the bad photo is the second batch's fourth
+    assert isinstance(together.pop(5), ImageError)
+    for alone, batched in zip(one_by_one, together, strict=True):
+        assert isinstance(batched, Analysis)
+        assert batched.photo.sha256 == alone.photo.sha256
+        assert [c.listing.key for c in batched.comps] == [c.listing.key for c in alone.comps]
+
+
 def test_an_analysis_asks_the_vector_index_once_however_far_it_relaxes(
     tiny_encoder: OpenClipEncoder, catalog_copy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
