@@ -66,6 +66,40 @@ def test_above_the_threshold_it_turns_approximate_and_keeps_recall() -> None:
     assert index.nprobe is not None and index.nprobe < 64  # far from a full scan
 
 
+def test_data_an_ivf_cannot_search_faster_stays_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(2)
+    data = rng.standard_normal((6000, 128)).astype(np.float32)  # no structure at all
+    data /= np.linalg.norm(data, axis=1, keepdims=True)
+    index = VectorIndex(128, approximate_above=3000)
+    plans = []
+    real_plan = index._plan
+    monkeypatch.setattr(index, "_plan", lambda *a: (plans.append(len(index)), real_plan(*a)))
+    index.upsert(np.arange(2500), data[:2500])
+    index.upsert(np.arange(2500, 6000), data[2500:])
+    assert index.kind == "flat" and index.scan_fraction == 1.0 and plans == [2500]
+    queries = near(data[:20])
+    _, found = index.search(queries, 10)
+    assert (found == exact_top(queries, data, np.arange(6000), 10)).all()
+    # The choice stands until the collection has grown four times over.
+    index.upsert(np.arange(6000, 6100), near(data[:100], seed=4))
+    assert plans == [2500]
+
+
+def test_upsert_never_copies_the_whole_array() -> None:
+    import tracemalloc
+
+    data = clustered(100_000, 64, clusters=300, seed=6)
+    for approximate_above in (200_000, 1000):  # stays exact; becomes an IVF
+        index = VectorIndex(64, approximate_above=approximate_above)
+        tracemalloc.start()
+        index.upsert(np.arange(100_000), data)
+        _, peak = tracemalloc.get_traced_memory()  # numpy's arrays, not faiss's own storage
+        tracemalloc.stop()
+        assert index.kind == ("flat" if approximate_above > 100_000 else "ivf")
+        # A sample (a quarter at most) to train and judge the lists, never a copy of it all.
+        assert peak < 0.4 * data.nbytes
+
+
 def rng_rows(n: int) -> np.ndarray:
     return np.random.default_rng(9).choice(6000, size=n, replace=False)
 
