@@ -213,6 +213,29 @@ def test_catalog_build_is_resumable_and_reports_rejected_rows(
         assert len(catalog) == 12 and len(catalog.index) == 12
 
 
+def test_a_build_hands_the_encoder_its_batches_as_one_stream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = listings_file(tmp_path)
+    encoder = ColorEncoder()
+    streams: list[list[int]] = []
+    real = encoder.encode_image_batches
+
+    def recording(batches):  # type: ignore[no-untyped-def]
+        sizes: list[int] = []
+        streams.append(sizes)
+        for batch in batches:
+            sizes.append(len(batch))
+            yield from real([batch])
+
+    monkeypatch.setattr(encoder, "encode_image_batches", recording)
+    with Catalog.open(tmp_path / "cat", encoder, create=True) as catalog:
+        report = catalog.build(source, encoder, batch_size=5, progress=False)
+        assert report.added == 12 and streams == [[5, 5, 2]]
+        assert catalog.search_vector(catalog.vectors_for(["ls-tee-red"])["ls-tee-red"],
+                                     limit=1)[0][0].listing_id == "ls-tee-red"
+
+
 def test_catalog_resumes_after_an_interrupted_build(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -18,7 +18,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
@@ -38,6 +38,7 @@ from restyle._ingest import (
     Rejection,
     SourceRow,
     batches,
+    checked_embeddings,
     decode_listing_image,
     embed_listings,
     load_images,
@@ -49,6 +50,8 @@ from restyle._progress import progress_bar
 from restyle._types import Condition, Listing, Money, Query
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from restyle._fetching import Fetcher
 
 __all__ = [
@@ -425,11 +428,21 @@ class Catalog:
         saved_at = time.monotonic()
         try:
             with _read_ahead(prepared) as ready:
-                for batch in ready:
+                held: deque[_Batch] = deque()
+
+                def images() -> Iterator[list[Image.Image]]:
+                    for batch in ready:
+                        held.append(batch)
+                        yield [item.image for item in batch.decoded]
+
+                # The encoder is handed the batches as a stream, so it can prepare
+                # the next while its model works on this one.
+                for answer in encoder.encode_image_batches(images()):
+                    batch = held.popleft()
                     for row in batch.skipped:
                         self._update_metadata(row)
                     report.skipped += len(batch.skipped)
-                    kept, vectors, unusable = embed_listings(batch.decoded, encoder)
+                    kept, vectors, unusable = checked_embeddings(batch.decoded, answer, encoder)
                     self._store(kept, vectors, report)
                     for rejection in sorted([*batch.rejected, *unusable], key=lambda r: r.row):
                         report._reject(rejection)
