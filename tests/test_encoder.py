@@ -249,3 +249,26 @@ def test_batches_are_embedded_in_order_one_answer_each(tiny_model_spec: str) -> 
     for batch, answer in zip(batches, answers, strict=True):
         if batch:
             assert np.allclose(answer, encoder.encode_images(batch), atol=1e-5)
+
+
+@pytest.mark.parametrize(("setting", "first", "expected"), [
+    ({}, "", "PASSIVE"),
+    ({"OMP_WAIT_POLICY": "ACTIVE"}, "", "ACTIVE"),
+    ({"GOMP_SPINCOUNT": "1000"}, "", None),
+    ({}, "import torch; ", None),  # too late for torch's runtime: left alone
+])
+def test_importing_restyle_makes_openmp_wait_passively_unless_told_otherwise(
+    setting: dict[str, str], first: str, expected: str | None
+) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")}
+    env.update(setting)
+    code = f"{first}import os, json, restyle; print(json.dumps(os.environ.get('OMP_WAIT_POLICY')))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    assert json.loads(out) == expected
