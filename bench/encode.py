@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
 
 from restyle.encoders.openclip import _MODEL_THREAD, OpenClipEncoder
@@ -62,6 +61,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--model", default="ViT-B-32/random")
     args = parser.parse_args()
+    import torch  # after restyle, as an application using restyle loads it
 
     images = photos(args.images)
     torch.manual_seed(0)

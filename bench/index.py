@@ -31,8 +31,8 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -88,7 +88,7 @@ def recall_at_10(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)]))
 
 
-def per_query(index: faiss.Index | VectorIndex, queries: np.ndarray,
+def per_query(index: Any, queries: np.ndarray,
               batch: int) -> tuple[float, float]:
     """Wall-clock and CPU seconds per query, queries sent ``batch`` at a time."""
     chunks = [q[None, :] for q in queries[:50]] if batch == 1 else [queries[:batch]]
@@ -100,6 +100,7 @@ def per_query(index: faiss.Index | VectorIndex, queries: np.ndarray,
 
 
 def run(kind: str, n: int, dim: int, batches: list[int], rounds: int) -> None:
+    import faiss
     source = Source(kind, n, dim, np.random.default_rng(n))
     data = source.draw(n)
     queries = source.draw(max([*batches, 100]))
@@ -178,6 +179,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-memory", action="store_true")
     args = parser.parse_args()
+    import faiss  # after restyle, as an application using restyle loads it
+
     VectorIndex(1)  # applies restyle's faiss settings to the baseline too
     print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads, "
           f"{os.cpu_count()} CPUs, BLAS threshold {faiss.cvar.distance_compute_blas_threshold}")
