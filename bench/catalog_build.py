@@ -35,6 +35,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -50,7 +51,7 @@ def jpeg(img: Image.Image, quality: int = 85) -> bytes:
 
 def listing_images(folder: Path, n: int, seed: int = 0) -> list[str]:
     """``n`` distinct 640x480 JPEGs: windows of a few camera-sized pictures."""
-    from bench.encode import photos  # imports torch: only for the throughput part
+    from bench.encode import photos
 
     rng = np.random.default_rng(seed)
     bases = photos(40, seed=seed)
@@ -88,11 +89,16 @@ def build_round(folder: Path, source: Path, encoder: object,
     return timed(build)
 
 
-def throughput(args: argparse.Namespace) -> None:
-    import torch
+def _torch() -> Any:
+    import torch  # after restyle, as an application using restyle loads it
 
+    return torch
+
+
+def throughput(args: argparse.Namespace) -> None:
     from restyle.encoders.openclip import OpenClipEncoder
 
+    torch = _torch()
     torch.manual_seed(0)
     encoder = OpenClipEncoder(args.model, device="cpu", batch_size=32)
     encoder.load()

@@ -177,6 +177,65 @@ def test_analyze_many_matches_one_at_a_time_and_encodes_the_photos_together(
         assert batched.identification.brand == alone.identification.brand
 
 
+def test_analyze_many_in_several_batches_keeps_the_order_and_the_answers(
+    tiny_encoder: OpenClipEncoder, catalog_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from restyle import _engine
+
+    engine = Engine(encoder=tiny_encoder, catalog=catalog_copy, load_entrypoints=False)
+    photos = sorted((EXAMPLES / "catalog" / "images").glob("*.jpg"))[:9]
+    one_by_one = [engine.analyze(p) for p in photos]
+    monkeypatch.setattr(_engine, "BATCH_PHOTOS", 4)
+    batches: list[int] = []
+    original = tiny_encoder.encode_images
+
+    def counting(images):  # type: ignore[no-untyped-def]
+        batches.append(len(images))
+        return original(images)
+
+    monkeypatch.setattr(tiny_encoder, "encode_images", counting)
+    images: list[object] = [*photos[:5], b"not a photo", *photos[5:]]
+    together = engine.analyze_many(images, return_exceptions=True,  # type: ignore[arg-type]
+                                   progress=False)
+    assert batches == [4, 3, 2]  # the bad photo is the second batch's fourth
+    assert isinstance(together.pop(5), ImageError)
+    for alone, batched in zip(one_by_one, together, strict=True):
+        assert isinstance(batched, Analysis)
+        assert batched.photo.sha256 == alone.photo.sha256
+        assert [c.listing.key for c in batched.comps] == [c.listing.key for c in alone.comps]
+
+
+def test_an_analysis_asks_the_vector_index_once_however_far_it_relaxes(
+    tiny_encoder: OpenClipEncoder, catalog_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from restyle._index import VectorIndex
+    from restyle.marketplaces.catalog import CatalogMarketplace
+
+    # Wanting more comps than the catalog holds walks every relaxation step.
+    engine = Engine(encoder=tiny_encoder, catalog=catalog_copy, load_entrypoints=False,
+                    comps_wanted=50)
+    engine.analyze(Image.new("RGB", (64, 48), "red"))  # warm: the model, the prompts
+    searches: list[int] = []
+    steps: list[str] = []
+    real_search = VectorIndex.search
+    real_step = CatalogMarketplace.search_by_image
+
+    def counting(self: VectorIndex, queries: np.ndarray, k: int):  # type: ignore[no-untyped-def]
+        searches.append(k)
+        return real_search(self, queries, k)
+
+    def stepping(self, photo, query, **kwargs):  # type: ignore[no-untyped-def]
+        steps.append(query.step)
+        return real_step(self, photo, query, **kwargs)
+
+    monkeypatch.setattr(VectorIndex, "search", counting)
+    monkeypatch.setattr(CatalogMarketplace, "search_by_image", stepping)
+    analysis = engine.analyze(SAMPLE_PHOTO)
+    assert len(steps) >= 3 and steps[-1] == "any"  # the expert searched too, before them
+    assert len(searches) == 1
+    assert len(analysis.comps) == 12
+
+
 def test_clip_expert_ranks_the_prompt_that_matches_the_image_best(
     tiny_encoder: OpenClipEncoder,
 ) -> None:

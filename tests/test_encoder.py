@@ -146,19 +146,17 @@ def test_png_is_unaffected_by_draft() -> None:
     assert decode(buf.getvalue(), draft_side=100).image.size == (1000, 1000)
 
 
-def recording_preprocess(
-    encoder: OpenClipEncoder, monkeypatch: pytest.MonkeyPatch
-) -> list[tuple[int, int]]:
-    """Wrap the loaded model's preprocess; returns the sizes of the images it is handed."""
-    loaded = encoder._load()
+def recording_inputs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """Wrap the step that bounds each image; returns the sizes the encoder then resizes."""
     seen: list[tuple[int, int]] = []
-    original = loaded.preprocess
+    original = openclip.encoder_input
 
-    def preprocess(img: Image.Image) -> object:
-        seen.append(img.size)
-        return original(img)
+    def bounded(img: Image.Image, side: int) -> Image.Image:
+        out = original(img, side)
+        seen.append(out.size)
+        return out
 
-    monkeypatch.setattr(loaded, "preprocess", preprocess)
+    monkeypatch.setattr(openclip, "encoder_input", bounded)
     return seen
 
 
@@ -166,7 +164,7 @@ def test_a_strip_handed_to_the_encoder_is_cut_about_its_centre(
     tiny_model_spec: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     encoder = OpenClipEncoder(tiny_model_spec, device="cpu", precision="fp32")
-    seen = recording_preprocess(encoder, monkeypatch)
+    seen = recording_inputs(monkeypatch)
     rng = np.random.default_rng(3)
     wide = Image.fromarray(rng.integers(0, 255, (30, 10000, 3), dtype=np.uint8))
     tall = wide.transpose(Image.Transpose.ROTATE_90)
@@ -181,7 +179,7 @@ def test_a_large_image_is_reduced_before_the_resize(
     tiny_model_spec: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     encoder = OpenClipEncoder(tiny_model_spec, device="cpu", precision="fp32")
-    seen = recording_preprocess(encoder, monkeypatch)
+    seen = recording_inputs(monkeypatch)
     big = Image.new("RGB", (3000, 1000), (10, 120, 200))
     small = Image.new("RGB", (200, 150), (10, 120, 200))
     encoder.encode_images([big, small])
@@ -336,3 +334,94 @@ def test_the_hub_is_checked_where_downloads_go(monkeypatch: pytest.MonkeyPatch) 
     assert openclip._hub_address() == ("proxy.internal", 3128)
     monkeypatch.setenv("NO_PROXY", "huggingface.co")
     assert openclip._hub_address() == ("huggingface.co", 443)
+
+
+def test_the_uint8_preprocessing_matches_open_clips_own(tiny_model_spec: str) -> None:
+    import torch
+
+    encoder = OpenClipEncoder(tiny_model_spec, device="cpu", precision="fp32")
+    loaded = encoder._load()
+    assert loaded.pixels is not None and loaded.pixels.side == 64
+    rng = np.random.default_rng(5)
+    photos = [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+              for h, w in ((48, 80), (200, 150), (64, 64), (90, 333))]
+    ours = loaded.pixels.normalise(np.stack([loaded.pixels.crop(p) for p in photos]))
+    theirs = torch.stack([loaded.preprocess(p) for p in photos])
+    assert ours.shape == theirs.shape
+    # torch's antialiased resize is within one level (of 255) of Pillow's.
+    scale = torch.tensor(loaded.pixels.std).view(1, 3, 1, 1) * 255
+    assert float(((ours - theirs).abs() * scale).max()) <= 1.0 + 1e-3
+    # Through the model: the same embeddings as with the model's own preprocess.
+    fast = encoder.encode_images(photos)
+    pixels, loaded.pixels = loaded.pixels, None
+    try:
+        slow = encoder.encode_images(photos)
+    finally:
+        loaded.pixels = pixels
+    assert (fast * slow).sum(axis=1).min() >= 0.9999
+
+
+def test_an_unusual_preprocess_keeps_the_models_own_steps(tiny_model_spec: str) -> None:
+    from torchvision import transforms
+
+    assert openclip._Pixels.of(transforms.Compose([transforms.ToTensor()])) is None
+    squash = transforms.Compose([
+        transforms.Resize((64, 64)), transforms.CenterCrop(64), transforms.Lambda(lambda x: x),
+        transforms.ToTensor(), transforms.Normalize((0.5,) * 3, (0.5,) * 3)])
+    assert openclip._Pixels.of(squash) is None
+
+
+def test_every_model_call_runs_on_one_thread(
+    tiny_model_spec: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    encoder = OpenClipEncoder(tiny_model_spec, device="cpu", precision="fp32", batch_size=2)
+    model = encoder._load().model
+    threads: set[str] = set()
+    for name in ("encode_image", "encode_text"):
+        original = getattr(model, name)
+
+        def spy(*args: object, original: object = original) -> object:
+            threads.add(threading.current_thread().name)
+            return original(*args)  # type: ignore[operator]
+
+        monkeypatch.setattr(model, name, spy)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda n: encoder.encode_images(images(n)), [1, 3, 5, 2]))
+        list(pool.map(lambda t: encoder.encode_texts([t]), ["a", "b"]))
+    assert threads == {"restyle-model"}
+
+
+def test_batches_are_embedded_in_order_one_answer_each(tiny_model_spec: str) -> None:
+    encoder = OpenClipEncoder(tiny_model_spec, device="cpu", precision="fp32")
+    batches = [images(3), [], images(1), images(2)]
+    answers = list(encoder.encode_image_batches(iter(batches)))
+    assert [len(a) for a in answers] == [3, 0, 1, 2]
+    for batch, answer in zip(batches, answers, strict=True):
+        if batch:
+            assert np.allclose(answer, encoder.encode_images(batch), atol=1e-5)
+
+
+@pytest.mark.parametrize(("setting", "first", "expected"), [
+    ({}, "", "PASSIVE"),
+    ({"OMP_WAIT_POLICY": "ACTIVE"}, "", "ACTIVE"),
+    ({"GOMP_SPINCOUNT": "1000"}, "", None),
+    ({}, "import torch; ", None),  # too late for torch's runtime: left alone
+])
+def test_importing_restyle_makes_openmp_wait_passively_unless_told_otherwise(
+    setting: dict[str, str], first: str, expected: str | None
+) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")}
+    env.update(setting)
+    code = f"{first}import os, json, restyle; print(json.dumps(os.environ.get('OMP_WAIT_POLICY')))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    assert json.loads(out) == expected

@@ -413,7 +413,10 @@ def test_a_hung_comp_encoder_flags_the_comps_on_time(
     analysis, took = timed(lambda: eng.analyze(PHOTO))
     assert took < 2.0 + SLACK
     assert all(CompFlag.IMAGE_UNAVAILABLE in c.flags for c in analysis.comps)
-    assert all("gave no answer" in (c.image_error or "") for c in analysis.comps)
+    # The first batch overran; batches after it found the encoder still busy.
+    errors = [c.image_error or "" for c in analysis.comps]
+    assert any("gave no answer" in e for e in errors)
+    assert all("gave no answer" in e or "still busy" in e for e in errors)
 
 
 def test_a_hung_photo_encoder_is_an_encoder_error_on_time(release: threading.Event) -> None:

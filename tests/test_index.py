@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from restyle import Catalog, CatalogError
+from restyle import Catalog, CatalogError, Query
 from restyle._index import VectorIndex
 from tests.conftest import SAMPLE_LISTINGS
 from tests.fakes.components import ColorEncoder
@@ -64,6 +64,40 @@ def test_above_the_threshold_it_turns_approximate_and_keeps_recall() -> None:
     _, found = index.search(queries, 10)
     assert recall(found, exact_top(queries, data, ids, 10)) >= 0.95
     assert index.nprobe is not None and index.nprobe < 64  # far from a full scan
+
+
+def test_data_an_ivf_cannot_search_faster_stays_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(2)
+    data = rng.standard_normal((6000, 128)).astype(np.float32)  # no structure at all
+    data /= np.linalg.norm(data, axis=1, keepdims=True)
+    index = VectorIndex(128, approximate_above=3000)
+    plans = []
+    real_plan = index._plan
+    monkeypatch.setattr(index, "_plan", lambda *a: (plans.append(len(index)), real_plan(*a)))
+    index.upsert(np.arange(2500), data[:2500])
+    index.upsert(np.arange(2500, 6000), data[2500:])
+    assert index.kind == "flat" and index.scan_fraction == 1.0 and plans == [2500]
+    queries = near(data[:20])
+    _, found = index.search(queries, 10)
+    assert (found == exact_top(queries, data, np.arange(6000), 10)).all()
+    # The choice stands until the collection has grown four times over.
+    index.upsert(np.arange(6000, 6100), near(data[:100], seed=4))
+    assert plans == [2500]
+
+
+def test_upsert_never_copies_the_whole_array() -> None:
+    import tracemalloc
+
+    data = clustered(100_000, 64, clusters=300, seed=6)
+    for approximate_above in (200_000, 1000):  # stays exact; becomes an IVF
+        index = VectorIndex(64, approximate_above=approximate_above)
+        tracemalloc.start()
+        index.upsert(np.arange(100_000), data)
+        _, peak = tracemalloc.get_traced_memory()  # numpy's arrays, not faiss's own storage
+        tracemalloc.stop()
+        assert index.kind == ("flat" if approximate_above > 100_000 else "ivf")
+        # A sample (a quarter at most) to train and judge the lists, never a copy of it all.
+        assert peak < 0.4 * data.nbytes
 
 
 def rng_rows(n: int) -> np.ndarray:
@@ -179,6 +213,29 @@ def test_catalog_build_is_resumable_and_reports_rejected_rows(
         assert len(catalog) == 12 and len(catalog.index) == 12
 
 
+def test_a_build_hands_the_encoder_its_batches_as_one_stream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = listings_file(tmp_path)
+    encoder = ColorEncoder()
+    streams: list[list[int]] = []
+    real = encoder.encode_image_batches
+
+    def recording(batches):  # type: ignore[no-untyped-def]
+        sizes: list[int] = []
+        streams.append(sizes)
+        for batch in batches:
+            sizes.append(len(batch))
+            yield from real([batch])
+
+    monkeypatch.setattr(encoder, "encode_image_batches", recording)
+    with Catalog.open(tmp_path / "cat", encoder, create=True) as catalog:
+        report = catalog.build(source, encoder, batch_size=5, progress=False)
+        assert report.added == 12 and streams == [[5, 5, 2]]
+        assert catalog.search_vector(catalog.vectors_for(["ls-tee-red"])["ls-tee-red"],
+                                     limit=1)[0][0].listing_id == "ls-tee-red"
+
+
 def test_catalog_resumes_after_an_interrupted_build(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -232,6 +289,45 @@ def test_catalog_remove_and_update_without_rebuild(tmp_path: Path) -> None:
         assert "nw-jacket-blue" not in found and len(found) == 11
     with Catalog.open(tmp_path / "cat", encoder) as catalog:
         assert len(catalog) == 11 and len(catalog.index) == 11
+
+
+def test_searches_repeated_with_one_vector_ask_the_index_once_until_it_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = listings_file(tmp_path)
+    encoder = ColorEncoder()
+    with Catalog.open(tmp_path / "cat", encoder, create=True) as catalog:
+        catalog.build(source, encoder, progress=False)
+        vector = catalog.vectors_for(["nw-jacket-blue"])["nw-jacket-blue"]
+        searches = []
+        real = catalog.index.search
+
+        def counting(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+            searches.append(k)
+            return real(queries, k)
+
+        monkeypatch.setattr(catalog.index, "search", counting)
+        nearest = catalog.search_vector(vector, limit=3)
+        jackets = catalog.search_vector(vector, Query(text="", category="jacket"), limit=12)
+        again = catalog.search_vector(vector, limit=3)
+        assert len(searches) == 1 and again == nearest
+        assert {listing.category for listing, _ in jackets} == {"jacket"}
+        # Each answer is what a search of its own would give.
+        fresh = Catalog.open(tmp_path / "cat", encoder)
+        assert fresh.search_vector(vector, Query(text="", category="jacket"), limit=12) == jackets
+        fresh.close()
+        # A change (here a listing's new price) is seen at once.
+        rows = [json.loads(line) for line in source.read_text().splitlines()]
+        for row in rows:
+            if row["id"] == nearest[0][0].listing_id:
+                row["price"] = "1.50"
+        source.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        catalog.build(source, encoder, progress=False)
+        repriced = catalog.search_vector(vector, limit=3)
+        assert str(repriced[0][0].price.amount) == "1.50" and len(searches) == 2
+        catalog.remove([nearest[0][0].listing_id])
+        assert nearest[0][0].listing_id not in [
+            listing.listing_id for listing, _ in catalog.search_vector(vector, limit=12)]
 
 
 def test_opening_with_another_encoder_is_a_clear_error(tmp_path: Path) -> None:

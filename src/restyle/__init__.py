@@ -8,6 +8,7 @@ analysis = Engine().analyze("jacket.jpg")
 
 import logging
 
+from restyle import _openmp  # noqa: F401 - first: it must run before torch or faiss load
 from restyle._backtest import BacktestGroup, BacktestItem, BacktestReport, backtest
 from restyle._catalog import (
     BuildReport,

@@ -18,6 +18,7 @@ import sqlite3
 import tempfile
 import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
@@ -37,6 +38,7 @@ from restyle._ingest import (
     Rejection,
     SourceRow,
     batches,
+    checked_embeddings,
     decode_listing_image,
     embed_listings,
     load_images,
@@ -48,6 +50,8 @@ from restyle._progress import progress_bar
 from restyle._types import Condition, Listing, Money, Query
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from restyle._fetching import Fetcher
 
 __all__ = [
@@ -102,6 +106,16 @@ _UPDATE = f"UPDATE items SET {_SET_METADATA}, image_sha256=?, vector=? WHERE lis
 # A build reads ahead at most this many source rows past its last full batch,
 # so a file of nothing but bad rows never piles up in memory.
 _MAX_SPAN = 1024
+#: Nearest neighbours a vector search takes from the index at least. One
+#: analysis searches with the photo's vector several times (the catalog expert,
+#: then every relaxation step of the marketplace, each filtering more loosely):
+#: one index search of this many answers them all.
+SEARCH_POOL = 150
+# Recent vector searches kept, with their listings, for the searches after
+# them with the same vector (analyses running at once each have their own).
+_RECENT_SEARCHES = 32
+# Rows read from the database in one query.
+_ROWS_PER_QUERY = 500
 
 _T = TypeVar("_T")
 
@@ -195,6 +209,17 @@ class RepairReport:
         return data
 
 
+@dataclass(slots=True)
+class _Neighbours:
+    """One vector's nearest catalog items, best first, and those already read as
+    Listings (None for an id the database no longer has)."""
+
+    generation: int
+    ids: np.ndarray
+    scores: np.ndarray
+    listings: dict[int, Listing | None] = field(default_factory=dict)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Batch:
     """One contiguous span of source rows, prepared for the encoder."""
@@ -221,6 +246,10 @@ class Catalog:
         self.readonly = (not create) if readonly is None else readonly
         self._db_path = self.directory / DB_NAME
         self._lock = threading.RLock()
+        # Recent vector searches; any change to the rows or the index starts a
+        # new generation, which makes them stale.
+        self._recent: OrderedDict[bytes, _Neighbours] = OrderedDict()
+        self._generation = 0
         if not os.path.lexists(self._db_path):
             if not create:
                 raise CatalogError(_missing(self.directory))
@@ -399,11 +428,21 @@ class Catalog:
         saved_at = time.monotonic()
         try:
             with _read_ahead(prepared) as ready:
-                for batch in ready:
+                held: deque[_Batch] = deque()
+
+                def images() -> Iterator[list[Image.Image]]:
+                    for batch in ready:
+                        held.append(batch)
+                        yield [item.image for item in batch.decoded]
+
+                # The encoder is handed the batches as a stream, so it can prepare
+                # the next while its model works on this one.
+                for answer in encoder.encode_image_batches(images()):
+                    batch = held.popleft()
                     for row in batch.skipped:
                         self._update_metadata(row)
                     report.skipped += len(batch.skipped)
-                    kept, vectors, unusable = embed_listings(batch.decoded, encoder)
+                    kept, vectors, unusable = checked_embeddings(batch.decoded, answer, encoder)
                     self._store(kept, vectors, report)
                     for rejection in sorted([*batch.rejected, *unusable], key=lambda r: r.row):
                         report._reject(rejection)
@@ -479,8 +518,15 @@ class Catalog:
             self.index.save(self.directory / INDEX_NAME)
             db.commit()
 
+    def _changed(self) -> None:
+        """Rows or vectors changed: recent searches no longer hold."""
+        with self._lock:
+            self._generation += 1
+            self._recent.clear()
+
     def _abandon(self) -> None:
         """Forget the work since the last checkpoint, in the database and in memory."""
+        self._changed()
         with self._lock:
             try:
                 self._db.rollback()
@@ -492,6 +538,7 @@ class Catalog:
             )
 
     def _update_metadata(self, row: ListingRow) -> None:
+        self._changed()
         with self._database() as db:
             db.execute(
                 f"UPDATE items SET {_SET_METADATA} WHERE listing_id=?",
@@ -503,6 +550,7 @@ class Catalog:
         """Write a batch's rows and vectors, uncommitted until the next checkpoint."""
         if not kept:
             return
+        self._changed()
         by_id: dict[int, np.ndarray] = {}  # a listing twice in one batch: the last row wins
         with self._database() as db:
             for item, vector in zip(kept, vectors, strict=True):
@@ -543,6 +591,7 @@ class Catalog:
                 raise
             # Rows first: a crash before the index is saved leaves vectors
             # without rows, which searches ignore and repair drops.
+            self._changed()
             self.index.remove(ids)
             self.index.save(self.directory / INDEX_NAME)
         return len(ids)
@@ -557,22 +606,72 @@ class Catalog:
     def search_vector(
         self, vector: np.ndarray, query: Query | None = None, *, limit: int = 20
     ) -> list[tuple[Listing, float]]:
-        """Nearest listings to ``vector`` that match ``query``'s filters, best first."""
+        """Nearest listings to ``vector`` that match ``query``'s filters, best first.
+
+        With a query, the ``max(5 * limit, 50)`` nearest listings are filtered.
+        Searches repeated with the same vector (as one analysis does) reuse
+        the first one's neighbours and listings while the catalog is unchanged.
+        """
         if len(self.index) == 0:
             return []
         wanted = limit if query is None else max(limit * 5, 50)
-        scores, ids = self.index.search(vector, wanted)
+        near = self._nearest(vector, wanted)
+        ids = near.ids[:wanted]
+        listings = self._listings_of(near, ids)
         found: list[tuple[Listing, float]] = []
-        for score, item_id in zip(scores[0], ids[0], strict=True):
-            if item_id < 0:
-                continue
-            listing = self.listing(int(item_id))
+        for score, item_id in zip(near.scores[:wanted], ids.tolist(), strict=True):
+            listing = listings[item_id]
             if listing is None or (query is not None and not _matches(listing, query)):
                 continue
             found.append((listing, float(score)))
             if len(found) >= limit:
                 break
         return found
+
+    def _nearest(self, vector: np.ndarray, wanted: int) -> _Neighbours:
+        """At least ``wanted`` nearest items (all there are, if fewer), searched
+        once per vector while the catalog is unchanged."""
+        key = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+        with self._lock:
+            generation = self._generation
+            near = self._recent.get(key)
+            if near is not None and near.generation == generation and (
+                    len(near.ids) >= wanted or len(near.ids) >= len(self.index)):
+                self._recent.move_to_end(key)
+                return near
+        scores, ids = self.index.search(vector, max(wanted, SEARCH_POOL))
+        found = ids[0] >= 0
+        near = _Neighbours(generation=generation, ids=ids[0][found], scores=scores[0][found])
+        with self._lock:
+            if self._generation == generation:
+                self._recent[key] = near
+                self._recent.move_to_end(key)
+                while len(self._recent) > _RECENT_SEARCHES:
+                    self._recent.popitem(last=False)
+        return near
+
+    def _listings_of(self, near: _Neighbours, ids: np.ndarray) -> dict[int, Listing | None]:
+        """The Listings of ``ids`` (None where the database has no row), read
+        in one query for those ``near`` has not read yet."""
+        with self._lock:
+            missing = [i for i in ids.tolist() if i not in near.listings]
+            if missing:
+                rows = self._rows(missing)
+                for item_id in missing:
+                    row = rows.get(item_id)
+                    near.listings[item_id] = None if row is None else _to_listing(row)
+            return near.listings
+
+    def _rows(self, item_ids: Sequence[int]) -> dict[int, Sequence[Any]]:
+        """Database rows by item id, for those that exist."""
+        rows: dict[int, Sequence[Any]] = {}
+        with self._database() as db:
+            for start in range(0, len(item_ids), _ROWS_PER_QUERY):
+                chunk = item_ids[start : start + _ROWS_PER_QUERY]
+                marks = ", ".join("?" * len(chunk))
+                for row in db.execute(f"{_SELECT} WHERE id IN ({marks})", chunk):
+                    rows[int(row[0])] = row
+        return rows
 
     def search_text(self, query: Query) -> list[Listing]:
         """Listings whose title, brand or category share words with the query."""
@@ -594,15 +693,17 @@ class Catalog:
         return [listing for _, listing in scored[: query.limit]]
 
     def vectors_for(self, listing_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The index's vector of each listing that has one, by listing id."""
+        item_ids: dict[str, int] = {}
+        with self._database() as db:
+            for start in range(0, len(listing_ids), _ROWS_PER_QUERY):
+                chunk = list(listing_ids[start : start + _ROWS_PER_QUERY])
+                marks = ", ".join("?" * len(chunk))
+                item_ids.update(db.execute(
+                    f"SELECT listing_id, id FROM items WHERE listing_id IN ({marks})", chunk))
         result: dict[str, np.ndarray] = {}
-        for listing_id in listing_ids:
-            with self._database() as db:
-                row = db.execute(
-                    "SELECT id FROM items WHERE listing_id = ?", (listing_id,)
-                ).fetchone()
-            if row is None:
-                continue
-            vector = self.index.reconstruct(int(row[0]))
+        for listing_id, item_id in item_ids.items():
+            vector = self.index.reconstruct(int(item_id))
             if vector is not None:
                 result[listing_id] = vector
         return result

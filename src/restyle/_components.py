@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, ClassVar, TypeGuard, TypeVar
 
 import numpy as np
@@ -218,6 +218,15 @@ class Encoder(Component):
     @abstractmethod
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """A float32 array of shape (len(images), dim) with unit-length rows."""
+
+    def encode_image_batches(
+        self, batches: Iterable[Sequence[Image.Image]]
+    ) -> Iterator[np.ndarray]:
+        """Each batch's :meth:`encode_images` array, in order (a catalog build
+        hands its batches this way). An encoder may override it to prepare the
+        next batch while its model works on this one."""
+        for batch in batches:
+            yield self.encode_images(batch) if batch else np.zeros((0, self.dim), np.float32)
 
     @abstractmethod
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:

@@ -11,13 +11,14 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast, overload
 
 import numpy as np
 
 from restyle import _budget, _settings
-from restyle._budget import STAGE_MARKS, Budget
+from restyle._budget import STAGE_MARKS, Budget, Pending
 from restyle._catalog import MARKETPLACE_NAME, BuildReport, Catalog, ListingLimits
 from restyle._components import (
     Component,
@@ -305,6 +306,9 @@ class Engine:
 
     def _photo_embedding(self, photo: Photo, deadline: float) -> np.ndarray:
         encoder = self.encoder
+        known = photo.known_embedding(encoder)
+        if known is not None:  # the experts needed it too: no call to wait for
+            return known
         label = f"encoder {encoder.name}"
         try:
             vector: np.ndarray = _budget.call(encoder, label, photo.embedding, encoder,
@@ -422,7 +426,8 @@ class Engine:
         """Analyze several photos, with a progress bar on a terminal.
 
         Photos are taken :data:`BATCH_PHOTOS` at a time: their embeddings are
-        computed in one batch and their analyses run concurrently, so memory
+        computed in one batch and their analyses run concurrently, while the
+        model embeds the next batch; at most two batches are held, so memory
         stays bounded however many photos there are. ``deadline`` applies to
         each photo. With ``return_exceptions=True`` a photo that fails gives
         its RestyleError in its place and the others go on (as in
@@ -444,21 +449,31 @@ class Engine:
     def _analyze_stream(
         self, images: Iterable[ImageInput | Photo], *, deadline: float | None
     ) -> Iterator[Analysis | RestyleError]:
-        """Each photo's Analysis or RestyleError, in input order, a batch at a time."""
+        """Each photo's Analysis or RestyleError, in input order, a batch at a time.
+
+        The next batch is decoded and its embeddings started before this batch's
+        analyses run, so the model works while they search: at most two batches
+        are held at once."""
         if deadline is not None:
             _seconds("deadline", deadline)
+        started: _StartedBatch | None = None
         batch: list[ImageInput | Photo] = []
         for image in images:
             batch.append(image)
             if len(batch) == BATCH_PHOTOS:
-                yield from self._analyze_batch(batch, deadline)
-                batch = []
-        if batch:
-            yield from self._analyze_batch(batch, deadline)
+                following = self._start_batch(batch, deadline)
+                if started is not None:
+                    yield from self._finish_batch(started, deadline)
+                started, batch = following, []
+        last = self._start_batch(batch, deadline) if batch else None
+        if started is not None:
+            yield from self._finish_batch(started, deadline)
+        if last is not None:
+            yield from self._finish_batch(last, deadline)
 
-    def _analyze_batch(
-        self, images: Sequence[ImageInput | Photo], deadline: float | None
-    ) -> list[Analysis | RestyleError]:
+    def _start_batch(self, images: Sequence[ImageInput | Photo],
+                     deadline: float | None) -> _StartedBatch:
+        """Decode the photos and start their embeddings in one encoder call."""
         photos: list[Photo | RestyleError] = []
         for image in images:
             try:
@@ -466,8 +481,28 @@ class Engine:
             except RestyleError as exc:
                 photos.append(exc)
         decoded = [p for p in photos if isinstance(p, Photo)]
-        with self._running("analyze_many"):
-            self._embed_together(decoded, deadline)
+        pending = None
+        if len(decoded) > 1:  # one photo alone gains nothing from a batch
+            encoder = self.encoder
+            seconds = self.deadline if deadline is None else deadline
+            with self._running("analyze_many"):
+                try:
+                    pending = _budget.start(
+                        encoder, f"encoder {encoder.name}", encoder.encode_images,
+                        [p.image for p in decoded],
+                        deadline=time.monotonic() + seconds * STAGE_MARKS["search"])
+                except RestyleError as exc:
+                    logger.debug("batch encoding of %d photos not started: %s",
+                                 len(decoded), exc)
+        return _StartedBatch(photos=photos, embeddings=pending)
+
+    def _finish_batch(self, started: _StartedBatch,
+                      deadline: float | None) -> list[Analysis | RestyleError]:
+        """The batch's analyses, run concurrently once its embeddings are in."""
+        photos = started.photos
+        if started.embeddings is not None:
+            self._remember_embeddings(started.embeddings,
+                                      [p for p in photos if isinstance(p, Photo)])
 
         def one(photo: Photo | RestyleError) -> Analysis | RestyleError:
             if isinstance(photo, RestyleError):
@@ -483,23 +518,26 @@ class Engine:
                                 thread_name_prefix="restyle analyze") as pool:
             return list(pool.map(one, photos))
 
-    def _embed_together(self, photos: Sequence[Photo], deadline: float | None) -> None:
-        """One encoder call for the photos' own embeddings (the model is faster on
-        a batch); on any failure each analysis encodes its photo itself."""
-        if len(photos) < 2:
-            return
+    def _remember_embeddings(self, pending: Pending, photos: Sequence[Photo]) -> None:
+        """Give each photo its vector from the batch; on any failure each
+        analysis encodes its photo itself."""
         encoder = self.encoder
-        seconds = self.deadline if deadline is None else deadline
         try:
-            rows = _budget.call(encoder, f"encoder {encoder.name}", encoder.encode_images,
-                                [p.image for p in photos],
-                                deadline=time.monotonic() + seconds * STAGE_MARKS["search"])
-            vectors = check_vectors(encoder, rows, count=len(photos))
+            vectors = check_vectors(encoder, pending.result(), count=len(photos))
         except Exception as exc:
             logger.debug("batch encoding of %d photos failed: %s", len(photos), exc)
             return
         for photo, vector in zip(photos, vectors, strict=True):
             photo.remember_embedding(encoder, vector)
+
+
+@dataclass(frozen=True, slots=True)
+class _StartedBatch:
+    """Photos of :meth:`Engine.analyze_many` decoded (or why not), and their
+    embeddings under way in one encoder call (None when not started)."""
+
+    photos: list[Photo | RestyleError]
+    embeddings: Pending | None
 
 
 def _model_encoder(model: object, encoder: str | Encoder) -> Encoder:

@@ -137,6 +137,11 @@ class Photo:
                 self._embeddings[key] = cached
             return cached
 
+    def known_embedding(self, encoder: Encoder) -> np.ndarray | None:
+        """This photo's embedding under ``encoder`` if it was computed already."""
+        with self._lock:
+            return self._embeddings.get(encoder.model_id)
+
     def remember_embedding(self, encoder: Encoder, vector: np.ndarray) -> None:
         """Keep ``vector`` as this photo's embedding under ``encoder`` (one
         computed in a batch with other photos), unless one is known already."""

@@ -1,10 +1,14 @@
 """A faiss vector index with stable integer ids, exact or approximate by size, saved atomically.
 
 Small collections use exact inner-product search. Above ``approximate_above``
-vectors the index becomes an inverted file (IVF) whose ``nprobe`` is tuned on
-the data to a target recall@10, as autofaiss does. IVF rather than HNSW
-because IVF removes and replaces vectors in place, so updates never need a
-rebuild; HNSW cannot remove.
+vectors the index plans itself on the data: it trains an inverted file (IVF)
+and tunes its ``nprobe`` to a target recall@10 on a sample, as autofaiss does,
+and keeps it only if it then computes at most 1/:data:`MIN_SPEEDUP` of the
+distances exact search does; otherwise (data without structure to exploit)
+it stays exact, which is then as fast. IVF rather than HNSW because IVF
+removes and replaces vectors in place, so updates never need a rebuild; HNSW
+cannot remove. Building it streams the vectors in chunks into lists sized
+beforehand, so an upsert holds little more than one copy of the data.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import math
 import os
 import tempfile
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +27,31 @@ from restyle._errors import CatalogError
 
 __all__ = ["NORM_TOLERANCE", "VectorIndex", "vector_problem"]
 
-#: Collections larger than this get an approximate index.
+#: Collections larger than this are considered for an approximate index.
 APPROXIMATE_ABOVE = 50_000
 #: Query batches at least this large use BLAS (faiss's default is 20 for flat
 #: search but 250 in places, which leaves mid-sized batches on a slow path).
 BLAS_THRESHOLD = 16
+#: The approximate index is kept only when a query computes at most this
+#: fraction of exact search's distances. Exact search over a batch of queries
+#: runs as one matrix product (BLAS), three to four times faster per distance
+#: than IVF's scan of its lists on this kind of CPU, so a smaller margin would
+#: make batches slower than exact search.
+MIN_SPEEDUP = 8.0
 
 #: How far an embedding's length may be from 1 (fp16 encoders round to ~1e-3).
 NORM_TOLERANCE = 1e-2
 
+# Vectors handled at once when an index is built or searched in bulk.
+_CHUNK = 8192
+# Vectors an approximate index is first tried on, before it is built in full.
+_PLAN_SAMPLE = 32_768
+# Tuning queries: enough for a recall estimate within about a percent.
+_TUNING_QUERIES = 256
+
 _configured = False
+
+_Chunks = Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]
 
 
 def vector_problem(vector: np.ndarray, dim: int | None = None) -> str | None:
@@ -70,7 +90,9 @@ class VectorIndex:
     """Inner-product search over unit vectors, keyed by caller-chosen int64 ids.
 
     Thread-safe: searches and updates take one lock (faiss indexes are not safe
-    to mutate while searched).
+    to mutate while searched). ``scan_fraction`` is, after planning, the share
+    of the stored vectors a query compares itself with (1.0 for exact search;
+    None when not measured in this process).
     """
 
     def __init__(
@@ -86,7 +108,12 @@ class VectorIndex:
         self.approximate_above = approximate_above
         self.target_recall = target_recall
         self._index: Any = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-        self._trained_size = 0
+        # The size at which the kind was last chosen: the next choice is made
+        # when the collection has grown four times past it.
+        self._planned_at = 0
+        self.scan_fraction: float | None = None
+        # What the last IVF tried would have scanned (for benchmarks).
+        self._ivf_fraction: float | None = None
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -104,6 +131,10 @@ class VectorIndex:
     def nprobe(self) -> int | None:
         return int(self._index.nprobe) if self.kind == "ivf" else None
 
+    @property
+    def nlist(self) -> int | None:
+        return int(self._index.nlist) if self.kind == "ivf" else None
+
     def _check(self, vectors: np.ndarray) -> np.ndarray:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim == 1:
@@ -113,7 +144,11 @@ class VectorIndex:
         return vectors
 
     def upsert(self, ids: np.ndarray | list[int], vectors: np.ndarray) -> None:
-        """Add vectors under ``ids``, replacing any already stored under those ids."""
+        """Add vectors under ``ids``, replacing any already stored under those ids.
+
+        ``vectors`` is not copied beyond what the index stores: a float32,
+        C-ordered array is read in place.
+        """
         id_array = np.ascontiguousarray(ids, dtype=np.int64)
         vectors = self._check(vectors)
         if len(id_array) != len(vectors):
@@ -123,13 +158,13 @@ class VectorIndex:
         with self._lock:
             if len(self):
                 self._index.remove_ids(id_array)
-            self._index.add_with_ids(vectors, id_array)
-            size = len(self)
-            if self.kind == "flat" and size > self.approximate_above:
-                self._become_approximate()
-            elif self.kind == "ivf" and size > 4 * self._trained_size:
-                # Centroids trained on a quarter of the data no longer fit it.
-                self._become_approximate()
+            size = len(self) + len(id_array)
+            if size > self.approximate_above and size > 4 * self._planned_at:
+                self._plan(id_array, vectors)
+            else:
+                for start in range(0, len(id_array), _CHUNK):
+                    self._index.add_with_ids(vectors[start : start + _CHUNK],
+                                             id_array[start : start + _CHUNK])
 
     def remove(self, ids: np.ndarray | list[int]) -> int:
         with self._lock:
@@ -146,19 +181,10 @@ class VectorIndex:
 
     def ids(self) -> np.ndarray:
         """The ids of every stored vector (int64, in no particular order)."""
-        faiss = _faiss()
         with self._lock:
             if not len(self):
                 return np.zeros(0, np.int64)
-            if self.kind == "flat":
-                flat_ids: np.ndarray = faiss.vector_to_array(self._index.id_map).astype(np.int64)
-                return flat_ids
-            invlists = self._index.invlists
-            parts = [
-                faiss.rev_swig_ptr(invlists.get_ids(n), invlists.list_size(n)).copy()
-                for n in range(self._index.nlist) if invlists.list_size(n)
-            ]
-            return np.concatenate(parts).astype(np.int64)
+            return np.concatenate([ids for ids, _ in _contents(self._index, self.dim)()])
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best (scores, ids) per query; missing results have id -1."""
@@ -168,70 +194,90 @@ class VectorIndex:
             scores, ids = self._index.search(queries, k)
         return scores, ids
 
-    # -- approximate -----------------------------------------------------------
+    # -- choosing and building ----------------------------------------------------
 
-    def _all(self) -> tuple[np.ndarray, np.ndarray]:
-        faiss = _faiss()
-        if self.kind == "flat":
-            ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
-            vectors = self._index.index.reconstruct_n(0, len(self))
-            return ids, np.ascontiguousarray(vectors, dtype=np.float32)
-        ids_list, vec_list = [], []
-        invlists = self._index.invlists
-        for list_no in range(self._index.nlist):
-            size = invlists.list_size(list_no)
-            if not size:
-                continue
-            ids_list.append(faiss.rev_swig_ptr(invlists.get_ids(list_no), size).copy())
-            codes = faiss.rev_swig_ptr(invlists.get_codes(list_no), size * self.dim * 4)
-            vec_list.append(np.frombuffer(codes.copy(), dtype=np.float32).reshape(size, self.dim))
-        return np.concatenate(ids_list).astype(np.int64), np.concatenate(vec_list)
+    def _plan(self, new_ids: np.ndarray, new_vectors: np.ndarray) -> None:
+        """Choose the kind for the stored vectors plus the new ones and build it.
 
-    def _become_approximate(self) -> None:
-        """Rebuild as IVF trained on the current vectors, tuned to the target recall."""
-        faiss = _faiss()
-        ids, vectors = self._all()
-        n = len(ids)
-        nlist = _nlist_for(n)
-        quantizer = faiss.IndexFlatIP(self.dim)
-        index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.cp.niter = 10
-        rng = np.random.default_rng(0)
-        sample = vectors[rng.choice(n, size=min(n, 40 * nlist), replace=False)]
-        index.train(sample)
-        index.set_direct_map_type(faiss.DirectMap.Hashtable)
-        index.add_with_ids(vectors, ids)
-        index.nprobe = self._tune_nprobe(index, ids, vectors, rng)
-        self._index = index
-        self._trained_size = n
-
-    def _tune_nprobe(self, index: Any, ids: np.ndarray, vectors: np.ndarray,
-                     rng: np.random.Generator) -> int:
-        """The smallest nprobe whose recall@10 reaches the target on sample queries.
-
-        Queries are stored vectors moved by noise (a real query photo is near
-        its catalog twin, not equal to it); the truth comes from exact search.
+        An IVF is trained and tuned on a sample first; only if it beats exact
+        search by :data:`MIN_SPEEDUP` there is it built in full (and tuned
+        again on everything). Neither step holds a second copy of the data.
         """
         faiss = _faiss()
-        picks = vectors[rng.choice(len(vectors), size=min(len(vectors), 256), replace=False)]
-        noise = rng.standard_normal(picks.shape).astype(np.float32)
-        noise *= 0.5 / np.linalg.norm(noise, axis=1, keepdims=True)
-        queries = picks + noise
-        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-        k = min(10, len(vectors))
-        exact = faiss.IndexFlatIP(self.dim)
-        exact.add(vectors)
-        _, truth_rows = exact.search(queries, k)
-        truth = [set(ids[row].tolist()) for row in truth_rows]
+        current = _contents(self._index, self.dim)
+
+        def everything() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            yield from current()
+            for start in range(0, len(new_ids), _CHUNK):
+                yield new_ids[start : start + _CHUNK], new_vectors[start : start + _CHUNK]
+
+        n = len(self) + len(new_ids)
+        nlist = _nlist_for(n)
+        rng = np.random.default_rng(0)
+        # Enough to train the lists (40 vectors each) and judge them; at most a
+        # quarter of the data beyond that.
+        size = min(n, max(40 * nlist, min(_PLAN_SAMPLE, n // 4)))
+        sample = _gather(everything, np.sort(rng.choice(n, size=size, replace=False)),
+                         self.dim)
+        rng.shuffle(sample)
+        quantizer = faiss.IndexFlatIP(self.dim)
+        ivf = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        ivf.cp.niter = 10
+        ivf.cp.spherical = True  # centroids of unit vectors, compared by inner product
+        ivf.train(sample[: 40 * nlist])
+        queries = _tuning_queries(sample, rng)
+        # First on a sample: does an IVF pay at all?
+        trial = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        trial.add(sample)
+        truth = faiss.knn(queries, sample, min(10, size), faiss.METRIC_INNER_PRODUCT)[1]
+        _, fraction = self._tune(trial, queries, truth, n)
+        self._ivf_fraction = fraction
+        del trial, sample
+        if 1 / fraction >= MIN_SPEEDUP:
+            _fill(ivf, everything, n)
+            ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+            truth_ids = _exact_top(everything, queries, min(10, n))
+            nprobe, fraction = self._tune(ivf, queries, truth_ids, n)
+            ivf.nprobe = nprobe
+            self._ivf_fraction = fraction
+            if 1 / fraction >= MIN_SPEEDUP:
+                self._index, self.scan_fraction = ivf, fraction
+                self._planned_at = n
+                return
+            del ivf  # the sample misled: exact search after all
+        if self.kind == "flat":
+            for start in range(0, len(new_ids), _CHUNK):
+                self._index.add_with_ids(new_vectors[start : start + _CHUNK],
+                                         new_ids[start : start + _CHUNK])
+        else:
+            flat = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+            for ids, vectors in everything():
+                flat.add_with_ids(vectors, ids)
+            self._index = flat
+        self.scan_fraction = 1.0
+        self._planned_at = n
+
+    def _tune(self, index: Any, queries: np.ndarray, truth: np.ndarray,
+              n: int) -> tuple[int, float]:
+        """The smallest nprobe whose recall@10 on ``queries`` reaches the target
+        (plus a margin: the queries are a sample), and the share of exact
+        search's distances a query then computes among ``n`` vectors (the
+        coarse quantizer's included). ``truth`` holds the exact answers' ids."""
+        k = truth.shape[1]
+        wanted = [set(row.tolist()) for row in truth]
         nprobe = 1
         while True:
             index.nprobe = nprobe
             _, found = index.search(queries, k)
-            hits = sum(len(t & set(f.tolist())) for t, f in zip(truth, found, strict=True))
+            hits = sum(len(t & set(f.tolist())) for t, f in zip(wanted, found, strict=True))
             if hits >= self.target_recall * k * len(queries) or nprobe >= index.nlist:
-                # A margin: the tuning queries are only a sample.
-                return int(min(index.nlist, math.ceil(nprobe * 1.25)))
+                break
             nprobe = math.ceil(nprobe * (2 if nprobe < 8 else 1.5))
+        nprobe = int(min(index.nlist, math.ceil(nprobe * 1.25)))
+        sizes = np.array([index.invlists.list_size(i) for i in range(index.nlist)])
+        _, probed = index.quantizer.search(queries, nprobe)
+        scanned = float(sizes[probed].sum(axis=1).mean()) / max(1, int(sizes.sum()))
+        return nprobe, min(1.0, scanned + index.nlist / n)
 
     # -- persistence -----------------------------------------------------------
 
@@ -269,8 +315,111 @@ class VectorIndex:
         if hasattr(index, "nprobe") and index.direct_map.type != faiss.DirectMap.Hashtable:
             index.set_direct_map_type(faiss.DirectMap.Hashtable)
         self._index = index
-        self._trained_size = int(index.ntotal)
+        if hasattr(index, "nprobe") or index.ntotal > approximate_above:
+            self._planned_at = int(index.ntotal)  # chosen when it was built
         return self
+
+
+# -- bulk helpers -------------------------------------------------------------------
+
+
+def _contents(index: Any, dim: int) -> _Chunks:
+    """A re-iterable source of the (ids, vectors) stored in ``index``, in chunks."""
+    faiss = _faiss()
+
+    def flat() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        ids = faiss.vector_to_array(index.id_map).astype(np.int64)
+        for start in range(0, len(ids), _CHUNK):
+            count = min(_CHUNK, len(ids) - start)
+            yield ids[start : start + count], index.index.reconstruct_n(start, count)
+
+    def lists() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        invlists = index.invlists
+        for list_no in range(index.nlist):
+            size = invlists.list_size(list_no)
+            if size:
+                ids = faiss.rev_swig_ptr(invlists.get_ids(list_no), size).copy()
+                codes = faiss.rev_swig_ptr(invlists.get_codes(list_no), size * dim * 4)
+                yield ids.astype(np.int64), np.frombuffer(codes, np.float32).reshape(size, dim)
+
+    return lists if hasattr(index, "nprobe") else flat
+
+
+def _gather(source: _Chunks, positions: np.ndarray, dim: int) -> np.ndarray:
+    """The vectors at sorted ``positions`` of ``source``, copied."""
+    vectors = np.empty((len(positions), dim), np.float32)
+    done = offset = 0
+    for chunk_ids, chunk in source():
+        end = offset + len(chunk_ids)
+        stop = int(np.searchsorted(positions, end))
+        vectors[done:stop] = chunk[positions[done:stop] - offset]
+        done, offset = stop, end
+    return vectors
+
+
+def _tuning_queries(vectors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Stored vectors moved by noise: a real query photo is near its catalog
+    twin, not equal to it."""
+    picks = vectors[rng.choice(len(vectors), size=min(len(vectors), _TUNING_QUERIES),
+                               replace=False)]
+    noise = rng.standard_normal(picks.shape).astype(np.float32)
+    noise *= 0.5 / np.linalg.norm(noise, axis=1, keepdims=True)
+    queries = picks + noise
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    return np.ascontiguousarray(queries, dtype=np.float32)
+
+
+def _exact_top(source: _Chunks, queries: np.ndarray, k: int) -> np.ndarray:
+    """The ids of the ``k`` best matches of each query among everything in
+    ``source``, by exact search one chunk at a time."""
+    faiss = _faiss()
+    heap = faiss.ResultHeap(len(queries), k, keep_max=True)
+    for ids, vectors in source():
+        scores, rows = faiss.knn(queries, vectors, min(k, len(ids)),
+                                 faiss.METRIC_INNER_PRODUCT)
+        heap.add_result(np.ascontiguousarray(scores, np.float32),
+                        np.ascontiguousarray(ids[rows], np.int64))
+    heap.finalize()
+    found: np.ndarray = heap.I
+    return found
+
+
+def _fill(ivf: Any, source: _Chunks, n: int) -> None:
+    """Put the ``n`` vectors of ``source`` into the trained, empty ``ivf``.
+
+    Each vector's list is found first, so every list is allocated once at its
+    final size and filled in place: faiss's own ``add`` grows the lists as it
+    goes, reallocating each several times.
+    """
+    faiss = _faiss()
+    labels = np.empty(n, np.int64)
+    offset = 0
+    for ids, vectors in source():
+        _, assigned = ivf.quantizer.search(vectors, 1)
+        labels[offset : offset + len(ids)] = assigned[:, 0]
+        offset += len(ids)
+    invlists = ivf.invlists
+    filled = np.zeros(ivf.nlist, np.int64)
+    for list_no, count in enumerate(np.bincount(labels, minlength=ivf.nlist).tolist()):
+        if count:
+            invlists.resize(list_no, count)
+    offset = 0
+    for ids, vectors in source():
+        chunk_labels = labels[offset : offset + len(ids)]
+        offset += len(ids)
+        order = np.argsort(chunk_labels, kind="stable")
+        grouped_ids = np.ascontiguousarray(ids[order], dtype=np.int64)
+        grouped = np.ascontiguousarray(vectors[order], dtype=np.float32)
+        sorted_labels = chunk_labels[order]
+        starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
+        ends = np.r_[starts[1:], len(order)]
+        for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+            list_no = int(sorted_labels[start])
+            invlists.update_entries(list_no, int(filled[list_no]), end - start,
+                                    faiss.swig_ptr(grouped_ids[start:end]),
+                                    faiss.swig_ptr(grouped[start:end].view(np.uint8)))
+            filled[list_no] += end - start
+    ivf.ntotal = n
 
 
 def _fsync_dir(directory: Path) -> None:

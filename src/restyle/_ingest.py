@@ -46,6 +46,7 @@ __all__ = [
     "LoadedImage",
     "Rejection",
     "SourceRow",
+    "checked_embeddings",
     "decode_listing_image",
     "embed_listings",
     "listings_format",
@@ -657,10 +658,19 @@ def embed_listings(
 ) -> tuple[list[DecodedListing], np.ndarray, list[Rejection]]:
     """Embed a batch: the rows kept, their unit vectors (one per row), and the rows
     whose vector was unusable (not finite, or zero)."""
-    dim = encoder.dim
     if not decoded:
-        return [], np.zeros((0, dim), np.float32), []
-    vectors = np.asarray(encoder.encode_images([d.image for d in decoded]), dtype=np.float32)
+        return [], np.zeros((0, encoder.dim), np.float32), []
+    return checked_embeddings(decoded, encoder.encode_images([d.image for d in decoded]),
+                              encoder)
+
+
+def checked_embeddings(
+    decoded: Sequence[DecodedListing], vectors: np.ndarray, encoder: Encoder
+) -> tuple[list[DecodedListing], np.ndarray, list[Rejection]]:
+    """The encoder's answer for a batch, checked: the rows kept, their unit
+    vectors, and the rows whose vector was unusable (not finite, or zero)."""
+    dim = encoder.dim
+    vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.shape != (len(decoded), dim):
         from restyle._errors import EncoderError
 

@@ -37,8 +37,6 @@ logger = logging.getLogger("restyle.rerank")
 # JPEGs are decoded at a reduced scale as long as both sides stay above this:
 # twice the input of the largest common CLIP models (224 or 336 pixels).
 _DRAFT_SIDE = 448
-# Comp images are encoded in batches of at least this many as they arrive.
-_STREAM_BATCH = 8
 #: The share of the re-ranking time kept for encoding what arrives last:
 #: downloads are cut off this much before the deadline.
 ENCODE_SHARE = 0.2
@@ -225,8 +223,11 @@ class Reranker:
 
     def _fetch_and_encode(self, images: _CompImages, encoder: Encoder, dim: int,
                           deadline: float, warnings: list[str]) -> None:
-        """Download the images, decoding in the fetch threads and encoding in
-        batches on this one as they arrive, until all are in or the deadline."""
+        """Download the images, decoding in the fetch threads and encoding on
+        this one as they arrive, until all are in or the deadline: whatever has
+        arrived is encoded as soon as the encoder is free, so batches grow when
+        images arrive faster than the model works, and the last images wait
+        for one batch at most."""
         ready: queue.Queue[tuple[str, _Prepared | RestyleError] | None] = queue.Queue()
         # Downloads stop early enough for what arrived last to be encoded.
         fetch_deadline = deadline - ENCODE_SHARE * max(0.0, deadline - time.monotonic())
@@ -262,7 +263,7 @@ class Reranker:
                 except queue.Empty:
                     break
             done = arrived is None
-            if len(batch) and (done or len(batch) >= _STREAM_BATCH):
+            if len(batch):
                 batch.encode()
         if len(batch):
             batch.encode()
@@ -390,8 +391,10 @@ class _Batch:
             self.images.fail(url, str(outcome))
             return
         sha = outcome.sha256
-        if sha in self.encoded:
+        if sha in self.encoded:  # a copy of a picture encoded earlier in this call
             self.images.assign(url, self.encoded[sha], sha)
+            if self.cache is not None:
+                self.cache.remember_url(url, sha)
         elif sha in self.waiting:
             self.waiting[sha][1].append(url)
         else:

@@ -174,11 +174,15 @@ def search_marketplaces(
             own_warnings[index].append(
                 f"marketplace {market.name} failed: {describe(exc)}")
 
-    # Each walk returns by the deadline because every call inside it does.
-    walks = [_budget.spawn(partial(run, i, m), name=f"restyle search {m.name}")
-             for i, m in enumerate(marketplaces)]
-    for walk in walks:
-        walk.wait()
+    # Each walk returns by the deadline because every call inside it does; a
+    # lone marketplace walks on this thread, saving a hand-over to another.
+    if len(marketplaces) == 1:
+        run(0, marketplaces[0])
+    else:
+        walks = [_budget.spawn(partial(run, i, m), name=f"restyle search {m.name}")
+                 for i, m in enumerate(marketplaces)]
+        for walk in walks:
+            walk.wait()
     results = [w for w in walked if w is not None]
     known: dict[str, np.ndarray] = {}
     for result in results:

@@ -6,6 +6,7 @@ Every variable is documented in docs/configuration.md; code reads them only here
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from restyle._errors import ConfigurationError
@@ -64,3 +65,29 @@ def catalog_dir() -> Path:
 def offline() -> bool:
     """True when no download may be attempted (``RESTYLE_OFFLINE`` or ``HF_HUB_OFFLINE``)."""
     return env_flag("RESTYLE_OFFLINE") or env_flag("HF_HUB_OFFLINE")
+
+
+#: Variables by which a program has already chosen how OpenMP threads wait.
+_OPENMP_WAIT_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+
+
+def wait_passively() -> bool:
+    """Have OpenMP's idle threads sleep rather than spin (``OMP_WAIT_POLICY=PASSIVE``),
+    unless the program already chose, or torch or faiss is already loaded (their
+    OpenMP runtimes read the setting once, when they load). Returns whether it
+    was set.
+
+    torch and faiss each run their own OpenMP runtime, whose idle threads by
+    default spin for milliseconds after every operation. While other processes
+    want the same CPUs, spinning threads take their turns from the threads
+    doing the work, and one photo's embedding takes several times longer
+    (docs/performance.md has the measurements). On an otherwise idle machine
+    passive waiting costs a little instead; set ``OMP_WAIT_POLICY=ACTIVE``
+    before importing restyle to keep the spinning.
+    """
+    if any(name in os.environ for name in _OPENMP_WAIT_SETTINGS):
+        return False
+    if "torch" in sys.modules or "faiss" in sys.modules:
+        return False
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    return True

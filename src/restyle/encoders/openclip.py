@@ -22,19 +22,26 @@ more than doubles ViT-B-32 throughput while keeping embeddings within cosine
 0.9999 of fp32 (bf16 *autocast* is avoided: it is several times slower than
 fp32 for open_clip); elsewhere fp32. ``precision="fp32"`` or
 ``RESTYLE_PRECISION=fp32`` turns the fast path off.
+
+Threads: every model call runs on one daemon thread of this module (see
+:class:`_ModelThread`), and the standard open_clip preprocessing (shortest-side
+resize, centre crop, normalise) is done on uint8 pixels by the calling thread,
+which prepares the next batch while the model runs the current one.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
+import queue
 import socket
 import sys
 import threading
 import urllib.request
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -241,12 +248,139 @@ def _reachable(address: tuple[str, int], timeout: float) -> bool:
     return bool(opened)
 
 
+class _ModelThread:
+    """The one thread on which this module runs its models.
+
+    torch's CPU operators run on OpenMP, which gives every thread that starts
+    parallel work its own team of worker threads. Once a process holds more of
+    them than it has CPUs, OpenMP puts them to sleep between operators instead
+    of letting them spin, and a one-photo forward pass of ViT-B-32 takes half as
+    long again. Loading and running every model on this thread keeps a single
+    team however many threads ask for embeddings, and runs concurrent requests
+    one after another instead of fighting over the same cores.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = (
+            queue.SimpleQueue())
+        self._thread: threading.Thread | None = None
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        """``fn(*args)`` started on the model thread (at once when called from it)."""
+        if args:
+            fn = functools.partial(fn, *args)
+        future: Future[Any] = Future()
+        if threading.current_thread() is self._thread:  # a model call inside one
+            _settle(future, fn)
+            return future
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():  # first use, or forked
+                self._thread = threading.Thread(target=self._work, name="restyle-model",
+                                                daemon=True)
+                self._thread.start()
+        self._jobs.put((fn, future))
+        return future
+
+    def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` run on the model thread; waits for it."""
+        return self.submit(fn, *args).result()
+
+    def _work(self) -> None:
+        while True:
+            fn, future = self._jobs.get()
+            if future.set_running_or_notify_cancel():
+                _settle(future, fn)
+
+
+def _settle(future: Future[Any], fn: Callable[[], Any]) -> None:
+    try:
+        future.set_result(fn())
+    except BaseException as exc:  # handed to the caller, which decides
+        future.set_exception(exc)
+
+
+_MODEL_THREAD = _ModelThread()
+
+
+@dataclass(frozen=True, slots=True)
+class _Pixels:
+    """open_clip's standard preprocessing (shortest side resized to ``side``,
+    centre crop, normalise), done on uint8 pixels: torch's antialiased uint8
+    resize is several times faster than Pillow's and within one level of it."""
+
+    side: int
+    mode: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def of(cls, preprocess: Any) -> _Pixels | None:
+        """The standard steps read from ``preprocess``; None for anything else."""
+        from torchvision import transforms
+
+        steps = list(getattr(preprocess, "transforms", ()))
+        # Older open_clip converts to RGB with a plain function, newer with a class.
+        names = [getattr(s, "__name__", type(s).__name__) for s in steps]
+        if len(steps) != 5 or names[2] not in ("MaybeConvertMode", "_convert_to_rgb") or (
+                names[3] not in ("MaybeToTensor", "ToTensor")):
+            return None
+        resize, crop, _, _, normalize = steps
+        if not (isinstance(resize, transforms.Resize) and isinstance(crop, transforms.CenterCrop)
+                and isinstance(normalize, transforms.Normalize)):
+            return None
+        size = resize.size if isinstance(resize.size, int) else (
+            resize.size[0] if len(resize.size) == 1 else None)
+        modes = {transforms.InterpolationMode.BICUBIC: "bicubic",
+                 transforms.InterpolationMode.BILINEAR: "bilinear"}
+        # Pillow always antialiases, so torchvision's antialias flag changes nothing here.
+        if (size is None or resize.max_size is not None
+                or resize.interpolation not in modes or tuple(crop.size) != (size, size)):
+            return None
+        return cls(side=int(size), mode=modes[resize.interpolation],
+                   mean=tuple(float(m) for m in normalize.mean),
+                   std=tuple(float(s) for s in normalize.std))
+
+    def crop(self, image: Image.Image) -> np.ndarray:
+        """``image`` (RGB) resized and cropped: uint8, shape (3, side, side)."""
+        import torch
+        import torch.nn.functional as functional
+
+        width, height = image.size
+        side = self.side
+        # torchvision's rounding, so the pixels match its Resize and CenterCrop.
+        if width <= height:
+            new_w, new_h = side, int(side * height / width)
+        else:
+            new_w, new_h = int(side * width / height), side
+        pixels = np.array(image, dtype=np.uint8)
+        if (new_w, new_h) == (width, height):
+            chw = pixels.transpose(2, 0, 1)
+        else:
+            # One image at a time: no batch to split, so no OpenMP team on this thread.
+            tensor = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0)
+            chw = functional.interpolate(tensor, size=(new_h, new_w), mode=self.mode,
+                                         antialias=True)[0].numpy()
+        top, left = round((new_h - side) / 2.0), round((new_w - side) / 2.0)
+        cropped: np.ndarray = chw[:, top : top + side, left : left + side]
+        return cropped
+
+    def normalise(self, batch: np.ndarray) -> Any:
+        """A uint8 batch as ToTensor and Normalize make it, in the same float steps."""
+        import torch
+
+        mean = torch.tensor(self.mean).view(1, -1, 1, 1)
+        std = torch.tensor(self.std).view(1, -1, 1, 1)
+        return torch.from_numpy(batch).float().div_(255).sub_(mean).div_(std)
+
+
 @dataclass
 class _Loaded:
     model: Any
     preprocess: Any
     tokenizer: Any
     dim: int
+    pixels: _Pixels | None = None
 
 
 _CACHE: dict[tuple[str, str | None, str, str], _Loaded] = {}
@@ -333,7 +467,7 @@ class OpenClipEncoder(Encoder):
             with _CACHE_LOCK:
                 loaded = _CACHE.get(key)
             if loaded is None:
-                loaded = self._create(spec)
+                loaded = _MODEL_THREAD.run(self._create, spec)
                 with _CACHE_LOCK:
                     _CACHE[key] = loaded
             return loaded
@@ -367,7 +501,8 @@ class OpenClipEncoder(Encoder):
         model.eval()
         with torch.inference_mode():
             dim = int(model.encode_text(tokenizer(["a"]).to(self.device)).shape[-1])
-        return _Loaded(model=model, preprocess=preprocess, tokenizer=tokenizer, dim=dim)
+        return _Loaded(model=model, preprocess=preprocess, tokenizer=tokenizer, dim=dim,
+                       pixels=_Pixels.of(preprocess))
 
     def _source(self, spec: ModelSpec) -> _Source:
         """Where open_clip loads the model from: the Hub when it may and can be
@@ -471,52 +606,70 @@ class OpenClipEncoder(Encoder):
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Embed ``images`` in batches of ``batch_size``.
 
-        Preprocessing (resize, crop, normalise) runs in a thread pool one
-        batch ahead of the model, so the model does not wait for it; torch
-        releases the GIL while it computes. Images of any size and shape are
-        accepted: each is first bounded by :func:`~restyle._imaging.encoder_input`.
+        This thread prepares each batch (resize, crop) while the model thread
+        runs the one before. Images of any size and shape are accepted: each
+        is first bounded by :func:`~restyle._imaging.encoder_input`.
         """
-        import torch
-
         loaded = self._load()
         if not images:
             return np.zeros((0, loaded.dim), dtype=np.float32)
-        out = []
-        dtype = next(loaded.model.parameters()).dtype
-        workers = max(1, min(4, (os.cpu_count() or 2) - 1, len(images)))
-        with ThreadPoolExecutor(max_workers=workers,
-                                thread_name_prefix="restyle-preprocess") as pool:
-            for futures in self._prepared_batches(pool, loaded, images):
-                try:
-                    batch = torch.stack([future.result() for future in futures])
-                    with torch.inference_mode():
-                        features = loaded.model.encode_image(batch.to(self.device, dtype=dtype))
-                except Exception as exc:
-                    for future in futures:
-                        future.cancel()
-                    raise EncoderError(
-                        f"cannot encode images: {type(exc).__name__}: {exc}"
-                    ) from exc
-                out.append(_normalise(features))
-        return np.concatenate(out)
+        size = self.batch_size
+        return np.concatenate(list(self.encode_image_batches(
+            images[start : start + size] for start in range(0, len(images), size))))
 
-    def _prepared_batches(
-        self, pool: ThreadPoolExecutor, loaded: _Loaded, images: Sequence[Image.Image]
-    ) -> Iterator[list[Future[Any]]]:
+    def encode_image_batches(
+        self, batches: Iterable[Sequence[Image.Image]]
+    ) -> Iterator[np.ndarray]:
+        """Embed each batch of ``batches`` in turn, preparing the next batch while
+        the model runs this one (a catalog build hands its batches this way)."""
+        loaded = self._load()
+        future: Future[Any] | None = None
+        try:
+            for batch in batches:
+                prepared = self._prepared(loaded, batch) if batch else None
+                done = None if future is None else future.result()
+                # The model starts on this batch before the caller sees the last.
+                future = None if prepared is None else _MODEL_THREAD.submit(
+                    self._forward, loaded, prepared)
+                if done is not None:
+                    yield done
+                if prepared is None:
+                    yield np.zeros((0, loaded.dim), dtype=np.float32)
+            if future is not None:
+                last, future = future.result(), None
+                yield last
+        except EncoderError:
+            raise
+        except Exception as exc:
+            raise EncoderError(f"cannot encode images: {type(exc).__name__}: {exc}") from exc
+        finally:
+            if future is not None:
+                future.cancel()
+
+    def _prepared(self, loaded: _Loaded, images: Sequence[Image.Image]) -> Any:
+        """A batch ready for :meth:`_forward`: uint8 pixels for the standard
+        preprocessing, else the bounded images for the model's own."""
         side = self.image_size
+        pixels = loaded.pixels
+        if pixels is None:
+            return [encoder_input(img, side) for img in images]
+        batch = np.empty((len(images), 3, pixels.side, pixels.side), dtype=np.uint8)
+        for i, img in enumerate(images):
+            batch[i] = pixels.crop(encoder_input(img, side))
+        return batch
 
-        def prepare(img: Image.Image) -> Any:
-            return loaded.preprocess(encoder_input(img, side))
+    def _forward(self, loaded: _Loaded, prepared: Any) -> np.ndarray:
+        """Run on the model thread: unit-length vectors of a prepared batch."""
+        import torch
 
-        starts = range(0, len(images), self.batch_size)
-        pending: list[list[Future[Any]]] = []
-        for start in starts:
-            # Keep at most two batches in flight: the one being encoded and the next.
-            pending.append([pool.submit(prepare, img)
-                            for img in images[start : start + self.batch_size]])
-            if len(pending) == 2:
-                yield pending.pop(0)
-        yield from pending
+        dtype = next(loaded.model.parameters()).dtype
+        with torch.inference_mode():
+            if loaded.pixels is not None:
+                batch = loaded.pixels.normalise(prepared)
+            else:
+                batch = torch.stack([loaded.preprocess(img) for img in prepared])
+            features = loaded.model.encode_image(batch.to(self.device, dtype=dtype))
+        return _normalise(features)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         import torch
@@ -524,16 +677,19 @@ class OpenClipEncoder(Encoder):
         loaded = self._load()
         if not texts:
             return np.zeros((0, loaded.dim), dtype=np.float32)
+
+        def encode(chunk: list[str]) -> np.ndarray:
+            tokens = loaded.tokenizer(chunk).to(self.device)
+            with torch.inference_mode():
+                return _normalise(loaded.model.encode_text(tokens))
+
         out = []
         for start in range(0, len(texts), 256):
             chunk = list(texts[start : start + 256])
             try:
-                tokens = loaded.tokenizer(chunk).to(self.device)
-                with torch.inference_mode():
-                    features = loaded.model.encode_text(tokens)
+                out.append(_MODEL_THREAD.run(encode, chunk))
             except Exception as exc:
                 raise EncoderError(f"cannot encode texts: {type(exc).__name__}: {exc}") from exc
-            out.append(_normalise(features))
         return np.concatenate(out)
 
 
