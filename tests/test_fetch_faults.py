@@ -248,7 +248,7 @@ def test_on_result_is_never_called_after_the_batch_returns(good: FakeServer) -> 
     assert results[urls[0]] == JPEG
     assert isinstance(results[urls[1]], FetchError)
     # Cut by the watchdog or left at the batch deadline, whichever came first.
-    assert re.search(r"(not fetched within|took longer than) 0\.2 s", str(results[urls[1]]))
+    assert re.search(r"(not fetched within|took longer than) 0\.(2|1\d*) s", str(results[urls[1]]))
     time.sleep(0.8)
     assert all(at <= returned for _, at in calls)
 
