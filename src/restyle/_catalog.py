@@ -34,6 +34,7 @@ from restyle._ingest import (
     DecodedListing,
     ListingLimits,
     ListingRow,
+    LoadedImage,
     Rejection,
     SourceRow,
     batches,
@@ -49,6 +50,7 @@ from restyle._types import Condition, Listing, Money, Query
 
 if TYPE_CHECKING:
     from restyle._fetching import Fetcher
+    from restyle._ray import Executor
 
 __all__ = [
     "BuildReport",
@@ -360,6 +362,7 @@ class Catalog:
         images_root: str | Path | None = None,
         limits: ListingLimits | None = None,
         fetcher: Fetcher | None = None,
+        executor: Executor = None,
     ) -> BuildReport:
         """Add the listings of a JSONL, CSV or Parquet file (see docs/catalog.md).
 
@@ -372,6 +375,9 @@ class Catalog:
         ``checkpoint_every`` listings (and at least once a minute): a build that
         is interrupted or fails keeps everything up to its last checkpoint, and
         running it again carries on from there.
+
+        ``executor="ray"`` (or a :class:`~restyle.RayExecutor`) runs the same
+        stages on a Ray cluster and gives the same catalog (see docs/scale.md).
         """
         if encoder.model_id != self.model_id:
             raise CatalogError(
@@ -388,6 +394,14 @@ class Catalog:
             if not root.is_dir():
                 raise CatalogError(f"images root {images_root} is not a directory")
         self._writable()
+        if executor is not None:
+            from restyle._ray import build_on_ray
+
+            return build_on_ray(
+                self, source, encoder, base=base, images_root=root, limits=limits,
+                fetcher=fetcher, batch_size=batch_size, checkpoint_every=checkpoint_every,
+                progress=progress, executor=executor,
+            )
         report = BuildReport()
         rejected = _RejectedFile(self.directory)
         prepared = self._prepare(
@@ -498,7 +512,7 @@ class Catalog:
                 (*_columns(row)[1:], row.listing_id),
             )
 
-    def _store(self, kept: Sequence[DecodedListing], vectors: np.ndarray,
+    def _store(self, kept: Sequence[DecodedListing | LoadedImage], vectors: np.ndarray,
                report: BuildReport) -> None:
         """Write a batch's rows and vectors, uncommitted until the next checkpoint."""
         if not kept:

@@ -18,6 +18,7 @@ from restyle._errors import CatalogError, RestyleError
 from restyle._imaging import load_photo
 from restyle._ingest import listings_format
 from restyle._plugins import PluginLoadWarning, PluginRegistry
+from restyle._ray import RayExecutor
 from restyle._secrets import HTTP_LOGGERS, RedactingFilter, protect_loggers
 from restyle._types import Analysis
 
@@ -50,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--synthesizer", metavar="NAME")
     analyze.add_argument("--marketplaces", metavar="A,B", help="comma-separated marketplaces")
     analyze.add_argument("--top", type=int, default=10, help="comps to show (default 10)")
+    _ray_option(analyze)
 
     catalog = sub.add_parser("catalog", help="manage the local catalog")
     catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True, metavar="ACTION")
@@ -61,6 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--images-root", metavar="DIR",
                        help="folder local images must be in (default: the listings file's)")
     build.add_argument("--json", action="store_true", help="print the build report as JSON")
+    _ray_option(build)
+    build.add_argument("--ray-actors", type=int, metavar="N",
+                       help="encoder actors on Ray (default: one per GPU, or per two CPUs)")
+    build.add_argument("--ray-batch-size", type=int, metavar="N", default=64,
+                       help="images per encoder call on Ray (default 64)")
 
     only_catalog = argparse.ArgumentParser(add_help=False)
     only_catalog.add_argument("--catalog", metavar="DIR",
@@ -83,6 +90,20 @@ def _parser() -> argparse.ArgumentParser:
     plugins.add_argument("--all", action="store_true",
                          help="include the built-in plugins in the list of plugins")
     return parser
+
+
+def _ray_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ray", nargs="?", const="auto", metavar="ADDRESS",
+        help="run on Ray: a running cluster (auto: $RAY_ADDRESS or one started here with "
+        "'ray start', else a local Ray), 'local', or a cluster address; see docs/scale.md")
+
+
+def _ray_executor(args: argparse.Namespace) -> RayExecutor | None:
+    if args.ray is None:
+        return None
+    return RayExecutor(address=args.ray, actors=getattr(args, "ray_actors", None),
+                       batch_size=getattr(args, "ray_batch_size", None) or 64)
 
 
 def _split(text: str | None) -> list[str] | None:
@@ -153,7 +174,9 @@ def _run(args: argparse.Namespace) -> int:
         engine.encoder.dim  # noqa: B018 - load the model first: one clear error if it cannot
         if "catalog" in [c.name for c in (*engine.experts, *engine.marketplaces)]:
             engine.catalog  # noqa: B018 - open it first: one clear error if it is damaged
-        analysis = engine.analyze(photo)
+        executor = _ray_executor(args)
+        analysis = (engine.analyze(photo) if executor is None
+                    else engine.analyze_many([args.photo], executor=executor)[0])
         if args.json:
             sys.stdout.write(analysis.to_json(indent=2) + "\n")
         else:
@@ -277,7 +300,8 @@ def _catalog_command(args: argparse.Namespace) -> int:
         args.catalog = str(directory)
         engine = _engine(args, experts=[], marketplaces=[])
         report = engine.build_catalog(listings, progress=None,
-                                      images_root=args.images_root)
+                                      images_root=args.images_root,
+                                      executor=_ray_executor(args))
         if args.json:
             out(json.dumps({"catalog": str(directory), **report.to_dict()}, indent=2) + "\n")
             return 0
