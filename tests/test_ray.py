@@ -34,10 +34,10 @@ from restyle import (
     Fetcher,
     RayExecutor,
     RestyleError,
-    VectorIndex,
 )
 from restyle._ingest import SourcePart, read_listings, split_listings
 from restyle._ray import STAGING_NAME
+from restyle._shards import load_index
 from restyle.cli import main
 from restyle.testing import ColorEncoder
 from tests.conftest import ROOT, SAMPLE_LISTINGS, SAMPLE_PHOTO
@@ -81,7 +81,7 @@ def snapshot(directory: Path) -> dict[str, Any]:
     rejected = directory / "rejected.jsonl"
     return {
         "rows": rows, "vectors": vectors,
-        "index": sorted(VectorIndex.load(directory / "vectors.faiss", dim=dim).ids().tolist()),
+        "index": sorted(load_index(directory / "vectors.faiss", dim=dim).ids().tolist()),
         "rejected": rejected.read_text() if rejected.exists() else None,
     }
 
@@ -404,6 +404,50 @@ def test_the_cli_builds_on_ray(ray_address: str, tmp_path: Path,
                  tiny_model_spec, "--no-plugins", "--json", "--ray", ray_address])
     assert code == 0, capsys.readouterr().err
     assert json.loads(capsys.readouterr().out)["comps"]
+
+
+def test_past_the_threshold_a_ray_build_trains_and_encodes_the_index_in_ray_tasks(
+    ray_address: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from restyle import _ray, _shards
+    from tests.test_shards import listings
+
+    monkeypatch.setattr(_shards, "SHARDED_ABOVE", 100)
+    monkeypatch.setattr(_shards, "SHARD_IDS", 64)
+    monkeypatch.setattr(_shards, "FLUSH_AT", 50)
+    monkeypatch.setattr(_shards, "ENCODE_CHUNK", 20)
+    calls: list[str] = []
+    real = _ray._runner
+
+    def spying(ray_module: Any) -> Any:
+        run = real(ray_module)
+
+        def counted(fn: Any, shared: Any, items: Any) -> Any:
+            calls.append(fn.__name__)
+            return run(fn, shared, items)
+
+        return counted
+
+    monkeypatch.setattr(_ray, "_runner", spying)
+    source = listings(tmp_path / "listings", 400)
+    encoder = ColorEncoder(bins=3)
+    local = build(tmp_path / "local", source, encoder, checkpoint_every=150)
+    distributed = build(tmp_path / "ray", source, encoder, checkpoint_every=150, executor=SMALL)
+    assert distributed == local
+    assert {"_train", "_encode"} <= set(calls)
+    assert (tmp_path / "ray" / "vectors.shards" / "manifest.json").is_file()
+    a, b = snapshot_sharded(tmp_path / "local"), snapshot_sharded(tmp_path / "ray")
+    assert a == b
+
+
+def snapshot_sharded(directory: Path) -> dict[str, Any]:
+    encoder = ColorEncoder(bins=3)
+    with Catalog.open(directory, encoder) as catalog:
+        assert catalog.index.kind == "ivfpq"
+        found = [next(listing.listing_id for listing, _ in catalog.search_vector(
+            catalog.vectors_for([f"L{i}"])[f"L{i}"], limit=3)) for i in range(0, 400, 20)]
+        return {"rows": snapshot(directory)["rows"], "ids": sorted(catalog.index.ids().tolist()),
+                "found": found}
 
 
 # -- bulk analysis ---------------------------------------------------------------------

@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from decimal import Decimal
@@ -48,6 +48,7 @@ from restyle._ingest import (
     validate_listing,
 )
 from restyle._progress import progress_bar
+from restyle._shards import Runner, ShardedIndex, run_here
 from restyle._types import Condition
 
 if TYPE_CHECKING:
@@ -574,6 +575,7 @@ def build_on_ray(
     report = BuildReport()
     rejected = _RejectedFile(catalog.directory)
     staging = _Staging(catalog.directory)
+    _index_runner(catalog, _runner(ray))
     stored = None
     bar = progress_bar(total=None, desc="Building catalog", unit="row", enabled=progress)
     try:
@@ -629,11 +631,31 @@ def build_on_ray(
     finally:
         bar.close()
         staging.close()
+        _index_runner(catalog, run_here)
         if stored is not None:
             with suppress(Exception):
                 ray.kill(stored)
     report.rejected_file = rejected.finish()
     return report
+
+
+def _runner(ray: Any) -> Runner:
+    """Run a sharded index's training and encoding as Ray tasks."""
+    shipped: dict[str, Any] = {"object": object()}
+
+    def run(fn: Callable[[Any, Any], Any], shared: Any, items: Sequence[Any]) -> list[Any]:
+        if shipped["object"] is not shared:  # the trained index, put once
+            shipped.update(object=shared, ref=ray.put(shared))
+        task = ray.remote(num_cpus=1)(fn)
+        return list(ray.get([task.remote(shipped["ref"], item) for item in items]))
+
+    return run
+
+
+def _index_runner(catalog: Catalog, runner: Runner) -> None:
+    catalog.index_runner = runner
+    if isinstance(catalog.index, ShardedIndex):
+        catalog.index.runner = runner
 
 
 class _Merger:
@@ -842,8 +864,10 @@ def analyze_on_ray(
             ) from exc
     ds = ray.data.from_items([{"item": pickle.dumps(_portable(image))} for image in images])
     ds = ds.repartition(target_num_rows_per_block=BATCH_PHOTOS)
+    # No more actors than batches: the others would load their models for nothing.
+    actors = min(pool.actors, -(-len(images) // BATCH_PHOTOS))
     ds = ds.map_batches(
-        _Analyst, batch_size=BATCH_PHOTOS, compute=ray.data.ActorPoolStrategy(size=pool.actors),
+        _Analyst, batch_size=BATCH_PHOTOS, compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=pool.cpus, num_gpus=pool.gpus or None,
         fn_constructor_kwargs={"arguments": arguments, "environment": _environment(),
                                "cwd": os.getcwd(), "deadline": deadline},
