@@ -48,7 +48,7 @@ from restyle._ingest import (
     validate_listing,
 )
 from restyle._progress import progress_bar
-from restyle._shards import Runner, ShardedIndex, run_here
+from restyle._shards import Runner, ShardedIndex, _train, run_here
 from restyle._types import Condition
 
 if TYPE_CHECKING:
@@ -78,6 +78,8 @@ READ_CPUS = 0.25
 #: inside the read tasks or the encoder actors.
 WORKER_BYTES = 256 << 20
 DECODED_BYTES = 4 << 20
+#: CPUs a sharded index's training task reserves, at most (never more than a node has).
+TRAIN_CPUS = 16
 #: Slices of a JSONL or Parquet file are at least this big, and at most ``MAX_PART_BYTES``.
 MIN_PART_BYTES = 64 << 10
 MAX_PART_BYTES = 64 << 20
@@ -642,11 +644,16 @@ def build_on_ray(
 def _runner(ray: Any) -> Runner:
     """Run a sharded index's training and encoding as Ray tasks."""
     shipped: dict[str, Any] = {"object": object()}
+    # Training is one task: it takes a whole node (faiss uses as many threads as
+    # the task reserves CPUs); encoding is many one-CPU tasks.
+    node_cpus = max((n["Resources"].get("CPU", 1) for n in ray.nodes() if n["Alive"]),
+                    default=1)
+    train_cpus = max(1, min(int(node_cpus), TRAIN_CPUS))
 
     def run(fn: Callable[[Any, Any], Any], shared: Any, items: Sequence[Any]) -> list[Any]:
         if shipped["object"] is not shared:  # the trained index, put once
             shipped.update(object=shared, ref=ray.put(shared))
-        task = ray.remote(num_cpus=1)(fn)
+        task = ray.remote(num_cpus=train_cpus if fn is _train else 1)(fn)
         return list(ray.get([task.remote(shipped["ref"], item) for item in items]))
 
     return run

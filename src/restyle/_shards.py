@@ -60,7 +60,7 @@ TRAIN_MAX = 500_000
 MINIMUM_SIZE = 256
 #: Vectors encoded per task, and vectors held back until encoded together
 #: (encoding is the costly part of adding: each vector meets every coarse centroid).
-ENCODE_CHUNK = 10_000
+ENCODE_CHUNK = 2_500
 FLUSH_AT = 100_000
 #: Recall@10 that nprobe is tuned to, on held-out queries, after re-ranking.
 TARGET_RECALL = 0.95
