@@ -327,20 +327,22 @@ def test_a_killed_ray_build_resumes_to_the_same_catalog(
     script.write_text(textwrap.dedent(KILLED_BUILD))
     target = tmp_path / "ray"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    log = (tmp_path / "build.log").open("wb")  # a file, not a pipe nobody reads while it runs
     driver = subprocess.Popen([sys.executable, str(script), ray_address, str(source),
-                               str(target)], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, start_new_session=True)
+                               str(target)], env=env, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         while committed_rows(target) < 100 and driver.poll() is None:
             assert time.monotonic() < deadline, "the build committed nothing in two minutes"
             time.sleep(0.1)
-        assert driver.poll() is None, driver.communicate()[0].decode()[-3000:]
+        assert driver.poll() is None, (tmp_path / "build.log").read_text()[-3000:]
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and anything it started
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
+        log.close()
     before = committed_rows(target)
     assert 100 <= before < 330
     assert list((target / STAGING_NAME).glob("run-*")), "the killed run left its staging folder"
@@ -557,16 +559,17 @@ def test_a_build_across_two_nodes_is_the_local_catalog(
     """A second node joins with ``ray start --address``; each node has room for
     one encoder actor of three CPUs, so both embed."""
     ray_cli = Path(sys.executable).with_name("ray")
+    log = (tmp_path / "node.log").open("wb")
     node = subprocess.Popen(
         [str(ray_cli), "start", f"--address={ray_address}", "--num-cpus=4", "--block",
          "--object-store-memory=200000000", f"--node-manager-port={free_port()}",
          f"--object-manager-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
          f"--metrics-export-port={free_port()}"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         while alive_nodes() < 2:
-            assert node.poll() is None, node.communicate()[0].decode()[-3000:]
+            assert node.poll() is None, (tmp_path / "node.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "the second node did not join"
             time.sleep(0.2)
         folder = tmp_path / "listings"
@@ -589,6 +592,7 @@ def test_a_build_across_two_nodes_is_the_local_catalog(
         except subprocess.TimeoutExpired:
             os.killpg(node.pid, signal.SIGKILL)
             node.wait()
+        log.close()
         deadline = time.monotonic() + 60
         while alive_nodes() > 1 and time.monotonic() < deadline:
             time.sleep(0.2)
