@@ -54,6 +54,7 @@ from restyle._index import VectorIndex
 from restyle._plugins import PluginLoadWarning
 from restyle._pricing import MAXIMUM_PRICE, MINIMUM_COMPS, estimate_price
 from restyle._query import build_query, relaxed_queries
+from restyle._ray import RayExecutor
 from restyle._rerank import Reranker, RerankResult
 from restyle._secrets import RedactingFilter
 from restyle._types import (
@@ -143,6 +144,7 @@ __all__ = [
     "PriceStatus",
     "PricedComp",
     "Query",
+    "RayExecutor",
     "RedactingFilter",
     "RegisterEncoder",
     "RegisterExpert",

@@ -35,6 +35,7 @@ from restyle._ingest import (
     DecodedListing,
     ListingLimits,
     ListingRow,
+    LoadedImage,
     Rejection,
     SourceRow,
     batches,
@@ -47,12 +48,22 @@ from restyle._ingest import (
     validate_listing,
 )
 from restyle._progress import progress_bar
+from restyle._shards import (
+    Runner,
+    ShardedIndex,
+    grow_index,
+    index_present,
+    load_index,
+    run_here,
+    save_index,
+)
 from restyle._types import Condition, Listing, Money, Query
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from restyle._fetching import Fetcher
+    from restyle._ray import Executor
 
 __all__ = [
     "BuildReport",
@@ -250,6 +261,8 @@ class Catalog:
         # new generation, which makes them stale.
         self._recent: OrderedDict[bytes, _Neighbours] = OrderedDict()
         self._generation = 0
+        #: Where a sharded index trains and encodes (Ray tasks in a Ray build).
+        self.index_runner: Runner = run_here
         if not os.path.lexists(self._db_path):
             if not create:
                 raise CatalogError(_missing(self.directory))
@@ -297,11 +310,11 @@ class Catalog:
         self.dim = dim
         self.index = self._load_index(int(rows))
 
-    def _load_index(self, rows: int) -> VectorIndex:
+    def _load_index(self, rows: int) -> VectorIndex | ShardedIndex:
         path = self.directory / INDEX_NAME
         repair = (f"run 'restyle catalog repair --catalog {self.directory}' to rebuild it "
                   "from the vectors stored in the database")
-        if not path.is_file():
+        if not index_present(path):
             if rows:
                 raise CatalogError(
                     f"the vector index {path} is missing but the catalog has {rows} listings; "
@@ -309,7 +322,7 @@ class Catalog:
                 )
             return VectorIndex(self.dim)
         try:
-            index = VectorIndex.load(path, dim=self.dim)
+            index = load_index(path, dim=self.dim, exact=self._exact_vectors)
         except CatalogError as exc:
             raise CatalogError(f"{exc}; {repair}") from exc
         if len(index) < rows:
@@ -389,6 +402,7 @@ class Catalog:
         images_root: str | Path | None = None,
         limits: ListingLimits | None = None,
         fetcher: Fetcher | None = None,
+        executor: Executor = None,
     ) -> BuildReport:
         """Add the listings of a JSONL, CSV or Parquet file (see docs/catalog.md).
 
@@ -401,6 +415,9 @@ class Catalog:
         ``checkpoint_every`` listings (and at least once a minute): a build that
         is interrupted or fails keeps everything up to its last checkpoint, and
         running it again carries on from there.
+
+        ``executor="ray"`` (or a :class:`~restyle.RayExecutor`) runs the same
+        stages on a Ray cluster and gives the same catalog (see docs/scale.md).
         """
         if encoder.model_id != self.model_id:
             raise CatalogError(
@@ -417,6 +434,14 @@ class Catalog:
             if not root.is_dir():
                 raise CatalogError(f"images root {images_root} is not a directory")
         self._writable()
+        if executor is not None:
+            from restyle._ray import build_on_ray
+
+            return build_on_ray(
+                self, source, encoder, base=base, images_root=root, limits=limits,
+                fetcher=fetcher, batch_size=batch_size, checkpoint_every=checkpoint_every,
+                progress=progress, executor=executor,
+            )
         report = BuildReport()
         rejected = _RejectedFile(self.directory)
         prepared = self._prepare(
@@ -515,7 +540,13 @@ class Catalog:
         ignore and the next build overwrites.
         """
         with self._database() as db:
-            self.index.save(self.directory / INDEX_NAME)
+            # Past SHARDED_ABOVE vectors the index becomes a sharded IVF-PQ one.
+            self.index = grow_index(
+                self.index, vectors=lambda: _stored_vectors(db, self.dim),
+                sample=lambda n: _sample_vectors(db, self.dim, n), exact=self._exact_vectors,
+                runner=self.index_runner,
+            )
+            save_index(self.index, self.directory / INDEX_NAME)
             db.commit()
 
     def _changed(self) -> None:
@@ -523,6 +554,11 @@ class Catalog:
         with self._lock:
             self._generation += 1
             self._recent.clear()
+    def _exact_vectors(self, ids: np.ndarray) -> np.ndarray:
+        """The vectors stored for ``ids`` (NaN rows for ids without one): what a
+        sharded index re-ranks with."""
+        with self._database() as db:
+            return _vectors_by_id(db, ids, self.dim)
 
     def _abandon(self) -> None:
         """Forget the work since the last checkpoint, in the database and in memory."""
@@ -533,9 +569,8 @@ class Catalog:
             except sqlite3.Error as exc:
                 logger.warning("could not roll back the catalog database: %s", exc)
             path = self.directory / INDEX_NAME
-            self.index = VectorIndex.load(path, dim=self.dim) if path.is_file() else (
-                VectorIndex(self.dim)
-            )
+            self.index = (load_index(path, dim=self.dim, exact=self._exact_vectors)
+                          if index_present(path) else VectorIndex(self.dim))
 
     def _update_metadata(self, row: ListingRow) -> None:
         self._changed()
@@ -545,7 +580,7 @@ class Catalog:
                 (*_columns(row)[1:], row.listing_id),
             )
 
-    def _store(self, kept: Sequence[DecodedListing], vectors: np.ndarray,
+    def _store(self, kept: Sequence[DecodedListing | LoadedImage], vectors: np.ndarray,
                report: BuildReport) -> None:
         """Write a batch's rows and vectors, uncommitted until the next checkpoint."""
         if not kept:
@@ -593,7 +628,7 @@ class Catalog:
             # without rows, which searches ignore and repair drops.
             self._changed()
             self.index.remove(ids)
-            self.index.save(self.directory / INDEX_NAME)
+            save_index(self.index, self.directory / INDEX_NAME)
         return len(ids)
 
     # -- reading -------------------------------------------------------------
@@ -738,10 +773,12 @@ class Catalog:
             db.close()
         index_path = directory / INDEX_NAME
         vectors = 0
-        if index_path.is_file() and dim is not None and dim.isdigit():
-            vectors = len(VectorIndex.load(index_path, dim=int(dim)))
+        if index_present(index_path) and dim is not None and dim.isdigit():
+            vectors = len(load_index(index_path, dim=int(dim)))
         size = sum(p.stat().st_size for p in directory.iterdir()
                    if p.is_file() and p.name.startswith((DB_NAME, INDEX_NAME, REJECTED_NAME)))
+        shards = index_path.with_suffix(".shards")
+        size += sum(p.stat().st_size for p in shards.iterdir()) if shards.is_dir() else 0
         return CatalogStats(
             directory=directory, rows=int(rows), vectors=vectors, model_id=model_id or "",
             dim=int(dim) if dim and dim.isdigit() else 0, schema_version=version,
@@ -985,12 +1022,12 @@ def _check(directory: Path, db: sqlite3.Connection) -> CatalogCheck:
                      f"{repair} to upgrade it")
     vectors: int | None = None
     index_path = directory / INDEX_NAME
-    if not index_path.is_file():
+    if not index_present(index_path):
         if len(row_ids):
             problems.append(f"the vector index {index_path} is missing; {repair} to rebuild it")
     else:
         try:
-            index = VectorIndex.load(index_path, dim=dim)
+            index = load_index(index_path, dim=dim)
         except CatalogError as exc:
             problems.append(f"{exc}; {repair} to rebuild it")
         else:
@@ -1014,6 +1051,50 @@ def _vector_from_blob(blob: object, dim: int) -> np.ndarray | None:
     return vector if vector_problem(vector, dim) is None else None
 
 
+def _vectors_by_id(db: sqlite3.Connection, ids: np.ndarray, dim: int) -> np.ndarray:
+    """The stored vectors of ``ids``, in order; NaN rows for ids without one."""
+    out = np.full((len(ids), dim), np.nan, np.float32)
+    where = {int(item_id): row for row, item_id in enumerate(ids)}
+    for chunk in batches(list(where), 500):
+        marks = ", ".join("?" * len(chunk))
+        for item_id, blob in db.execute(f"SELECT id, vector FROM items WHERE id IN ({marks})",
+                                        chunk):
+            vector = _vector_from_blob(blob, dim)
+            if vector is not None:
+                out[where[int(item_id)]] = vector
+    return out
+
+
+def _stored_vectors(db: sqlite3.Connection, dim: int,
+                    chunk: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Every usable stored vector with its id, a chunk at a time."""
+    last = 0
+    while True:
+        rows = db.execute("SELECT id, vector FROM items WHERE id > ? AND vector IS NOT NULL "
+                          "ORDER BY id LIMIT ?", (last, chunk)).fetchall()
+        if not rows:
+            return
+        last = int(rows[-1][0])
+        found = [(int(i), v) for i, blob in rows
+                 if (v := _vector_from_blob(blob, dim)) is not None]
+        if found:
+            yield (np.array([i for i, _ in found], dtype=np.int64),
+                   np.stack([v for _, v in found]))
+
+
+def _sample_vectors(db: sqlite3.Connection, dim: int, n: int, seed: int = 0) -> np.ndarray:
+    """About ``n`` stored vectors drawn at random (by id: ids are nearly dense)."""
+    (top,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM items").fetchone()
+    rng = np.random.default_rng(seed)
+    wanted = rng.choice(int(top), size=min(int(top), 2 * n), replace=False) + 1
+    found = [v for v in _vectors_by_id(db, wanted, dim) if np.isfinite(v[0])]
+    if len(found) < n and len(wanted) < top:  # ids with gaps: take them all in order
+        found = [v for _, chunk in _stored_vectors(db, dim) for v in chunk]
+        found = [found[i] for i in sorted(rng.choice(len(found), size=min(n, len(found)),
+                                                     replace=False))]
+    return np.stack(found[:n]) if found else np.zeros((0, dim), np.float32)
+
+
 def _repair(directory: Path, db: sqlite3.Connection, encoder: Encoder | None, *,
             fetcher: Fetcher | None, limits: ListingLimits, batch_size: int) -> RepairReport:
     db_path = directory / DB_NAME
@@ -1026,10 +1107,10 @@ def _repair(directory: Path, db: sqlite3.Connection, encoder: Encoder | None, *,
         raise CatalogError(f"catalog database {db_path} records no model; build the catalog "
                            "again into a new directory")
     dim = int(dim_text)
-    old: VectorIndex | None = None
+    old: VectorIndex | ShardedIndex | None = None
     index_path = directory / INDEX_NAME
     try:
-        old = VectorIndex.load(index_path, dim=dim) if index_path.is_file() else None
+        old = load_index(index_path, dim=dim) if index_present(index_path) else None
     except CatalogError as exc:
         logger.info("old index unusable, not used: %s", exc)
     index = VectorIndex(dim)
@@ -1069,8 +1150,11 @@ def _repair(directory: Path, db: sqlite3.Connection, encoder: Encoder | None, *,
     else:
         reembedded = 0
     dropped = 0 if old is None else int(np.count_nonzero(~np.isin(old.ids(), index.ids())))
+    rebuilt = grow_index(index, vectors=lambda: _stored_vectors(db, dim),
+                         sample=lambda n: _sample_vectors(db, dim, n),
+                         exact=lambda ids: _vectors_by_id(db, ids, dim))
     # Index first, then the rows: a crash between leaves stray vectors, which are harmless.
-    index.save(index_path)
+    save_index(rebuilt, index_path)
     db.commit()
     return RepairReport(directory=directory, from_database=from_database,
                         from_old_index=from_old, reembedded=reembedded, removed=tuple(removed),

@@ -19,6 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -94,6 +95,11 @@ class EmbeddingCache:
 
     def __repr__(self) -> str:
         return f"<EmbeddingCache {str(self.path)!r} max_entries={self.max_entries}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A copy in another process (a Ray worker) opens the same file itself;
+        # connections, locks and counters stay with this one.
+        return (_cache_from_settings, (str(self.path), self.max_entries, self.url_ttl))
 
     def _conn(self) -> sqlite3.Connection | None:
         if not self._opened:
@@ -293,3 +299,7 @@ class EmbeddingCache:
                     "ORDER BY seen ASC LIMIT ?)",
                     (urls - self.max_entries,),
                 )
+
+
+def _cache_from_settings(path: str, max_entries: int, url_ttl: float) -> EmbeddingCache:
+    return EmbeddingCache(path, max_entries=max_entries, url_ttl=url_ttl)

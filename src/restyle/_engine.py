@@ -38,6 +38,7 @@ from restyle._imaging import ImageInput, Photo, load_photo
 from restyle._plugins import PluginRegistry
 from restyle._pricing import DEFAULT_HALF_LIFE_DAYS, MINIMUM_COMPS, estimate_price
 from restyle._progress import progress_bar
+from restyle._ray import Executor
 from restyle._recording import Trace, engine_settings, write_recording
 from restyle._rerank import Reranker, RerankResult
 from restyle._search import SearchResult, search_marketplaces
@@ -97,6 +98,8 @@ class Engine:
         fetcher: Fetcher | None = None,
         reranker: Reranker | None = None,
     ) -> None:
+        # As given: an Engine on a Ray actor is made from these (see restyle._ray).
+        self._arguments: dict[str, Any] = {k: v for k, v in locals().items() if k != "self"}
         self.deadline = _seconds("deadline", deadline)
         self.identify_budget = (
             None if identify_budget is None else _seconds("identify_budget", identify_budget)
@@ -209,16 +212,19 @@ class Engine:
     def build_catalog(
         self, listings: str | Path, *, progress: bool | None = None,
         images_root: str | Path | None = None, limits: ListingLimits | None = None,
+        executor: Executor = None,
     ) -> BuildReport:
         """Add the listings of a JSONL, CSV or Parquet file to this Engine's catalog
-        (see :meth:`Catalog.build`); image URLs are fetched with this Engine's fetcher."""
+        (see :meth:`Catalog.build`); image URLs are fetched with this Engine's fetcher.
+        ``executor="ray"`` or a :class:`~restyle.RayExecutor` builds on Ray."""
         with self._running("build_catalog"):
             with self._catalog_lock:
                 if self._catalog is None:
                     self._catalog = Catalog.open(self.catalog_dir, self.encoder, create=True)
                 catalog = self._catalog
             return catalog.build(listings, self.encoder, progress=progress,
-                                 images_root=images_root, limits=limits, fetcher=self.fetcher)
+                                 images_root=images_root, limits=limits, fetcher=self.fetcher,
+                                 executor=executor)
 
     def _context_hiding(self, hidden: frozenset[str]) -> Context:
         """This Engine's context, with the catalog listings among ``hidden``
@@ -411,17 +417,20 @@ class Engine:
     def analyze_many(
         self, images: Iterable[ImageInput], *, progress: bool | None = ...,
         return_exceptions: Literal[False] = ..., deadline: float | None = ...,
+        executor: Executor = ...,
     ) -> list[Analysis]: ...
 
     @overload
     def analyze_many(
         self, images: Iterable[ImageInput], *, progress: bool | None = ...,
         return_exceptions: Literal[True], deadline: float | None = ...,
+        executor: Executor = ...,
     ) -> list[Analysis | RestyleError]: ...
 
     def analyze_many(
         self, images: Iterable[ImageInput], *, progress: bool | None = None,
         return_exceptions: bool = False, deadline: float | None = None,
+        executor: Executor = None,
     ) -> list[Analysis] | list[Analysis | RestyleError]:
         """Analyze several photos, with a progress bar on a terminal.
 
@@ -432,12 +441,25 @@ class Engine:
         each photo. With ``return_exceptions=True`` a photo that fails gives
         its RestyleError in its place and the others go on (as in
         ``asyncio.gather``).
+
+        ``executor="ray"`` (or a :class:`~restyle.RayExecutor`) runs the
+        analyses on Ray actors, each with an Engine made from this one's
+        arguments (which must be picklable) and ``RESTYLE_*`` settings; the
+        results are the same, in the same order (see docs/scale.md).
         """
         results: list[Any] = []
         items = images if isinstance(images, Sequence) else list(images)
+        if executor is None:
+            stream = self._analyze_stream(items, deadline=deadline)
+        else:
+            from restyle._ray import analyze_on_ray
+
+            if deadline is not None:
+                _seconds("deadline", deadline)
+            stream = analyze_on_ray(self, items, deadline=deadline, executor=executor)
         bar = progress_bar(total=len(items), desc="Analyzing", unit="photo", enabled=progress)
         try:
-            for result in self._analyze_stream(items, deadline=deadline):
+            for result in stream:
                 if isinstance(result, RestyleError) and not return_exceptions:
                     raise result
                 results.append(result)

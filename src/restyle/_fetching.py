@@ -353,6 +353,13 @@ class FetchLimits:
             raise ValueError("max_redirects must not be negative")
 
 
+def _fetcher_from_settings(limits: FetchLimits, allowed_hosts: tuple[str, ...] | None,
+                           resolver: Resolver, trusted: tuple[IPNetwork, ...],
+                           ca_certs: str | None) -> Fetcher:
+    return Fetcher(limits, allowed_hosts=allowed_hosts, resolver=resolver,
+                   trusted_networks=trusted, ca_certs=ca_certs)
+
+
 @dataclass(frozen=True, slots=True)
 class _Target:
     scheme: str
@@ -398,6 +405,12 @@ class Fetcher:
 
     def __repr__(self) -> str:
         return f"<Fetcher workers={self.limits.workers} per_host={self.limits.per_host}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A copy in another process (a Ray worker) has the same limits and
+        # guards, and its own connections and per-host slots.
+        return (_fetcher_from_settings, (self.limits, self.allowed_hosts, self._resolver,
+                                         self._trusted, self._ca_certs))
 
     # -- checks ----------------------------------------------------------------
 

@@ -45,6 +45,7 @@ __all__ = [
     "ListingRow",
     "LoadedImage",
     "Rejection",
+    "SourcePart",
     "SourceRow",
     "checked_embeddings",
     "decode_listing_image",
@@ -53,6 +54,7 @@ __all__ = [
     "load_images",
     "read_listings",
     "rejection_json",
+    "split_listings",
     "validate_listing",
 ]
 
@@ -200,6 +202,20 @@ class DecodedListing:
     image: Image.Image
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourcePart:
+    """A slice of a listings file that can be read on its own, with the same row
+    numbers as reading the whole file: bytes ``[start, stop)`` of a JSONL file
+    (whole lines), row groups ``[start, stop)`` of a Parquet file, or all of a
+    CSV file (a quoted field may span lines, so CSV is never cut).
+    ``stop=None`` reads to the end; ``first_row`` is the number of the slice's
+    first row (physical line for JSONL, row for Parquet)."""
+
+    start: int = 0
+    stop: int | None = None
+    first_row: int = 1
+
+
 class _Refused(ValueError):
     """A row that breaks a rule; the message is the rejection's reason."""
 
@@ -207,19 +223,21 @@ class _Refused(ValueError):
 # -- read ----------------------------------------------------------------------
 
 
-def read_listings(source: str | Path, *,
-                  limits: ListingLimits | None = None) -> Iterator[SourceRow]:
-    """The rows of a JSONL, CSV or Parquet file, one at a time.
+def read_listings(source: str | Path, *, limits: ListingLimits | None = None,
+                  part: SourcePart | None = None) -> Iterator[SourceRow]:
+    """The rows of a JSONL, CSV or Parquet file, one at a time (only those of
+    ``part``, one of :func:`split_listings`'s slices, when given).
 
     A row that cannot be read (too long, not UTF-8, not JSON, malformed CSV)
     comes back with its ``error`` set; the rows after it are still read. Only
     a file that cannot be read at all is a :class:`CatalogError`.
     """
     limits = limits or ListingLimits()
+    part = part or SourcePart()
     path = Path(source)
     kind = listings_format(path)
     if kind == "parquet":
-        yield from _parquet_rows(path, limits)
+        yield from _parquet_rows(path, limits, part)
         return
     try:
         fh = path.open("rb")
@@ -231,9 +249,60 @@ def read_listings(source: str | Path, *,
         if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
             raise CatalogError(f"listings file is not a regular file: {path}")
         if kind == "jsonl":
-            yield from _jsonl_rows(fh, limits)
+            fh.seek(part.start)
+            yield from _jsonl_rows(fh, limits, first=part.first_row, stop=part.stop)
         else:
             yield from _csv_rows(fh, limits, path)
+
+
+def split_listings(source: str | Path, *, part_bytes: int = 64 << 20) -> list[SourcePart]:
+    """Cut a listings file into slices of about ``part_bytes`` that
+    :func:`read_listings` reads independently (in parallel, on other machines)
+    with the row numbers of a whole-file read.
+
+    JSONL is cut after a newline (one pass over the file counts the lines
+    before each cut); Parquet between row groups; CSV not at all.
+    """
+    if part_bytes < 1:
+        raise ValueError("part_bytes must be positive")
+    path = Path(source)
+    kind = listings_format(path)
+    if kind == "parquet":
+        return _parquet_parts(path, part_bytes)
+    try:
+        fh = path.open("rb")
+    except FileNotFoundError as exc:
+        raise CatalogError(f"listings file not found: {path}") from exc
+    except OSError as exc:
+        raise CatalogError(f"cannot read listings file {path}: {exc.strerror or exc}") from exc
+    with fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise CatalogError(f"listings file is not a regular file: {path}")
+        if kind == "csv":
+            return [SourcePart()]
+        return _jsonl_parts(fh, part_bytes)
+
+
+def _jsonl_parts(fh: IO[bytes], part_bytes: int) -> list[SourcePart]:
+    parts: list[SourcePart] = []
+    start, first_row = 0, 1
+    position = lines = 0  # bytes read before this chunk, and the newlines in them
+    while chunk := fh.read(1 << 20):
+        begin = 0  # where this chunk's newlines are not yet counted
+        while True:
+            # The next cut is after the first newline at least part_bytes past the last one.
+            found = chunk.find(b"\n", max(begin, start + part_bytes - position))
+            if found < 0:
+                break
+            lines += chunk.count(b"\n", begin, found + 1)
+            begin = found + 1
+            parts.append(SourcePart(start=start, stop=position + begin, first_row=first_row))
+            start, first_row = position + begin, lines + 1
+        lines += chunk.count(b"\n", begin)
+        position += len(chunk)
+    if start < position or not parts:
+        parts.append(SourcePart(start=start, stop=None, first_row=first_row))
+    return parts
 
 
 def listings_format(path: Path) -> str:
@@ -244,11 +313,15 @@ def listings_format(path: Path) -> str:
     return kind
 
 
-def _lines(fh: IO[bytes], limit: int) -> Iterator[tuple[int, bytes | None]]:
-    """Physical lines with their numbers (from 1); None for a line over ``limit``
-    bytes, which is skipped to its end without being held in memory."""
-    number = 0
+def _lines(fh: IO[bytes], limit: int, *, first: int = 1,
+           stop: int | None = None) -> Iterator[tuple[int, bytes | None]]:
+    """Physical lines with their numbers (from ``first``), up to byte ``stop``;
+    None for a line over ``limit`` bytes, which is skipped to its end without
+    being held in memory."""
+    number = first - 1
     while True:
+        if stop is not None and fh.tell() >= stop:
+            return
         line = fh.readline(limit + 1)
         if not line:
             return
@@ -273,8 +346,9 @@ def _not_utf8(exc: UnicodeDecodeError) -> str:
     return f"row is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
 
 
-def _jsonl_rows(fh: IO[bytes], limits: ListingLimits) -> Iterator[SourceRow]:
-    for number, line in _lines(fh, limits.row_bytes):
+def _jsonl_rows(fh: IO[bytes], limits: ListingLimits, *, first: int = 1,
+                stop: int | None = None) -> Iterator[SourceRow]:
+    for number, line in _lines(fh, limits.row_bytes, first=first, stop=stop):
         if line is None:
             yield SourceRow(number=number, data={}, error=_too_long(limits))
             continue
@@ -369,7 +443,7 @@ def _record(header: list[str], fields: list[str]) -> dict[str, Any]:
     return {name: fields[i] if i < len(fields) else None for i, name in enumerate(header)}
 
 
-def _parquet_rows(path: Path, limits: ListingLimits) -> Iterator[SourceRow]:
+def _open_parquet(path: Path) -> Any:
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -380,7 +454,34 @@ def _parquet_rows(path: Path, limits: ListingLimits) -> Iterator[SourceRow]:
     if not path.is_file():
         raise CatalogError(f"listings file not found: {path}")
     try:
-        parquet = pq.ParquetFile(path)
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise CatalogError(
+            f"listings file {path.name} cannot be read as Parquet: {_clip(str(exc), 200)}"
+        ) from exc
+
+
+def _parquet_parts(path: Path, part_bytes: int) -> list[SourcePart]:
+    metadata = _open_parquet(path).metadata
+    parts: list[SourcePart] = []
+    start, first_row, rows, size = 0, 1, 0, 0
+    for group in range(metadata.num_row_groups):
+        info = metadata.row_group(group)
+        rows, size = rows + info.num_rows, size + info.total_byte_size
+        if size >= part_bytes:
+            parts.append(SourcePart(start=start, stop=group + 1, first_row=first_row))
+            start, first_row, size = group + 1, first_row + rows, 0
+            rows = 0
+    if start < metadata.num_row_groups or not parts:
+        parts.append(SourcePart(start=start, stop=None, first_row=first_row))
+    return parts
+
+
+def _parquet_rows(path: Path, limits: ListingLimits, part: SourcePart) -> Iterator[SourceRow]:
+    parquet = _open_parquet(path)
+    import pyarrow as pa
+
+    try:
         names = parquet.schema_arrow.names
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise CatalogError(
@@ -388,9 +489,12 @@ def _parquet_rows(path: Path, limits: ListingLimits) -> Iterator[SourceRow]:
         ) from exc
     # Only the columns restyle uses are read: a huge description column costs nothing.
     columns = [name for name in names if name in COLUMNS]
-    number = 0
+    groups = range(part.start, parquet.metadata.num_row_groups if part.stop is None
+                   else min(part.stop, parquet.metadata.num_row_groups))
+    number = part.first_row - 1
     try:
-        for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH, columns=columns):
+        for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH, columns=columns,
+                                          row_groups=groups):
             for data in batch.to_pylist():
                 number += 1
                 size = sum(len(v) for v in data.values() if isinstance(v, (str, bytes)))

@@ -26,6 +26,7 @@ from restyle._imaging import load_photo
 from restyle._ingest import listings_format
 from restyle._plugins import PluginLoadWarning, PluginRegistry
 from restyle._progress import progress_bar
+from restyle._ray import RayExecutor
 from restyle._recording import load_recording
 from restyle._secrets import HTTP_LOGGERS, RedactingFilter, protect_loggers
 from restyle._types import Analysis
@@ -86,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--record", metavar="DIR",
                          help="record what each stage returned into DIR, for 'restyle replay' "
                          "(a single photo file)")
+    _ray_option(analyze)
 
     catalog = sub.add_parser("catalog", help="manage the local catalog")
     catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True, metavar="ACTION")
@@ -97,6 +99,11 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--images-root", metavar="DIR",
                        help="folder local images must be in (default: the listings file's)")
     build.add_argument("--json", action="store_true", help="print the build report as JSON")
+    _ray_option(build)
+    build.add_argument("--ray-actors", type=int, metavar="N",
+                       help="encoder actors on Ray (default: one per GPU, or per two CPUs)")
+    build.add_argument("--ray-batch-size", type=int, metavar="N", default=64,
+                       help="images per encoder call on Ray (default 64)")
 
     only_catalog = argparse.ArgumentParser(add_help=False)
     only_catalog.add_argument("--catalog", metavar="DIR",
@@ -159,6 +166,20 @@ def _pricing_options(parser: argparse.ArgumentParser) -> None:
                         help="fewest comps a price may rest on (default 3)")
     parser.add_argument("--half-life", type=float, metavar="DAYS",
                         help="days after which a sale weighs half (default 30)")
+
+
+def _ray_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ray", nargs="?", const="auto", metavar="ADDRESS",
+        help="run on Ray: a running cluster (auto: $RAY_ADDRESS or one started here with "
+        "'ray start', else a local Ray), 'local', or a cluster address; see docs/scale.md")
+
+
+def _ray_executor(args: argparse.Namespace) -> RayExecutor | None:
+    if args.ray is None:
+        return None
+    return RayExecutor(address=args.ray, actors=getattr(args, "ray_actors", None),
+                       batch_size=getattr(args, "ray_batch_size", None) or 64)
 
 
 def _split(text: str | None) -> list[str] | None:
@@ -382,7 +403,11 @@ def _analyze_batch(
 ) -> int:
     failures = summaries = 0
     sources = [item.source for item in inputs if item.source is not None]
-    analyses = iter(()) if engine is None else engine.analyze_iter(sources)
+    executor = _ray_executor(args)
+    analyses: Iterator[Analysis | RestyleError] = (
+        iter(()) if engine is None
+        else engine.analyze_iter(sources) if executor is None
+        else iter(engine.analyze_many(sources, executor=executor, return_exceptions=True)))
     bar = progress_bar(total=len(inputs), desc="Analyzing", unit="photo", enabled=None)
     try:
         for item in inputs:
@@ -589,7 +614,8 @@ def _catalog_command(args: argparse.Namespace) -> int:
         args.catalog = str(directory)
         engine = _engine(args, experts=[], marketplaces=[])
         report = engine.build_catalog(listings, progress=None,
-                                      images_root=args.images_root)
+                                      images_root=args.images_root,
+                                      executor=_ray_executor(args))
         if args.json:
             out(json.dumps({"catalog": str(directory), **report.to_dict()}, indent=2) + "\n")
             return 0

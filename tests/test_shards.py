@@ -1,0 +1,238 @@
+"""The sharded IVF-PQ index of catalogs past memory, alone and behind a catalog."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from restyle import Catalog, VectorIndex, _shards
+from restyle._shards import (
+    MANIFEST,
+    ShardedIndex,
+    grow_index,
+    index_present,
+    load_index,
+    save_index,
+    shards_path,
+)
+from restyle.testing import ColorEncoder
+
+
+@pytest.fixture(autouse=True)
+def small_shards(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shards of 64 ids and encoding 50 vectors at a time, so small tests see many of both."""
+    monkeypatch.setattr(_shards, "SHARD_IDS", 64)
+    monkeypatch.setattr(_shards, "FLUSH_AT", 50)
+    monkeypatch.setattr(_shards, "ENCODE_CHUNK", 20)
+
+
+def clustered(n: int, dim: int = 24, seed: int = 0) -> np.ndarray:
+    """Unit vectors around a few dozen centres in a low-rank subspace."""
+    rng = np.random.default_rng(seed)
+    basis = np.linalg.qr(rng.standard_normal((dim, 8)))[0].T.astype(np.float32)
+    centres = rng.standard_normal((40, 8)).astype(np.float32)
+    z = centres[rng.integers(0, len(centres), n)] + 0.4 * rng.standard_normal((n, 8))
+    x = (z @ basis + 0.05 * rng.standard_normal((n, dim))).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+class Table:
+    """Exact vectors by id, as the catalog database gives them."""
+
+    def __init__(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        self.rows = dict(zip(ids.tolist(), vectors, strict=True))
+        self.dim = vectors.shape[1]
+
+    def __call__(self, ids: np.ndarray) -> np.ndarray:
+        out = np.full((len(ids), self.dim), np.nan, np.float32)
+        for row, item_id in enumerate(ids.tolist()):
+            if item_id in self.rows:
+                out[row] = self.rows[item_id]
+        return out
+
+
+def sharded(vectors: np.ndarray, ids: np.ndarray, table: Table | None) -> ShardedIndex:
+    flat = VectorIndex(vectors.shape[1], approximate_above=10**9)
+    flat.upsert(ids, vectors)
+    chunks = [(ids[i : i + 300], vectors[i : i + 300]) for i in range(0, len(ids), 300)]
+    rng = np.random.default_rng(1)
+    index = grow_index(flat, vectors=lambda: chunks, exact=table, above=100,
+                       sample=lambda n: vectors[rng.choice(len(vectors), n, replace=False)])
+    assert isinstance(index, ShardedIndex)
+    return index
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)]))
+
+
+def test_a_sharded_index_finds_the_exact_neighbours_after_re_ranking() -> None:
+    vectors = clustered(2000)
+    ids = np.arange(1, 2001, dtype=np.int64)
+    table = Table(ids, vectors)
+    index = sharded(vectors, ids, table)
+    assert len(index) == 2000 and len(index._shards) == 32 and index.code_size <= 56
+    queries = _shards.probes_near(vectors, 100, seed=3)
+    flat = VectorIndex(24, approximate_above=10**9)
+    flat.upsert(ids, vectors)
+    _, truth = flat.search(queries, 10)
+    scores, found = index.search(queries, 10)
+    assert recall(found, truth) >= 0.95
+    # Re-ranked scores are exact inner products.
+    assert np.allclose(scores[:, 0], np.einsum("ij,ij->i", queries, table(found[:, 0])),
+                       atol=1e-5)
+    index.exact = None  # codes alone: approximate, yet a stored vector finds itself
+    _, found = index.search(vectors[:50], 10)
+    assert np.mean([i in row for i, row in zip(ids[:50], found, strict=True)]) >= 0.9
+
+
+def test_updates_removals_and_saves_keep_a_loadable_index(tmp_path: Path) -> None:
+    vectors = clustered(600)
+    ids = np.arange(1, 601, dtype=np.int64)
+    table = Table(ids, vectors)
+    index = sharded(vectors, ids, table)
+    path = tmp_path / "vectors.faiss"
+    save_index(index, path)
+    assert not path.exists() and (shards_path(path) / MANIFEST).is_file()
+    loaded = load_index(path, dim=24, exact=table)
+    assert isinstance(loaded, ShardedIndex) and loaded._mapped  # shards mapped, not read
+    assert len(loaded) == 600 and 5 in loaded and 0 not in loaded and 601 not in loaded
+    np.testing.assert_array_equal(np.sort(loaded.ids()), ids)
+
+    # Replacing and adding (pending until encoded), removing.
+    moved = clustered(3, seed=9)
+    loaded.upsert([5, 700, 701], moved)
+    table.rows.update({5: moved[0], 700: moved[1], 701: moved[2]})
+    assert len(loaded) == 602 and 700 in loaded and loaded._pending
+    assert loaded.remove([6, 701, 9999]) == 2 and len(loaded) == 600 and 6 not in loaded
+    _, found = loaded.search(moved[:2], 1)
+    assert found[:, 0].tolist() == [5, 700]
+    assert not loaded._pending
+    np.testing.assert_allclose(loaded.reconstruct(700), moved[1])
+    assert loaded.reconstruct(6) is None
+
+    before = sorted(p.name for p in shards_path(path).iterdir())
+    save_index(loaded, path)
+    after = sorted(p.name for p in shards_path(path).iterdir())
+    # Only the shards changed were written again, under a new generation.
+    changed = {name.split(".g")[0] for name in set(after) - set(before)}
+    assert changed == {"shard-00000", "shard-00010"}
+    assert json.loads((shards_path(path) / MANIFEST).read_text())["generation"] == 2
+    again = load_index(path, dim=24, exact=table)
+    assert len(again) == 600 and 700 in again and 6 not in again
+    _, found = again.search(moved[:2], 1)
+    assert found[:, 0].tolist() == [5, 700]
+
+    # Back to a flat index: the shards go, after the flat file is in place.
+    flat = VectorIndex(24)
+    flat.upsert(ids[:10], vectors[:10])
+    save_index(flat, path)
+    assert path.is_file() and not shards_path(path).exists() and index_present(path)
+    assert isinstance(load_index(path, dim=24), VectorIndex)
+
+
+# -- behind a catalog --------------------------------------------------------------
+
+
+def noise_jpeg(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    tint = rng.uniform(0.2, 1.0, 3)
+    pixels = (rng.integers(0, 256, (24, 24, 3)) * tint).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def listings(folder: Path, n: int) -> Path:
+    (folder / "images").mkdir(parents=True)
+    with (folder / "listings.jsonl").open("w") as fh:
+        for i in range(n):
+            (folder / "images" / f"{i}.png").write_bytes(noise_jpeg(i))
+            fh.write(json.dumps({"id": f"L{i}", "title": f"item {i}", "price": "10",
+                                 "image": f"images/{i}.png"}) + "\n")
+    return folder / "listings.jsonl"
+
+
+@pytest.fixture
+def shard_above(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(_shards, "SHARDED_ABOVE", 100)
+    yield
+
+
+ENCODER = ColorEncoder(bins=3)  # 27 dimensions: quick to train
+
+
+def stored_vector(catalog: Catalog, listing_id: str) -> np.ndarray:
+    return catalog.vectors_for([listing_id])[listing_id]
+
+
+def test_a_catalog_past_the_threshold_gets_a_sharded_index(
+    tmp_path: Path, shard_above: None,
+) -> None:
+    source = listings(tmp_path / "listings", 300)
+    directory = tmp_path / "catalog"
+    with Catalog.open(directory, ENCODER, create=True) as catalog:
+        report = catalog.build(source, ENCODER, progress=False, checkpoint_every=120)
+        assert report.added == 300
+        assert catalog.index.kind == "ivfpq"
+    assert not (directory / "vectors.faiss").exists()
+    assert (directory / "vectors.shards" / MANIFEST).is_file()
+
+    with Catalog.open(directory, ENCODER) as catalog:  # read-only: shards mapped
+        assert isinstance(catalog.index, ShardedIndex) and catalog.index._mapped
+        for listing_id in ("L0", "L150", "L299"):
+            found = catalog.search_vector(stored_vector(catalog, listing_id), limit=3)
+            assert found[0][0].listing_id == listing_id
+            assert found[0][1] == pytest.approx(1.0, abs=1e-5)
+    check = Catalog.check(directory)
+    assert check.ok, check.problems
+    assert check.vectors == 300
+    assert Catalog.stats(directory).vectors == 300
+
+    with Catalog.open(directory, ENCODER, create=True) as catalog:
+        again = catalog.build(source, ENCODER, progress=False)
+        assert again.skipped == 300 and again.added == 0
+        assert catalog.remove(["L150"]) == 1
+        vector = ENCODER.encode_images([Image.open(tmp_path / "listings/images/150.png")])[0]
+        assert all(listing.listing_id != "L150"
+                   for listing, _ in catalog.search_vector(vector, limit=5))
+
+    (directory / "vectors.shards" / MANIFEST).unlink()
+    assert not Catalog.check(directory).ok
+    repaired = Catalog.repair(directory)
+    assert repaired.from_database == 299
+    assert Catalog.check(directory).ok
+    with Catalog.open(directory, ENCODER) as catalog:
+        assert catalog.index.kind == "ivfpq" and len(catalog.index) == 299
+
+
+def test_an_interrupted_build_keeps_the_sharded_index_of_its_last_checkpoint(
+    tmp_path: Path, shard_above: None,
+) -> None:
+    source = listings(tmp_path / "listings", 400)
+    directory = tmp_path / "catalog"
+
+    class Failing(ColorEncoder):
+        calls = 0
+
+        def encode_images(self, images: Any) -> np.ndarray:
+            Failing.calls += 1
+            if Failing.calls > 22:
+                raise RuntimeError("out of memory")
+            return super().encode_images(images)
+
+    failing = Failing(bins=3)
+    with Catalog.open(directory, failing, create=True) as catalog, pytest.raises(RuntimeError):
+        catalog.build(source, failing, progress=False, batch_size=16, checkpoint_every=100)
+    with Catalog.open(directory, ENCODER, create=True) as catalog:
+        assert catalog.index.kind == "ivfpq" and len(catalog) == len(catalog.index)
+        resumed = catalog.build(source, ENCODER, progress=False)
+        assert 256 < resumed.skipped < 400 and resumed.skipped + resumed.added == 400
+    assert Catalog.check(directory).ok
