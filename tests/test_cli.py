@@ -620,3 +620,19 @@ def test_the_progress_bar_shows_on_a_terminal_and_leaves_the_output_alone(
     assert code == 0
     assert "Analyzing:" in err and "/3 " in err
     assert len(json_lines(out)) == 3
+
+
+@pytest.mark.parametrize(("argv", "address", "photos"), [
+    (["analyze", "--ray", "a.jpg", "b.jpg"], "auto", ["a.jpg", "b.jpg"]),
+    (["analyze", "--ray", "local", "a.jpg"], "local", ["a.jpg"]),
+    (["analyze", "--ray", "10.0.0.5:6379", "a.jpg"], "10.0.0.5:6379", ["a.jpg"]),
+    (["analyze", "--ray", "ray://head:10001", "a.jpg"], "ray://head:10001", ["a.jpg"]),
+    (["analyze", "a.jpg", "--ray"], "auto", ["a.jpg"]),
+    (["analyze", "--ray", "--json", "a.jpg"], "auto", ["a.jpg"]),
+    (["analyze", "a.jpg"], None, ["a.jpg"]),
+])
+def test_a_photo_after_ray_is_a_photo_not_a_cluster_address(
+        argv: list[str], address: str | None, photos: list[str]) -> None:
+    args = cli._parser().parse_args(cli._ray_values_attached(argv))
+    assert args.ray == address
+    assert args.photo == photos

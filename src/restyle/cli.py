@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -683,8 +684,27 @@ def _size(n: int) -> str:
     return f"{n} bytes"  # pragma: no cover
 
 
+def _ray_address_like(text: str) -> bool:
+    """Whether a word after ``--ray`` is its value rather than a photo or file."""
+    return text in ("auto", "local") or "://" in text or bool(
+        re.fullmatch(r"[\w.\-]+:\d{1,5}", text))
+
+
+def _ray_values_attached(argv: Sequence[str]) -> list[str]:
+    """``--ray PHOTO`` means ``--ray`` (auto) and a photo, not a cluster named PHOTO."""
+    words = list(argv)
+    for i, word in enumerate(words[:-1]):
+        if word == "--":
+            break
+        following = words[i + 1]
+        if word == "--ray" and not following.startswith("-") and not _ray_address_like(following):
+            words[i] = "--ray=auto"
+    return words
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(_ray_values_attached(argv))
     with _logging_to_stderr(args.verbose):
         try:
             return _run(args)
