@@ -8,7 +8,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -466,6 +466,10 @@ class Engine:
                 bar.update(1)
         finally:
             bar.close()
+            # A photo's error ends the loop early: stop the stream now (on Ray,
+            # while the cluster is still there to hear it), not when it is collected.
+            if isinstance(stream, Generator):
+                stream.close()
         return results
 
     def _analyze_stream(

@@ -223,6 +223,14 @@ class _Failure:
     error: RestyleError
 
 
+def _close(rows: Iterator[Any]) -> None:
+    """Stop a dataset's iteration now, while Ray is up, not when it is collected."""
+    close = getattr(rows, "close", None)
+    if close is not None:
+        with suppress(Exception):
+            close()
+
+
 def _ordered(ds: Any) -> Any:
     context = ds.context
     # Shards merge in source order, so row ids are the ones an in-process build gives;
@@ -616,8 +624,9 @@ def build_on_ray(
                             fn_kwargs={"directory": str(staging.directory), "run": staging.run})
         merger = _Merger(catalog, encoder, report, rejected, fetcher=fetcher, limits=limits,
                          checkpoint_every=checkpoint_every)
+        shards = iter(_ordered(ds).iter_rows())
         try:
-            for shard in _ordered(ds).iter_rows():
+            for shard in shards:
                 if shard["error"]:
                     raise pickle.loads(shard["error"])
                 bar.update(merger.merge(str(shard["path"]), shard["payload"]))
@@ -625,6 +634,8 @@ def build_on_ray(
             raise
         except Exception as exc:
             raise _run_failed("the catalog build", exc) from exc
+        finally:
+            _close(shards)
         merger.finish()
     except BaseException:
         catalog._abandon()
@@ -879,8 +890,9 @@ def analyze_on_ray(
         fn_constructor_kwargs={"arguments": arguments, "environment": _environment(),
                                "cwd": os.getcwd(), "deadline": deadline},
     )
+    rows = iter(_ordered(ds).iter_rows())
     try:
-        for row in _ordered(ds).iter_rows():
+        for row in rows:
             result = pickle.loads(row["item"])
             if isinstance(result, _Failure):
                 raise result.error  # the Engine could not be made on the actor
@@ -889,3 +901,5 @@ def analyze_on_ray(
         raise
     except Exception as exc:
         raise _run_failed("the analysis", exc) from exc
+    finally:
+        _close(rows)
