@@ -62,6 +62,7 @@ def stage_costs(source: Path, model: str, sample: int) -> dict[str, float]:
         DecodedListing,
         ListingRow,
         decode_listing_image,
+        draft_side,
         embed_listings,
         load_images,
         read_listings,
@@ -77,14 +78,15 @@ def stage_costs(source: Path, model: str, sample: int) -> dict[str, float]:
         rows = [validate_listing(r, base=source.parent) for r in read_listings(source)]
         read = (time.perf_counter() - start) / len(rows)
         listings = [r for r in rows if isinstance(r, ListingRow)][:sample]
+        encoder = OpenClipEncoder(model, device="cpu", batch_size=32)
+        side = draft_side(encoder)  # what a build decodes to for this model
         start = time.perf_counter()
         decoded: list[DecodedListing] = []
         for loaded in load_images(listings):
-            result = decode_listing_image(loaded)  # type: ignore[arg-type]
+            result = decode_listing_image(loaded, side=side)  # type: ignore[arg-type]
             assert isinstance(result, DecodedListing)
             decoded.append(result)
         decode = (time.perf_counter() - start) / len(listings)
-        encoder = OpenClipEncoder(model, device="cpu", batch_size=32)
         encoder.encode_images([d.image for d in decoded[:8]])  # load and warm up
         start = time.perf_counter()
         kept, vectors, _ = embed_listings(decoded, encoder)

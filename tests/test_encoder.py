@@ -425,3 +425,47 @@ def test_importing_restyle_makes_openmp_wait_passively_unless_told_otherwise(
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout
     assert json.loads(out) == expected
+
+
+def test_the_input_side_is_known_without_loading_the_model(tiny_model_spec: str) -> None:
+    encoder = OpenClipEncoder(tiny_model_spec, device="cpu")
+    side = encoder.input_side
+    before = dict(openclip._CACHE)
+    assert OpenClipEncoder("ViT-B-32/random").input_side == 224
+    assert OpenClipEncoder("ViT-L-14-336/random").input_side == 336
+    assert OpenClipEncoder("hf-hub:someone/some-model").input_side is None
+    assert dict(openclip._CACHE) == before  # nothing was loaded to answer
+    assert side == encoder.image_size  # and what the loaded model says agrees
+
+
+def test_a_build_decodes_down_to_the_models_input_side() -> None:
+    from decimal import Decimal
+
+    from restyle import Condition
+    from restyle._ingest import (
+        DRAFT_SIDE,
+        DecodedListing,
+        ListingRow,
+        LoadedImage,
+        decode_listing_image,
+        draft_side,
+    )
+    from restyle.testing import ColorEncoder
+
+    assert draft_side(OpenClipEncoder("ViT-B-32/random")) == 224
+    assert draft_side(OpenClipEncoder("hf-hub:someone/some-model")) == DRAFT_SIDE
+    assert draft_side(ColorEncoder()) == DRAFT_SIDE  # no input_side: the safe default
+
+    def decoded(data: bytes, side: int) -> Image.Image:
+        row = ListingRow(number=1, listing_id="a", title="t", brand=None, category=None,
+                         condition=Condition.UNKNOWN, price=Decimal(1), currency="USD",
+                         url=None, image="/x/a.jpg", image_as_written="a.jpg", sold=None)
+        result = decode_listing_image(LoadedImage(row=row, data=data, sha256="0" * 64),
+                                      side=side)
+        assert isinstance(result, DecodedListing) and result.sha256 == "0" * 64
+        return result.image
+
+    jpeg = image_bytes(size=(640, 480))
+    assert decoded(jpeg, 224).size == (320, 240)  # half scale: both sides still >= 224
+    assert decoded(jpeg, 448).size == (640, 480)
+    assert decoded(image_bytes(size=(640, 480), format="PNG"), 224).size == (320, 240)

@@ -41,6 +41,7 @@ from restyle._ingest import (
     batches,
     checked_embeddings,
     decode_listing_image,
+    draft_side,
     embed_listings,
     load_images,
     read_listings,
@@ -446,7 +447,7 @@ class Catalog:
         rejected = _RejectedFile(self.directory)
         prepared = self._prepare(
             read_listings(source, limits=limits), base=base, images_root=root, limits=limits,
-            fetcher=fetcher, batch_size=batch_size,
+            fetcher=fetcher, batch_size=batch_size, side=draft_side(encoder),
         )
         bar = progress_bar(total=None, desc="Building catalog", unit="row", enabled=progress)
         unsaved = 0
@@ -490,7 +491,7 @@ class Catalog:
 
     def _prepare(
         self, rows: Iterable[SourceRow], *, base: Path, images_root: Path,
-        limits: ListingLimits, fetcher: Fetcher | None, batch_size: int,
+        limits: ListingLimits, fetcher: Fetcher | None, batch_size: int, side: int,
     ) -> Iterator[_Batch]:
         """Validate, load and decode the rows, a batch at a time, skipping those
         already stored with the same image."""
@@ -513,7 +514,7 @@ class Catalog:
                 elif self._has_current_vector(loaded.row.listing_id, sha256=loaded.sha256):
                     skipped.append(loaded.row)
                 else:
-                    result = decode_listing_image(loaded, limits=limits)
+                    result = decode_listing_image(loaded, limits=limits, side=side)
                     if isinstance(result, Rejection):
                         rejected.append(result)
                     else:
@@ -1174,7 +1175,7 @@ def _reembed(db: sqlite3.Connection, index: VectorIndex, item_ids: list[int], en
         failed: list[Rejection] = []
         for loaded in load_images(listings, fetcher=fetcher, limits=limits):
             result = loaded if isinstance(loaded, Rejection) else decode_listing_image(
-                loaded, limits=limits)
+                loaded, limits=limits, side=draft_side(encoder))
             (failed if isinstance(result, Rejection) else decoded).append(result)  # type: ignore[arg-type]
         kept, vectors, unusable = embed_listings(decoded, encoder)
         for item, vector in zip(kept, vectors, strict=True):

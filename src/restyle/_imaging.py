@@ -96,14 +96,16 @@ class Photo:
     __slots__ = ("_embeddings", "_lock", "data", "format", "image", "sha256", "source")
 
     def __init__(
-        self, *, image: Image.Image, data: bytes | None, fmt: str, source: str | None
+        self, *, image: Image.Image, data: bytes | None, fmt: str, source: str | None,
+        sha256: str | None = None,
     ) -> None:
         self.image = image
         self.data = data
         self.format = fmt
         self.source = source
-        digest_input = data if data is not None else image.tobytes()
-        self.sha256 = hashlib.sha256(digest_input).hexdigest()
+        if sha256 is None:
+            sha256 = hashlib.sha256(data if data is not None else image.tobytes()).hexdigest()
+        self.sha256 = sha256
         self._embeddings: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
 
@@ -228,12 +230,14 @@ def decode(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     source: str | None = None,
     draft_side: int | None = None,
+    sha256: str | None = None,
 ) -> Photo:
     """Decode encoded image bytes into a :class:`Photo`, or raise :class:`ImageError`.
 
     ``draft_side`` lets a JPEG decode at a reduced scale (1/2, 1/4 or 1/8, done
     inside the decoder and much faster) as long as both sides stay at least
     that many pixels: for images that are only going to an encoder.
+    ``sha256`` is the hex digest of ``data`` when the caller has it already.
     """
     what = f"photo {source!r}" if source else "photo"
     if not data:
@@ -260,7 +264,7 @@ def decode(
         raise ImageError(f"{what} cannot be decoded: {exc}") from exc
     except (OSError, SyntaxError, ValueError, EOFError, TypeError) as exc:
         raise ImageError(f"{what} is corrupt or truncated: {exc}") from exc
-    return Photo(image=rgb, data=data, fmt=fmt, source=source)
+    return Photo(image=rgb, data=data, fmt=fmt, source=source, sha256=sha256)
 
 
 def _from_pil(img: Image.Image, *, max_pixels: int) -> Photo:
@@ -342,7 +346,14 @@ def _working_copy(img: Image.Image) -> Image.Image:
     img.load()
     method = _UPRIGHT.get(img.getexif().get(_ORIENTATION_TAG, 1))
     factor = -(-max(img.size) // WORKING_SIDE)
-    rgb = _to_rgb(img) if factor == 1 else _reduced_rgb(img, factor)
+    if factor > 1:
+        rgb = _reduced_rgb(img, factor)
+    elif img.mode == "RGB":
+        # The decoded pixels in a plain Image of their own, not a copy: the
+        # file object is closed after this, the pixels are not.
+        rgb = img._new(img.im)
+    else:
+        rgb = _to_rgb(img)
     return rgb if method is None else rgb.transpose(method)
 
 

@@ -41,6 +41,7 @@ from restyle._ingest import (
     SourceRow,
     batches,
     decode_listing_image,
+    draft_side,
     embed_listings,
     load_images,
     read_listings,
@@ -286,17 +287,18 @@ def _read_part(batch: Mapping[str, Any], *, source: str,
 
 
 def _load_rows(batch: Mapping[str, Any], *, base: str, images_root: str,
-               limits: ListingLimits, fetcher: Fetcher, stored: Any) -> dict[str, np.ndarray]:
+               limits: ListingLimits, fetcher: Fetcher, stored: Any,
+               side: int) -> dict[str, np.ndarray]:
     """Validate, skip what the catalog holds already, fetch or read, decode."""
     try:
         return _batch(_load(_objects(batch), base=Path(base), images_root=Path(images_root),
-                            limits=limits, fetcher=fetcher, stored=stored))
+                            limits=limits, fetcher=fetcher, stored=stored, side=side))
     except RestyleError as exc:
         return _batch([_Failure(exc)])
 
 
 def _load(sources: list[SourceRow | _Failure], *, base: Path, images_root: Path,
-          limits: ListingLimits, fetcher: Fetcher, stored: Any) -> list[Any]:
+          limits: ListingLimits, fetcher: Fetcher, stored: Any, side: int) -> list[Any]:
     out: list[Any] = [
         s if isinstance(s, _Failure)
         else validate_listing(s, base=base, images_root=images_root, limits=limits)
@@ -324,7 +326,7 @@ def _load(sources: list[SourceRow | _Failure], *, base: Path, images_root: Path,
         elif known.get(result.row.listing_id, (None, None))[1] == result.sha256:
             out[i] = _Skipped(row=result.row, sha256=result.sha256)
         else:
-            out[i] = decode_listing_image(result, limits=limits)
+            out[i] = decode_listing_image(result, limits=limits, side=side)
     return out
 
 
@@ -609,7 +611,8 @@ def build_on_ray(
             _load_rows, batch_size=batch_size, num_cpus=options.task_cpus,
             memory=WORKER_BYTES + batch_size * DECODED_BYTES,
             fn_kwargs={"base": str(base), "images_root": str(images_root), "limits": limits,
-                       "fetcher": fetcher or Fetcher(), "stored": stored},
+                       "fetcher": fetcher or Fetcher(), "stored": stored,
+                       "side": draft_side(encoder)},
         )
         ds = ds.map_batches(
             _Embedder, batch_size=options.batch_size,
@@ -758,7 +761,7 @@ class _Merger:
         failed: list[Rejection] = []
         for loaded in load_images(rows, fetcher=self.fetcher, limits=self.limits):
             result = loaded if isinstance(loaded, Rejection) else decode_listing_image(
-                loaded, limits=self.limits)
+                loaded, limits=self.limits, side=draft_side(self.encoder))
             if isinstance(result, Rejection):
                 failed.append(result)
             else:

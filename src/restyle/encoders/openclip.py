@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import os
 import queue
@@ -596,6 +597,33 @@ class OpenClipEncoder(Encoder):
         return found if isinstance(found, str) else None
 
     # -- encoding --------------------------------------------------------------
+
+    @property
+    def input_side(self) -> int | None:
+        """The side of the square the model sees, read from the model's
+        configuration without loading its weights; None where only the loaded
+        model can tell (an ``hf-hub:`` model not loaded yet)."""
+        with _CACHE_LOCK:
+            loaded = any(key[0] == self.spec.model_name for key in _CACHE)
+        if loaded:
+            return self.image_size
+        try:
+            name = self.spec.model_name
+            if name.startswith("hf-hub:"):
+                return None
+            if name.startswith("local-dir:"):
+                config = json.loads(
+                    (Path(name[len("local-dir:"):]) / "open_clip_config.json").read_text())
+                config = config.get("model_cfg", config)
+            else:
+                import open_clip
+
+                config = open_clip.get_model_config(name)
+            size = (config or {}).get("vision_cfg", {}).get("image_size")
+            side = size[0] if isinstance(size, (tuple, list)) else size
+            return side if isinstance(side, int) and side > 0 else None
+        except (OSError, ValueError, TypeError, AttributeError, EncoderError):
+            return None
 
     @property
     def image_size(self) -> int:
