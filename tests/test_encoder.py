@@ -469,3 +469,25 @@ def test_a_build_decodes_down_to_the_models_input_side() -> None:
     assert decoded(jpeg, 224).size == (320, 240)  # half scale: both sides still >= 224
     assert decoded(jpeg, 448).size == (640, 480)
     assert decoded(image_bytes(size=(640, 480), format="PNG"), 224).size == (320, 240)
+
+
+def test_the_model_thread_follows_torch_set_num_threads(tiny_model_spec: str) -> None:
+    import torch
+
+    from restyle.encoders.openclip import _MODEL_THREAD
+
+    def team() -> int:
+        info = _MODEL_THREAD.run(torch.__config__.parallel_info)
+        return int(info.split("omp_get_max_threads() :")[1].split()[0])
+
+    encoder = OpenClipEncoder(tiny_model_spec, device="cpu")
+    encoder.encode_images(images(1))  # the model thread is running before the call below
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        encoder.encode_images(images(2))
+        assert team() == 1
+    finally:
+        torch.set_num_threads(before)
+    encoder.encode_images(images(1))
+    assert team() == before

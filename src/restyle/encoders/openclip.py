@@ -263,7 +263,7 @@ class _ModelThread:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = (
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any], int | None]] = (
             queue.SimpleQueue())
         self._thread: threading.Thread | None = None
 
@@ -280,7 +280,7 @@ class _ModelThread:
                 self._thread = threading.Thread(target=self._work, name="restyle-model",
                                                 daemon=True)
                 self._thread.start()
-        self._jobs.put((fn, future))
+        self._jobs.put((fn, future, _torch_threads()))
         return future
 
     def run(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -289,9 +289,24 @@ class _ModelThread:
 
     def _work(self) -> None:
         while True:
-            fn, future = self._jobs.get()
+            fn, future, threads = self._jobs.get()
             if future.set_running_or_notify_cancel():
+                _follow_torch_threads(threads)
                 _settle(future, fn)
+
+
+def _torch_threads() -> int | None:
+    """The OpenMP team size torch uses on the calling thread (None before torch
+    is imported). OpenMP keeps one per thread: ``torch.set_num_threads`` on the
+    application's thread does not reach a thread that was already running."""
+    torch = sys.modules.get("torch")
+    return None if torch is None else int(torch.get_num_threads())
+
+
+def _follow_torch_threads(wanted: int | None) -> None:
+    """Give the model thread the team size of the thread that asked for the work."""
+    if wanted is not None and wanted != _torch_threads():
+        sys.modules["torch"].set_num_threads(wanted)
 
 
 def _settle(future: Future[Any], fn: Callable[[], Any]) -> None:
