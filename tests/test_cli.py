@@ -41,7 +41,9 @@ def test_analyze_json_ranks_the_photos_own_entry_first(
     assert code == 0
     data = json.loads(out)
     assert data["comps"][0]["listing"]["listing_id"] == "ks-sneaker-green"
-    assert data["comps"][0]["similarity"] == pytest.approx(1.0, abs=1e-5)
+    # Not exactly 1: a build decodes its images down to the model's input side,
+    # the photo is decoded whole; the two differ by less than JPEG noise.
+    assert data["comps"][0]["similarity"] == pytest.approx(1.0, abs=1e-3)
     scores = [c["score"] for c in data["comps"]]
     assert scores == sorted(scores, reverse=True)
     assert data["identification"]["brand"] == "Kestrel"
