@@ -18,7 +18,7 @@
    RSS is printed for each: it should not grow with the file.
 
     PYTHONPATH=src:. python bench/catalog_build.py [--listings 2000] [--rounds 3]
-        [--batch-size 32] [--sizes 100,1000] [--skip-build] [--skip-memory]
+        [--batch-size 32] [--sizes 100,1000] [--skip-build] [--skip-memory] [--device cuda]
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def throughput(args: argparse.Namespace) -> None:
 
     torch = _torch()
     torch.manual_seed(0)
-    encoder = OpenClipEncoder(args.model, device="cpu", batch_size=32)
+    encoder = OpenClipEncoder(args.model, device=args.device, batch_size=args.batch_size)
     encoder.load()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -258,6 +258,7 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=256,
                         help="images the encoder-alone baseline embeds per round")
     parser.add_argument("--model", default="ViT-B-32/random")
+    parser.add_argument("--device", default="cpu", help="the encoder's: cpu, cuda, mps")
     parser.add_argument("--batch-size", type=int, default=32,
                         help="the build's batch (the encoder's is 32 either way)")
     parser.add_argument("--sizes", default="100,1000", help="listings file sizes, in MB")

@@ -16,6 +16,7 @@ ceiling run on restyle's model thread too, so every side gets the same
 OpenMP threads (see the encoder's module docstring).
 
     PYTHONPATH=src:. python bench/encode.py [--images 64] [--batch-size 32] [--rounds 3]
+        [--device cuda]
 """
 
 from __future__ import annotations
@@ -60,41 +61,49 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--model", default="ViT-B-32/random")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps")
     args = parser.parse_args()
     import torch  # after restyle, as an application using restyle loads it
 
     images = photos(args.images)
     torch.manual_seed(0)
-    baseline = OpenClipEncoder(args.model, device="cpu", precision="fp32")
+    device = args.device
+    baseline = OpenClipEncoder(args.model, device=device, precision="fp32")
     exact = baseline._load()
     torch.manual_seed(0)
-    fast = OpenClipEncoder(args.model, device="cpu", batch_size=args.batch_size)
+    fast = OpenClipEncoder(args.model, device=device, batch_size=args.batch_size)
     loaded = fast._load()
     dtype = next(loaded.model.parameters()).dtype
     print(f"model {args.model}, {args.images} images of 800x600, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, restyle precision {fast.precision}, "
-          f"batch {args.batch_size}, {os.cpu_count()} CPUs")
+          f"batch {args.batch_size}, {os.cpu_count()} CPUs, device {device}"
+          + (f" ({torch.cuda.get_device_name(device)})" if device.startswith("cuda") else ""))
+
+    def synchronize() -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize(device)
 
     def loop() -> np.ndarray:
         def run() -> np.ndarray:
             rows = []
             with torch.inference_mode():
                 for img in images:
-                    x = exact.preprocess(img.convert("RGB")).unsqueeze(0)
+                    x = exact.preprocess(img.convert("RGB")).unsqueeze(0).to(device)
                     f = exact.model.encode_image(x).float()
-                    rows.append(torch.nn.functional.normalize(f, dim=-1).numpy()[0])
+                    rows.append(torch.nn.functional.normalize(f, dim=-1).cpu().numpy()[0])
             return np.stack(rows)
         return _MODEL_THREAD.run(run)  # type: ignore[no-any-return]
 
     # The ceiling's input: open_clip's own preprocessing, done before the clock starts.
     tensors = [torch.stack([loaded.preprocess(img) for img in images[s : s + args.batch_size]])
-               .to(dtype) for s in range(0, len(images), args.batch_size)]
+               .to(device, dtype) for s in range(0, len(images), args.batch_size)]
 
     def model_only() -> None:
         def run() -> None:
             with torch.inference_mode():
                 for batch in tensors:
                     loaded.model.encode_image(batch)
+            synchronize()
         _MODEL_THREAD.run(run)
 
     loop()  # warm up every path once (allocator, oneDNN kernels)

@@ -491,3 +491,27 @@ def test_the_model_thread_follows_torch_set_num_threads(tiny_model_spec: str) ->
         torch.set_num_threads(before)
     encoder.encode_images(images(1))
     assert team() == before
+
+
+def test_for_an_accelerator_a_batch_is_prepared_by_several_threads_the_same(
+        tiny_model_spec: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    encoder = OpenClipEncoder(tiny_model_spec, device="cpu")
+    loaded = encoder._load()
+    pictures = [img.resize((90 + 7 * i, 70 + 5 * i)) for i, img in enumerate(images(12))]
+    here = encoder._prepared(loaded, pictures)
+    seen: set[str] = set()
+    original = openclip.encoder_input
+
+    def bounded(img: Image.Image, side: int) -> Image.Image:
+        seen.add(threading.current_thread().name)
+        return original(img, side)
+
+    monkeypatch.setattr(openclip, "encoder_input", bounded)
+    side = encoder.image_size
+    monkeypatch.setattr(OpenClipEncoder, "image_size", property(lambda self: side))
+    monkeypatch.setattr(OpenClipEncoder, "device", property(lambda self: "cuda:0"))
+    pooled = encoder._prepared(loaded, pictures)
+    assert np.array_equal(pooled, here)
+    assert all(name.startswith("restyle-prepare") for name in seen)

@@ -42,7 +42,7 @@ import sys
 import threading
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -319,6 +319,13 @@ def _settle(future: Future[Any], fn: Callable[[], Any]) -> None:
 _MODEL_THREAD = _ModelThread()
 
 
+@functools.cache
+def _preparers() -> ThreadPoolExecutor:
+    """Threads that resize and crop a batch for a model on an accelerator."""
+    return ThreadPoolExecutor(max_workers=max(1, min(8, (os.cpu_count() or 2) - 1)),
+                              thread_name_prefix="restyle-prepare")
+
+
 @dataclass(frozen=True, slots=True)
 class _Pixels:
     """open_clip's standard preprocessing (shortest side resized to ``side``,
@@ -381,13 +388,18 @@ class _Pixels:
         cropped: np.ndarray = chw[:, top : top + side, left : left + side]
         return cropped
 
-    def normalise(self, batch: np.ndarray) -> Any:
-        """A uint8 batch as ToTensor and Normalize make it, in the same float steps."""
+    def normalise(self, batch: np.ndarray, device: str = "cpu") -> Any:
+        """A uint8 batch as ToTensor and Normalize make it, in the same float
+        steps, on ``device`` (an accelerator is sent the uint8 pixels, a
+        quarter of the bytes, and does the arithmetic)."""
         import torch
 
-        mean = torch.tensor(self.mean).view(1, -1, 1, 1)
-        std = torch.tensor(self.std).view(1, -1, 1, 1)
-        return torch.from_numpy(batch).float().div_(255).sub_(mean).div_(std)
+        pixels = torch.from_numpy(batch)
+        if device != "cpu":
+            pixels = pixels.to(device, non_blocking=False)
+        mean = torch.tensor(self.mean, device=pixels.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=pixels.device).view(1, -1, 1, 1)
+        return pixels.float().div_(255).sub_(mean).div_(std)
 
 
 @dataclass
@@ -697,8 +709,18 @@ class OpenClipEncoder(Encoder):
         if pixels is None:
             return [encoder_input(img, side) for img in images]
         batch = np.empty((len(images), 3, pixels.side, pixels.side), dtype=np.uint8)
-        for i, img in enumerate(images):
-            batch[i] = pixels.crop(encoder_input(img, side))
+
+        def fill(i: int) -> None:
+            batch[i] = pixels.crop(encoder_input(images[i], side))
+
+        if self.device == "cpu" or len(images) < 2:
+            # The model's OpenMP team has the CPUs: one thread prepares.
+            for i in range(len(images)):
+                fill(i)
+        else:
+            # An accelerator outruns one preparing thread: resizing releases
+            # the GIL, so a few threads prepare the batch together.
+            list(_preparers().map(fill, range(len(images))))
         return batch
 
     def _forward(self, loaded: _Loaded, prepared: Any) -> np.ndarray:
@@ -708,7 +730,7 @@ class OpenClipEncoder(Encoder):
         dtype = next(loaded.model.parameters()).dtype
         with torch.inference_mode():
             if loaded.pixels is not None:
-                batch = loaded.pixels.normalise(prepared)
+                batch = loaded.pixels.normalise(prepared, self.device)
             else:
                 batch = torch.stack([loaded.preprocess(img) for img in prepared])
             features = loaded.model.encode_image(batch.to(self.device, dtype=dtype))
