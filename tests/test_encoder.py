@@ -513,5 +513,6 @@ def test_for_an_accelerator_a_batch_is_prepared_by_several_threads_the_same(
     monkeypatch.setattr(OpenClipEncoder, "image_size", property(lambda self: side))
     monkeypatch.setattr(OpenClipEncoder, "device", property(lambda self: "cuda:0"))
     pooled = encoder._prepared(loaded, pictures)
-    assert np.array_equal(pooled, here)
+    # Resized by Pillow there (as open_clip's own preprocessing does), by torch here.
+    assert np.abs(pooled.astype(int) - here.astype(int)).max() <= 1
     assert all(name.startswith("restyle-prepare") for name in seen)

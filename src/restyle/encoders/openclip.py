@@ -321,7 +321,9 @@ _MODEL_THREAD = _ModelThread()
 
 @functools.cache
 def _preparers() -> ThreadPoolExecutor:
-    """Threads that resize and crop a batch for a model on an accelerator."""
+    """Threads that resize and crop a batch for a model on an accelerator, one
+    image each at a time, with Pillow (which releases the GIL and starts no
+    OpenMP team: torch's resize would start one of every CPU in each thread)."""
     return ThreadPoolExecutor(max_workers=max(1, min(8, (os.cpu_count() or 2) - 1)),
                               thread_name_prefix="restyle-prepare")
 
@@ -364,8 +366,9 @@ class _Pixels:
                    mean=tuple(float(m) for m in normalize.mean),
                    std=tuple(float(s) for s in normalize.std))
 
-    def crop(self, image: Image.Image) -> np.ndarray:
-        """``image`` (RGB) resized and cropped: uint8, shape (3, side, side)."""
+    def crop(self, image: Image.Image, *, pillow: bool = False) -> np.ndarray:
+        """``image`` (RGB) resized and cropped: uint8, shape (3, side, side).
+        ``pillow`` resizes with Pillow, as torchvision's Resize does a PIL image."""
         import torch
         import torch.nn.functional as functional
 
@@ -376,6 +379,11 @@ class _Pixels:
             new_w, new_h = side, int(side * height / width)
         else:
             new_w, new_h = int(side * width / height), side
+        if pillow and (new_w, new_h) != (width, height):
+            method = Image.Resampling.BICUBIC if self.mode == "bicubic" else (
+                Image.Resampling.BILINEAR)
+            image = image.resize((new_w, new_h), method)
+            width, height = new_w, new_h
         pixels = np.array(image, dtype=np.uint8)
         if (new_w, new_h) == (width, height):
             chw = pixels.transpose(2, 0, 1)
@@ -710,16 +718,16 @@ class OpenClipEncoder(Encoder):
             return [encoder_input(img, side) for img in images]
         batch = np.empty((len(images), 3, pixels.side, pixels.side), dtype=np.uint8)
 
-        def fill(i: int) -> None:
-            batch[i] = pixels.crop(encoder_input(images[i], side))
-
         if self.device == "cpu" or len(images) < 2:
             # The model's OpenMP team has the CPUs: one thread prepares.
-            for i in range(len(images)):
-                fill(i)
+            for i, img in enumerate(images):
+                batch[i] = pixels.crop(encoder_input(img, side))
         else:
-            # An accelerator outruns one preparing thread: resizing releases
-            # the GIL, so a few threads prepare the batch together.
+            # An accelerator outruns one preparing thread: a few prepare the
+            # batch together, resizing with Pillow, which releases the GIL.
+            def fill(i: int) -> None:
+                batch[i] = pixels.crop(encoder_input(images[i], side), pillow=True)
+
             list(_preparers().map(fill, range(len(images))))
         return batch
 
