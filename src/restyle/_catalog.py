@@ -38,12 +38,14 @@ from restyle._ingest import (
     LoadedImage,
     Rejection,
     SourceRow,
+    StoredAlready,
     batches,
     checked_embeddings,
     decode_listing_image,
     draft_side,
     embed_listings,
     load_images,
+    load_unstored,
     read_listings,
     rejection_json,
     validate_listing,
@@ -500,39 +502,32 @@ class Catalog:
         for span in _spans(checked, batch_size):
             rejected = [r for r in span if isinstance(r, Rejection)]
             skipped: list[ListingRow] = []
-            to_load: list[ListingRow] = []
-            for row in span:
-                if isinstance(row, ListingRow):
-                    # A URL is fetched once: the same URL with a vector is not fetched again.
-                    current = row.image_is_url and self._has_current_vector(row.listing_id,
-                                                                             image=row.image)
-                    (skipped if current else to_load).append(row)
             decoded: list[DecodedListing] = []
-            for loaded in load_images(to_load, fetcher=fetcher, limits=limits):
-                if isinstance(loaded, Rejection):
-                    rejected.append(loaded)
-                elif self._has_current_vector(loaded.row.listing_id, sha256=loaded.sha256):
-                    skipped.append(loaded.row)
+            listings = [r for r in span if isinstance(r, ListingRow)]
+            for result in load_unstored(listings, current=self._current_images,
+                                        fetcher=fetcher, limits=limits, side=side):
+                if isinstance(result, Rejection):
+                    rejected.append(result)
+                elif isinstance(result, StoredAlready):
+                    skipped.append(result.row)
                 else:
-                    result = decode_listing_image(loaded, limits=limits, side=side)
-                    if isinstance(result, Rejection):
-                        rejected.append(result)
-                    else:
-                        decoded.append(result)
+                    decoded.append(result)
             yield _Batch(rows=len(span), decoded=decoded, skipped=skipped, rejected=rejected)
 
-    def _has_current_vector(self, listing_id: str, *, sha256: str | None = None,
-                            image: str | None = None) -> bool:
-        """Whether the listing is stored with this image and its vector is in the index."""
+    def _current_images(self, listing_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """The image and its sha256 of each of these listings stored with its
+        vector in the index."""
+        found: dict[str, tuple[str, str]] = {}
         with self._database() as db:
-            row = db.execute(
-                "SELECT id, image_sha256, image_path FROM items WHERE listing_id = ?",
-                (listing_id,),
-            ).fetchone()
-        if row is None:
-            return False
-        same = row[1] == sha256 if sha256 is not None else row[2] == image
-        return same and self.index.reconstruct(row[0]) is not None
+            for chunk in batches(list(listing_ids), 500):
+                marks = ", ".join("?" * len(chunk))
+                for item_id, listing_id, image, sha256 in db.execute(
+                    "SELECT id, listing_id, image_path, image_sha256 FROM items "
+                    f"WHERE listing_id IN ({marks})", chunk,
+                ).fetchall():
+                    if self.index.reconstruct(item_id) is not None:
+                        found[listing_id] = (image, sha256)
+        return found
 
     def _checkpoint(self) -> None:
         """Make the build so far durable: the index first, then the rows.

@@ -18,7 +18,7 @@ import math
 import os
 import re
 import stat
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from restyle._fetching import Fetcher
 
 __all__ = [
+    "CurrentImages",
     "DecodedListing",
     "ListingLimits",
     "ListingRow",
@@ -47,12 +48,14 @@ __all__ = [
     "Rejection",
     "SourcePart",
     "SourceRow",
+    "StoredAlready",
     "checked_embeddings",
     "decode_listing_image",
     "draft_side",
     "embed_listings",
     "listings_format",
     "load_images",
+    "load_unstored",
     "read_listings",
     "rejection_json",
     "split_listings",
@@ -767,6 +770,48 @@ def decode_listing_image(
         # PNG and WebP have no draft mode: shrink in one cheap step instead.
         image = image.reduce(factor)
     return DecodedListing(row=row, sha256=loaded.sha256, image=image)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAlready:
+    """A row whose listing the catalog holds with this same image, and its
+    vector: nothing to embed (``sha256`` is None when the URL matched and the
+    image was not fetched again)."""
+
+    row: ListingRow
+    sha256: str | None
+
+
+#: listing ids -> (image as stored, its sha256), for the listings the catalog
+#: holds with a vector; the others are absent.
+CurrentImages = Callable[[Sequence[str]], Mapping[str, tuple[str, str]]]
+
+
+def load_unstored(
+    rows: Sequence[ListingRow], *, current: CurrentImages, fetcher: Fetcher | None,
+    limits: ListingLimits, side: int,
+) -> list[DecodedListing | Rejection | StoredAlready]:
+    """Each row's image loaded and decoded, in row order, unless the catalog
+    holds the listing with the same image: a URL already stored is not fetched
+    again, and an image whose bytes hash as stored is not decoded."""
+    known = current([row.listing_id for row in rows]) if rows else {}
+    out: list[DecodedListing | Rejection | StoredAlready | None] = [None] * len(rows)
+    to_load: list[int] = []
+    for i, row in enumerate(rows):
+        image, _ = known.get(row.listing_id, (None, None))
+        if row.image_is_url and image == row.image:
+            out[i] = StoredAlready(row, None)
+        else:
+            to_load.append(i)
+    loaded = load_images([rows[i] for i in to_load], fetcher=fetcher, limits=limits)
+    for i, result in zip(to_load, loaded, strict=True):
+        if isinstance(result, Rejection):
+            out[i] = result
+        elif known.get(result.row.listing_id, (None, None))[1] == result.sha256:
+            out[i] = StoredAlready(result.row, result.sha256)
+        else:
+            out[i] = decode_listing_image(result, limits=limits, side=side)
+    return [item for item in out if item is not None]
 
 
 # -- embed ---------------------------------------------------------------------

@@ -44,6 +44,7 @@ from restyle._ingest import (
     draft_side,
     embed_listings,
     load_images,
+    load_unstored,
     read_listings,
     split_listings,
     validate_listing,
@@ -246,14 +247,6 @@ def _ordered(ds: Any) -> Any:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class _Skipped:
-    """A row already stored with this image (``sha256`` is None when the URL matched)."""
-
-    row: ListingRow
-    sha256: str | None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class _Embedded:
     row: ListingRow
     sha256: str
@@ -305,28 +298,18 @@ def _load(sources: list[SourceRow | _Failure], *, base: Path, images_root: Path,
         for s in sources
     ]
     listings = [i for i, item in enumerate(out) if isinstance(item, ListingRow)]
-    known: dict[str, tuple[str, str]] = {}
-    if stored is not None and listings:
+
+    def current(listing_ids: Sequence[str]) -> Mapping[str, tuple[str, str]]:
+        if stored is None:
+            return {}
         import ray
 
-        known = ray.get(stored.current.remote([out[i].listing_id for i in listings]))
-    to_load: list[int] = []
-    for i in listings:
-        row = out[i]
-        image, _ = known.get(row.listing_id, (None, None))
-        if row.image_is_url and image == row.image:
-            # A URL is fetched once: the same URL with a vector is not fetched again.
-            out[i] = _Skipped(row=row, sha256=None)
-        else:
-            to_load.append(i)
-    loaded = load_images([out[i] for i in to_load], fetcher=fetcher, limits=limits)
-    for i, result in zip(to_load, loaded, strict=True):
-        if isinstance(result, Rejection):
-            out[i] = result
-        elif known.get(result.row.listing_id, (None, None))[1] == result.sha256:
-            out[i] = _Skipped(row=result.row, sha256=result.sha256)
-        else:
-            out[i] = decode_listing_image(result, limits=limits, side=side)
+        return ray.get(stored.current.remote(list(listing_ids)))  # type: ignore[no-any-return]
+
+    results = load_unstored([out[i] for i in listings], current=current, fetcher=fetcher,
+                            limits=limits, side=side)
+    for i, result in zip(listings, results, strict=True):
+        out[i] = result
     return out
 
 
@@ -725,9 +708,10 @@ class _Merger:
             if row.listing_id in pending:
                 flush()  # the same listing again: judge it against the first one stored
             sha256 = record["sha256"]
-            current = (row.image_is_url and catalog._has_current_vector(
-                row.listing_id, image=row.image)) or (sha256 is not None and (
-                    catalog._has_current_vector(row.listing_id, sha256=sha256)))
+            image, stored_sha256 = catalog._current_images([row.listing_id]).get(
+                row.listing_id, (None, None))
+            current = (row.image_is_url and image == row.image) or (
+                sha256 is not None and stored_sha256 == sha256)
             if current:
                 catalog._update_metadata(row)
                 report.skipped += 1
