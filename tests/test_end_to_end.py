@@ -99,13 +99,15 @@ def ebay_items(images: FakeServer) -> list[dict[str, Any]]:
 @pytest.fixture
 def no_leftover_threads() -> Iterator[None]:
     """Set up first and torn down last: every fake and worker must be gone by then
-    (restyle's idle reusable workers excepted: a busy one carries its call's name)."""
+    (restyle's idle reusable workers excepted: a busy one carries its call's name;
+    and its one model thread, which lives as long as the process)."""
     before = set(threading.enumerate())
     yield
 
     def leftover() -> list[threading.Thread]:
         return [t for t in threading.enumerate()
-                if t not in before and t.is_alive() and t.name != "restyle worker"]
+                if t not in before and t.is_alive()
+                and t.name not in ("restyle worker", "restyle-model")]
 
     wait_until(lambda: not leftover())
     assert not leftover()

@@ -315,3 +315,38 @@ def test_a_comp_image_past_restyles_limits_is_unavailable_with_the_reason() -> N
     assert CompFlag.IMAGE_UNAVAILABLE in by_id["strip"].flags
     assert "more elongated than the limit of 20:1" in by_id["strip"].image_error  # type: ignore[operator]
     assert by_id["red"].similarity == pytest.approx(1.0, abs=1e-6)
+
+
+class SizedEncoder(ColorEncoder):
+    """A ColorEncoder whose model sees 100x100 and says so; it notes the sizes it is handed."""
+
+    input_side = 100
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[tuple[int, int]] = []
+
+    def encode_images(self, images):  # type: ignore[no-untyped-def]
+        self.sizes += [img.size for img in images]
+        return super().encode_images(images)
+
+
+class BrokenSideEncoder(SizedEncoder):
+    @property
+    def input_side(self) -> int:  # type: ignore[override]
+        raise RuntimeError("a plugin's property that fails")
+
+
+def test_comp_jpegs_are_decoded_down_to_the_models_input_side(server: FakeServer) -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (800, 600), RED).save(buf, format="JPEG")
+    server.routes["/big.jpg"] = Reply(body=buf.getvalue(), content_type="image/jpeg")
+    found = [(listing("big", server.url("/big.jpg")), "full")]
+    sized, broken = SizedEncoder(), BrokenSideEncoder()
+    for encoder in (sized, broken):
+        comps = reranker(None).rerank(encoder.encode_images([PHOTO])[0], found,
+                                      encoder=encoder).comps
+        assert comps[0].similarity == pytest.approx(1.0, abs=0.01)
+    # 1/4 scale keeps both sides at least 100 (1/8 would not); without a side, 448.
+    assert sized.sizes[1:] == [(200, 150)]
+    assert broken.sizes[1:] == [(800, 600)]

@@ -741,7 +741,10 @@ def draft_side(encoder: object) -> int:
     """The side a build decodes its images down to for ``encoder``: the side of
     the square its model sees when the encoder can tell without loading the
     model (``input_side``), else :data:`DRAFT_SIDE`."""
-    side = getattr(encoder, "input_side", None)
+    try:
+        side = getattr(encoder, "input_side", None)
+    except Exception:  # a plugin's property that fails costs the speed-up, not the work
+        side = None
     if isinstance(side, int) and not isinstance(side, bool) and 32 <= side <= 4096:
         return side
     return DRAFT_SIDE

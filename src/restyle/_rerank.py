@@ -27,6 +27,7 @@ from restyle._embedcache import EmbeddingCache
 from restyle._errors import FetchError, ImageError, RestyleError
 from restyle._fetching import Fetcher
 from restyle._imaging import decode
+from restyle._ingest import draft_side
 from restyle._secrets import describe
 from restyle._types import Comp, CompFlag, Identification, Listing
 
@@ -34,9 +35,6 @@ __all__ = ["RerankResult", "Reranker", "similarity_cutoff"]
 
 logger = logging.getLogger("restyle.rerank")
 
-# JPEGs are decoded at a reduced scale as long as both sides stay above this:
-# twice the input of the largest common CLIP models (224 or 336 pixels).
-_DRAFT_SIDE = 448
 #: The share of the re-ranking time kept for encoding what arrives last:
 #: downloads are cut off this much before the deadline.
 ENCODE_SHARE = 0.2
@@ -232,8 +230,10 @@ class Reranker:
         # Downloads stop early enough for what arrived last to be encoded.
         fetch_deadline = deadline - ENCODE_SHARE * max(0.0, deadline - time.monotonic())
 
+        side = draft_side(encoder)  # decoded no larger than the model needs, as in a build
+
         def on_result(url: str, result: bytes | FetchError) -> None:
-            ready.put((url, _prepare(result)))
+            ready.put((url, _prepare(result, side)))
 
         def fetch_all() -> None:
             try:
@@ -355,14 +355,14 @@ def _with_flags(comp: Comp, flags: tuple[str, ...]) -> Comp:
     return replace(comp, flags=flags)
 
 
-def _prepare(result: bytes | FetchError) -> _Prepared | RestyleError:
+def _prepare(result: bytes | FetchError, side: int) -> _Prepared | RestyleError:
     """A downloaded image decoded for the encoder (runs in the fetch threads, so
     decoding overlaps the other downloads), or why it cannot be used."""
     if isinstance(result, FetchError):
         return result
     try:
         # No source name: URLs may carry secrets into the message.
-        photo = decode(result, draft_side=_DRAFT_SIDE)
+        photo = decode(result, draft_side=side)
     except ImageError as exc:
         return ImageError(f"comp image is unusable: {exc}")
     return _Prepared(sha256=photo.sha256, image=photo.image)
