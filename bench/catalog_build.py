@@ -66,6 +66,18 @@ def listing_images(folder: Path, n: int, seed: int = 0) -> list[str]:
     return names
 
 
+def write_listings(folder: Path, n: int) -> Path:
+    """A JSONL file of ``n`` listings in ``folder``, each with its own 640x480 JPEG."""
+    names = listing_images(folder, n)
+    source = folder / "listings.jsonl"
+    with source.open("w") as fh:
+        for i, name in enumerate(names):
+            fh.write(json.dumps({"id": f"item-{i}", "title": f"Thing number {i}",
+                                 "brand": "Acme", "category": "jacket",
+                                 "price": f"{10 + i % 90}.00", "image": name}) + "\n")
+    return source
+
+
 def timed(work: Callable[[], object]) -> tuple[float, float]:
     """Wall-clock and CPU seconds (all threads of this process) of ``work()``."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -105,13 +117,8 @@ def throughput(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         start = time.perf_counter()
-        names = listing_images(folder, args.listings)
-        source = folder / "listings.jsonl"
-        with source.open("w") as fh:
-            for i, name in enumerate(names):
-                fh.write(json.dumps({"id": f"item-{i}", "title": f"Thing number {i}",
-                                     "brand": "Acme", "category": "jacket",
-                                     "price": f"{10 + i % 90}.00", "image": name}) + "\n")
+        source = write_listings(folder, args.listings)
+        names = [json.loads(line)["image"] for line in source.open()]
         print(f"{args.listings} listings of 640x480 JPEG written in "
               f"{time.perf_counter() - start:.1f} s; model {args.model}, precision "
               f"{encoder.precision}, torch threads {torch.get_num_threads()}, "

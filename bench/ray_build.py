@@ -22,7 +22,6 @@ measurement, and the numbers only compare like with like inside one run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -36,19 +35,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def load() -> str:
     one, five, _ = os.getloadavg()
     return f"load average {one:.2f} (5 min {five:.2f}) on {os.cpu_count()} CPUs"
-
-
-def write_listings(folder: Path, n: int) -> Path:
-    from bench.catalog_build import listing_images
-
-    names = listing_images(folder, n)
-    source = folder / "listings.jsonl"
-    with source.open("w") as fh:
-        for i, name in enumerate(names):
-            fh.write(json.dumps({"id": f"item-{i}", "title": f"Thing number {i}",
-                                 "brand": "Acme", "category": "jacket",
-                                 "price": f"{10 + i % 90}.00", "image": name}) + "\n")
-    return source
 
 
 def stage_costs(source: Path, model: str, sample: int) -> dict[str, float]:
@@ -139,6 +125,7 @@ def main() -> None:
     import ray
     import torch
 
+    from bench.catalog_build import write_listings
     from restyle import RayExecutor
     from restyle.encoders.openclip import OpenClipEncoder
 

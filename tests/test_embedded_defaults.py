@@ -152,20 +152,26 @@ def test_default_engine_identifies_and_prices_offline(
     assert analysis.model_id == tiny_encoder.model_id
 
 
+def batch_sizes(encoder: OpenClipEncoder, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of each ``encode_images`` call the encoder gets from now on."""
+    sizes: list[int] = []
+    original = encoder.encode_images
+
+    def counting(images):  # type: ignore[no-untyped-def]
+        sizes.append(len(images))
+        return original(images)
+
+    monkeypatch.setattr(encoder, "encode_images", counting)
+    return sizes
+
+
 def test_analyze_many_matches_one_at_a_time_and_encodes_the_photos_together(
     tiny_encoder: OpenClipEncoder, catalog_copy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine = Engine(encoder=tiny_encoder, catalog=catalog_copy, load_entrypoints=False)
     photos = sorted((EXAMPLES / "catalog" / "images").glob("*.jpg"))[:6]
     one_by_one = [engine.analyze(p) for p in photos]
-    batches: list[int] = []
-    original = tiny_encoder.encode_images
-
-    def counting(images):  # type: ignore[no-untyped-def]
-        batches.append(len(images))
-        return original(images)
-
-    monkeypatch.setattr(tiny_encoder, "encode_images", counting)
+    batches = batch_sizes(tiny_encoder, monkeypatch)
     together = engine.analyze_many([*photos[:3], b"not a photo", *photos[3:]],
                                    return_exceptions=True, progress=False)
     assert isinstance(together[3], ImageError)
@@ -188,14 +194,7 @@ def test_analyze_many_in_several_batches_keeps_the_order_and_the_answers(
     photos = sorted((EXAMPLES / "catalog" / "images").glob("*.jpg"))[:9]
     one_by_one = [engine.analyze(p) for p in photos]
     monkeypatch.setattr(_engine, "BATCH_PHOTOS", 4)
-    batches: list[int] = []
-    original = tiny_encoder.encode_images
-
-    def counting(images):  # type: ignore[no-untyped-def]
-        batches.append(len(images))
-        return original(images)
-
-    monkeypatch.setattr(tiny_encoder, "encode_images", counting)
+    batches = batch_sizes(tiny_encoder, monkeypatch)
     images: list[object] = [*photos[:5], b"not a photo", *photos[5:]]
     together = engine.analyze_many(images, return_exceptions=True,  # type: ignore[arg-type]
                                    progress=False)

@@ -86,6 +86,17 @@ def _nlist_for(n: int) -> int:
     return int(2 ** max(4, round(math.log2(2 * math.sqrt(max(n, 1))))))
 
 
+
+def as_rows(vectors: np.ndarray, dim: int) -> np.ndarray:
+    """``vectors`` as a C-ordered float32 array of shape (n, ``dim``) (one
+    vector becomes one row), or ValueError."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim == 1:
+        vectors = vectors[None, :]
+    if vectors.ndim != 2 or vectors.shape[1] != dim:
+        raise ValueError(f"expected vectors of shape (n, {dim}), got {vectors.shape}")
+    return vectors
+
 class VectorIndex:
     """Inner-product search over unit vectors, keyed by caller-chosen int64 ids.
 
@@ -136,12 +147,7 @@ class VectorIndex:
         return int(self._index.nlist) if self.kind == "ivf" else None
 
     def _check(self, vectors: np.ndarray) -> np.ndarray:
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.ndim == 1:
-            vectors = vectors[None, :]
-        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
-            raise ValueError(f"expected vectors of shape (n, {self.dim}), got {vectors.shape}")
-        return vectors
+        return as_rows(vectors, self.dim)
 
     def upsert(self, ids: np.ndarray | list[int], vectors: np.ndarray) -> None:
         """Add vectors under ``ids``, replacing any already stored under those ids.

@@ -243,15 +243,7 @@ def read_listings(source: str | Path, *, limits: ListingLimits | None = None,
     if kind == "parquet":
         yield from _parquet_rows(path, limits, part)
         return
-    try:
-        fh = path.open("rb")
-    except FileNotFoundError as exc:
-        raise CatalogError(f"listings file not found: {path}") from exc
-    except OSError as exc:
-        raise CatalogError(f"cannot read listings file {path}: {exc.strerror or exc}") from exc
-    with fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-            raise CatalogError(f"listings file is not a regular file: {path}")
+    with _open_listings(path) as fh:
         if kind == "jsonl":
             fh.seek(part.start)
             yield from _jsonl_rows(fh, limits, first=part.first_row, stop=part.stop)
@@ -273,18 +265,25 @@ def split_listings(source: str | Path, *, part_bytes: int = 64 << 20) -> list[So
     kind = listings_format(path)
     if kind == "parquet":
         return _parquet_parts(path, part_bytes)
+    with _open_listings(path) as fh:
+        if kind == "csv":
+            return [SourcePart()]
+        return _jsonl_parts(fh, part_bytes)
+
+
+def _open_listings(path: Path) -> IO[bytes]:
+    """A JSONL or CSV listings file opened for reading, or a CatalogError that
+    says why not."""
     try:
         fh = path.open("rb")
     except FileNotFoundError as exc:
         raise CatalogError(f"listings file not found: {path}") from exc
     except OSError as exc:
         raise CatalogError(f"cannot read listings file {path}: {exc.strerror or exc}") from exc
-    with fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-            raise CatalogError(f"listings file is not a regular file: {path}")
-        if kind == "csv":
-            return [SourcePart()]
-        return _jsonl_parts(fh, part_bytes)
+    if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+        fh.close()
+        raise CatalogError(f"listings file is not a regular file: {path}")
+    return fh
 
 
 def _jsonl_parts(fh: IO[bytes], part_bytes: int) -> list[SourcePart]:

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from restyle._errors import CatalogError
-from restyle._index import VectorIndex, _faiss, _fsync_dir
+from restyle._index import VectorIndex, _faiss, _fsync_dir, as_rows
 
 __all__ = [
     "SHARDED_ABOVE",
@@ -277,12 +277,7 @@ class ShardedIndex:
     # -- updating ---------------------------------------------------------------
 
     def _check(self, vectors: np.ndarray) -> np.ndarray:
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.ndim == 1:
-            vectors = vectors[None, :]
-        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
-            raise ValueError(f"expected vectors of shape (n, {self.dim}), got {vectors.shape}")
-        return vectors
+        return as_rows(vectors, self.dim)
 
     def _rotate(self, vectors: np.ndarray) -> np.ndarray:
         rotated: np.ndarray = self._opq.apply(vectors)
