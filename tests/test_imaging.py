@@ -13,6 +13,7 @@ from PIL import Image
 
 from restyle import ImageError, load_photo
 from restyle._imaging import MAX_ASPECT_RATIO, WORKING_SIDE, decode
+from restyle.testing import image_bytes
 from tests.conftest import SAMPLE_PHOTO
 
 
@@ -250,3 +251,16 @@ def test_formats_decoded_at_full_size_have_lower_pixel_limits(
     assert decode(encode(Image.new("RGB", size, (10, 20, 30)), "JPEG")).image.size[0] <= 2048
     with pytest.raises(ImageError, match=f"more than the limit of {limit}"):
         decode(encode(Image.new("RGB", size, (10, 20, 30)), fmt))
+
+
+def test_a_pil_image_handed_in_is_copied_and_a_decoded_one_is_not() -> None:
+    from PIL import ImageDraw
+
+    mine = Image.new("RGB", (64, 48), (10, 20, 30))
+    photo = load_photo(mine)
+    ImageDraw.Draw(mine).rectangle((0, 0, 63, 47), fill=(250, 0, 0))  # the caller goes on
+    assert photo.image.getpixel((5, 5)) == (10, 20, 30)
+    assert photo.image.size == (64, 48)
+    decoded = decode(image_bytes(size=(64, 48)))
+    assert type(decoded.image) is Image.Image  # detached from the file it came from
+    assert decoded.image.getpixel((5, 5))[0] > 150

@@ -251,7 +251,7 @@ def decode(
             _check_size(img.size, cap, what, fmt=fmt)
             if fmt == "JPEG":
                 _draft(img, draft_side)
-            rgb = _working_copy(img)
+            rgb = _working_copy(img, owned=True)
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -271,7 +271,7 @@ def _from_pil(img: Image.Image, *, max_pixels: int) -> Photo:
     _check_size(img.size, max_pixels, "photo")
     try:
         with _pillow_turn():
-            rgb = _working_copy(img)
+            rgb = _working_copy(img, owned=False)
     except (OSError, ValueError, EOFError) as exc:
         raise ImageError(f"PIL image cannot be used: {exc}") from exc
     return Photo(image=rgb, data=None, fmt=img.format or "PIL", source=None)
@@ -340,20 +340,14 @@ _UPRIGHT = {
 }
 
 
-def _working_copy(img: Image.Image) -> Image.Image:
-    """The first frame of ``img`` as upright RGB at most :data:`WORKING_SIDE` a side."""
+def _working_copy(img: Image.Image, *, owned: bool) -> Image.Image:
+    """The first frame of ``img`` as upright RGB at most :data:`WORKING_SIDE` a
+    side; ``owned``: ``img`` was decoded here, so its pixels need no copy."""
     img.seek(0)
     img.load()
     method = _UPRIGHT.get(img.getexif().get(_ORIENTATION_TAG, 1))
     factor = -(-max(img.size) // WORKING_SIDE)
-    if factor > 1:
-        rgb = _reduced_rgb(img, factor)
-    elif img.mode == "RGB":
-        # The decoded pixels in a plain Image of their own, not a copy: the
-        # file object is closed after this, the pixels are not.
-        rgb = img._new(img.im)
-    else:
-        rgb = _to_rgb(img)
+    rgb = _to_rgb(img, owned=owned) if factor == 1 else _reduced_rgb(img, factor)
     return rgb if method is None else rgb.transpose(method)
 
 
@@ -369,13 +363,16 @@ def _reduced_rgb(img: Image.Image, factor: int) -> Image.Image:
     rows = max(1, _BAND_PIXELS // (width * factor)) * factor  # whole blocks per band
     for top in range(0, height, rows):
         band = img.crop((0, top, width, min(height, top + rows)))
-        out.paste(_to_rgb(band).reduce(factor), (0, top // factor))
+        out.paste(_to_rgb(band, owned=True).reduce(factor), (0, top // factor))
     return out
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def _to_rgb(img: Image.Image, *, owned: bool) -> Image.Image:
     if img.mode == "RGB":
-        return img.copy()
+        # Pixels restyle decoded or cut itself go on in a plain Image of their
+        # own without a copy (a decoded file's file object is closed after this,
+        # the pixels are not); a caller's image is copied, as it may change.
+        return img._new(img.im) if owned else img.copy()
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA"):
