@@ -399,7 +399,8 @@ class Engine:
             return analysis
 
     def analyze_iter(
-        self, images: Iterable[ImageInput], *, deadline: float | None = None
+        self, images: Iterable[ImageInput], *, deadline: float | None = None,
+        executor: Executor = None,
     ) -> Iterator[Analysis | RestyleError]:
         """Analyze photos as :meth:`analyze_many` does, yielding each photo's
         Analysis, or the RestyleError it failed with, in input order.
@@ -407,11 +408,18 @@ class Engine:
         ``images`` is read :data:`BATCH_PHOTOS` at a time and each batch's
         results are yielded as soon as it is done, so a stream of photos of any
         length (a generator over a folder) runs in bounded memory and the caller
-        can write each result out as it comes.
+        can write each result out as it comes. With an ``executor`` (see
+        :meth:`analyze_many`) ``images`` is read whole first, and the results
+        still come as the Ray actors finish them, in input order.
         """
         if deadline is not None:
             _seconds("deadline", deadline)
-        return self._analyze_stream(images, deadline=deadline)
+        if executor is None:
+            return self._analyze_stream(images, deadline=deadline)
+        from restyle._ray import analyze_on_ray
+
+        items = images if isinstance(images, Sequence) else list(images)
+        return analyze_on_ray(self, items, deadline=deadline, executor=executor)
 
     @overload
     def analyze_many(
@@ -449,14 +457,7 @@ class Engine:
         """
         results: list[Any] = []
         items = images if isinstance(images, Sequence) else list(images)
-        if executor is None:
-            stream = self._analyze_stream(items, deadline=deadline)
-        else:
-            from restyle._ray import analyze_on_ray
-
-            if deadline is not None:
-                _seconds("deadline", deadline)
-            stream = analyze_on_ray(self, items, deadline=deadline, executor=executor)
+        stream = self.analyze_iter(items, deadline=deadline, executor=executor)
         bar = progress_bar(total=len(items), desc="Analyzing", unit="photo", enabled=progress)
         try:
             for result in stream:

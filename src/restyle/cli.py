@@ -12,7 +12,7 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -404,11 +404,8 @@ def _analyze_batch(
 ) -> int:
     failures = summaries = 0
     sources = [item.source for item in inputs if item.source is not None]
-    executor = _ray_executor(args)
-    analyses: Iterator[Analysis | RestyleError] = (
-        iter(()) if engine is None
-        else engine.analyze_iter(sources) if executor is None
-        else iter(engine.analyze_many(sources, executor=executor, return_exceptions=True)))
+    analyses = iter(()) if engine is None else engine.analyze_iter(
+        sources, executor=_ray_executor(args))
     bar = progress_bar(total=len(inputs), desc="Analyzing", unit="photo", enabled=None)
     try:
         for item in inputs:
@@ -432,6 +429,8 @@ def _analyze_batch(
             bar.update(1)
     finally:
         bar.close()
+        if isinstance(analyses, Generator):
+            analyses.close()  # on Ray, while the cluster is up
     return 1 if failures else 0
 
 
