@@ -309,6 +309,12 @@ def _follow_torch_threads(wanted: int | None) -> None:
         sys.modules["torch"].set_num_threads(wanted)
 
 
+def _visual_side(model: Any) -> int:
+    """The side of the square a loaded open_clip model's vision tower sees."""
+    size = getattr(model.visual, "image_size", 224)
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
 def _settle(future: Future[Any], fn: Callable[[], Any]) -> None:
     try:
         future.set_result(fn())
@@ -404,7 +410,7 @@ class _Pixels:
 
         pixels = torch.from_numpy(batch)
         if device != "cpu":
-            pixels = pixels.to(device, non_blocking=False)
+            pixels = pixels.to(device)
         mean = torch.tensor(self.mean, device=pixels.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, device=pixels.device).view(1, -1, 1, 1)
         return pixels.float().div_(255).sub_(mean).div_(std)
@@ -638,12 +644,13 @@ class OpenClipEncoder(Encoder):
         """The side of the square the model sees, read from the model's
         configuration without loading its weights; None where only the loaded
         model can tell (an ``hf-hub:`` model not loaded yet)."""
+        name = self.spec.model_name
         with _CACHE_LOCK:
-            loaded = any(key[0] == self.spec.model_name for key in _CACHE)
-        if loaded:
-            return self.image_size
+            # Any loaded copy of the model says (another precision or device too).
+            loaded = next((v for key, v in _CACHE.items() if key[0] == name), None)
+        if loaded is not None:
+            return _visual_side(loaded.model)
         try:
-            name = self.spec.model_name
             if name.startswith("hf-hub:"):
                 return None
             if name.startswith("local-dir:"):
@@ -663,8 +670,7 @@ class OpenClipEncoder(Encoder):
     @property
     def image_size(self) -> int:
         """The side of the square the model sees, in pixels."""
-        size = getattr(self._load().model.visual, "image_size", 224)
-        return int(size[0] if isinstance(size, (tuple, list)) else size)
+        return _visual_side(self._load().model)
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Embed ``images`` in batches of ``batch_size``.
