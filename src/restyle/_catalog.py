@@ -519,14 +519,11 @@ class Catalog:
         vector in the index."""
         found: dict[str, tuple[str, str]] = {}
         with self._database() as db:
-            for chunk in batches(list(listing_ids), 500):
-                marks = ", ".join("?" * len(chunk))
-                for item_id, listing_id, image, sha256 in db.execute(
-                    "SELECT id, listing_id, image_path, image_sha256 FROM items "
-                    f"WHERE listing_id IN ({marks})", chunk,
-                ).fetchall():
-                    if self.index.reconstruct(item_id) is not None:
-                        found[listing_id] = (image, sha256)
+            for item_id, listing_id, image, sha256 in _where_in(
+                    db, "SELECT id, listing_id, image_path, image_sha256 FROM items "
+                    "WHERE listing_id", listing_ids):
+                if self.index.reconstruct(item_id) is not None:
+                    found[listing_id] = (image, sha256)
         return found
 
     def _checkpoint(self) -> None:
@@ -697,11 +694,8 @@ class Catalog:
         """Database rows by item id, for those that exist."""
         rows: dict[int, Sequence[Any]] = {}
         with self._database() as db:
-            for start in range(0, len(item_ids), _ROWS_PER_QUERY):
-                chunk = item_ids[start : start + _ROWS_PER_QUERY]
-                marks = ", ".join("?" * len(chunk))
-                for row in db.execute(f"{_SELECT} WHERE id IN ({marks})", chunk):
-                    rows[int(row[0])] = row
+            for row in _where_in(db, f"{_SELECT} WHERE id", item_ids):
+                rows[int(row[0])] = row
         return rows
 
     def search_text(self, query: Query) -> list[Listing]:
@@ -727,11 +721,8 @@ class Catalog:
         """The index's vector of each listing that has one, by listing id."""
         item_ids: dict[str, int] = {}
         with self._database() as db:
-            for start in range(0, len(listing_ids), _ROWS_PER_QUERY):
-                chunk = list(listing_ids[start : start + _ROWS_PER_QUERY])
-                marks = ", ".join("?" * len(chunk))
-                item_ids.update(db.execute(
-                    f"SELECT listing_id, id FROM items WHERE listing_id IN ({marks})", chunk))
+            item_ids.update(_where_in(db, "SELECT listing_id, id FROM items WHERE listing_id",
+                                      listing_ids))
         result: dict[str, np.ndarray] = {}
         for listing_id, item_id in item_ids.items():
             vector = self.index.reconstruct(int(item_id))
@@ -1047,17 +1038,22 @@ def _vector_from_blob(blob: object, dim: int) -> np.ndarray | None:
     return vector if vector_problem(vector, dim) is None else None
 
 
+def _where_in(db: sqlite3.Connection, query: str, keys: Sequence[Any]) -> Iterator[Any]:
+    """The rows of ``query`` (which ends with the column to match, as in
+    ``"SELECT ... WHERE id"``) for each of ``keys``, asked a few hundred at a time."""
+    for chunk in batches(list(keys), _ROWS_PER_QUERY):
+        marks = ", ".join("?" * len(chunk))
+        yield from db.execute(f"{query} IN ({marks})", chunk).fetchall()
+
+
 def _vectors_by_id(db: sqlite3.Connection, ids: np.ndarray, dim: int) -> np.ndarray:
     """The stored vectors of ``ids``, in order; NaN rows for ids without one."""
     out = np.full((len(ids), dim), np.nan, np.float32)
     where = {int(item_id): row for row, item_id in enumerate(ids)}
-    for chunk in batches(list(where), 500):
-        marks = ", ".join("?" * len(chunk))
-        for item_id, blob in db.execute(f"SELECT id, vector FROM items WHERE id IN ({marks})",
-                                        chunk):
-            vector = _vector_from_blob(blob, dim)
-            if vector is not None:
-                out[where[int(item_id)]] = vector
+    for item_id, blob in _where_in(db, "SELECT id, vector FROM items WHERE id", list(where)):
+        vector = _vector_from_blob(blob, dim)
+        if vector is not None:
+            out[where[int(item_id)]] = vector
     return out
 
 

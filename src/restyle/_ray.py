@@ -521,15 +521,11 @@ class _StoredImages:
         self._db = _connect(Path(db_path), readonly=True)
 
     def current(self, listing_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
-        found: dict[str, tuple[str, str]] = {}
-        for chunk in batches(listing_ids, 500):
-            marks = ", ".join("?" * len(chunk))
-            for listing_id, image, sha256 in self._db.execute(
-                "SELECT listing_id, image_path, image_sha256 FROM items "
-                f"WHERE vector IS NOT NULL AND listing_id IN ({marks})", chunk,
-            ):
-                found[listing_id] = (image, sha256)
-        return found
+        from restyle._catalog import _where_in
+
+        return {listing_id: (image, sha256) for listing_id, image, sha256 in _where_in(
+            self._db, "SELECT listing_id, image_path, image_sha256 FROM items "
+            "WHERE vector IS NOT NULL AND listing_id", listing_ids)}
 
 
 # -- the build -------------------------------------------------------------------------
