@@ -87,6 +87,19 @@ def _nlist_for(n: int) -> int:
 
 
 
+def ids_and_rows(ids: np.ndarray | list[int], vectors: np.ndarray,
+                 dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """What an ``upsert`` is handed, checked: int64 ids, unique, one per row of
+    ``vectors`` (see :func:`as_rows`)."""
+    id_array = np.ascontiguousarray(ids, dtype=np.int64)
+    rows = as_rows(vectors, dim)
+    if len(id_array) != len(rows):
+        raise ValueError("ids and vectors differ in length")
+    if len(np.unique(id_array)) != len(id_array):
+        raise ValueError("ids must be unique")
+    return id_array, rows
+
+
 def as_rows(vectors: np.ndarray, dim: int) -> np.ndarray:
     """``vectors`` as a C-ordered float32 array of shape (n, ``dim``) (one
     vector becomes one row), or ValueError."""
@@ -155,12 +168,7 @@ class VectorIndex:
         ``vectors`` is not copied beyond what the index stores: a float32,
         C-ordered array is read in place.
         """
-        id_array = np.ascontiguousarray(ids, dtype=np.int64)
-        vectors = self._check(vectors)
-        if len(id_array) != len(vectors):
-            raise ValueError("ids and vectors differ in length")
-        if len(np.unique(id_array)) != len(id_array):
-            raise ValueError("ids must be unique")
+        id_array, vectors = ids_and_rows(ids, vectors, self.dim)
         with self._lock:
             if len(self):
                 self._index.remove_ids(id_array)

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from restyle._errors import CatalogError
-from restyle._index import VectorIndex, _faiss, _fsync_dir, as_rows
+from restyle._index import VectorIndex, _faiss, _fsync_dir, as_rows, ids_and_rows
 
 __all__ = [
     "SHARDED_ABOVE",
@@ -297,12 +297,7 @@ class ShardedIndex:
 
         Vectors are encoded :data:`FLUSH_AT` at a time (see :meth:`flush`); until
         then they count as stored."""
-        id_array = np.ascontiguousarray(ids, dtype=np.int64)
-        vectors = self._check(vectors)
-        if len(id_array) != len(vectors):
-            raise ValueError("ids and vectors differ in length")
-        if len(np.unique(id_array)) != len(id_array):
-            raise ValueError("ids must be unique")
+        id_array, vectors = ids_and_rows(ids, vectors, self.dim)
         if len(id_array) and id_array.min() < 0:
             raise ValueError("ids must not be negative")
         with self._lock:
