@@ -34,6 +34,7 @@ __all__ = [
     "ComponentBusy",
     "Overdue",
     "Pending",
+    "abandoned_calls",
     "busy",
     "call",
     "spawn",
@@ -111,6 +112,47 @@ def busy(component: object) -> bool:
         return _stuck.get(id(component), 0) > 0
 
 
+def abandoned_calls() -> int:
+    """How many component calls abandoned at their deadline are still running
+    in this process (a program about to exit may have to end without waiting
+    for them: see docs/guarantees.md)."""
+    with _lock:
+        return sum(_stuck.values())
+
+
+#: Component calls one Engine may have running at once, whatever the nesting
+#: (an expert that calls ``analyze`` again, calls stuck past their deadline).
+MAX_CALLS = 64
+
+
+class CallLimit:
+    """The component calls one Engine has running; past :data:`MAX_CALLS` a
+    new call is refused (:class:`ComponentBusy`) instead of starting a thread."""
+
+    __slots__ = ("_lock", "limit", "running")
+
+    def __init__(self, limit: int = MAX_CALLS) -> None:
+        self._lock = threading.Lock()
+        self.limit = limit
+        self.running = 0
+
+    def acquire(self, label: str) -> None:
+        with self._lock:
+            if self.running >= self.limit:
+                raise ComponentBusy(
+                    f"{label} was not called: this Engine already has {self.running} "
+                    "component calls running (calls nested in components, or stuck)")
+            self.running += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self.running -= 1
+
+
+#: The call limit of the Engine whose pipeline runs in this thread.
+CALL_LIMIT: contextvars.ContextVar[CallLimit] = contextvars.ContextVar("restyle_call_limit")
+
+
 class _Workers:
     """Daemon threads reused across calls (starting a thread costs about a
     millisecond on a busy machine, several per analysis). A worker that finds
@@ -176,10 +218,13 @@ def spawn(target: Callable[[], object], *, name: str) -> threading.Event:
 class Pending:
     """A component call in progress; :meth:`result` waits for it until its deadline."""
 
-    __slots__ = ("_key", "abandoned", "deadline", "done", "error", "label", "started", "value")
+    __slots__ = ("_key", "_limit", "abandoned", "deadline", "done", "error", "label", "started",
+                 "value")
 
-    def __init__(self, key: int, label: str, deadline: float) -> None:
+    def __init__(self, key: int, label: str, deadline: float,
+                 limit: CallLimit | None = None) -> None:
         self._key = key
+        self._limit = limit
         self.label = label
         self.deadline = deadline
         self.started = time.monotonic()
@@ -189,6 +234,8 @@ class Pending:
         self.error: BaseException | None = None
 
     def _finish(self) -> None:
+        if self._limit is not None:
+            self._limit.release()
         with _lock:
             self.done.set()
             if self.abandoned:
@@ -217,13 +264,20 @@ class Pending:
 
 
 def start(component: object, label: str, fn: Callable[..., Any], *args: Any,
-          deadline: float, **kwargs: Any) -> Pending:
+          deadline: float, check: Callable[[Any], Any] | None = None,
+          **kwargs: Any) -> Pending:
     """Start ``fn(*args, **kwargs)`` for ``component``, to be answered by
     ``deadline`` (a :func:`time.monotonic` value).
 
+    ``check``, when given, is applied to the value on the same worker thread,
+    under the same deadline: a plugin's answer is read whole (a lazy iterable
+    that stalls or never ends overruns there, not on the caller's thread),
+    checked and copied into restyle's own types before the caller sees it.
+
     Raises :class:`ComponentBusy` without calling when an earlier call is still
-    stuck, and :class:`Overdue` when no time is left. ``label`` names the call
-    in messages and in the thread's name.
+    stuck or the calling Engine has :data:`MAX_CALLS` calls running, and
+    :class:`Overdue` when no time is left. ``label`` names the call in
+    messages and in the thread's name.
     """
     key = id(component)
     with _lock:
@@ -232,24 +286,34 @@ def start(component: object, label: str, fn: Callable[..., Any], *args: Any,
                                 "its deadline")
     if deadline <= time.monotonic():
         raise Overdue(f"{label} was not called: no time was left", seconds=0.0)
-    pending = Pending(key, label, deadline)
+    limit = CALL_LIMIT.get(None)
+    if limit is not None:
+        limit.acquire(label)
+    pending = Pending(key, label, deadline, limit)
 
     def run() -> None:
         CALL_DEADLINE.set(deadline)
         try:
-            pending.value = fn(*args, **kwargs)
+            value = fn(*args, **kwargs)
+            pending.value = value if check is None else check(value)
         except BaseException as exc:  # handed to the caller, which decides
             pending.error = exc
         finally:
             pending._finish()
 
-    spawn(run, name=f"restyle {label}")
+    try:
+        spawn(run, name=f"restyle {label}")
+    except BaseException:
+        if limit is not None:
+            limit.release()
+        raise
     return pending
 
 
-def call(component: object, label: str, fn: Callable[..., T], *args: Any,
-         deadline: float, **kwargs: Any) -> T:
-    """``fn(*args, **kwargs)`` run for ``component`` and answered by ``deadline``:
-    :func:`start` and :meth:`Pending.result` in one."""
-    value: T = start(component, label, fn, *args, deadline=deadline, **kwargs).result()
+def call(component: object, label: str, fn: Callable[..., Any], *args: Any,
+         deadline: float, check: Callable[[Any], T] | None = None, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)`` run for ``component`` and answered by ``deadline``
+    (``check`` applied on the worker): :func:`start` and :meth:`Pending.result` in one."""
+    value: T = start(component, label, fn, *args, deadline=deadline, check=check,
+                     **kwargs).result()
     return value
