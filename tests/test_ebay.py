@@ -26,7 +26,7 @@ from restyle import (
     Query,
     load_photo,
 )
-from restyle.marketplaces.ebay import EbayMarketplace, ImageSearchStatus
+from restyle.marketplaces.ebay import MAX_PAGES, EbayMarketplace, ImageSearchStatus
 from tests.fakes.components import ColorEncoder
 from tests.fakes.ebay import (
     IMAGE_PATH,
@@ -187,6 +187,39 @@ def test_pages_stop_at_the_last_page(fake: FakeEbay, sleeps: list[float]) -> Non
     assert [c.query["offset"] for c in fake.calls(SEARCH_PATH)] == ["0", "50"]
     fake.items = []
     assert market(fake, sleeps).search(Query(text="nothing")) == []
+
+
+def test_a_page_with_nothing_new_ends_the_search_whatever_next_says(
+    fake: FakeEbay, sleeps: list[float]
+) -> None:
+    # eBay keeps answering the same three items with a next link: before, the loop
+    # went on to offset 10,000 (333 requests of 30).
+    page = {"itemSummaries": [item(i) for i in range(3)], "next": f"{fake.base_url}/more"}
+    fake.script(SEARCH_PATH, 200, page, times=400)
+    listings = market(fake, sleeps, page_size=30, max_comps=50).search(
+        Query(text="jacket", limit=50))
+    assert sorted(x.listing_id for x in listings) == sorted(item(i)["itemId"] for i in range(3))
+    assert [c.query["offset"] for c in fake.calls(SEARCH_PATH)] == ["0", "30"]
+
+
+def test_a_search_reads_at_most_max_pages_pages(fake: FakeEbay, sleeps: list[float]) -> None:
+    # Every page brings one new item and a next link, with no total.
+    for n in range(400):
+        fake.script(SEARCH_PATH, 200, {"itemSummaries": [item(n)], "next": "more"})
+    listings = market(fake, sleeps, page_size=1, max_comps=200).search(
+        Query(text="jacket", limit=200))
+    assert len(fake.calls(SEARCH_PATH)) == MAX_PAGES == len(listings)
+
+
+def test_unusable_items_still_count_as_new_so_paging_goes_on(
+    fake: FakeEbay, sleeps: list[float]
+) -> None:
+    # A page whose items are all skipped (no title) is not a repeated page.
+    fake.items = [{**item(i), "title": " "} for i in range(2)] + [item(i) for i in range(2, 4)]
+    listings = market(fake, sleeps, page_size=2, max_comps=2).search(
+        Query(text="jacket", limit=2))
+    assert len(listings) == 2
+    assert [c.query["offset"] for c in fake.calls(SEARCH_PATH)] == ["0", "2"]
 
 
 # -- tokens ----------------------------------------------------------------------

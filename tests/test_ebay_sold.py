@@ -132,6 +132,16 @@ def test_sales_are_paged(fake: FakeEbay, sleeps: list[float]) -> None:
     assert len(sold_market(fake, sleeps, page_size=50).search(Query(text="x", limit=100))) == 50
 
 
+def test_repeated_pages_of_sales_end_the_search(fake: FakeEbay, sleeps: list[float]) -> None:
+    # Three sales, and a next link on every page: before, 333 requests.
+    page = {"itemSales": [sale(i) for i in range(3)], "next": f"{fake.base_url}/more",
+            "limit": 30}
+    fake.script(SALES_PATH, 200, page, times=400)
+    listings = sold_market(fake, sleeps, page_size=30).search(Query(text="jacket", limit=50))
+    assert len(listings) == 3 and all(x.sold for x in listings)
+    assert len(fake.calls(SALES_PATH)) == 2
+
+
 def test_not_enabled_is_a_clear_auth_error_asked_once(
     fake: FakeEbay, sleeps: list[float], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -107,6 +107,9 @@ _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _MAX_PAGE = 200
 #: The Browse API serves at most this many results of one search (offset + limit).
 _MAX_RESULTS = 10_000
+#: One search reads at most this many pages, whatever ``next`` links eBay sends;
+#: it also stops at the first page that brings no item it has not seen.
+MAX_PAGES = 20
 _MAX_QUERY_CHARS = 100
 #: A token is renewed this long before eBay says it expires (capped at a tenth of its life).
 _TOKEN_MARGIN = 120.0
@@ -394,17 +397,29 @@ class EbayMarketplace(RemoteComponent, Marketplace):
             return []
         page_size = min(want, self.page_size)
         listings: dict[str, Listing] = {}
+        seen: set[str] = set()  # every itemId met, usable or not
         offset = 0
-        while len(listings) < want and offset + page_size <= _MAX_RESULTS:
+        for _ in range(MAX_PAGES):
+            if len(listings) >= want or offset + page_size > _MAX_RESULTS:
+                break
             page_params = {**params, "limit": str(page_size), "offset": str(offset)}
             data = self._call(method, path, page_params, config, what=what, body=body)
             items, total, more = _parse_page(data, what, self.items_field, self.name)
+            before = len(seen)
             for item in items:
+                item_id = item.get("itemId") if isinstance(item, dict) else None
+                if isinstance(item_id, str):
+                    seen.add(item_id)
                 listing = self._listing(item)
                 if listing is not None:
                     listings.setdefault(listing.listing_id, listing)
             offset += page_size
-            if not items or not more or (total is not None and offset >= total):
+            if len(seen) == before:
+                if more:
+                    logger.debug("eBay %s sent a page with nothing new and a next link; "
+                                 "stopping at offset %d", what, offset - page_size)
+                break
+            if not more or (total is not None and offset >= total):
                 break
         return list(listings.values())[:want]
 
