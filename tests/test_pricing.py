@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from restyle import (
     Comp,
     Condition,
+    ConfigurationError,
     Listing,
     Money,
     PriceBasis,
@@ -21,6 +22,9 @@ from restyle import (
 )
 from restyle._pricing import (
     DEFAULT_HALF_LIFE_DAYS,
+    MAXIMUM_HALF_LIFE_DAYS,
+    MAXIMUM_MINIMUM_COMPS,
+    MINIMUM_HALF_LIFE_DAYS,
     UNSEEN_WEIGHT,
     recency_factor,
     weighted_quantile,
@@ -212,7 +216,7 @@ def test_recency_halves_a_sold_comps_weight_every_half_life() -> None:
     assert price.as_of == NOW and price.half_life_days == 30.0
     # The recent sale outweighs the two older ones together: the median moves to it.
     assert price.estimate == Decimal("40.00")
-    flat = estimate_price(comps, now=NOW, half_life_days=1e9)
+    flat = estimate_price(comps, now=NOW, half_life_days=MAXIMUM_HALF_LIFE_DAYS)
     assert flat.estimate == Decimal("50.00")
     assert PriceEstimate.from_dict(price.to_dict()) == price
 
@@ -234,13 +238,90 @@ def test_naive_times_are_utc_and_the_half_life_is_checked() -> None:
     assert listing.sold_at is not None and listing.sold_at.tzinfo is timezone.utc
     assert recency_factor(listing.sold_at, naive_now, 30) == pytest.approx(0.5)
     assert recency_factor(NOW + timedelta(days=2), NOW, 30) == 1.0  # a sale "after" now
-    assert recency_factor(NOW - timedelta(days=10**5), NOW, 1) > 0
+    assert recency_factor(NOW - timedelta(days=10**5), NOW, 1) == 0.0  # a float's limit
     assert DEFAULT_HALF_LIFE_DAYS == 30.0
     for bad in (0, -1, float("nan"), float("inf"), True):
-        with pytest.raises(ValueError, match="half_life_days"):
+        with pytest.raises(ConfigurationError, match="half_life_days"):
             estimate_price([], half_life_days=bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="quantity_sold"):
         Listing(marketplace="m", listing_id="x", title="t", quantity_sold=-1)
+
+
+def test_recency_has_no_floor_a_sale_40_half_lives_old_weighs_half_one_39_old() -> None:
+    # Five sales, all older than the 30 half-lives where a floor of 1e-9 used
+    # to make every sale weigh the same: three at 40 half-lives for 10, two at
+    # 38 for 100. The two newer ones weigh 4 times each older one (8 against 3):
+    # the estimate follows them, as it would for sales of 8 and 10 half-lives.
+    days = DEFAULT_HALF_LIFE_DAYS
+    comps = ([comp("10", sold=True, score=1.0, days_ago=40 * days) for _ in range(3)]
+             + [comp("100", sold=True, score=1.0, days_ago=38 * days) for _ in range(2)])
+    price = estimate_price(comps, now=NOW)
+    recency = sorted(p.recency for p in price.counted if p.recency is not None)
+    assert recency[0] == pytest.approx(0.5**40) and recency[-1] == pytest.approx(0.5**38)
+    assert recency[-1] / recency[0] == pytest.approx(4.0)
+    assert price.estimate == Decimal("100.00")
+    younger = ([comp("10", sold=True, score=1.0, days_ago=10 * days) for _ in range(3)]
+               + [comp("100", sold=True, score=1.0, days_ago=8 * days) for _ in range(2)])
+    same = estimate_price(younger, now=NOW)
+    assert (same.estimate, same.low, same.high, same.effective_weight) == (
+        price.estimate, price.low, price.high, price.effective_weight)
+    # Past a float's range (0.5 ** 1100 is 0.0) a sale weighs nothing: no estimate
+    # rests on weightless sales alone, and nothing divides by zero.
+    ancient = estimate_price([comp(p, sold=True, days_ago=1100 * days)
+                              for p in ("10", "20", "30")], now=NOW)
+    assert ancient.status is PriceStatus.NOT_ENOUGH_DATA and ancient.effective_weight == 0.0
+    assert [p.recency for p in ancient.counted] == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize(("arguments", "named"), [
+    ({"comps": None}, "comps must be a list or tuple of Comp, got NoneType"),
+    ({"comps": 5}, "comps must be a list or tuple of Comp, got int"),
+    ({"comps": "abc"}, "comps must be a list or tuple of Comp, got str"),
+    ({"comps": (c for c in ())}, "comps must be a list or tuple of Comp, got generator"),
+    ({"comps": {"a": 1}}, "comps must be a list or tuple of Comp, got dict"),
+    ({"comps": [None]}, r"comps\[0\] is a NoneType"),
+    ({"comps": ["x"]}, r"comps\[0\] is a str"),
+    ({"comps": [[1]]}, r"comps\[0\] is a list"),
+    ({"minimum_comps": 0}, "minimum_comps must be from 1 to"),
+    ({"minimum_comps": -3}, "minimum_comps must be from 1 to"),
+    ({"minimum_comps": 10**30}, "minimum_comps must be from 1 to"),
+    ({"minimum_comps": MAXIMUM_MINIMUM_COMPS + 1}, "minimum_comps must be from 1 to"),
+    ({"minimum_comps": 2.5}, "minimum_comps must be a whole number"),
+    ({"minimum_comps": 3.0}, "minimum_comps must be a whole number"),
+    ({"minimum_comps": "3"}, "minimum_comps must be a whole number"),
+    ({"minimum_comps": None}, "minimum_comps must be a whole number"),
+    ({"minimum_comps": True}, "minimum_comps must be a whole number"),
+    ({"half_life_days": "30"}, "half_life_days must be a number of days"),
+    ({"half_life_days": None}, "half_life_days must be a number of days"),
+    ({"half_life_days": Decimal("30")}, "half_life_days must be a number of days"),
+    ({"half_life_days": -1.0}, "half_life_days must be a positive number of days from"),
+    ({"half_life_days": 1e-300}, "half_life_days must be a positive number of days from"),
+    ({"half_life_days": 1e300}, "half_life_days must be a positive number of days from"),
+    ({"half_life_days": 10**400}, "half_life_days must be a positive number of days from"),
+    ({"half_life_days": float("nan")}, "half_life_days must be a positive number of days"),
+    ({"now": "2025-06-01"}, "now must be a datetime or None, got str"),
+    ({"now": 1717243200}, "now must be a datetime or None, got int"),
+])
+def test_garbage_arguments_are_configuration_errors_naming_the_argument(
+    arguments: dict[str, object], named: str,
+) -> None:
+    call: dict[str, object] = {"comps": [comp("10"), comp("20"), comp("30")]}
+    call.update(arguments)
+    comps = call.pop("comps")
+    with pytest.raises(ConfigurationError, match=named):
+        estimate_price(comps, **call)  # type: ignore[arg-type]
+
+
+def test_arguments_at_the_edges_of_their_ranges_are_accepted() -> None:
+    import numpy as np
+
+    comps = (comp("10"), comp("20"), comp("30"))  # a tuple is a sequence too
+    for half_life in (MINIMUM_HALF_LIFE_DAYS, MAXIMUM_HALF_LIFE_DAYS, 7, np.float64(7.5)):
+        assert estimate_price(comps, half_life_days=half_life).ok  # type: ignore[arg-type]
+    assert estimate_price(list(comps), minimum_comps=np.int64(3)).ok  # type: ignore[arg-type]
+    assert estimate_price(comps, minimum_comps=MAXIMUM_MINIMUM_COMPS).status is (
+        PriceStatus.NOT_ENOUGH_DATA)
+    assert estimate_price(comps, now=NOW.replace(tzinfo=None)).ok
 
 
 def test_weighted_quantile_midpoint_and_validation() -> None:

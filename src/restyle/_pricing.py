@@ -25,7 +25,10 @@ Rules, in order (docs/pricing.md says the same for users):
    which, into sold and active listings, under the same minimum.
 8. Sold comps weigh less the older the sale: their weight is multiplied by
    ``0.5 ** (age_days / half_life_days)``, the age counted back from ``now``
-   (a sale without a date is not aged; asking prices never are).
+   (a sale without a date is not aged; asking prices never are). There is no
+   floor: a sale one half-life older weighs half as much at any age. Only
+   past about 1,075 half-lives does the factor reach a float's 0, and a band
+   whose comps all weigh 0 has no estimate.
 9. The headline prefers what sold. With at least ``minimum_comps`` sold comps
    in the headline currency it is their band (basis ``sold``), and asking
    prices are left out of it (``asking_price``), shown in their own band.
@@ -39,6 +42,7 @@ from __future__ import annotations
 
 import decimal
 import math
+import numbers
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -47,6 +51,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from restyle._errors import ConfigurationError
 from restyle._types import (
     Comp,
     CompFlag,
@@ -59,7 +64,8 @@ from restyle._types import (
     PriceStatus,
 )
 
-__all__ = ["MAXIMUM_PRICE", "MINIMUM_COMPS", "UNSEEN_WEIGHT", "estimate_price",
+__all__ = ["MAXIMUM_HALF_LIFE_DAYS", "MAXIMUM_MINIMUM_COMPS", "MAXIMUM_PRICE",
+           "MINIMUM_COMPS", "MINIMUM_HALF_LIFE_DAYS", "UNSEEN_WEIGHT", "estimate_price",
            "weighted_quantile"]
 
 #: Fewest comps an estimate may rest on.
@@ -68,8 +74,12 @@ MINIMUM_COMPS = 3
 UNSEEN_WEIGHT = 0.25
 #: Days after which a sold comp weighs half what a sale of today would.
 DEFAULT_HALF_LIFE_DAYS = 30.0
-#: The smallest recency factor: however old a sale, its weight stays a number.
-_MIN_RECENCY = 1e-9
+#: The half-lives ``estimate_price`` accepts, in days: an hour to a century
+#: (beyond a century, sales of any real catalog weigh about the same).
+MINIMUM_HALF_LIFE_DAYS = 1 / 24
+MAXIMUM_HALF_LIFE_DAYS = 36_525.0
+#: The largest ``minimum_comps``: far more comps than any search returns.
+MAXIMUM_MINIMUM_COMPS = 10_000
 #: Fewest prices before outliers are looked for: with three, the fences say nothing.
 _OUTLIER_MINIMUM = 4
 
@@ -91,11 +101,13 @@ def weighted_quantile(values: Sequence[_N], weights: Sequence[float], q: float) 
     (the lower weighted quantile; the midpoint when exactly on a boundary).
 
     Pairs are sorted by value and then weight, so the answer does not depend
-    on the order the values come in.
+    on the order the values come in. Values of weight 0 play no part.
     """
     if not values or len(values) != len(weights):
         raise ValueError("weighted_quantile needs as many weights as values, and at least one")
-    pairs = sorted(zip(values, weights, strict=True))
+    pairs = sorted((v, w) for v, w in zip(values, weights, strict=True) if w > 0)
+    if not pairs:
+        raise ValueError("weighted_quantile needs at least one positive weight")
     total = math.fsum(w for _, w in pairs)
     target = q * total
     cumulative = 0.0
@@ -172,7 +184,8 @@ def _band(
     condition: Condition | None = None,
     sold: bool | None = None,
 ) -> PriceBand:
-    if len(priced) < minimum_comps:
+    if len(priced) < minimum_comps or not any(p.weight > 0 for p in priced):
+        # Too few comps, or only sales so old that they weigh nothing (rule 8).
         return PriceBand(
             currency=currency, status=PriceStatus.NOT_ENOUGH_DATA, condition=condition,
             sold=sold, comps_used=len(priced),
@@ -195,10 +208,14 @@ def _band(
 
 def _effective_weight(weights: Sequence[float]) -> float:
     """Kish's effective number of comps: n when all weigh the same, less when a few dominate."""
-    if not weights:
+    top = max(weights, default=0.0)
+    if not top > 0:
         return 0.0
-    total = math.fsum(weights)
-    return round(total * total / math.fsum(w * w for w in weights), 3)
+    # Scaled to the largest weight (the ratio does not change): squares of the
+    # tiny weights of old sales would underflow to 0.
+    scaled = [w / top for w in weights]
+    total = math.fsum(scaled)
+    return round(total * total / math.fsum(w * w for w in scaled), 3)
 
 
 def _sort_key(priced: PricedComp) -> tuple[Decimal, float, str]:
@@ -207,9 +224,17 @@ def _sort_key(priced: PricedComp) -> tuple[Decimal, float, str]:
 
 def recency_factor(sold_at: datetime, now: datetime, half_life_days: float) -> float:
     """``0.5 ** (age_days / half_life_days)``: 1 for a sale at ``now`` (or
-    after it), one half ``half_life_days`` before it, never below a tiny floor."""
+    after it), one half ``half_life_days`` before it, a quarter two half-lives
+    before it, and so on at any age.
+
+    There is deliberately no floor: with one, every sale past the floor would
+    weigh the same, and the oldest of them would pull an estimate as hard as
+    the most recent. Without it a sale 40 half-lives old still weighs half one
+    39 half-lives old. The factor loses precision past about 1,022 half-lives
+    and is 0.0 past about 1,075 (a float's limit): such a sale weighs nothing.
+    """
     age_days = max(0.0, (_aware(now) - _aware(sold_at)).total_seconds() / 86400.0)
-    return max(_MIN_RECENCY, float(0.5 ** (age_days / half_life_days)))
+    return float(0.5 ** (age_days / half_life_days))
 
 
 def _aware(moment: datetime) -> datetime:
@@ -225,17 +250,61 @@ def estimate_price(
 ) -> PriceEstimate:
     """Estimate a price from ``comps`` following the module's rules.
 
-    ``now`` is the moment sold comps' ages are counted from (the current
-    time by default; a naive time is taken as UTC).
+    ``comps`` is a list or tuple of :class:`~restyle.Comp`; ``minimum_comps`` a
+    whole number from 1 to :data:`MAXIMUM_MINIMUM_COMPS`; ``half_life_days`` a
+    number of days from :data:`MINIMUM_HALF_LIFE_DAYS` (an hour) to
+    :data:`MAXIMUM_HALF_LIFE_DAYS` (a century). ``now`` is the moment sold
+    comps' ages are counted from (the current time by default; a naive time is
+    taken as UTC). Any other argument is a :class:`~restyle.ConfigurationError`
+    naming it, raised before any comp is looked at.
     """
-    if minimum_comps < 1:
-        raise ValueError("minimum_comps must be at least 1")
-    if isinstance(half_life_days, bool) or not isinstance(half_life_days, (int, float)) \
-            or not (math.isfinite(half_life_days) and half_life_days > 0):
-        raise ValueError(f"half_life_days must be a positive number, got {half_life_days!r}")
+    comps = _checked_comps(comps)
+    minimum_comps = _checked_minimum(minimum_comps)
+    half_life_days = _checked_half_life(half_life_days)
+    if now is not None and not isinstance(now, datetime):
+        raise ConfigurationError(
+            f"now must be a datetime or None, got {type(now).__name__}")
     as_of = datetime.now(timezone.utc) if now is None else _aware(now)
     with decimal.localcontext(_CONTEXT):
         return _estimate(comps, minimum_comps, half_life_days, as_of)
+
+
+def _checked_comps(comps: object) -> Sequence[Comp]:
+    if isinstance(comps, (str, bytes, bytearray)) or not isinstance(comps, Sequence):
+        raise ConfigurationError(
+            f"comps must be a list or tuple of Comp, got {type(comps).__name__}")
+    for position, item in enumerate(comps):
+        if not isinstance(item, Comp):
+            raise ConfigurationError(
+                f"comps must be a list or tuple of Comp; comps[{position}] is a "
+                f"{type(item).__name__}")
+    return comps
+
+
+def _checked_minimum(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigurationError(
+            f"minimum_comps must be a whole number, got {type(value).__name__} {value!r}")
+    count = int(value)
+    if not 1 <= count <= MAXIMUM_MINIMUM_COMPS:
+        raise ConfigurationError(
+            f"minimum_comps must be from 1 to {MAXIMUM_MINIMUM_COMPS}, got {value!r}")
+    return count
+
+
+def _checked_half_life(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigurationError(
+            f"half_life_days must be a number of days, got {type(value).__name__} {value!r}")
+    try:
+        days = float(value)
+    except OverflowError:  # an int past a float's range
+        days = math.inf
+    if not (math.isfinite(days) and MINIMUM_HALF_LIFE_DAYS <= days <= MAXIMUM_HALF_LIFE_DAYS):
+        raise ConfigurationError(
+            f"half_life_days must be a positive number of days from {MINIMUM_HALF_LIFE_DAYS:.4g} "
+            f"(an hour) to {MAXIMUM_HALF_LIFE_DAYS:g} (a century), got {value!r}")
+    return days
 
 
 def _estimate(comps: Sequence[Comp], minimum_comps: int, half_life_days: float,
