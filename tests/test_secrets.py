@@ -12,8 +12,10 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import socket
 import sys
 import traceback
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +28,15 @@ from moto.rekognition.responses import RekognitionResponse
 from restyle import (
     Analysis,
     Engine,
+    Expert,
     ExpertError,
+    Listing,
+    Marketplace,
     MarketplaceAuthError,
     MarketplaceError,
+    Money,
+    Opinion,
+    Photo,
     Query,
     SynthesizerError,
     load_photo,
@@ -568,3 +576,250 @@ def test_cli_verbose_logging_shows_no_aws_credential(
                    and any(isinstance(f, RedactingFilter) for f in h.filters)
                    for h in logging.getLogger().handlers)
 
+
+
+# -- secrets known before the first analysis, and redacted on the way out ----------------
+
+#: A third-party plugin that fails quoting what the host put in LEAKY_ECHO, and a
+#: marketplace whose listing titles quote LEAKY_TITLE: services echo such things.
+LEAKY_PLUGIN = '''
+import os
+
+import restyle
+from restyle.testing import ColorEncoder
+
+
+class LeakyExpert(restyle.Expert):
+    name = "leaky"
+
+    def examine(self, photo):
+        raise RuntimeError(f"upstream refused session {os.environ['LEAKY_ECHO']}")
+
+
+class EchoMarket(restyle.Marketplace):
+    name = "echo-market"
+
+    def search(self, query):
+        return [restyle.Listing(marketplace=self.name, listing_id=str(i),
+                                title=f"leather jacket {os.environ['LEAKY_TITLE']} #{i}",
+                                price=restyle.Money(amount=40 + i, currency="USD"))
+                for i in range(3)]
+
+
+@restyle.hookimpl
+def register_experts(register):
+    register(LeakyExpert())
+
+
+@restyle.hookimpl
+def register_marketplaces(register):
+    register(EchoMarket())
+
+
+@restyle.hookimpl
+def register_encoders(register):
+    register(ColorEncoder())
+'''
+
+
+class LeakyExpert(Expert):
+    """A third-party expert whose failure quotes a value its service echoed."""
+
+    name = "leaky"
+    timeout = 5.0
+
+    def __init__(self, echoed: str) -> None:
+        self.echoed = echoed
+
+    def examine(self, photo: Photo) -> Opinion:
+        raise RuntimeError(f"upstream refused session {self.echoed}")
+
+
+class EchoMarket(Marketplace):
+    """A third-party marketplace whose listing titles quote ``echoed``."""
+
+    name = "echo-market"
+    timeout = 5.0
+
+    def __init__(self, echoed: str) -> None:
+        self.echoed = echoed
+
+    def search(self, query: Query) -> list[Listing]:
+        return [Listing(marketplace=self.name, listing_id=str(i),
+                        title=f"leather jacket {self.echoed} #{i}",
+                        price=Money(amount=40 + i, currency="USD")) for i in range(3)]
+
+
+def fresh(kind: str) -> str:
+    """A credential-like value no earlier test registered, as in a new process."""
+    return f"{kind}-FRESH-{uuid.uuid4().hex}/value+0123=="
+
+
+@dataclass
+class AwsSetup:
+    key_id: str
+    secret_key: str
+    token: str
+
+
+@pytest.fixture(params=["environment", "profile"])
+def aws_credentials(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AwsSetup:
+    """Fresh AWS credentials in the environment or in a profile of the shared
+    credentials file, and no region: the expert then fails to make its client,
+    before anything it learns on first use could be registered. What must hide
+    the token is what the Engine registered when it adopted the expert."""
+    setup = AwsSetup(fresh("keyid"), fresh("aws-secret"), fresh("IQoJsession"))
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "AWS_SECURITY_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_REGION",
+                 "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    if request.param == "environment":
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", setup.key_id)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", setup.secret_key)
+        monkeypatch.setenv("AWS_SESSION_TOKEN", setup.token)
+    else:
+        credentials = tmp_path / "credentials"
+        credentials.write_text(
+            f"[default]\naws_access_key_id = AKIAOTHERPROFILE0000\n"
+            f"aws_secret_access_key = other-profile-secret-0123456789\n\n"
+            f"[team]\naws_access_key_id = {setup.key_id}\n"
+            f"aws_secret_access_key = {setup.secret_key}\n"
+            f"aws_session_token = {setup.token}\n"
+        )
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+        monkeypatch.setenv("AWS_PROFILE", "team")
+    return setup
+
+
+def test_aws_credentials_are_hidden_in_the_first_analysis_of_a_new_engine(
+    aws_credentials: AwsSetup, logs: Capture
+) -> None:
+    token = aws_credentials.token
+    aws = AwsRekognitionExpert(max_attempts=1, timeout=5.0)
+    # The failing expert is listed first, so its failure is recorded first.
+    engine = Engine(experts=[LeakyExpert(token), aws], marketplaces=[],
+                    encoder=ColorEncoder(), load_entrypoints=False)
+    analysis = engine.analyze(PHOTO)
+    leaky, failed_aws = analysis.opinions
+    assert leaky.error == f"RuntimeError: upstream refused session {REDACTED}"
+    assert "no AWS region" in (failed_aws.error or "")  # it never made its client
+    no_region = raised(lambda: aws.examine(PHOTO), ExpertError)
+    texts = [analysis.to_json(), json.dumps(analysis.to_dict()), repr(analysis),
+             repr(analysis.opinions), *logs.lines,
+             "".join(traceback.format_exception(no_region))]
+    assert any("upstream refused session" in line for line in logs.lines)
+    for text in texts:
+        for secret in (token, aws_credentials.secret_key):
+            assert secret not in text, text[:300]
+
+
+def test_attaching_the_aws_expert_opens_no_socket_and_runs_no_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No credentials anywhere but behind the network and a credential_process:
+    adopting the expert touches none of them (instance metadata, the container
+    endpoint, the process), and registers what the files hold."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.5)
+    port = listener.getsockname()[1]
+    marker = tmp_path / "process-ran"
+    config = tmp_path / "config"
+    config.write_text(
+        "[profile team]\n"
+        f"credential_process = {sys.executable} -c \"open({str(marker)!r}, 'w')\"\n"
+        "aws_access_key_id = AKIACONFIGFILE000000\n"
+        f"aws_secret_access_key = {(config_secret := fresh('config-secret'))}\n"
+    )
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "AWS_EC2_METADATA_DISABLED", "AWS_DEFAULT_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_PROFILE", "team")
+    monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", f"http://127.0.0.1:{port}/creds")
+    try:
+        Engine(experts=[AwsRekognitionExpert()], marketplaces=[], encoder=ColorEncoder(),
+               load_entrypoints=False)
+        with pytest.raises(TimeoutError):
+            listener.accept()
+    finally:
+        listener.close()
+    assert not marker.exists()
+    assert redact(f"secret {config_secret}") == f"secret {REDACTED}"
+
+
+def test_a_documented_key_of_an_unused_component_is_hidden_in_analyses_and_recordings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = fresh("AIzaGemini")
+    monkeypatch.setenv("GEMINI_API_KEY", f" {key} ")  # read stripped, as the synthesizer does
+    expert = ScriptedExpert("scripted", entities=[("leather jacket", 0.9, None)])
+    engine = Engine(experts=[expert], marketplaces=[EchoMarket(key)],  # Gemini not selected
+                    encoder=ColorEncoder(), load_entrypoints=False)
+    analysis = engine.analyze(PHOTO, record=tmp_path / "recording")
+    titles = [c.listing.title for c in analysis.comps]
+    assert titles and all(t.startswith("leather jacket ") for t in titles)
+    recorded = [p.read_text(errors="replace") for p in (tmp_path / "recording").iterdir()]
+    for text in [analysis.to_json(), json.dumps(analysis.to_dict()), *recorded]:
+        assert key not in text, text[:300]
+    assert f"leather jacket {REDACTED} #0" in analysis.to_json()
+
+
+@pytest.mark.parametrize("value", ["", "x", "short"])
+def test_short_values_in_documented_variables_are_not_registered(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", value)
+    text = "x marks a short answer"
+    assert redact(text) == text
+
+
+def test_output_hides_a_secret_registered_after_the_analysis() -> None:
+    secret = fresh("late")
+    expert = ScriptedExpert("scripted", entities=[("leather jacket", 0.9, None)])
+    engine = Engine(experts=[expert], marketplaces=[EchoMarket(secret)],
+                    encoder=ColorEncoder(), load_entrypoints=False)
+    analysis = engine.analyze(PHOTO)
+    assert secret in analysis.comps[0].listing.title  # not a secret yet: kept as it came
+    register(secret)  # e.g. a component learnt it on first use, after the title was recorded
+    for text in (analysis.to_json(), json.dumps(analysis.to_dict()),
+                 json.dumps(analysis.comps[0].to_dict())):
+        assert secret not in text and REDACTED in text
+    assert analysis.comps[0].listing.title.endswith(" #0")  # the value itself is untouched
+
+
+def test_cli_first_analysis_hides_aws_and_unused_keys(
+    aws_credentials: AwsSetup, install_plugin: Any, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    project = tmp_path / "restyle-leaky"
+    (project / "src" / "restyle_leaky").mkdir(parents=True)
+    (project / "src" / "restyle_leaky" / "__init__.py").write_text("")
+    (project / "src" / "restyle_leaky" / "plugin.py").write_text(LEAKY_PLUGIN)
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "restyle-leaky"\nversion = "0.1.0"\n'
+        '[project.entry-points.restyle]\nleaky = "restyle_leaky.plugin"\n')
+    install_plugin(project)
+    gemini_key = fresh("AIzaUnused")
+    monkeypatch.setenv("GEMINI_API_KEY", gemini_key)  # set, but Gemini is not selected
+    monkeypatch.setenv("LEAKY_ECHO", aws_credentials.token)
+    monkeypatch.setenv("LEAKY_TITLE", gemini_key)
+    recording = tmp_path / "recording"
+    code = main(["-vvv", "analyze", str(SAMPLE_PHOTO), "--experts", "leaky,aws-rekognition",
+                 "--marketplaces", "echo-market", "--encoder", "color",
+                 "--catalog", str(tmp_path / "catalog"), "--json", "--record", str(recording)])
+    out, err = capsys.readouterr()
+    assert code == 0, err[-2000:]
+    result = json.loads(out)
+    assert result["opinions"][0]["error"] == f"RuntimeError: upstream refused session {REDACTED}"
+    assert result["comps"] and "upstream refused session" in err
+    recorded = [p.read_text(errors="replace") for p in recording.iterdir()]
+    for text in (out, err, *recorded):
+        for secret in (aws_credentials.token, aws_credentials.secret_key, gemini_key):
+            assert secret not in text

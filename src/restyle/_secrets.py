@@ -1,7 +1,8 @@
 """Keeping keys and tokens out of reprs, messages, causes and log lines: one place for it.
 
 Every credential restyle holds is a :class:`Secret`, and making one registers
-its value. :func:`redact` then replaces every registered value, and anything
+its value; so is whatever the documented key variables hold
+(:data:`SECRET_VARIABLES`), whether or not their component is in use. :func:`redact` then replaces every registered value, and anything
 shaped like a credential whoever it belongs to (``Authorization`` headers,
 ``x-goog-api-key``, ``X-Amz-Security-Token``, ``access_token`` and
 ``client_secret`` fields...), wherever it appears. :class:`RedactingFilter`
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import re
 import threading
 from collections.abc import Iterable
@@ -23,6 +25,7 @@ __all__ = [
     "HTTP_LOGGERS",
     "MIN_SECRET_LENGTH",
     "REDACTED",
+    "SECRET_VARIABLES",
     "RedactingFilter",
     "Secret",
     "basic_credentials",
@@ -30,7 +33,10 @@ __all__ = [
     "exposes_secret",
     "protect_loggers",
     "redact",
+    "redact_registered",
     "register",
+    "register_environment",
+    "registered_pattern",
     "without_secrets",
 ]
 
@@ -40,6 +46,16 @@ REDACTED = "<redacted>"
 #: Shorter values are not registered: no real key is that short, and replacing a
 #: short common string in every message and log line would protect nothing.
 MIN_SECRET_LENGTH = 8
+
+#: The environment variables restyle documents that hold a key, a client secret or a
+#: token (docs/configuration.md). Whatever they hold is registered whether or not
+#: the component that reads it is in use: a listing title, a server's message or
+#: another component's failure may quote any of them.
+SECRET_VARIABLES = (
+    "RESTYLE_GOOGLE_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY",
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+    "EBAY_CLIENT_ID", "EBAY_CLIENT_SECRET",
+)
 
 #: The loggers of the libraries the cloud components talk through, whose debug
 #: lines quote request headers and bodies.
@@ -141,6 +157,43 @@ def register(*values: str | Secret | None) -> None:
             _REGISTRY.add(value)
 
 
+_environment_seen: tuple[str | None, ...] | None = None
+
+
+def register_environment() -> None:
+    """Register what the :data:`SECRET_VARIABLES` hold now.
+
+    Cheap when they have not changed since the last call (a dozen lookups), so
+    that :func:`redact` and the output of an Analysis call it every time: a key
+    set after restyle was imported is redacted as well.
+    """
+    global _environment_seen
+    values = tuple(os.environ.get(name) for name in SECRET_VARIABLES)
+    if values != _environment_seen:
+        # Stripped, as restyle reads them: the value inside any spaces around it.
+        register(*(value.strip() for value in values if value))
+        _environment_seen = values
+
+
+register_environment()
+
+
+def redact_registered(text: str) -> str:
+    """``text`` with every registered secret replaced, and nothing else: for what
+    restyle hands back (an Analysis's JSON, dict and repr), whose listing titles
+    and URLs must stay as they came while no key shows, even one registered
+    after the text was recorded."""
+    pattern = registered_pattern() if text else None
+    return pattern.sub(REDACTED, text) if pattern is not None else text
+
+
+def registered_pattern() -> re.Pattern[str] | None:
+    """The expression :func:`redact_registered` applies, after registering the
+    environment's secrets: fetched once by a caller redacting many strings."""
+    register_environment()
+    return _REGISTRY.pattern()
+
+
 # -- shapes of credentials -------------------------------------------------------------
 
 # Names of fields and headers whose value is a credential, in any case, followed
@@ -197,6 +250,7 @@ def redact(text: str, *secrets: str | Secret | None) -> str:
     """
     if not text:
         return text
+    register_environment()
     for secret in secrets:
         value = secret.reveal() if isinstance(secret, Secret) else secret
         if value and len(value) >= 4:

@@ -1,24 +1,50 @@
-"""Turning restyle's frozen dataclasses into JSON-ready dicts and back."""
+"""Turning restyle's frozen dataclasses into JSON-ready dicts and back.
+
+What goes out is redacted once more on the way: every string of
+:func:`to_jsonable`'s output, and the repr of a class passed through
+:func:`redacting_repr`, shows no registered secret, even one registered after
+the text was recorded (a component's keys are learnt when it is first used, the
+environment's whenever they change). Only registered values are replaced, so
+that listing titles and URLs come back as they came.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
 import enum
+import re
 import types
 import typing
+from collections.abc import Callable
 from decimal import Decimal
 from functools import cache
 from typing import Any, TypeVar, Union, get_args, get_origin
 
+from restyle._secrets import REDACTED as _REDACTED
+from restyle._secrets import redact_registered, registered_pattern
+
 T = TypeVar("T")
+C = TypeVar("C", bound=type)
+
+#: Strings left as they are: a photo's thumbnail is base64 image data, no text.
+_IMAGE_DATA = "data:image/"
 
 
 def to_jsonable(value: Any) -> Any:
-    """Convert a value built from restyle's types into plain JSON types."""
+    """Convert a value built from restyle's types into plain JSON types, every
+    string with the registered secrets redacted."""
+    return _jsonable(value, registered_pattern())
+
+
+def _jsonable(value: Any, secrets: re.Pattern[str] | None) -> Any:
+    if isinstance(value, str):
+        if secrets is None or value.startswith(_IMAGE_DATA):
+            return value
+        return secrets.sub(_REDACTED, value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {
-            f.name: to_jsonable(getattr(value, f.name))
+            f.name: _jsonable(getattr(value, f.name), secrets)
             for f in dataclasses.fields(value)
             if f.metadata.get("serialize", True)
         }
@@ -29,12 +55,25 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, dt.datetime):
         return value.isoformat()
     if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
+        return [_jsonable(v, secrets) for v in value]
     if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
+        return {_jsonable(str(k), secrets): _jsonable(v, secrets) for k, v in value.items()}
     if isinstance(value, float) and value != value:  # NaN is not JSON
         return None
     return value
+
+
+def redacting_repr(cls: C) -> C:
+    """``cls`` with a repr that shows no registered secret (applied after
+    ``@dataclass``, which writes the repr this wraps)."""
+    original: Callable[[Any], str] = cls.__repr__  # type: ignore[assignment]
+
+    def __repr__(self: Any) -> str:
+        return redact_registered(original(self))
+
+    __repr__.__qualname__ = f"{cls.__qualname__}.__repr__"
+    cls.__repr__ = __repr__  # type: ignore[assignment]
+    return cls
 
 
 @cache

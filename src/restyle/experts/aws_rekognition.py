@@ -18,11 +18,12 @@ from restyle._errors import ConfigurationError, ExpertError
 from restyle._hookspecs import hookimpl
 from restyle._imaging import UploadImage, UploadLimits, prepare_upload
 from restyle._remote import RemoteComponent
-from restyle._secrets import register
+from restyle._secrets import protect_loggers, register
 from restyle._taxonomy import FACETS
 from restyle._types import Box, Observation, Opinion
 
 if TYPE_CHECKING:
+    from restyle._context import Context
     from restyle._imaging import Photo
 
 __all__ = ["AwsRekognitionExpert"]
@@ -46,7 +47,10 @@ class AwsRekognitionExpert(RemoteComponent, Expert):
 
     Credentials and region come from boto3's usual chain (environment,
     ``~/.aws`` profiles, SSO, instance or container roles) unless ``region`` or
-    ``profile`` are given; they are resolved on first use.
+    ``profile`` are given; they are resolved on first use. The keys that can be
+    read without the network (the environment's, and the profile's in
+    ``~/.aws/credentials`` and ``~/.aws/config``) are registered for redaction
+    as soon as an Engine adopts the expert, before any analysis can quote them.
 
     ``timeout`` bounds the whole examination: the attempts allowed by
     ``max_attempts``, their connect and read timeouts, and botocore's backoff
@@ -86,6 +90,10 @@ class AwsRekognitionExpert(RemoteComponent, Expert):
         self.timeout = timeout
         self.max_attempts = max_attempts
         self._credentials = _Credentials()
+
+    def attach(self, context: Context) -> None:
+        """Register for redaction the credentials found without the network."""
+        register(*_static_credentials(self.profile))
 
     # -- client --------------------------------------------------------------
 
@@ -233,6 +241,49 @@ class _Credentials:
         # Refreshes a role's expiring credentials, as the next signature would anyway.
         frozen = self.source.get_frozen_credentials()
         register(frozen.access_key, frozen.secret_key, frozen.token)
+
+
+def _static_credentials(profile: str | None) -> list[str | None]:
+    """The key ids, secret keys and session tokens of the credential providers that
+    read only the environment and the profile files: botocore's ``env``,
+    ``shared-credentials-file`` and ``config-file``, all of them, not only the one
+    the chain would pick. Nothing here opens a socket or runs a process (no
+    instance metadata, container endpoint, STS, SSO or ``credential_process``),
+    and nothing raises: a broken configuration is reported by the first call."""
+    from restyle._secrets import SECRET_VARIABLES
+
+    found: list[str | None] = [_settings.env_str(name) for name in SECRET_VARIABLES
+                               if name.startswith("AWS_")]
+    try:
+        import botocore.credentials
+        import botocore.session
+    except ImportError:
+        return found
+    protect_loggers()  # the providers log which file they read
+    try:
+        session = botocore.session.Session(profile=profile)
+        name = session.get_config_variable("profile") or "default"
+        providers = [
+            botocore.credentials.EnvProvider(),
+            botocore.credentials.SharedCredentialProvider(
+                session.get_config_variable("credentials_file"), name),
+            botocore.credentials.ConfigProvider(session.get_config_variable("config_file"), name),
+        ]
+    except Exception as exc:
+        # The type only: the text of a half-read configuration is not vouched for.
+        logger.debug("aws-rekognition could not read its profile's configuration (%s)",
+                     type(exc).__name__)
+        return found
+    for provider in providers:
+        try:
+            credentials = provider.load()
+            if credentials is not None:
+                frozen = credentials.get_frozen_credentials()
+                found += [frozen.access_key, frozen.secret_key, frozen.token]
+        except Exception as exc:
+            logger.debug("aws-rekognition could not read credentials from %s (%s)",
+                         provider.METHOD, type(exc).__name__)
+    return found
 
 
 def _max_backoff(attempts: int) -> float:
