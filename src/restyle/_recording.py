@@ -22,12 +22,15 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import os
+import stat
 import time
+import tokenize
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -54,6 +57,7 @@ __all__ = [
     "RecordedMarketplace",
     "RecordedSynthesizer",
     "Recording",
+    "RecordingError",
     "Replay",
     "Trace",
     "load_recording",
@@ -67,6 +71,17 @@ VECTORS_NAME = "vectors.npy"
 _PHOTO_SUFFIXES = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
 # How long a replayed synthesizer may take: the recording's own deadline is gone.
 _REPLAY_SECONDS = 60.0
+#: Largest recording.json, and largest analysis.json, a recording may hold. A
+#: recording of 30 comps takes about 30 KB of each; 4 MiB holds thousands of
+#: listings. JSON costs up to about 24 bytes of memory a byte while it is
+#: parsed (a file of nested empty objects), so reading either stays under
+#: about 100 MB whatever the file holds.
+MAX_JSON_BYTES = 4 * 1024 * 1024
+#: Largest vectors.npy data: 8,192 rows of 1,024 float32 numbers. The header is
+#: checked against it, and against the file's size, before anything is allocated.
+MAX_VECTOR_BYTES = 32 * 1024 * 1024
+#: Most numbers in one vector.
+MAX_VECTOR_DIM = 8192
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,6 +162,291 @@ def _write(target: Path, trace: Trace, version: str) -> None:
 
 
 # -- reading -----------------------------------------------------------------------
+
+
+class RecordingError(RestyleError):
+    """A recording that cannot be replayed: missing, a file outside its folder
+    or not a regular file, over a size limit, or a field of the wrong type or
+    out of range (the message names the file and the field)."""
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, (dict, list)):
+        return "an object" if isinstance(value, dict) else "a list"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class _Checked:
+    """Reads typed fields out of one JSON document, naming a wrong one by its
+    path (``engine.reranker.cutoff``) and the file it is in."""
+
+    def __init__(self, directory: Path, file: str) -> None:
+        self.directory = directory
+        self.file = file
+
+    def fail(self, where: str, wanted: str, value: object) -> RecordingError:
+        field_name = f" field {where}" if where else ""
+        return RecordingError(f"the recording in {self.directory} is invalid: {self.file}"
+                              f"{field_name} must be {wanted}, got {_shown(value)}")
+
+    def mapping(self, value: object, where: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(where, "an object", value)
+        return value
+
+    def member(self, data: Mapping[str, Any], key: str, where: str) -> Any:
+        if key not in data:
+            raise RecordingError(f"the recording in {self.directory} is invalid: {self.file} "
+                                 f"has no field {_joined(where, key)}")
+        return data[key]
+
+    def text(self, value: object, where: str, *, empty: bool = True) -> str:
+        if not isinstance(value, str) or (not empty and not value):
+            raise self.fail(where, "a text" if empty else "a non-empty text", value)
+        return value
+
+    def texts(self, value: object, where: str) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            raise self.fail(where, "a list of texts", value)
+        return tuple(self.text(v, f"{where}[{i}]") for i, v in enumerate(value))
+
+    def whole(self, value: object, where: str, *, minimum: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.fail(where, f"a whole number of at least {minimum}", value)
+        return value
+
+    def number(self, value: object, where: str, *, low: float | None = None,
+               high: float | None = None, positive: bool = False) -> float:
+        if positive:
+            wanted = "a positive number"
+        elif low is not None and high is not None:
+            wanted = f"a number from {low:g} to {high:g}"
+        else:
+            wanted = "a finite number"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail(where, wanted, value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer past any float
+            raise self.fail(where, wanted, value) from None
+        if not (math.isfinite(number) and (not positive or number > 0)
+                and (low is None or number >= low) and (high is None or number <= high)):
+            raise self.fail(where, wanted, value)
+        return number
+
+    def flag(self, value: object, where: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(where, "true or false", value)
+        return value
+
+
+def _joined(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+# -- reading files inside the recording ------------------------------------------------
+# The same confinement as catalog ingestion gives local images (_ingest._image_location
+# and _read_local): resolve, check containment, open what was resolved without
+# following a link swapped in since, and never block on a FIFO or a device.
+
+_OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+               | getattr(os, "O_BINARY", 0))
+
+
+def _open_inside(folder: Path, name: object, what: str) -> BinaryIO:
+    """The file ``name`` (as the recording gives it, relative to ``folder``)
+    opened for reading, if it is a regular file inside ``folder``: a name or a
+    link leading outside, a FIFO, a device or a folder is a RecordingError."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise RecordingError(f"the recording in {folder} is invalid: {what} must be named by "
+                             f"a file name, got {_shown(name)}")
+    shown = _shown(name)
+    try:
+        root = folder.resolve(strict=True)
+        resolved = (root / name).resolve()
+        inside = resolved != root and resolved.is_relative_to(root)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise RecordingError(f"{what} {shown} of the recording in {folder} cannot be "
+                             f"found: {exc}") from exc
+    if not inside:
+        raise RecordingError(f"{what} {shown} is outside the recording in {folder}: a "
+                             "recording reads only files inside its folder")
+
+    def opener(path: str, flags: int) -> int:
+        return os.open(path, flags | _OPEN_FLAGS)
+
+    try:
+        handle = open(resolved, "rb", opener=opener)  # noqa: SIM115
+    except OSError as exc:
+        raise RecordingError(f"{what} {shown} of the recording in {folder} cannot be opened: "
+                             f"{exc.strerror or exc}") from exc
+    try:
+        mode = os.fstat(handle.fileno()).st_mode
+    except OSError as exc:
+        handle.close()
+        raise RecordingError(f"{what} {shown} of the recording in {folder} cannot be read: "
+                             f"{exc.strerror or exc}") from exc
+    if not stat.S_ISREG(mode):
+        handle.close()
+        raise RecordingError(f"{what} {shown} of the recording in {folder} is not a regular "
+                             "file")
+    return handle
+
+
+def _read_capped(handle: BinaryIO, limit: int, what: str, folder: Path) -> bytes:
+    """All of ``handle``, refused before reading when the file is over ``limit`` bytes."""
+    refusal = RecordingError(f"{what} of the recording in {folder} is larger than the "
+                             f"{limit // (1024 * 1024)} MiB limit")
+    try:
+        size = os.fstat(handle.fileno()).st_size
+        if size > limit:
+            raise refusal
+        # Sized by the file, not the limit; one byte more tells a file that grew.
+        data = handle.read(size + 1)
+    except OSError as exc:
+        raise RecordingError(f"{what} of the recording in {folder} cannot be read: "
+                             f"{exc.strerror or exc}") from exc
+    if len(data) > limit:
+        raise refusal
+    return data
+
+
+def _read_json(folder: Path, name: str) -> Any:
+    with _open_inside(folder, name, name) as handle:
+        data = _read_capped(handle, MAX_JSON_BYTES, name, folder)
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise RecordingError(f"{name} of the recording in {folder} is not JSON: "
+                             f"{_clip(str(exc))}") from exc
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _read_vectors(folder: Path, name: object) -> np.ndarray:
+    """The rows of a ``.npy`` file inside ``folder``: its header is read and
+    checked against the file's real size and :data:`MAX_VECTOR_BYTES` before
+    anything is allocated; only finite float32 rows are accepted."""
+    from numpy.lib import format as npy
+
+    what = "the vectors file"
+    with _open_inside(folder, name, what) as handle:
+        def bad(reason: str) -> RecordingError:
+            return RecordingError(f"{what} {_shown(name)} of the recording in {folder} {reason}")
+
+        try:
+            size = os.fstat(handle.fileno()).st_size
+            if size > MAX_VECTOR_BYTES + 64 * 1024:
+                raise bad(f"is larger than the {MAX_VECTOR_BYTES // (1024 * 1024)} MiB limit")
+            version = npy.read_magic(handle)
+            if version == (1, 0):
+                shape, fortran, dtype = npy.read_array_header_1_0(handle)
+            elif version == (2, 0):
+                shape, fortran, dtype = npy.read_array_header_2_0(handle)
+            else:
+                raise bad(f"is a .npy file of version {version}, not 1.0 or 2.0")
+            start = handle.tell()
+        except (ValueError, TypeError, SyntaxError, EOFError, RecursionError,
+                tokenize.TokenError) as exc:  # what numpy's header parser raises
+            raise bad(f"is not a .npy file: {_clip(str(exc))}") from exc
+        except OSError as exc:
+            raise bad(f"cannot be read: {exc.strerror or exc}") from exc
+        if dtype.hasobject or dtype.kind != "f" or dtype.itemsize != 4:
+            raise bad(f"must hold float32 numbers, not {_clip(str(dtype))}")
+        if len(shape) != 2 or shape[0] < 1 or not 1 <= shape[1] <= MAX_VECTOR_DIM:
+            raise bad(f"must hold rows of 1 to {MAX_VECTOR_DIM} numbers, not the shape "
+                      f"{_clip(str(shape))}")
+        claimed = shape[0] * shape[1] * dtype.itemsize
+        if claimed > MAX_VECTOR_BYTES:
+            raise bad(f"claims {shape[0]} rows of {shape[1]}: more than the "
+                      f"{MAX_VECTOR_BYTES // (1024 * 1024)} MiB limit")
+        if claimed != size - start:
+            raise bad(f"claims {shape[0]} rows of {shape[1]} ({claimed} bytes) but holds "
+                      f"{size - start} bytes of them")
+        try:
+            data = handle.read(claimed + 1)
+        except OSError as exc:
+            raise bad(f"cannot be read: {exc.strerror or exc}") from exc
+    if len(data) != claimed:
+        raise bad("changed while it was read")
+    rows = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+    rows = rows.astype(np.float32)
+    if not np.isfinite(rows).all():
+        raise bad("holds numbers that are not finite")
+    return rows
+
+
+def _engine_settings(check: _Checked, value: object) -> dict[str, Any]:
+    """The recorded Engine settings, each one a replay uses checked."""
+    engine = check.mapping(value, "engine")
+    for key in ("experts", "marketplaces"):
+        if key in engine:
+            check.texts(engine[key], f"engine.{key}")
+    for key in ("synthesizer", "encoder"):
+        if key in engine:
+            check.text(engine[key], f"engine.{key}")
+    if engine.get("model_id") is not None:
+        check.text(engine["model_id"], "engine.model_id")
+    for key in ("comps_wanted", "max_comps", "minimum_price_comps"):
+        if key in engine:
+            check.whole(engine[key], f"engine.{key}", minimum=1)
+    if "price_half_life_days" in engine:
+        check.number(engine["price_half_life_days"], "engine.price_half_life_days",
+                     positive=True)
+    if "reranker" in engine:
+        reranker = check.mapping(engine["reranker"], "engine.reranker")
+        if "text_weight" in reranker:
+            check.number(reranker["text_weight"], "engine.reranker.text_weight",
+                         low=0.0, high=1.0)
+        if "duplicate_threshold" in reranker:
+            check.number(reranker["duplicate_threshold"], "engine.reranker.duplicate_threshold")
+        if "cutoff" in reranker:
+            check.flag(reranker["cutoff"], "engine.reranker.cutoff")
+    return dict(engine)
+
+
+#: What rebuilding restyle's own values from a recording's fields may raise.
+_CONVERSION_ERRORS = (TypeError, ValueError, KeyError, AttributeError, IndexError,
+                      ArithmeticError, RecursionError)
+
+
+def _found(check: _Checked, value: object, where: str) -> Found:
+    entry = check.mapping(value, where)
+    listing = check.mapping(check.member(entry, "listing", where), f"{where}.listing")
+    try:
+        rebuilt = Listing.from_dict(listing)
+    except _CONVERSION_ERRORS as exc:
+        raise check.fail(f"{where}.listing", f"a listing ({_clip(str(exc))})",
+                         listing) from exc
+    return Found(
+        listing=rebuilt,
+        step=check.text(check.member(entry, "step", where), f"{where}.step", empty=False),
+        step_index=check.whole(check.member(entry, "step_index", where),
+                               f"{where}.step_index", minimum=0),
+        rank=check.whole(check.member(entry, "rank", where), f"{where}.rank", minimum=0),
+    )
+
+
+def _read_analysis(folder: Path) -> Analysis:
+    check = _Checked(folder, ANALYSIS_NAME)
+    data = check.mapping(_read_json(folder, ANALYSIS_NAME), "")
+    try:
+        analysis = Analysis.from_dict(data)
+    except _CONVERSION_ERRORS as exc:
+        raise RecordingError(f"the recording in {folder} is invalid: {ANALYSIS_NAME} is not "
+                             f"an analysis: {_clip(str(exc))}") from exc
+    price = analysis.price
+    check.whole(price.minimum_comps, "price.minimum_comps", minimum=1)
+    if price.half_life_days is not None:
+        check.number(price.half_life_days, "price.half_life_days", positive=True)
+    return analysis
 
 
 def _pixel_digest(image: Image.Image) -> str:
@@ -273,38 +573,66 @@ class Recording:
 
     ``engine()`` builds an offline Engine from those components, for tests;
     ``replay(...)`` re-runs synthesis, re-ranking and pricing with changes.
+
+    A recording is untrusted input: every file it names must be a regular file
+    inside its folder, each file is read within a size limit
+    (:data:`MAX_JSON_BYTES`, :data:`MAX_VECTOR_BYTES`, the photo's own), and
+    every field is checked; anything else is a :class:`RecordingError`.
     """
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory).expanduser()
-        manifest_path = self.directory / RECORDING_NAME
-        if not manifest_path.is_file():
-            raise RestyleError(f"no recording in {self.directory} (no {RECORDING_NAME})")
+        if not os.path.lexists(self.directory / RECORDING_NAME):
+            raise RecordingError(f"no recording in {self.directory} (no {RECORDING_NAME})")
         try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-            if manifest.get("format") != FORMAT:
-                raise RestyleError(f"recording format {manifest.get('format')!r} is not "
-                                   f"{FORMAT}; record it again with this restyle")
-            self.analysis = Analysis.from_json(
-                (self.directory / ANALYSIS_NAME).read_text(encoding="utf-8"))
-            self.settings: dict[str, Any] = dict(manifest["engine"])
-            self.found = tuple(
-                Found(listing=Listing.from_dict(f["listing"]), step=f["step"],
-                      step_index=f["step_index"], rank=f["rank"])
-                for f in manifest["found"]
-            )
-            self.search_warnings = tuple(manifest["warnings"]["search"])
-            self.rerank_warnings = tuple(manifest["warnings"]["rerank"])
-            rows = np.load(self.directory / manifest["vectors"]["file"], allow_pickle=False)
-            self.photo_vector = np.asarray(rows[manifest["vectors"]["photo"]], np.float32)
-            self.vectors = {key: np.asarray(rows[row], np.float32)
-                            for key, row in manifest["vectors"]["comps"].items()}
-            self.photo = load_photo(self.directory / manifest["photo"]["file"])
+            self._read()
         except RestyleError:
             raise
-        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
-            raise RestyleError(f"the recording in {self.directory} is unreadable: "
-                               f"{type(exc).__name__}: {exc}") from exc
+        except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError,
+                ArithmeticError) as exc:  # a check this reader lacks: still one clear error
+            raise RecordingError(f"the recording in {self.directory} is unreadable: "
+                                 f"{type(exc).__name__}: {_clip(str(exc))}") from exc
+
+    def _read(self) -> None:
+        folder = self.directory
+        check = _Checked(folder, RECORDING_NAME)
+        manifest = check.mapping(_read_json(folder, RECORDING_NAME), "")
+        version = manifest.get("format")
+        if isinstance(version, bool) or version != FORMAT:
+            raise RecordingError(f"the recording in {folder} is of format {_shown(version)}, not "
+                                 f"{FORMAT}; record it again with this restyle")
+        self.settings: dict[str, Any] = _engine_settings(check, check.member(manifest, "engine",
+                                                                             ""))
+        photo = check.mapping(check.member(manifest, "photo", ""), "photo")
+        photo_file = check.text(check.member(photo, "file", "photo"), "photo.file", empty=False)
+        found = check.member(manifest, "found", "")
+        if not isinstance(found, list):
+            raise check.fail("found", "a list", found)
+        self.found = tuple(_found(check, entry, f"found[{i}]") for i, entry in enumerate(found))
+        warnings = check.mapping(check.member(manifest, "warnings", ""), "warnings")
+        self.search_warnings = check.texts(check.member(warnings, "search", "warnings"),
+                                           "warnings.search")
+        self.rerank_warnings = check.texts(check.member(warnings, "rerank", "warnings"),
+                                           "warnings.rerank")
+        vectors = check.mapping(check.member(manifest, "vectors", ""), "vectors")
+        vectors_file = check.text(check.member(vectors, "file", "vectors"), "vectors.file",
+                                  empty=False)
+        photo_row = check.whole(check.member(vectors, "photo", "vectors"), "vectors.photo",
+                                minimum=0)
+        comps = check.mapping(check.member(vectors, "comps", "vectors"), "vectors.comps")
+        comp_rows = {key: check.whole(row, f"vectors.comps[{_shown(key)}]", minimum=0)
+                     for key, row in comps.items()}
+
+        self.analysis = _read_analysis(folder)
+        rows = _read_vectors(folder, vectors_file)
+        for where, row in [("vectors.photo", photo_row),
+                           *((f"vectors.comps[{_shown(k)}]", r) for k, r in comp_rows.items())]:
+            if row >= len(rows):
+                raise check.fail(where, f"a row of {vectors_file} (0 to {len(rows) - 1})", row)
+        self.photo_vector = rows[photo_row].copy()
+        self.vectors = {key: rows[row].copy() for key, row in comp_rows.items()}
+        with _open_inside(folder, photo_file, "the photo") as handle:
+            self.photo = load_photo(handle)
 
     def __repr__(self) -> str:
         return f"<Recording {str(self.directory)!r} comps={len(self.analysis.comps)}>"
