@@ -36,6 +36,7 @@ from restyle._ingest import read_listings
 from restyle.testing import FakeServer, Reply
 from tests.conftest import SAMPLE_LISTINGS
 from tests.fakes.components import ColorEncoder
+from tests.test_index import age, kill, stalled_save
 
 SAMPLE_ROWS = [json.loads(line) for line in SAMPLE_LISTINGS.read_text().splitlines()]
 GOOD = {"id": "good", "title": "Northwind jacket", "price": "58.00",
@@ -698,6 +699,88 @@ def test_a_catalog_from_before_vectors_were_stored_still_opens_and_repairs(built
     assert "schema version 1" in Catalog.check(built).notes[0]
     report = Catalog.repair(built, ColorEncoder())
     assert (report.from_database, report.from_old_index) == (0, 240)
+    assert Catalog.check(built).notes == ()
+
+
+def test_a_repair_killed_while_saving_is_reported_as_such_and_its_temporary_removed(
+    built: Path, tmp_path: Path
+) -> None:
+    # A catalog from before vectors were stored: repair upgrades it, takes the
+    # vectors from the old index and is killed (SIGKILL) while saving the new one.
+    with sqlite3.connect(built / "catalog.sqlite") as conn:
+        conn.execute("ALTER TABLE items DROP COLUMN vector")
+        conn.execute("DELETE FROM meta WHERE key = 'schema_version'")
+    conn.close()
+    child, temporary = stalled_save(tmp_path, """
+        from restyle import Catalog
+        Catalog.repair(sys.argv[3])
+    """, "vectors.faiss", str(built))
+    kill(child)
+    assert temporary.parent == built and temporary.name.startswith(".vectors.faiss.")
+    repair = f"run 'restyle catalog repair --catalog {built}'"
+    check = Catalog.check(built)
+    assert not check.ok and len(check.problems) == 1
+    assert check.problems[0].startswith("a repair started at ")
+    assert check.problems[0].endswith(
+        "was stopped before it finished (killed, or the machine went down): the catalog is "
+        f"as it was before that repair, which did not happen; {repair} again to finish it")
+    assert check.notes == ("240 listings have no vector stored in the database yet: the "
+                           "repair that was stopped had not stored them",)
+    # Found only once it is older than a writer could be between creating and locking it.
+    age(temporary)
+    notes = Catalog.check(built).notes
+    assert notes[1] == (f"1 temporary files left by a save that was stopped midway "
+                        f"({temporary.name}); harmless, and repair or the next build removes "
+                        "them")
+    with Catalog.open(built, ColorEncoder()) as catalog:  # to search: nothing is written
+        assert len(catalog) == 240 and catalog.search_text(Query(text="jacket"))
+    assert temporary.exists()
+    report = Catalog.repair(built)
+    assert report.removed_temporaries == (temporary.name,) and not temporary.exists()
+    assert (report.from_database, report.from_old_index) == (0, 240)
+    check = Catalog.check(built)
+    assert check.ok and check.notes == ()
+    assert [p.name for p in built.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_repair_fails_with_its_reason_and_check_does_not_call_it_stopped(built: Path) -> None:
+    (built / "vectors.faiss").unlink()
+    with sqlite3.connect(built / "catalog.sqlite") as conn:
+        conn.execute("UPDATE items SET vector = NULL WHERE listing_id LIKE 'nw-%'")
+    conn.close()
+    with pytest.raises(CatalogError, match="must be re-embedded"):
+        Catalog.repair(built)
+    check = Catalog.check(built)
+    assert not any("stopped" in problem for problem in check.problems)
+    assert check.problems[0].startswith(f"the vector index {built / 'vectors.faiss'} is missing")
+
+
+def test_a_live_writer_in_another_process_keeps_its_temporary_a_dead_ones_goes(
+    built: Path, tmp_path: Path
+) -> None:
+    # Another process removes a listing and is still saving the index (stopped
+    # between writing its temporary and renaming it) when a repair runs here.
+    child, temporary = stalled_save(tmp_path, """
+        from restyle import Catalog
+        from tests.fakes.components import ColorEncoder
+        with Catalog.open(sys.argv[3], ColorEncoder(), readonly=False) as catalog:
+            catalog.remove(["nw-jacket-blue-0"])
+    """, "vectors.faiss", str(built))
+    try:
+        age(temporary)  # however old it looks: its writer holds it
+        report = Catalog.repair(built)
+        assert report.removed_temporaries == () and temporary.exists()
+        with Catalog.open(built, ColorEncoder(), readonly=False) as catalog:
+            assert len(catalog) == 239
+        assert temporary.exists()
+        assert not any("temporary" in note for note in Catalog.check(built).notes)
+    finally:
+        kill(child)
+    assert "1 temporary files" in Catalog.check(built).notes[0]
+    # Dead now: opening for write (as a build does) removes it.
+    with Catalog.open(built, ColorEncoder(), readonly=False) as catalog:
+        assert len(catalog) == 239
+    assert not temporary.exists() and Catalog.check(built).ok
     assert Catalog.check(built).notes == ()
 
 

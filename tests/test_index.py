@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from restyle import Catalog, CatalogError, Query
-from restyle._index import VectorIndex
-from tests.conftest import SAMPLE_LISTINGS
+from restyle._index import (
+    STALE_TEMPORARY_SECONDS,
+    VectorIndex,
+    remove_stale_temporaries,
+    stale_temporaries,
+    temporary_pattern,
+)
+from tests.conftest import ROOT, SAMPLE_LISTINGS
 from tests.fakes.components import ColorEncoder
 
 
@@ -169,6 +181,100 @@ def test_a_crash_mid_save_leaves_the_previous_index_intact(
         index.save(target)
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["v.faiss"]
+    assert len(VectorIndex.load(target, dim=16)) == 100
+
+
+# A child process whose saves of a file named like argv[2] stop between writing
+# the temporary and renaming it: it writes the temporary's path to argv[1] and
+# sleeps until killed. Everything after the first line of code is the caller's.
+STALLED_SAVES = """
+import os, sys, time
+from pathlib import Path
+_replace, _ready, _name = os.replace, Path(sys.argv[1]), sys.argv[2]
+def _stalled(src, dst, *args, **kwargs):
+    if Path(dst).name == _name:
+        _ready.write_text(str(src))
+        time.sleep(600)
+    return _replace(src, dst, *args, **kwargs)
+os.replace = _stalled
+"""
+
+
+def stalled_save(tmp_path: Path, code: str, name: str, *args: str) -> tuple[
+        subprocess.Popen[bytes], Path]:
+    """Start ``code`` in a child whose save of ``name`` stalls before its rename;
+    the child and the temporary it wrote, once written."""
+    ready = tmp_path / f"saving-{time.monotonic_ns()}"
+    log = tmp_path / f"{ready.name}.log"
+    with log.open("wb") as out:
+        child = subprocess.Popen(
+            [sys.executable, "-c", STALLED_SAVES + textwrap.dedent(code), str(ready), name,
+             *args], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while not ready.exists() or not ready.read_text():
+        if child.poll() is not None or time.monotonic() > deadline:
+            child.kill()
+            raise AssertionError(f"the child never reached the rename: {log.read_text()}")
+        time.sleep(0.05)
+    return child, Path(ready.read_text())
+
+
+def kill(child: subprocess.Popen[bytes]) -> None:
+    child.kill()  # SIGKILL: no handler, no finally, no cleanup runs
+    assert child.wait(timeout=30) == -9
+
+
+def age(*paths: Path, seconds: float = 2 * STALE_TEMPORARY_SECONDS) -> None:
+    """Make files look as if written ``seconds`` ago (a crash a while back)."""
+    then = time.time() - seconds
+    for path in paths:
+        os.utime(path, (then, then))
+
+
+def test_a_save_killed_mid_write_leaves_a_temporary_that_only_goes_once_its_writer_is_dead(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "v.faiss"
+    index = VectorIndex(16)
+    index.upsert(np.arange(100), clustered(100, 16))
+    index.save(target)
+    before = target.read_bytes()
+    child, temporary = stalled_save(tmp_path, """
+        import numpy as np
+        from restyle._index import VectorIndex
+        index = VectorIndex(16)
+        x = np.random.default_rng(0).standard_normal((5000, 16)).astype(np.float32)
+        index.upsert(np.arange(5000), x / np.linalg.norm(x, axis=1, keepdims=True))
+        index.save(sys.argv[3])
+    """, target.name, str(target))
+    try:
+        assert temporary.parent == tmp_path
+        assert re.fullmatch(r"\.v\.faiss\.[a-z0-9_]{8}", temporary.name)
+        assert temporary.stat().st_size > 5000 * 16 * 4  # written, not yet renamed
+        patterns = [temporary_pattern(re.escape(target.name))]
+        # Names that only look like a temporary of v.faiss are never touched.
+        lookalikes = [tmp_path / name for name in (
+            ".v.faiss.backup", ".v.faiss.ABCDEFGH", "v.faiss.abcdefgh", ".w.faiss.abcdefgh",
+            ".v.faiss.abcdefgh.old", ".vXfaiss.abcdefgh")]
+        for path in lookalikes:
+            path.write_bytes(b"someone else's")
+        age(*lookalikes)
+        # However old it looks, the live writer's temporary stays.
+        age(temporary)
+        assert stale_temporaries(tmp_path, patterns) == []
+        assert remove_stale_temporaries(tmp_path, patterns) == []
+        assert temporary.exists()
+    finally:
+        kill(child)
+    assert target.read_bytes() == before  # the rename never happened
+    # Its writer is dead, but a file written just now is left alone: it could be
+    # a new writer's, between creating the file and locking it.
+    os.utime(temporary)
+    assert remove_stale_temporaries(tmp_path, patterns) == [] and temporary.exists()
+    age(temporary)
+    assert stale_temporaries(tmp_path, patterns) == [temporary] and temporary.exists()
+    assert remove_stale_temporaries(tmp_path, patterns) == [temporary]
+    assert not temporary.exists() and all(path.exists() for path in lookalikes)
     assert len(VectorIndex.load(target, dim=16)) == 100
 
 

@@ -138,6 +138,38 @@ def test_updates_removals_and_saves_keep_a_loadable_index(tmp_path: Path) -> Non
     assert isinstance(load_index(path, dim=24), VectorIndex)
 
 
+def test_a_save_removes_the_temporaries_stopped_saves_left_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    import os
+    import time
+
+    vectors = clustered(600)
+    ids = np.arange(1, 601, dtype=np.int64)
+    index = sharded(vectors, ids, Table(ids, vectors))
+    path = tmp_path / "vectors.faiss"
+    save_index(index, path)
+    folder = shards_path(path)
+    # What a save killed between writing and renaming leaves, beside the
+    # index and in its shards folder; and files that only look like it.
+    left = [tmp_path / ".vectors.faiss.k3_9xq0a", folder / ".manifest.json.0ab1cd2e",
+            folder / ".trained.faiss.zz9_8y7x", folder / ".shard-00003.g7.faiss.a1b2c3d4"]
+    kept = [tmp_path / ".vectors.faiss.notmine", tmp_path / ".catalog.sqlite.a1b2c3d4",
+            folder / ".shard-00003.faiss.a1b2c3d4", folder / "notes.txt"]
+    then = time.time() - 3600
+    for leftover in [*left, *kept]:
+        leftover.write_bytes(b"\0" * 100)
+        os.utime(leftover, (then, then))
+    fresh = folder / ".manifest.json.fresh123"  # a writer's, between creating and locking
+    fresh.write_bytes(b"")
+    assert sorted(_shards.stale_index_temporaries(path)) == sorted(left)
+    index.upsert([5], clustered(1, seed=3))
+    save_index(index, path)
+    assert not any(p.exists() for p in left)
+    assert all(p.exists() for p in [*kept, fresh])
+    assert len(load_index(path, dim=24)) == 600
+
+
 # -- behind a catalog --------------------------------------------------------------
 
 

@@ -14,14 +14,15 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import re
 import sqlite3
-import tempfile
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -30,7 +31,14 @@ import numpy as np
 
 from restyle._components import Encoder
 from restyle._errors import CatalogError
-from restyle._index import VectorIndex, vector_problem
+from restyle._index import (
+    VectorIndex,
+    remove_stale_temporaries,
+    stale_temporaries,
+    temporary_for,
+    temporary_pattern,
+    vector_problem,
+)
 from restyle._ingest import (
     DecodedListing,
     ListingLimits,
@@ -57,8 +65,10 @@ from restyle._shards import (
     grow_index,
     index_present,
     load_index,
+    remove_stale_index_temporaries,
     run_here,
     save_index,
+    stale_index_temporaries,
 )
 from restyle._types import Condition, Listing, Money, Query
 
@@ -83,9 +93,13 @@ logger = logging.getLogger("restyle.catalog")
 DB_NAME = "catalog.sqlite"
 INDEX_NAME = "vectors.faiss"
 REJECTED_NAME = "rejected.jsonl"
+_REJECTED_STEM = "rejected"  # its temporaries are .rejected.XXXXXXXX.jsonl
 MARKETPLACE_NAME = "catalog"
 #: Version 2 stores each listing's vector in the database too.
 SCHEMA_VERSION = 2
+# The meta key a repair sets when it starts and clears in its last commit: a
+# repair that was stopped leaves it, and check says so.
+_REPAIR_STARTED = "repair_started"
 #: Rejections a BuildReport keeps in memory; rejected.jsonl has them all.
 REPORTED_REJECTIONS = 1000
 
@@ -207,7 +221,8 @@ class CatalogCheck:
 class RepairReport:
     """What :meth:`Catalog.repair` did: vectors taken from the database, from the
     old index, and re-embedded; listings removed because no vector could be
-    made for them (id and reason); stray vectors dropped."""
+    made for them (id and reason); stray vectors dropped; and the temporary
+    files that saves stopped midway had left, removed (their names)."""
 
     directory: Path
     from_database: int
@@ -215,6 +230,7 @@ class RepairReport:
     reembedded: int
     removed: tuple[tuple[str, str], ...]
     dropped_vectors: int
+    removed_temporaries: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -279,6 +295,8 @@ class Catalog:
             if problem is not None:
                 raise CatalogError(problem)
         self._db = _connect(self._db_path, readonly=self.readonly)
+        if not self.readonly:
+            _remove_stale_temporaries(self.directory)
         try:
             self._open(model_id, dim)
         except BaseException:
@@ -391,6 +409,7 @@ class Catalog:
             self._db.close()
             self._db = db
             self.readonly = False
+            _remove_stale_temporaries(self.directory)
 
     # -- building ------------------------------------------------------------
 
@@ -969,6 +988,25 @@ def _ensure_schema(db: sqlite3.Connection, path: Path) -> None:
 # -- check and repair -------------------------------------------------------------
 
 
+def _temporary_patterns() -> list[re.Pattern[str]]:
+    return [temporary_pattern(_REJECTED_STEM, ".jsonl")]
+
+
+def _stale_temporaries(directory: Path) -> list[Path]:
+    """Temporary files that restyle's own atomic writes (the index, its shards,
+    ``rejected.jsonl``) left in ``directory`` when stopped midway, and that no
+    live writer holds. Nothing is written."""
+    return [*stale_index_temporaries(directory / INDEX_NAME),
+            *stale_temporaries(directory, _temporary_patterns())]
+
+
+def _remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Remove :func:`_stale_temporaries` (a writer's job: opening for write,
+    repair, every save of the index)."""
+    return [*remove_stale_index_temporaries(directory / INDEX_NAME),
+            *remove_stale_temporaries(directory, _temporary_patterns())]
+
+
 def _check(directory: Path, db: sqlite3.Connection) -> CatalogCheck:
     db_path = directory / DB_NAME
     problems: list[str] = []
@@ -991,6 +1029,12 @@ def _check(directory: Path, db: sqlite3.Connection) -> CatalogCheck:
             "again into a new directory",
         ))
     dim = int(dim_text)
+    started = _meta(db, _REPAIR_STARTED)
+    if started is not None:
+        problems.append(
+            f"a repair started at {started} was stopped before it finished (killed, or the "
+            "machine went down): the catalog is as it was before that repair, which did not "
+            f"happen; {repair} again to finish it")
     row_ids = np.array([r[0] for r in db.execute("SELECT id FROM items ORDER BY id")],
                        dtype=np.int64)
     if version >= 2:
@@ -1001,9 +1045,12 @@ def _check(directory: Path, db: sqlite3.Connection) -> CatalogCheck:
         if unusable:
             problems.append(f"{unusable} listings have a damaged vector in the database; {repair}"
                             " to re-embed them")
-        if stored < len(row_ids):
+        if stored < len(row_ids) and started is None:
             notes.append(f"{len(row_ids) - stored} listings have no vector stored in the "
                          f"database (built before schema version 2); {repair} to store them")
+        elif stored < len(row_ids):
+            notes.append(f"{len(row_ids) - stored} listings have no vector stored in the "
+                         "database yet: the repair that was stopped had not stored them")
     else:
         notes.append(f"schema version {version}: vectors are not stored in the database; "
                      f"{repair} to upgrade it")
@@ -1027,6 +1074,13 @@ def _check(directory: Path, db: sqlite3.Connection) -> CatalogCheck:
             if stray:
                 notes.append(f"{stray} vectors in the index belong to no listing (left by an "
                              "interrupted build or removal); harmless, and repair drops them")
+    left = _stale_temporaries(directory)
+    if left:
+        notes.append(
+            f"{len(left)} temporary files left by a save that was stopped midway "
+            f"({', '.join(str(p.relative_to(directory)) for p in left[:5])}"
+            f"{', ...' if len(left) > 5 else ''}); harmless, and repair or the next build "
+            "removes them")
     return CatalogCheck(directory=directory, problems=tuple(problems), notes=tuple(notes),
                         rows=len(row_ids), vectors=vectors, model_id=model_id)
 
@@ -1099,6 +1153,27 @@ def _repair(directory: Path, db: sqlite3.Connection, encoder: Encoder | None, *,
         raise CatalogError(f"catalog database {db_path} records no model; build the catalog "
                            "again into a new directory")
     dim = int(dim_text)
+    removed_temporaries = _remove_stale_temporaries(directory)
+    with db:  # cleared in the last commit: a repair stopped before it is one check reports
+        db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                   (_REPAIR_STARTED, datetime.now(timezone.utc).isoformat(timespec="seconds")))
+    try:
+        report = _rebuild(directory, db, encoder, dim, model_id, fetcher=fetcher,
+                          limits=limits, batch_size=batch_size)
+    except Exception:
+        # A repair that failed and said why changed nothing: it was not stopped.
+        db.rollback()
+        with db:
+            db.execute("DELETE FROM meta WHERE key = ?", (_REPAIR_STARTED,))
+        raise
+    return replace(report, removed_temporaries=tuple(
+        str(p.relative_to(directory)) for p in removed_temporaries))
+
+
+def _rebuild(directory: Path, db: sqlite3.Connection, encoder: Encoder | None, dim: int,
+             model_id: str, *, fetcher: Fetcher | None, limits: ListingLimits,
+             batch_size: int) -> RepairReport:
+    """The repair itself, committed (the repair's mark cleared) only at the end."""
     old: VectorIndex | ShardedIndex | None = None
     index_path = directory / INDEX_NAME
     try:
@@ -1147,6 +1222,7 @@ def _repair(directory: Path, db: sqlite3.Connection, encoder: Encoder | None, *,
                          exact=lambda ids: _vectors_by_id(db, ids, dim))
     # Index first, then the rows: a crash between leaves stray vectors, which are harmless.
     save_index(rebuilt, index_path)
+    db.execute("DELETE FROM meta WHERE key = ?", (_REPAIR_STARTED,))
     db.commit()
     return RepairReport(directory=directory, from_database=from_database,
                         from_old_index=from_old, reembedded=reembedded, removed=tuple(removed),
@@ -1205,9 +1281,10 @@ class _RejectedFile:
 
     def write(self, rejection: Rejection) -> None:
         if self._fh is None:
-            fd, tmp = tempfile.mkstemp(prefix=".rejected.", suffix=".jsonl", dir=self.directory)
+            # Locked while open: a build killed midway leaves a temporary the
+            # next writer removes, but no writer removes a live build's.
+            fd, self._tmp = temporary_for(self.directory / _REJECTED_STEM, ".jsonl")
             self._fh = os.fdopen(fd, "w", encoding="utf-8")
-            self._tmp = Path(tmp)
         self._fh.write(rejection_json(rejection) + "\n")
 
     def finish(self) -> Path | None:
@@ -1215,9 +1292,10 @@ class _RejectedFile:
         if self._fh is None:
             target.unlink(missing_ok=True)
             return None
-        self._fh.close()
         assert self._tmp is not None
+        self._fh.flush()
         os.replace(self._tmp, target)
+        self._fh.close()
         return target
 
     def discard(self) -> None:

@@ -13,11 +13,15 @@ beforehand, so an upsert holds little more than one copy of the data.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import re
+import stat
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +29,18 @@ import numpy as np
 
 from restyle._errors import CatalogError
 
-__all__ = ["NORM_TOLERANCE", "VectorIndex", "vector_problem"]
+__all__ = [
+    "NORM_TOLERANCE",
+    "STALE_TEMPORARY_SECONDS",
+    "VectorIndex",
+    "remove_stale_temporaries",
+    "stale_temporaries",
+    "temporary_for",
+    "temporary_pattern",
+    "vector_problem",
+]
+
+logger = logging.getLogger("restyle.catalog")
 
 #: Collections larger than this are considered for an approximate index.
 APPROXIMATE_ABOVE = 50_000
@@ -48,6 +63,15 @@ _CHUNK = 8192
 _PLAN_SAMPLE = 32_768
 # Tuning queries: enough for a recall estimate within about a percent.
 _TUNING_QUERIES = 256
+
+#: A temporary file left by an atomic write is stale, and removed by the next
+#: writer, when no live writer holds its lock and it has not changed for this
+#: long (the time covers the instant between creating a file and locking it).
+STALE_TEMPORARY_SECONDS = 60.0
+# Where files cannot be locked (not POSIX), the age alone decides, and it is longer.
+_STALE_WITHOUT_LOCKS = 3600.0
+# The random part tempfile.mkstemp puts in a name.
+_RANDOM_PART = "[a-z0-9_]{8}"
 
 _configured = False
 
@@ -296,22 +320,24 @@ class VectorIndex:
     # -- persistence -----------------------------------------------------------
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the index to ``path`` atomically: a crash leaves the old file intact."""
+        """Write the index to ``path`` atomically: a crash leaves the old file
+        intact, and at worst a temporary file that the next writer removes
+        (see :func:`remove_stale_temporaries`)."""
         faiss = _faiss()
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        os.close(fd)
+        fd, tmp = temporary_for(target)
         try:
             with self._lock:
-                faiss.write_index(self._index, tmp)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
+                faiss.write_index(self._index, str(tmp))
+            os.fsync(fd)  # the same file: faiss wrote it through another descriptor
             os.replace(tmp, target)
             _fsync_dir(target.parent)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
+        finally:
+            os.close(fd)  # only now: the lock marks the file as being written
 
     @classmethod
     def load(
@@ -434,6 +460,104 @@ def _fill(ivf: Any, source: _Chunks, n: int) -> None:
                                     faiss.swig_ptr(grouped[start:end].view(np.uint8)))
             filled[list_no] += end - start
     ivf.ntotal = n
+
+
+# -- temporary files of atomic writes -----------------------------------------------
+
+
+def temporary_for(target: Path, suffix: str = "") -> tuple[int, Path]:
+    """A new, empty temporary file beside ``target`` for an atomic write, named
+    ``.NAME.XXXXXXXX`` (plus ``suffix``), and its descriptor.
+
+    The file is locked (``flock``, where the system has it) for as long as the
+    descriptor stays open: a writer closes it only after the rename, so a
+    cleaner in any process tells a live writer's file from a dead one's.
+    """
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    try:
+        fcntl = _fcntl()
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(fd)
+        Path(name).unlink(missing_ok=True)
+        raise
+    return fd, Path(name)
+
+
+def temporary_pattern(name: str, suffix: str = "") -> re.Pattern[str]:
+    """The names :func:`temporary_for` gives the temporaries of a file named
+    ``name`` (a regular expression, for names that vary, as shards' do)."""
+    return re.compile(r"\." + name + r"\." + _RANDOM_PART + re.escape(suffix))
+
+
+def stale_temporaries(folder: Path, patterns: Iterable[re.Pattern[str]]) -> list[Path]:
+    """The temporaries in ``folder`` (files whose whole name matches one of
+    ``patterns``) that no live writer holds: regular files, unchanged for
+    :data:`STALE_TEMPORARY_SECONDS`, and not locked. Writes nothing."""
+    return list(_stale(folder, list(patterns), remove=False))
+
+
+def remove_stale_temporaries(folder: Path, patterns: Iterable[re.Pattern[str]]) -> list[Path]:
+    """Remove the stale temporaries of :func:`stale_temporaries`; the paths
+    removed. A file a writer still holds, or one that changed meanwhile, stays."""
+    removed = list(_stale(folder, list(patterns), remove=True))
+    if removed:
+        logger.info("removed %d temporary files left by an interrupted save: %s",
+                    len(removed), ", ".join(p.name for p in removed))
+    return removed
+
+
+def _stale(folder: Path, patterns: list[re.Pattern[str]],
+           *, remove: bool) -> Iterator[Path]:
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return
+    fcntl = _fcntl()
+    oldest = time.time() - (STALE_TEMPORARY_SECONDS if fcntl else _STALE_WITHOUT_LOCKS)
+    for name in names:
+        if not any(p.fullmatch(name) for p in patterns):
+            continue
+        path = folder / name
+        try:
+            info = os.lstat(path)
+            if not stat.S_ISREG(info.st_mode) or info.st_mtime > oldest:
+                continue
+            if fcntl is None:
+                if remove:
+                    path.unlink()
+                yield path
+                continue
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+                         | getattr(os, "O_NONBLOCK", 0))
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a live writer holds it
+            opened = os.fstat(fd)
+            now = os.lstat(path)
+            if (opened.st_ino, opened.st_dev) != (now.st_ino, now.st_dev) \
+                    or now.st_mtime > oldest:
+                continue  # renamed into place, or written, since it was listed
+            if remove:
+                path.unlink()
+            yield path
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+
+
+def _fcntl() -> Any:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    return fcntl
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -21,8 +21,8 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -31,7 +31,17 @@ from typing import Any, TypeVar
 import numpy as np
 
 from restyle._errors import CatalogError
-from restyle._index import VectorIndex, _faiss, _fsync_dir, as_rows, ids_and_rows
+from restyle._index import (
+    VectorIndex,
+    _faiss,
+    _fsync_dir,
+    as_rows,
+    ids_and_rows,
+    remove_stale_temporaries,
+    stale_temporaries,
+    temporary_for,
+    temporary_pattern,
+)
 
 __all__ = [
     "SHARDED_ABOVE",
@@ -42,7 +52,9 @@ __all__ = [
     "index_present",
     "load_index",
     "probes_near",
+    "remove_stale_index_temporaries",
     "save_index",
+    "stale_index_temporaries",
 ]
 
 #: Catalogs with more vectors than this get a sharded IVF-PQ index.
@@ -507,15 +519,15 @@ class ShardedIndex:
 
 
 def _write_atomically(target: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    fd, tmp = temporary_for(target)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with os.fdopen(fd, "wb") as fh:  # closed, and unlocked, after the rename
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, target)
+            os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -554,9 +566,31 @@ def load_index(path: Path, *, dim: int,
     return VectorIndex.load(path, dim=dim)
 
 
+def _temporary_patterns(path: Path) -> list[tuple[Path, list[re.Pattern[str]]]]:
+    """Where the saves of the index for ``path`` put their temporaries, and their names."""
+    shard_files = r"(?:trained\.faiss|" + re.escape(MANIFEST) + r"|shard-\d+\.g\d+\.faiss)"
+    return [(path.parent, [temporary_pattern(re.escape(path.name))]),
+            (shards_path(path), [temporary_pattern(shard_files)])]
+
+
+def stale_index_temporaries(path: Path) -> list[Path]:
+    """Temporaries left by saves of the index for ``path`` that were stopped
+    (killed, or the machine went down) between writing and renaming."""
+    return [found for folder, patterns in _temporary_patterns(path)
+            for found in stale_temporaries(folder, patterns)]
+
+
+def remove_stale_index_temporaries(path: Path) -> list[Path]:
+    """Remove :func:`stale_index_temporaries`, never a live writer's file."""
+    return [found for folder, patterns in _temporary_patterns(path)
+            for found in remove_stale_temporaries(folder, patterns)]
+
+
 def save_index(index: VectorIndex | ShardedIndex, path: Path) -> None:
     """Save ``index`` for ``path`` and remove the other kind, in an order that
-    leaves a loadable index whenever it stops."""
+    leaves a loadable index whenever it stops; first remove the temporaries
+    that earlier saves, stopped midway, left behind."""
+    remove_stale_index_temporaries(path)
     folder = shards_path(path)
     if isinstance(index, ShardedIndex):
         index.save(path)
