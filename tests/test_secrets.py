@@ -823,3 +823,28 @@ def test_cli_first_analysis_hides_aws_and_unused_keys(
     for text in (out, err, *recorded):
         for secret in (aws_credentials.token, aws_credentials.secret_key, gemini_key):
             assert secret not in text
+
+
+def test_redacting_repr_hides_a_secret_registered_after_the_value_was_made() -> None:
+    from dataclasses import dataclass as frozen_value
+
+    from restyle._serde import redacting_repr
+
+    @redacting_repr
+    @frozen_value(frozen=True, slots=True)
+    class Inner:
+        title: str
+
+    @redacting_repr
+    @frozen_value(frozen=True, slots=True)
+    class Outer:
+        inner: Inner
+        items: tuple[Inner, ...]
+
+    secret = fresh("repr")
+    value = Outer(inner=Inner(title=f"a {secret} b"), items=(Inner(title=secret),))
+    assert secret in repr(value)
+    register(secret)
+    assert repr(value) == (f"{Outer.__qualname__}(inner={Inner.__qualname__}(title='a "
+                           f"{REDACTED} b'), items=({Inner.__qualname__}(title='{REDACTED}'),))")
+    assert repr(value.items) == f"({Inner.__qualname__}(title='{REDACTED}'),)"

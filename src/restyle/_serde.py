@@ -14,6 +14,7 @@ import dataclasses
 import datetime as dt
 import enum
 import re
+import threading
 import types
 import typing
 from collections.abc import Callable
@@ -63,13 +64,24 @@ def _jsonable(value: Any, secrets: re.Pattern[str] | None) -> Any:
     return value
 
 
+_nested = threading.local()
+
+
 def redacting_repr(cls: C) -> C:
     """``cls`` with a repr that shows no registered secret (applied after
-    ``@dataclass``, which writes the repr this wraps)."""
+    ``@dataclass``, which writes the repr this wraps). The outermost repr
+    redacts the whole text once; the reprs of the values inside it do not."""
     original: Callable[[Any], str] = cls.__repr__  # type: ignore[assignment]
 
     def __repr__(self: Any) -> str:
-        return redact_registered(original(self))
+        if getattr(_nested, "active", False):
+            return original(self)
+        _nested.active = True
+        try:
+            text = original(self)
+        finally:
+            _nested.active = False
+        return redact_registered(text)
 
     __repr__.__qualname__ = f"{cls.__qualname__}.__repr__"
     cls.__repr__ = __repr__  # type: ignore[assignment]
