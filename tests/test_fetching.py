@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 import threading
 from pathlib import Path
 
@@ -302,20 +303,76 @@ def test_per_host_limit_bounds_concurrent_connections() -> None:
 
 
 def test_secrets_in_urls_never_appear_in_errors(server: FakeServer) -> None:
-    url = f"http://user:hunter2@127.0.0.1:{server.port}/missing.jpg?token=s3cr3t&sig=abc"
+    url = f"http://127.0.0.1:{server.port}/missing.jpg?token=s3cr3t&sig=abc"
     with pytest.raises(FetchError) as info:
         local_fetcher().fetch(url)
     text = str(info.value) + repr(info.value)
     assert "HTTP 404" in text
-    assert "hunter2" not in text and "s3cr3t" not in text and "sig=" not in text
+    assert "s3cr3t" not in text and "sig=" not in text
     with pytest.raises(FetchError) as info:
         Fetcher().fetch("http://user:hunter2@10.0.0.1/a.jpg?token=s3cr3t")
     assert "hunter2" not in str(info.value) and "s3cr3t" not in str(info.value)
 
 
-def test_userinfo_is_not_sent(server: FakeServer) -> None:
-    local_fetcher().fetch(f"http://user:hunter2@127.0.0.1:{server.port}/a.jpg")
-    assert "authorization" not in server.requests[0].headers
+class CountingListener:
+    """A TCP socket on 127.0.0.1 that counts the connections made to it."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+@pytest.mark.parametrize("userinfo", ["user:hunter2@", "user@", ":hunter2@", "@"])
+def test_a_url_with_credentials_is_refused_before_connecting(userinfo: str) -> None:
+    listener = CountingListener()
+    resolved: list[str] = []
+
+    def resolver(host: str, port: int) -> list[str]:
+        resolved.append(host)
+        return ["127.0.0.1"]
+
+    try:
+        fetcher = Fetcher(trusted_networks=LOCAL, resolver=resolver)
+        for url in (f"http://{userinfo}127.0.0.1:{listener.port}/a.jpg",
+                    f"http://{userinfo}images.example:{listener.port}/a.jpg"):
+            with pytest.raises(FetchError) as info:
+                fetcher.fetch(url)
+            assert str(info.value).endswith(
+                ": a URL with credentials (user:password@) is not allowed")
+            assert "hunter2" not in str(info.value) + repr(info.value)
+            result = fetcher.fetch_many([url])[url]
+            assert isinstance(result, FetchError) and "credentials" in str(result)
+    finally:
+        listener.close()
+    assert listener.connections == 0 and resolved == []
+
+
+def test_a_redirect_to_a_url_with_credentials_is_refused(server: FakeServer) -> None:
+    server.routes["/login"] = Reply(status=302, headers={
+        "Location": f"http://user:hunter2@127.0.0.1:{server.port}/a.jpg"})
+    with pytest.raises(FetchError, match="credentials") as info:
+        local_fetcher().fetch(server.url("/login"))
+    assert "hunter2" not in str(info.value)
+    assert server.paths() == ["/login"]
 
 
 def test_https_is_pinned_to_the_checked_address_with_the_hosts_certificate(

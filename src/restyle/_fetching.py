@@ -5,10 +5,13 @@ shuts down the socket of every fetch whose deadline has passed, which wakes a
 read blocked anywhere (TLS handshake, status line, headers, chunk sizes,
 body), and host lookups run in daemon threads the caller stops waiting for.
 
-Every host name is resolved once, every address it resolves to is checked,
-and the connection is made to the checked address (the Host header and TLS
-SNI/certificate check still use the name), so a DNS answer cannot change
-between the check and the connection. Redirects are followed by hand and each
+A URL that carries credentials (``user:password@host``) is refused before
+anything is resolved or connected: URL parsers disagree about where such a
+host ends, and a comp image never needs a login. Every host name is resolved
+once, every address it resolves to is checked, and the connection is made to
+the checked address (the Host header and TLS SNI/certificate check still use
+the name), so a DNS answer cannot change between the check and the
+connection. Redirects are followed by hand and each
 hop is checked again. urllib3 is used directly: it never reads proxy
 environment variables, so none of them can route around the guard.
 """
@@ -424,6 +427,12 @@ class Fetcher:
         host = (parts.hostname or "").lower().rstrip(".")
         if scheme not in _DEFAULT_PORTS or not host:
             raise FetchError(f"refusing to fetch {_redact(url)}: only http(s) URLs are allowed")
+        if "@" in parts.netloc:
+            # Parsers disagree about where such a host ends, and no image needs a login.
+            raise FetchError(
+                f"refusing to fetch {_redact(url)}: a URL with credentials (user:password@) "
+                "is not allowed"
+            )
         if self.allowed_hosts is not None and not any(
             host == h or host.endswith("." + h) for h in self.allowed_hosts
         ):
