@@ -17,11 +17,18 @@ from restyle import (
     BacktestReport,
     ConfigurationError,
     Engine,
+    Money,
     PriceStatus,
     Reranker,
     backtest,
 )
-from restyle._backtest import error_histogram, read_sales
+from restyle._backtest import (
+    LABEL_CHARACTERS,
+    BacktestItem,
+    error_histogram,
+    read_sales,
+    summarise,
+)
 from restyle.cli import main
 from restyle.testing import ColorEncoder
 
@@ -180,7 +187,7 @@ def test_the_held_out_item_is_out_of_the_search_and_of_the_experts_sight(
     # Nothing was rebuilt or removed: the next analysis sees everything again.
     assert {c.listing.key for c in engine.analyze(photo).comps} == {
         c.listing.key for c in seen.comps}
-    with pytest.raises(ConfigurationError, match="not a string"):
+    with pytest.raises(ConfigurationError, match=r"not a string|exclude must be .*got str"):
         engine.analyze(photo, exclude="catalog:red-10")
 
 
@@ -198,6 +205,49 @@ def test_reports_as_table_json_and_html(colour_catalog: Path) -> None:
     assert "Coverage by category" in page and "Coverage by comps used" in page
     histogram = dict(error_histogram(report))
     assert histogram["0-10%"] == 1 and histogram["20-30%"] == 1 and histogram["40-50%"] == 2
+
+
+def test_the_html_page_fits_long_labels_and_paths_and_names_currencies(tmp_path: Path) -> None:
+    long_category = "women's vintage embroidered denim trucker jackets (oversized)"
+    path = "/srv/data/" + "a-very-deep-folder-name/" * 12 + "sale-0192.jpg"
+    usd = Money(amount="61.00", currency="USD")
+    items = [
+        BacktestItem(listing_id="priced", title="t", category=long_category, realised=usd,
+                     status=PriceStatus.OK, currency="USD", estimate=Decimal("55.00"),
+                     low=Decimal("50.00"), high=Decimal("66.00"), comps_used=4, error=0.1,
+                     inside=True),
+        BacktestItem(listing_id="euros", title="t", category="hat", realised=usd,
+                     status=PriceStatus.OK, currency="EUR", estimate=Decimal("48.00"),
+                     low=Decimal("40.00"), high=Decimal("52.00"), comps_used=4),
+        BacktestItem(listing_id="failed", title="t", category="hat", realised=usd,
+                     failure=f"photo: photo not found: {path}"),
+        BacktestItem(listing_id="short", title="t", category="hat", realised=usd,
+                     status=PriceStatus.NOT_ENOUGH_DATA, comps_used=1),
+    ]
+    report = summarise(items, source="sales.jsonl")
+    assert report.other_currency == 1
+    page = report.html()
+    # The summary counts what was priced in another currency.
+    assert "other currency 1 (25%)" in page
+    # Estimates and ranges say their currency.
+    assert "<td>55.00 USD</td><td>50.00-66.00 USD</td>" in page
+    assert "<td>48.00 EUR</td><td>40.00-52.00 EUR</td>" in page
+    # A long label is cut to fit left of the bars, and whole in its tooltip.
+    chart = next(part for part in page.split("<svg")[1:] if "Coverage by category" in part)
+    svg = "{http://www.w3.org/2000/svg}"
+    texts = ET.fromstring("<svg" + chart.split("</svg>")[0] + "</svg>").findall(f"{svg}text")
+    label = next(t for t in texts if "".join(t.itertext()).startswith(long_category))
+    assert label.get("text-anchor") == "end"
+    title = label.find(f"{svg}title")
+    assert title is not None and title.text == long_category
+    shown = "".join(label.itertext())[len(long_category):]
+    assert shown.endswith("…") and len(shown) == LABEL_CHARACTERS
+    assert len(shown) * 7 <= float(label.get("x") or 0)  # 12 px text: inside the chart
+    # The failure (a long absolute path) wraps in its cell instead of widening the table.
+    assert f'<td class="wrap">photo: photo not found: {path}</td>' in page
+    style = page.split("<style>")[1].split("</style>")[0]
+    assert "td.wrap{text-align:left;overflow-wrap:anywhere;word-break:break-word}" in style
+    assert "table{border-collapse:collapse;max-width:100%}" in style
 
 
 def test_unusable_data_sets_are_clear_errors(tmp_path: Path) -> None:

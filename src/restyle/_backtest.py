@@ -428,11 +428,24 @@ def render_table(report: BacktestReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: Characters of a chart's label that fit left of its bars (12 px text, at most
+#: 7 px a character); a longer label is cut there, whole in its tooltip.
+LABEL_CHARACTERS = 20
+
+
+def _svg_label(label: str) -> str:
+    """A bar's label, cut to :data:`LABEL_CHARACTERS` with an ellipsis when
+    longer, and always whole in a ``<title>`` (the tooltip)."""
+    shown = label if len(label) <= LABEL_CHARACTERS else label[:LABEL_CHARACTERS - 1] + "…"
+    return f"<title>{html.escape(label)}</title>{html.escape(shown)}"
+
+
 def _svg_bars(title: str, bars: Sequence[tuple[str, float | None, str]], *, maximum: float,
               line: float | None = None, unit: Callable[[float], str] = str) -> str:
     """Horizontal bars (label, value, note) in inline SVG, with an optional
-    dashed reference line at ``line``; a value of None is shown as ``-``."""
-    left, width, row = 150, 360, 24
+    dashed reference line at ``line``; a value of None is shown as ``-``.
+    Labels longer than fits are cut (see :func:`_svg_label`)."""
+    left, width, row = 7 * LABEL_CHARACTERS + 10, 360, 24
     height = 40 + row * len(bars)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 90}" '
              f'height="{height}" role="img" aria-label="{html.escape(title)}">',
@@ -441,7 +454,7 @@ def _svg_bars(title: str, bars: Sequence[tuple[str, float | None, str]], *, maxi
         y = 30 + i * row
         length = 0.0 if maximum <= 0 or value is None else width * min(value, maximum) / maximum
         parts.append(f'<text x="{left - 6}" y="{y + 15}" text-anchor="end">'
-                     f'{html.escape(label)}</text>')
+                     f'{_svg_label(label)}</text>')
         parts.append(f'<rect x="{left}" y="{y + 3}" width="{length:.1f}" height="{row - 8}" '
                      'fill="#4a7ab5"/>')
         parts.append(f'<text x="{left + length + 6:.1f}" y="{y + 15}">'
@@ -453,6 +466,16 @@ def _svg_bars(title: str, bars: Sequence[tuple[str, float | None, str]], *, maxi
                      'stroke="#c0392b" stroke-dasharray="4 3"/>')
     parts.append("</svg>")
     return "\n".join(parts)
+
+
+def _amount(amount: Decimal | None, currency: str | None) -> str:
+    return "" if amount is None else html.escape(f"{amount} {currency or ''}".strip())
+
+
+def _range(item: BacktestItem) -> str:
+    if item.low is None or item.high is None:
+        return ""
+    return html.escape(f"{item.low}-{item.high} {item.currency or ''}".strip())
 
 
 def error_histogram(report: BacktestReport) -> list[tuple[str, int]]:
@@ -478,23 +501,27 @@ def render_html(report: BacktestReport) -> str:
                                 line=report.nominal_coverage,
                                 unit=lambda v: f"{100 * v:.0f}%"))
     table = "".join(
-        f"<tr><td>{html.escape(g.by)}</td><td>{html.escape(g.label)}</td><td>{g.items}</td>"
+        f"<tr><td>{html.escape(g.by)}</td><td class=\"wrap\">{html.escape(g.label)}</td>"
+        f"<td>{g.items}</td>"
         f"<td>{g.priced}</td><td>{_percent(g.median_error)}</td>"
         f"<td>{_percent(g.coverage, 0)}</td></tr>"
         for g in report.groups
     )
     items = "".join(
-        f"<tr><td>{html.escape(i.listing_id)}</td><td>{html.escape(i.title)}</td>"
-        f"<td>{i.realised}</td><td>{'' if i.estimate is None else i.estimate}</td>"
-        f"<td>{'' if i.low is None else f'{i.low}-{i.high}'}</td>"
+        f"<tr><td class=\"wrap\">{html.escape(i.listing_id)}</td>"
+        f"<td class=\"wrap\">{html.escape(i.title)}</td>"
+        f"<td>{html.escape(str(i.realised))}</td><td>{_amount(i.estimate, i.currency)}</td>"
+        f"<td>{_range(i)}</td>"
         f"<td>{_percent(i.error)}</td>"
-        f"<td>{html.escape(i.failure or (i.basis.value if i.basis else ''))}</td></tr>"
+        f"<td class=\"wrap\">{html.escape(i.failure or (i.basis.value if i.basis else ''))}"
+        "</td></tr>"
         for i in report.items
     )
     n = report.count
     summary = (
         f"<li>{n} items; priced {_share(report.priced, n)}; not enough data "
-        f"{_share(report.not_enough_data, n)}; failed {_share(report.failed, n)}</li>"
+        f"{_share(report.not_enough_data, n)}; other currency "
+        f"{_share(report.other_currency, n)}; failed {_share(report.failed, n)}</li>"
         f"<li>median absolute error {_percent(report.median_error)}</li>"
         f"<li>coverage {_percent(report.coverage)} of realised prices inside p25-p75 "
         f"(nominal {_percent(report.nominal_coverage, 0)})</li>"
@@ -503,9 +530,12 @@ def render_html(report: BacktestReport) -> str:
     out.write(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>restyle backtest"
         "</title><style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;"
-        "text-align:right}td:nth-child(-n+2){text-align:left}svg{display:block;"
-        "margin:1em 0;font-size:12px}</style></head><body>\n"
+        "table{border-collapse:collapse;max-width:100%}td,th{border:1px solid #ccc;"
+        "padding:2px 8px;text-align:right}td:nth-child(-n+2){text-align:left}"
+        # Ids, titles and failure messages (an absolute path, say) wrap
+        # anywhere rather than widen the table past the page.
+        "td.wrap{text-align:left;overflow-wrap:anywhere;word-break:break-word}"
+        "svg{display:block;margin:1em 0;font-size:12px}</style></head><body>\n"
         f"<h1>restyle backtest</h1><p>{html.escape(report.source)}</p><ul>{summary}</ul>\n"
         + "\n".join(charts)
         + "\n<h2>By group</h2><table><tr><th>by</th><th>group</th><th>items</th>"
