@@ -7,7 +7,10 @@ import io
 import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -638,3 +641,99 @@ def test_a_photo_after_ray_is_a_photo_not_a_cluster_address(
     args = cli._parser().parse_args(cli._ray_values_attached(argv))
     assert args.ray == address
     assert args.photo == photos
+
+
+# -- the last line of defence ----------------------------------------------------------
+
+
+def test_an_unexpected_error_is_one_line_and_exit_1(
+    tiny_env: None, catalog_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An HTML report written where a folder is: an OSError no command turns into words.
+    argv = ["backtest", "--catalog", str(catalog_copy), "--limit", "1", "--no-plugins",
+            "--html", str(tmp_path)]
+    code, out, err = run(capsys, *argv)
+    assert code == 1 and "unexpected" not in out
+    assert err.startswith("restyle: error: unexpected IsADirectoryError: ")
+    assert err.endswith(" (run with -v for the traceback)\n") and err.count("\n") == 1
+    assert "Traceback" not in err
+
+    code, _, err = run(capsys, "-v", *argv)
+    assert code == 1
+    assert "Traceback (most recent call last):" in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("restyle: error: unexpected IsADirectoryError: ")
+    assert "run with -v" not in last
+
+
+def test_the_command_in_its_own_process_ends_with_the_traceback_and_one_line(
+    tiny_env: None, catalog_copy: Path, tmp_path: Path
+) -> None:
+    argv = [sys.executable, "-m", "restyle", "-v", "backtest", "--catalog", str(catalog_copy),
+            "--limit", "1", "--no-plugins", "--html", str(tmp_path)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback (most recent call last):" in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        "restyle: error: unexpected IsADirectoryError")
+
+
+def test_an_interrupted_command_exits_130(tmp_path: Path) -> None:
+    # The photo on stdin never comes: the command waits until it is interrupted.
+    script = ("import sys\nfrom restyle import cli\nprint('ready', flush=True)\n"
+              "sys.exit(cli.main(['analyze', '-', '--no-plugins']))\n")
+    reader, writer = os.pipe()
+    try:
+        process = subprocess.Popen([sys.executable, "-c", script], stdin=reader,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert process.stdout is not None and process.stdout.readline() == "ready\n"
+            time.sleep(0.5)  # into main, reading stdin
+            process.send_signal(signal.SIGINT)
+            _, err = process.communicate(timeout=60)
+        finally:
+            process.kill()
+    finally:
+        os.close(reader)
+        os.close(writer)
+    assert process.returncode == 130, err
+    assert err == "restyle: interrupted\n"
+
+
+EXIT_SCRIPT = """
+import atexit, sys, threading, time
+from restyle import _budget
+from restyle.cli import main
+
+atexit.register(lambda: sys.stderr.write("interpreter shutdown ran\\n"))
+if sys.argv[1] == "abandon":
+    try:  # a component call that overruns its deadline and goes on running
+        _budget.call(object(), "stuck expert", threading.Event().wait,
+                     deadline=time.monotonic() + 0.2)
+    except Exception as exc:
+        print(f"abandoned: {type(exc).__name__}", flush=True)
+    assert _budget.abandoned_calls() == 1
+sys.argv = ["restyle", *sys.argv[2:]]
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("abandon", [True, False])
+def test_the_command_ends_its_process_with_its_status_past_an_abandoned_call(
+    tmp_path: Path, abandon: bool
+) -> None:
+    """With a call still running, the process ends as the command returns (its
+    status kept, no interpreter shutdown for the call to abort); without one,
+    it exits as any program does."""
+    for argv, status in ([["plugins", "--no-plugins"], 0],
+                         [["replay", str(tmp_path / "none"), "--no-plugins"], 1]):
+        done = subprocess.run(
+            [sys.executable, "-c", EXIT_SCRIPT, "abandon" if abandon else "-", *argv],
+            capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == status, done.stderr
+        assert ("abandoned: " in done.stdout) == abandon
+        assert ("interpreter shutdown ran" in done.stderr) == (not abandon)
+        if status:
+            assert done.stderr.startswith("restyle: error: no recording in ")
+        else:
+            assert "encoder" in done.stdout  # the output was flushed before the end

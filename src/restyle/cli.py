@@ -11,14 +11,15 @@ import math
 import os
 import re
 import sys
+import traceback
 import warnings
 from collections.abc import Generator, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TextIO
 
-from restyle import __version__, _settings
+from restyle import __version__, _budget, _settings
 from restyle._backtest import backtest
 from restyle._catalog import Catalog
 from restyle._engine import Engine
@@ -29,7 +30,7 @@ from restyle._plugins import PluginLoadWarning, PluginRegistry
 from restyle._progress import progress_bar
 from restyle._ray import RayExecutor
 from restyle._recording import load_recording
-from restyle._secrets import HTTP_LOGGERS, RedactingFilter, protect_loggers
+from restyle._secrets import HTTP_LOGGERS, RedactingFilter, protect_loggers, redact
 from restyle._types import Analysis
 
 __all__ = ["main"]
@@ -42,7 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"restyle {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="log more (-vv: debug; -vvv: the HTTP clients' debug lines too)")
+                        help="log more (-vv: debug; -vvv: the HTTP clients' debug lines too), "
+                        "and show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     common = argparse.ArgumentParser(add_help=False)
@@ -702,20 +704,77 @@ def _ray_values_attached(argv: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    args = _parser().parse_args(_ray_values_attached(argv))
-    with _logging_to_stderr(args.verbose):
-        try:
-            return _run(args)
-        except RestyleError as exc:
-            sys.stderr.write(f"restyle: error: {exc}\n")
-            return 1
-        except _UsageError as exc:
-            sys.stderr.write(f"restyle {args.command}: error: {exc}\n")
-            return 2
-        except KeyboardInterrupt:
-            sys.stderr.write("restyle: interrupted\n")
-            return 130
+    """Run the ``restyle`` command ``argv`` (by default the process's own
+    arguments) and return its exit status: 0, 1 for an error (one line on
+    stderr, with the traceback from ``-v`` on), 2 for a usage error, 130 when
+    interrupted. No exception leaves it but ``SystemExit`` (argparse's
+    ``--help``, ``--version`` and usage errors).
+
+    Run as the process's command (``argv`` None: the ``restyle`` console
+    script, ``python -m restyle``), it also ends the process with that status
+    when a component call abandoned at its deadline is still running: a
+    library's native code still running while the interpreter shuts down can
+    abort the process (exit 134) after its output is written.
+    """
+    status = _command(sys.argv[1:] if argv is None else argv)
+    if argv is None and _budget.abandoned_calls() > 0:
+        _flush()
+        os._exit(status)
+    return status
+
+
+def _command(argv: Sequence[str]) -> int:
+    verbosity = 0
+    try:
+        args = _parser().parse_args(_ray_values_attached(argv))
+        verbosity = args.verbose
+        with _logging_to_stderr(args.verbose):
+            try:
+                return _run(args)
+            except _UsageError as exc:
+                sys.stderr.write(f"restyle {args.command}: error: {exc}\n")
+                return 2
+    except KeyboardInterrupt:
+        _say("restyle: interrupted\n")
+        return 130
+    except Exception as exc:  # the last line of defence: one line, never a traceback
+        _report(exc, verbosity)
+        return 1
+
+
+def _report(exc: Exception, verbosity: int) -> None:
+    """``exc`` as one line on stderr, after its traceback from ``-v`` on.
+
+    A RestyleError says what went wrong in words; anything else is a bug,
+    named by its type, with a pointer to the traceback. Both are redacted."""
+    try:
+        said = str(exc)
+    except Exception:  # an exception whose own message fails
+        said = "(its message cannot be shown)"
+    if isinstance(exc, RestyleError):
+        message = said
+    else:
+        text = " ".join(said.split())
+        text = text if len(text) <= 500 else text[:497] + "..."
+        message = f"unexpected {type(exc).__name__}" + (f": {text}" if text else "")
+        if not verbosity:
+            message += " (run with -v for the traceback)"
+    if verbosity:
+        _say(redact("".join(traceback.format_exception(exc))))
+    _say(f"restyle: error: {redact(message)}\n")
+
+
+def _say(text: str) -> None:
+    """Write to stderr, whatever state it is in: nothing is left to tell a failure to."""
+    with suppress(OSError, ValueError):
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(OSError, ValueError):
+            stream.flush()
 
 
 if __name__ == "__main__":  # pragma: no cover
