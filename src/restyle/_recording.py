@@ -73,9 +73,9 @@ _PHOTO_SUFFIXES = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
 _REPLAY_SECONDS = 60.0
 #: Largest recording.json, and largest analysis.json, a recording may hold. A
 #: recording of 30 comps takes about 30 KB of each; 4 MiB holds thousands of
-#: listings. JSON costs up to about 24 bytes of memory a byte while it is
-#: parsed (a file of nested empty objects), so reading either stays under
-#: about 100 MB whatever the file holds.
+#: listings. JSON costs up to about 25 bytes of memory a byte while it is
+#: parsed (a file of empty objects), so reading either stays under about
+#: 105 MB whatever the file holds.
 MAX_JSON_BYTES = 4 * 1024 * 1024
 #: Largest vectors.npy data: 8,192 rows of 1,024 float32 numbers. The header is
 #: checked against it, and against the file's size, before anything is allocated.
