@@ -725,8 +725,9 @@ def test_the_command_ends_its_process_with_its_status_past_an_abandoned_call(
     """With a call still running, the process ends as the command returns (its
     status kept, no interpreter shutdown for the call to abort); without one,
     it exits as any program does."""
-    for argv, status in ([["plugins", "--no-plugins"], 0],
-                         [["replay", str(tmp_path / "none"), "--no-plugins"], 1]):
+    commands: list[tuple[list[str], int]] = [
+        (["plugins", "--no-plugins"], 0), (["replay", str(tmp_path / "none"), "--no-plugins"], 1)]
+    for argv, status in commands:
         done = subprocess.run(
             [sys.executable, "-c", EXIT_SCRIPT, "abandon" if abandon else "-", *argv],
             capture_output=True, text=True, timeout=120, check=False)
