@@ -276,7 +276,7 @@ def test_an_opinion_holding_strings_instead_of_observations_is_refused() -> None
     bad = Opinion(expert="odd", labels=("jacket",))  # type: ignore[arg-type]
     eng = engine(experts=[ScriptedExpert("odd", result=lambda photo: bad)])
     analysis = eng.analyze(PHOTO)
-    assert "labels holds str, not Observation" in analysis.failed_experts["odd"]
+    assert "labels[0] is str, not Observation" in analysis.failed_experts["odd"]
 
 
 # -- synthesizers ---------------------------------------------------------------
@@ -467,12 +467,16 @@ def test_a_photo_encoder_failure_is_a_restyle_error(
         ({"experts": "clip"}, r"not the string 'clip'; did you mean experts=\['clip'\]"),
         ({"marketplaces": "catalog,ebay"}, r"did you mean marketplaces=\['catalog', 'ebay'\]"),
         ({"experts": 3}, "experts must be a list of names or instances, got int"),
-        ({"max_comps": 0}, "max_comps must be a whole number of at least 1, got 0"),
-        ({"max_comps": -1}, "max_comps must be a whole number of at least 1, got -1"),
+        ({"max_comps": 0}, "max_comps must be a whole number from 1 to 1,000, got 0"),
+        ({"max_comps": -1}, "max_comps must be a whole number from 1 to 1,000, got -1"),
+        ({"max_comps": 10**30}, "max_comps must be a whole number from 1 to 1,000"),
+        ({"max_comps": 1e30}, "max_comps must be a whole number"),
+        ({"deadline": 1e15}, "deadline must be a positive number of seconds, at most 86,400"),
+        ({"price_half_life_days": 1e300}, "price_half_life_days must be a positive"),
         ({"comps_wanted": 2.5}, "comps_wanted must be a whole number"),
         ({"minimum_price_comps": 0}, "minimum_price_comps must be a whole number"),
         ({"minimum_price_comps": True}, "minimum_price_comps must be a whole number"),
-        ({"deadline": 0}, "deadline must be a positive number of seconds, got 0"),
+        ({"deadline": 0}, "deadline must be a positive number of seconds, at most 86,400, got 0"),
         ({"deadline": float("inf")}, "deadline must be a positive number"),
         ({"deadline": "10"}, "deadline must be a number of seconds, got '10'"),
         ({"identify_budget": -1}, "identify_budget must be a positive number"),

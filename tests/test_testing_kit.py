@@ -167,7 +167,7 @@ def test_check_marketplace_applies_the_engines_output_contract() -> None:
             lambda: listings("1", "1"),
         "marketplace m returned str at position 0 of a search, not a Listing":
             lambda: ["not a listing"],
-        "marketplace m returned a Listing whose image_url is int, not a URL string":
+        "marketplace m returned a Listing at position 0 whose image_url is int, not a string":
             lambda: listings("1", image_url=7),
         "marketplace m returned 1 listing(s) whose image_url is not an http(s) URL (such as "
         "'file:///tmp/a.jpg') and gave no vector for them: their images cannot be compared":

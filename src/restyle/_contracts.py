@@ -1,5 +1,13 @@
 """What components hand back, checked where it enters the pipeline.
 
+Every answer is read, checked and copied on the component's own worker thread,
+under its call's deadline (see :func:`restyle._budget.start`): a lazy iterable
+that stalls or never ends overruns there, not on the pipeline's thread. What
+comes out is restyle's own plain values (exact ``str``, ``float``, tuples and
+the pipeline's dataclasses, never a plugin's subclass), with every text, list
+and vector bounded (:data:`MAX_TEXT`, :data:`MAX_ITEMS`), so nothing a plugin
+made can run code, grow or change after the check.
+
 A value off its contract becomes a :class:`~restyle.PluginContractError`
 naming the component, and the pipeline degrades as it does for a component
 that raised. Vectors are made safe to rank with (finite, unit length, the
@@ -9,33 +17,171 @@ right shape) or refused; they are never ranked as they came.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import enum
+import types
+import typing
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from decimal import Decimal, InvalidOperation
+from functools import cache
 from itertools import islice
-from typing import Any
+from typing import Any, TypeVar, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 import numpy as np
 
 from restyle._components import Component
 from restyle._errors import PluginContractError
-from restyle._types import Identification, Listing, Observation, Opinion
+from restyle._types import Identification, Listing, Opinion
 
 __all__ = [
     "FETCHED_SCHEMES",
+    "MAX_ITEMS",
+    "MAX_TEXT",
+    "MAX_VECTOR_DIM",
     "check_identification",
     "check_image_urls",
     "check_known_vectors",
     "check_listings",
     "check_opinion",
     "check_vectors",
+    "plain",
 ]
 
 #: The URL schemes the Engine downloads comp images over.
 FETCHED_SCHEMES = ("http", "https")
+#: Longest text a component may put in any field of its answer, in characters
+#: (a title, a label, a summary, an error message, a URL).
+MAX_TEXT = 10_000
+#: Most items in any list of a component's answer (the observations of one
+#: group, an identification's attributes, a marketplace's listings before
+#: ``query.limit`` is applied, the vectors of ``image_embeddings``).
+MAX_ITEMS = 1_000
+#: Widest vector accepted from a component (CLIP models use 512 to 1,280).
+MAX_VECTOR_DIM = 16_384
 
 # Rows whose length is this close to 1 are taken as they are.
 _UNIT_TOLERANCE = 1e-3
 _GROUPS = ("labels", "entities", "objects", "logos", "texts", "pages")
+
+V = TypeVar("V")
+
+
+class _OffContract(Exception):
+    """What :func:`plain` found wrong, with where in the value."""
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def plain(tp: type[V], value: object) -> V:
+    """``value`` copied into a fresh instance of restyle's type ``tp``.
+
+    Strings become exact ``str`` (a subclass's methods are never called),
+    numbers exact ``float`` / ``int``, sequences tuples of at most
+    :data:`MAX_ITEMS`, texts at most :data:`MAX_TEXT` characters, nested
+    values are copied the same way and every dataclass is rebuilt through its
+    own constructor, so its checks run again. Raises ``ValueError`` naming the
+    field that is off its contract (``labels[0].facet is int, not a string``)."""
+    try:
+        return _copy(tp, value, "")  # type: ignore[no-any-return]
+    except _OffContract as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _at(where: str) -> str:
+    return where or "the value"
+
+
+def _copy(tp: Any, value: object, where: str) -> Any:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if value is None:
+            if len(args) < len(get_args(tp)):
+                return None
+            raise _OffContract(f"{_at(where)} is None")
+        if len(args) == 1:
+            return _copy(args[0], value, where)
+        for arg in args:  # unions of plain types only (str | int ...)
+            try:
+                return _copy(arg, value, where)
+            except _OffContract:
+                continue
+        raise _OffContract(f"{_at(where)} is {type(value).__name__}")
+    if origin is tuple:
+        (item_type, _) = get_args(tp)
+        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+            noun = "strings" if item_type is str else f"{getattr(item_type, '__name__', 'value')}s"
+            raise _OffContract(f"{_at(where)} is {type(value).__name__}, not a tuple of {noun}")
+        items = list(islice(iter(value), MAX_ITEMS + 1))
+        if len(items) > MAX_ITEMS:
+            raise _OffContract(f"{_at(where)} holds more than {MAX_ITEMS:,} items")
+        return tuple(_copy(item_type, v, f"{where}[{i}]") for i, v in enumerate(items))
+    if tp is str:
+        if not isinstance(value, str):
+            raise _OffContract(f"{_at(where)} is {type(value).__name__}, not a string")
+        if str.__len__(value) > MAX_TEXT:
+            raise _OffContract(f"{_at(where)} is longer than {MAX_TEXT:,} characters")
+        return str.__str__(value)  # an exact str, whatever the subclass does
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _OffContract(f"{_at(where)} is {type(value).__name__}, not a number")
+        number = float.__float__(value) if isinstance(value, float) else float(
+            int.__int__(value))
+        return number
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _OffContract(f"{_at(where)} is {type(value).__name__}, not a whole number")
+        return int.__int__(value)
+    if tp is bool:
+        if value is not True and value is not False:
+            raise _OffContract(f"{_at(where)} is {type(value).__name__}, not true or false")
+        return value
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        if type(value) is tp:  # a member: members cannot be subclassed
+            return value
+        if isinstance(value, str):
+            try:
+                return tp(str.__str__(value))
+            except ValueError:
+                pass
+        raise _OffContract(f"{_at(where)} is {type(value).__name__}, not one of "
+                           f"{[m.value for m in tp]}")
+    if tp is Decimal:
+        if isinstance(value, bool) or not isinstance(value, (Decimal, int, float, str)):
+            raise _OffContract(f"{_at(where)} is {type(value).__name__}, not a decimal number")
+        try:
+            if isinstance(value, Decimal):
+                return Decimal(Decimal.__str__(value)[:MAX_TEXT])
+            if isinstance(value, str):
+                return Decimal(_copy(str, value, where))
+            return Decimal(repr(_copy(float, value, where)))
+        except InvalidOperation:
+            raise _OffContract(f"{_at(where)} is not a decimal number") from None
+    if tp is dt.datetime:
+        if not isinstance(value, dt.datetime):
+            raise _OffContract(f"{_at(where)} is {type(value).__name__}, not a datetime")
+        try:  # the C methods, not a subclass's: a plain datetime, a fixed offset
+            return dt.datetime.fromisoformat(dt.datetime.isoformat(value))
+        except (TypeError, ValueError) as exc:
+            raise _OffContract(f"{_at(where)} is not a usable datetime") from exc
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if not isinstance(value, tp):
+            raise _OffContract(f"{_at(where)} is {type(value).__name__}, not {tp.__name__}")
+        hints = _hints(tp)
+        fields = {
+            f.name: _copy(hints[f.name], object.__getattribute__(value, f.name),
+                          f"{where}.{f.name}" if where else f.name)
+            for f in dataclasses.fields(tp) if f.init
+        }
+        try:
+            return tp(**fields)
+        except (TypeError, ValueError) as exc:
+            raise _OffContract(f"{_at(where)}: {str.__str__(str(exc))[:300]}") from None
+    raise _OffContract(f"{_at(where)} has a type restyle does not copy ({tp!r})")
 
 
 def _error(component: Component, message: str) -> PluginContractError:
@@ -46,55 +192,42 @@ def _type_name(value: object) -> str:
     return type(value).__name__
 
 
+def _copied(component: Component, tp: type[V], value: object, what: str) -> V:
+    try:
+        return plain(tp, value)
+    except ValueError as exc:
+        raise _error(component, f"returned {what} {exc}") from None
+
+
 def check_opinion(expert: Component, value: object) -> Opinion:
-    """The expert's Opinion, with its groups as tuples of Observations."""
+    """The expert's Opinion, copied: groups as tuples of Observations, every
+    text and list bounded."""
     if not isinstance(value, Opinion):
         raise _error(expert, f"returned {_type_name(value)} from examine(), not an Opinion")
-    changes: dict[str, Any] = {}
-    for group in _GROUPS:
-        items = getattr(value, group)
-        if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Iterable):
-            raise _error(expert, f"returned an Opinion whose {group} is {_type_name(items)}, "
-                                 "not a tuple of Observations")
-        items = tuple(items)
-        for item in items:
-            if not isinstance(item, Observation):
-                raise _error(expert, f"returned an Opinion whose {group} holds "
-                                     f"{_type_name(item)}, not Observation")
-        changes[group] = items
-    similar = value.similar_images
-    if isinstance(similar, (str, bytes)) or not all(isinstance(u, str) for u in similar):
-        raise _error(expert, "returned an Opinion whose similar_images is not a tuple of URLs")
-    changes["similar_images"] = tuple(similar)
-    if value.error is not None and not isinstance(value.error, str):
-        raise _error(expert, f"returned an Opinion whose error is {_type_name(value.error)}")
-    return dataclasses.replace(value, **changes)
+    return _copied(expert, Opinion, value, "an Opinion whose")
 
 
 def check_identification(synthesizer: Component, value: object) -> Identification:
+    """The synthesizer's Identification, copied, every text and list bounded."""
     if not isinstance(value, Identification):
         raise _error(synthesizer,
                      f"returned {_type_name(value)} from synthesize(), not an Identification")
-    for name in ("product_name", "brand", "category"):
-        field = getattr(value, name)
-        if field is not None and not isinstance(field, str):
-            raise _error(synthesizer,
-                         f"returned an Identification whose {name} is {_type_name(field)}")
-    return value
+    return _copied(synthesizer, Identification, value, "an Identification whose")
 
 
 def check_listings(
     market: Component, value: object, *, limit: int, warnings: list[str]
 ) -> list[Listing]:
-    """At most ``limit`` Listings, each key once. ``value`` may be any iterable
-    (a generator is read no further than it has to be)."""
+    """At most ``limit`` Listings, copied, each key once. ``value`` may be any
+    iterable (a generator is read no further than it has to be)."""
     if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
         raise _error(market, f"returned {_type_name(value)} from a search, "
                              "not a sequence of Listings")
     listings: list[Listing] = []
     seen: set[str] = set()
     repeated = 0
-    items = list(islice(value, limit + 1))
+    limit = min(limit, MAX_ITEMS)
+    items = list(islice(iter(value), limit + 1))
     if len(items) > limit:
         warnings.append(f"marketplace {market.name} returned more than the {limit} listings "
                         "asked for; the rest were ignored")
@@ -103,14 +236,12 @@ def check_listings(
         if not isinstance(item, Listing):
             raise _error(market, f"returned {_type_name(item)} at position {index} of a "
                                  "search, not a Listing")
-        if item.image_url is not None and not isinstance(item.image_url, str):
-            raise _error(market, f"returned a Listing whose image_url is "
-                                 f"{_type_name(item.image_url)}, not a URL string")
-        if item.key in seen:
+        listing = _copied(market, Listing, item, f"a Listing at position {index} whose")
+        if listing.key in seen:
             repeated += 1
             continue
-        seen.add(item.key)
-        listings.append(item)
+        seen.add(listing.key)
+        listings.append(listing)
     if repeated:
         warnings.append(f"marketplace {market.name} returned {repeated} listing(s) twice; "
                         "each was kept once")
@@ -140,15 +271,30 @@ def check_image_urls(
 
 def check_vectors(encoder: Component, value: object, *, count: int,
                   dim: int | None = None, warnings: list[str] | None = None) -> np.ndarray:
-    """``value`` as a float32 array of ``count`` unit rows (of ``dim`` when given).
+    """``value`` as a float32 array of ``count`` unit rows of ``dim`` (an
+    encoder's own ``dim`` when not given).
 
-    Rows that are finite but not unit length are normalised (and ``warnings``,
-    when given, says so); a row that is not finite or is all zeros, or a wrong
-    shape, is refused.
+    The shape is checked before anything is copied (a broadcast view is never
+    materialised at a size it was not meant to have). Rows that are finite but
+    not unit length are normalised (and ``warnings``, when given, says so); a
+    row that is not finite or is all zeros, or a wrong shape, is refused.
     """
+    if dim is None and getattr(encoder, "kind", None) == "encoder":
+        dim = _encoder_dim(encoder)
+    if isinstance(value, np.ndarray):
+        shape = tuple(value.shape)
+        if len(shape) != 2 or shape[0] != count:
+            raise _error(encoder, f"returned an array of shape {shape} for {count} input(s)")
+        if dim is not None and shape[1] != dim:
+            raise _error(encoder, f"returned vectors of length {shape[1]}, not its dim {dim}")
+        if shape[1] > MAX_VECTOR_DIM:
+            raise _error(encoder, f"returned vectors of length {shape[1]}, more than "
+                                  f"{MAX_VECTOR_DIM:,}")
+        if value.dtype.kind not in "fiu":
+            raise _error(encoder, f"returned an array of {value.dtype}, not numbers")
     try:
-        array = np.asarray(value, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
+        array = np.array(value, dtype=np.float32)  # a copy of our own
+    except (TypeError, ValueError, OverflowError) as exc:
         raise _error(encoder, f"returned {_type_name(value)}, not an array of vectors") from exc
     if array.ndim != 2 or array.shape[0] != count:
         raise _error(encoder, f"returned an array of shape {array.shape} for {count} input(s)")
@@ -170,6 +316,19 @@ def check_vectors(encoder: Component, value: object, *, count: int,
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
+def _encoder_dim(encoder: Component) -> int:
+    try:
+        dim = encoder.dim  # type: ignore[attr-defined]
+    except PluginContractError:
+        raise
+    except Exception as exc:
+        raise _error(encoder, f"has no usable dim: {type(exc).__name__}") from None
+    if isinstance(dim, bool) or not isinstance(dim, int) or not 0 < dim <= MAX_VECTOR_DIM:
+        raise _error(encoder, f"has dim {dim!r}, not a whole number from 1 to "
+                              f"{MAX_VECTOR_DIM:,}")
+    return int.__int__(dim)
+
+
 def check_known_vectors(
     market: Component, value: object, *, keys: Sequence[str], dim: int, warnings: list[str]
 ) -> dict[str, np.ndarray]:
@@ -178,16 +337,18 @@ def check_known_vectors(
     if not isinstance(value, Mapping):
         raise _error(market, f"returned {_type_name(value)} from image_embeddings(), "
                              "not a mapping of listing keys to vectors")
-    wanted = set(keys)
     usable: dict[str, np.ndarray] = {}
     dropped = 0
-    for key, vector in value.items():
-        if key not in wanted:
-            continue
+    for key in keys[:MAX_ITEMS]:  # asked for by key: the mapping is never walked
         try:
+            if key not in value:
+                continue
+            vector = value[key]
+            if isinstance(vector, np.ndarray) and vector.size != dim:
+                raise ValueError("wrong length")
             usable[key] = check_vectors(market, np.asarray(vector).reshape(1, -1),
                                         count=1, dim=dim)[0]
-        except (PluginContractError, ValueError, TypeError):
+        except (PluginContractError, ValueError, TypeError, KeyError):
             dropped += 1
     if dropped:
         warnings.append(f"marketplace {market.name} gave {dropped} unusable image "

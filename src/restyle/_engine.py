@@ -12,13 +12,14 @@ from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast, overload
 
 import numpy as np
 
 from restyle import _budget, _settings
-from restyle._budget import STAGE_MARKS, Budget, Pending
+from restyle._budget import CALL_LIMIT, STAGE_MARKS, Budget, CallLimit, Pending
 from restyle._catalog import MARKETPLACE_NAME, BuildReport, Catalog, ListingLimits
 from restyle._components import (
     Component,
@@ -52,6 +53,12 @@ BATCH_PHOTOS = 16
 #: Analyses :meth:`Engine.analyze_many` runs at once (their experts and
 #: marketplaces wait on the network while the others compute).
 ANALYSIS_WORKERS = 4
+#: Longest deadline an analysis may be given, in seconds (a day).
+MAX_DEADLINE = 86_400.0
+#: Most comps an Engine may be asked to want, fetch or price on.
+MAX_COUNT = 1_000
+#: Longest half-life a sold comp's weight may be given, in days (a century).
+MAX_HALF_LIFE_DAYS = 36_500.0
 
 __all__ = ["Engine"]
 
@@ -129,6 +136,7 @@ class Engine:
         self.catalog_dir = Path(catalog).expanduser() if catalog else _settings.catalog_dir()
         self._catalog: Catalog | None = None
         self._catalog_lock = threading.Lock()
+        self._calls = CallLimit()
 
         encoder_spec = encoder or _settings.env_str("RESTYLE_ENCODER") or _settings.DEFAULT_ENCODER
         if model is not None:
@@ -244,6 +252,7 @@ class Engine:
         RestyleErrors out of a public method: anything else is a bug somewhere
         in the pipeline, logged with its traceback and raised typed."""
         token = activate(self._context_hiding(hidden))
+        limit_token = CALL_LIMIT.set(self._calls)
         try:
             yield
         except RestyleError as exc:
@@ -254,6 +263,7 @@ class Engine:
                 f"Engine.{method} failed unexpectedly: {describe(exc)}"
             ) from (None if exposes_secret(exc) else exc)
         finally:
+            CALL_LIMIT.reset(limit_token)
             deactivate(token)
 
     # -- identify ------------------------------------------------------------
@@ -305,6 +315,10 @@ class Engine:
         deadline: float | None = None,
     ) -> list[Comp]:
         """Comparable listings for the identified item, most alike first."""
+        if not isinstance(identification, Identification):
+            raise ConfigurationError(
+                "identification must be the restyle.Identification of the photo (from "
+                f"Engine.identify), got {type(identification).__name__}")
         with self._running("find_comps"):
             budget = self._budget(deadline)
             _, reranked, _ = self._find_comps(load_photo(image), identification, budget)
@@ -367,9 +381,8 @@ class Engine:
         rebuilt. ``record`` is a directory where what each stage returned is
         written (see :func:`restyle.testing.load_recording`).
         """
-        if isinstance(exclude, (str, bytes)):
-            raise ConfigurationError("exclude must be a collection of listing keys, not a string")
-        hidden = frozenset(exclude)
+        hidden = _keys(exclude)
+        record = _record_dir(record)
         with self._running("analyze", hidden=hidden):
             budget = self._budget(deadline)
             photo = load_photo(image)
@@ -414,6 +427,7 @@ class Engine:
         """
         if deadline is not None:
             _seconds("deadline", deadline)
+        images = _images(images)
         if executor is None:
             return self._analyze_stream(images, deadline=deadline)
         from restyle._ray import analyze_on_ray
@@ -456,6 +470,7 @@ class Engine:
         results are the same, in the same order (see docs/scale.md).
         """
         results: list[Any] = []
+        images = _images(images)
         items = images if isinstance(images, Sequence) else list(images)
         stream = self.analyze_iter(items, deadline=deadline, executor=executor)
         bar = progress_bar(total=len(items), desc="Analyzing", unit="photo", enabled=progress)
@@ -517,7 +532,8 @@ class Engine:
                     pending = _budget.start(
                         encoder, f"encoder {encoder.name}", encoder.encode_images,
                         [p.image for p in decoded],
-                        deadline=time.monotonic() + seconds * STAGE_MARKS["search"])
+                        deadline=time.monotonic() + seconds * STAGE_MARKS["search"],
+                        check=partial(check_vectors, encoder, count=len(decoded)))
                 except RestyleError as exc:
                     logger.debug("batch encoding of %d photos not started: %s",
                                  len(decoded), exc)
@@ -550,7 +566,7 @@ class Engine:
         analysis encodes its photo itself."""
         encoder = self.encoder
         try:
-            vectors = check_vectors(encoder, pending.result(), count=len(photos))
+            vectors = pending.result()  # checked on the worker
         except Exception as exc:
             logger.debug("batch encoding of %d photos failed: %s", len(photos), exc)
             return
@@ -590,22 +606,57 @@ def _model_encoder(model: object, encoder: str | Encoder) -> Encoder:
 def _seconds(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
+    if not (math.isfinite(value) and 0 < value <= MAX_DEADLINE):
+        raise ConfigurationError(f"{name} must be a positive number of seconds, at most "
+                                 f"{MAX_DEADLINE:,.0f}, got {value!r}")
     return float(value)
 
 
 def _days(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigurationError(f"{name} must be a number of days, got {value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigurationError(f"{name} must be a positive number of days, got {value!r}")
+    if not (math.isfinite(value) and 0 < value <= MAX_HALF_LIFE_DAYS):
+        raise ConfigurationError(f"{name} must be a positive number of days, at most "
+                                 f"{MAX_HALF_LIFE_DAYS:,.0f}, got {value!r}")
     return float(value)
 
 
 def _count(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"{name} must be a whole number of at least 1, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_COUNT:
+        raise ConfigurationError(
+            f"{name} must be a whole number from 1 to {MAX_COUNT:,}, got {value!r}")
+    return int(value)
+
+
+def _keys(value: object) -> frozenset[str]:
+    """``exclude``: listing keys, as a set (None: none)."""
+    if value is None:
+        return frozenset()
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ConfigurationError(
+            "exclude must be a collection of listing keys such as ['catalog:nw-1'], "
+            f"got {type(value).__name__}")
+    keys = list(value)
+    for key in keys:
+        if not isinstance(key, str):
+            raise ConfigurationError(
+                f"exclude must hold listing keys (strings), found {type(key).__name__}")
+    return frozenset(keys)
+
+
+def _record_dir(value: object) -> str | os.PathLike[str] | None:
+    if value is not None and not isinstance(value, (str, os.PathLike)):
+        raise ConfigurationError(f"record must be a directory path, got {type(value).__name__}")
+    return value
+
+
+def _images(value: object) -> Iterable[Any]:
+    """``images`` of analyze_many / analyze_iter: an iterable of photos, not one photo."""
+    if isinstance(value, (str, bytes, bytearray, memoryview, os.PathLike)) or not isinstance(
+            value, Iterable) or hasattr(value, "read"):
+        raise ConfigurationError(
+            f"images must be a list (or any iterable) of photos, got {type(value).__name__}; "
+            "for one photo use analyze()")
     return value
 
 

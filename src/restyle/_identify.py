@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 
 from restyle import _budget
 from restyle._components import Expert, Synthesizer
@@ -36,7 +37,7 @@ def _start(expert: Expert, photo: Photo, deadline: float) -> _budget.Pending | O
     own_deadline = min(deadline, time.monotonic() + _budget.timeout_of(expert))
     try:
         return _budget.start(expert, f"expert {expert.name}", expert.examine, photo,
-                             deadline=own_deadline)
+                             deadline=own_deadline, check=partial(check_opinion, expert))
     except _budget.ComponentBusy as exc:
         return _failed(expert, OpinionStatus.BUSY, str(exc), 0.0)
     except _budget.Overdue:
@@ -45,7 +46,7 @@ def _start(expert: Expert, photo: Photo, deadline: float) -> _budget.Pending | O
 
 def _finish(expert: Expert, pending: _budget.Pending) -> Opinion:
     try:
-        opinion = check_opinion(expert, pending.result())
+        opinion: Opinion = pending.result()  # checked and copied on the worker
         return replace(opinion, expert=expert.name,
                        latency=time.monotonic() - pending.started)
     except _budget.Overdue:
@@ -102,6 +103,7 @@ def synthesize(
 
 def _synthesize_with(synthesizer: Synthesizer, opinions: Sequence[Opinion], photo: Photo,
                      deadline: float) -> Identification:
-    value = _budget.call(synthesizer, f"synthesizer {synthesizer.name}", synthesizer.synthesize,
-                         opinions, photo=photo, deadline=deadline)
-    return check_identification(synthesizer, value)
+    identification: Identification = _budget.call(
+        synthesizer, f"synthesizer {synthesizer.name}", synthesizer.synthesize, opinions,
+        photo=photo, deadline=deadline, check=partial(check_identification, synthesizer))
+    return identification

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -281,10 +282,9 @@ class Reranker:
             return None
         texts = [phrase, *(item.title for item in listings)]
         try:
-            vectors = check_vectors(encoder, _budget.call(
+            vectors: np.ndarray = _budget.call(
                 encoder, f"encoder {encoder.name}", encoder.encode_texts, texts,
-                deadline=deadline,
-            ), count=len(texts))
+                deadline=deadline, check=partial(check_vectors, encoder, count=len(texts)))
         except Exception as exc:
             warnings.append(f"titles could not be compared: {describe(exc)}")
             return None
@@ -411,10 +411,10 @@ class _Batch:
         waiting, self.waiting = self.waiting, {}
         pictures = [waiting[sha][0] for sha in shas]
         try:
-            rows = check_vectors(self.encoder, _budget.call(
+            rows: np.ndarray = _budget.call(
                 self.encoder, f"encoder {self.encoder.name}", self.encoder.encode_images,
                 pictures, deadline=self.deadline,
-            ), count=len(pictures), dim=self.dim)
+                check=partial(check_vectors, self.encoder, count=len(pictures), dim=self.dim))
         except Exception as exc:
             message = f"comp images could not be encoded: {describe(exc)}"
             self.warnings.append(message)

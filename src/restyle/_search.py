@@ -50,11 +50,22 @@ def _search_step(
     deadline: float, warnings: list[str],
 ) -> list[Listing]:
     label = f"marketplace {market.name}"
+
+    def checked(answer: object, optional: bool = False) -> tuple[list[Listing], list[str]] | None:
+        """Read on the worker, under the call's deadline (an ``optional``
+        method answers None when the marketplace does not offer it)."""
+        if answer is None and optional:
+            return None
+        noted: list[str] = []
+        return check_listings(market, answer, limit=query.limit, warnings=noted), noted
+
     try:
         by_image = _budget.call(market, label, market.search_by_image, photo, query,
-                                embedding=embedding, model_id=model_id, deadline=deadline)
+                                embedding=embedding, model_id=model_id, deadline=deadline,
+                                check=partial(checked, optional=True))
         if by_image is not None:
-            return check_listings(market, by_image, limit=query.limit, warnings=warnings)
+            warnings.extend(by_image[1])
+            return by_image[0]
     except (_budget.Overdue, _budget.ComponentBusy):
         raise  # the marketplace is stuck: searching by words would only wait again
     except Exception as exc:
@@ -63,8 +74,11 @@ def _search_step(
                    f"{describe(exc)}")
         warnings.append(message)
         logger.warning("%s", message)
-    answer = _budget.call(market, label, market.search, query, deadline=deadline)
-    return check_listings(market, answer, limit=query.limit, warnings=warnings)
+    answer = _budget.call(market, label, market.search, query, deadline=deadline,
+                          check=checked)
+    assert answer is not None
+    warnings.extend(answer[1])
+    return answer[0]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,14 +117,21 @@ def _walk(
     known: dict[str, np.ndarray] = {}
     if found:
         listings = [f.listing for f in found.values()]
+        keys = list(found)
+
+        def checked_vectors(answer: object) -> tuple[dict[str, np.ndarray], list[str]]:
+            noted: list[str] = []
+            return check_known_vectors(market, answer, keys=keys, dim=len(embedding),
+                                       warnings=noted), noted
+
         try:
-            answer = _budget.call(
+            known, noted = _budget.call(
                 market, f"marketplace {market.name}", market.image_embeddings, listings,
                 model_id=model_id,
                 deadline=min(deadline, time.monotonic() + _budget.timeout_of(market)),
+                check=checked_vectors,
             )
-            known = check_known_vectors(market, answer, keys=list(found),
-                                        dim=len(embedding), warnings=warnings)
+            warnings.extend(noted)
         except Exception as exc:
             warnings.append(f"marketplace {market.name} gave no embeddings: "
                             f"{describe(exc)}")
