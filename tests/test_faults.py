@@ -528,3 +528,28 @@ def test_a_plugin_exception_quoting_a_credential_is_redacted_everywhere() -> Non
     assert "RuntimeError: device lost" in shown
     assert SENTINEL not in shown
     assert info.value.__cause__ is None
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda e: e.analyze(PHOTO, deadline=1e15), "deadline must be a positive number of"),
+        (lambda e: e.analyze(PHOTO, exclude=5), "exclude must be a collection of listing keys"),
+        (lambda e: e.analyze(PHOTO, exclude=[[1]]), "exclude must hold listing keys"),
+        (lambda e: e.analyze(PHOTO, exclude=object()), "exclude must be a collection"),
+        (lambda e: e.analyze(PHOTO, exclude="m:1"), "exclude must be a collection"),
+        (lambda e: e.analyze(PHOTO, record=5), "record must be a directory path, got int"),
+        (lambda e: e.analyze_many(5), "images must be a list"),
+        (lambda e: e.analyze_many("a.jpg"), "for one photo use analyze()"),
+        (lambda e: list(e.analyze_iter(PHOTO)), "images must be a list"),
+        (lambda e: e.find_comps(PHOTO, None), "identification must be the restyle.Identification"),
+    ],
+)
+def test_bad_call_arguments_are_configuration_errors_naming_the_argument(
+        call: Callable[[Engine], Any], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        call(engine())
+
+
+def test_exclude_none_excludes_nothing() -> None:
+    assert len(engine().analyze(PHOTO, exclude=None).comps) == 4
