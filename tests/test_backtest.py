@@ -4,12 +4,14 @@ the hold-out that keeps an item (and its copies) out of its own estimate."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import shutil
 import xml.etree.ElementTree as ET
 from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -31,15 +33,30 @@ from restyle._backtest import (
 )
 from restyle.cli import main
 from restyle.testing import ColorEncoder
+from tests.conftest import SAMPLE_LISTINGS
 
-# Solid colours: every red lands in one colour-histogram bin and every blue in
+# Every red pixel lands in one colour-histogram bin and every blue one in
 # another, so the ColorEncoder gives all reds one vector (similarity 1 with a
-# red photo) and all blues another (similarity 0). Each shade is a different
-# file, so only the copy shares an image hash with its original.
-REDS = {"red-10": ((200, 30, 30), "10"), "red-12": ((205, 30, 30), "12"),
-        "red-14": ((210, 30, 30), "14"), "red-16": ((215, 30, 30), "16")}
-BLUES = {"blue-100": ((30, 30, 200), "100"), "blue-110": ((30, 30, 205), "110"),
-         "blue-120": ((30, 30, 210), "120")}
+# red photo) and all blues another (similarity 0). Each is a different picture
+# (a shading across it: rising, falling, a peak, half of each), so only the
+# copy is the same picture as its original, in the same bytes.
+REDS = {"red-10": ("red", 0, "10"), "red-12": ("red", 1, "12"),
+        "red-14": ("red", 2, "14"), "red-16": ("red", 3, "16")}
+BLUES = {"blue-100": ("blue", 0, "100"), "blue-110": ("blue", 1, "110"),
+         "blue-120": ("blue", 2, "120")}
+
+
+def picture(colour: str, shading: int) -> Image.Image:
+    """64 x 64 pixels of one colour bin, shaded across by one of four patterns."""
+    x = np.arange(64) / 63
+    ramps = [np.tile(x, (64, 1)), np.tile(1 - x, (64, 1)),
+             np.tile(1 - abs(2 * x - 1), (64, 1)),
+             np.vstack([np.tile(x, (32, 1)), np.tile(1 - x, (32, 1))])]
+    t = ramps[shading]
+    strong, green = 205 + 45 * t, 50 * t  # within one bin of 64 levels each
+    weak = np.full_like(t, 20)
+    rgb = (strong, green, weak) if colour == "red" else (weak, green, strong)
+    return Image.fromarray(np.stack(rgb, axis=-1).round().astype(np.uint8))
 
 
 def write_listings(directory: Path, *, sold: bool | None = None) -> Path:
@@ -47,8 +64,8 @@ def write_listings(directory: Path, *, sold: bool | None = None) -> Path:
     images.mkdir(parents=True, exist_ok=True)
     rows = []
     for group, category in ((REDS, "scarf"), (BLUES, "hat")):
-        for listing_id, (colour, price) in group.items():
-            Image.new("RGB", (32, 32), colour).save(images / f"{listing_id}.png")
+        for listing_id, (colour, shading, price) in group.items():
+            picture(colour, shading).save(images / f"{listing_id}.png")
             rows.append({"id": listing_id, "title": f"{category} {listing_id}",
                          "category": category, "price": price, "currency": "USD",
                          "image": f"images/{listing_id}.png"})
@@ -189,6 +206,67 @@ def test_the_held_out_item_is_out_of_the_search_and_of_the_experts_sight(
         c.listing.key for c in seen.comps}
     with pytest.raises(ConfigurationError, match=r"not a string|exclude must be .*got str"):
         engine.analyze(photo, exclude="catalog:red-10")
+
+
+def test_a_recompressed_copy_of_the_photo_in_the_catalog_is_held_out_too(
+    tmp_path: Path,
+) -> None:
+    listings = write_listings(tmp_path / "source")
+    images = listings.parent / "images"
+    # red-10 again, listed by someone else: the same picture as a JPEG of
+    # quality 70, other bytes and another hash.
+    Image.open(images / "red-10.png").save(images / "red-10-q70.jpg", quality=70)
+    assert (images / "red-10-q70.jpg").read_bytes() != (images / "red-10.png").read_bytes()
+    with listings.open("a") as fh:
+        fh.write(json.dumps({"id": "red-10-q70", "title": "scarf red-10-q70",
+                             "category": "scarf", "price": "10", "currency": "USD",
+                             "image": "images/red-10-q70.jpg"}) + "\n")
+    catalog = tmp_path / "catalog"
+    builder = Engine(encoder=ColorEncoder(), catalog=catalog, experts=[], marketplaces=[],
+                     load_entrypoints=False)
+    assert builder.build_catalog(listings, progress=False).added == 9
+    builder.catalog.close()
+    engine = engine_on(catalog)
+    # Its vector alone cannot tell it from the other reds: the picture can.
+    photo = engine.analyze(images / "red-10.png")
+    scores = {c.listing.listing_id: c.similarity for c in photo.comps}
+    assert scores["red-10-q70"] == pytest.approx(scores["red-12"], abs=0.01)
+    report = backtest(engine, progress=False)
+    items = {i.listing_id: i for i in report.items}
+    red = items["red-10"]
+    # Priced by the other reds only, as without the copy: 12 14 16.
+    assert (red.estimate, red.low, red.high) == (Decimal("14"), Decimal("12"), Decimal("16"))
+    assert red.comps_used == 3
+    assert set(red.held_out) == {"catalog:red-10", "catalog:red-copy", "catalog:red-10-q70"}
+    assert red.near_duplicates == ("red-10-q70",)
+    # And the other way round; the other reds are different pictures, kept.
+    assert items["red-10-q70"].near_duplicates == ("red-10", "red-copy")
+    assert items["red-12"].near_duplicates == () and items["red-12"].comps_used == 5
+    assert report.near_duplicates == 4  # red-10, red-copy and red-10-q70 each other's
+    assert ("  near-duplicates   4 held out (vector cosine >= 0.90, dHash within 10/64 bits, "
+            "colours within 4/255)") in report.table()
+    assert ("the listings with the same image bytes, and its near-duplicates in the catalog, "
+            "the same picture recompressed or resized (vector cosine &gt;= 0.90, dHash within "
+            "10/64 bits, colours within 4/255): 4 near-duplicates held out") in report.html()
+
+
+def test_the_same_picture_in_other_bytes_is_one_a_recoloured_drawing_is_not() -> None:
+    from restyle._holdout import fingerprint, same_picture
+    from restyle._imaging import load_photo
+
+    images = SAMPLE_LISTINGS.parent / "images"
+    blue, other_blue, black = (load_photo(images / f"{name}.jpg").image for name in (
+        "nw-jacket-blue", "ac-jacket-blue", "nw-jacket-black"))
+    for original in (blue, other_blue, black):
+        data = io.BytesIO()
+        original.save(data, format="JPEG", quality=70)
+        copy = load_photo(data.getvalue()).image
+        half = copy.resize((copy.width // 2, copy.height // 2))
+        assert same_picture(fingerprint(original), fingerprint(copy))
+        assert same_picture(fingerprint(original), fingerprint(half))
+    # One drawing in three colours: the shapes agree, the colours do not.
+    assert not same_picture(fingerprint(blue), fingerprint(other_blue))
+    assert not same_picture(fingerprint(blue), fingerprint(black))
 
 
 def test_reports_as_table_json_and_html(colour_catalog: Path) -> None:

@@ -1,8 +1,10 @@
 """Backtests: how close restyle's estimates come to the prices items sold for.
 
 Each item of a data set (listings with photos and the prices they sold for)
-is analysed by the Engine with the item itself, and its copies, held out: no
-marketplace answers with them and the local catalog hides them, so the
+is analysed by the Engine with the item itself, and its copies, held out
+(the same image bytes, or the same picture recompressed: see
+``restyle._holdout.near_duplicates``): no marketplace answers with them and
+the local catalog hides them, so the
 estimate is made as it would have been before the item was listed. The
 report compares each headline estimate with the realised price. With no data
 set, the Engine's own catalog is the data set, one item left out at a time.
@@ -26,6 +28,13 @@ from urllib.parse import unquote, urlsplit
 
 from restyle._catalog import DB_NAME, MARKETPLACE_NAME
 from restyle._errors import CatalogError, ConfigurationError, RestyleError
+from restyle._holdout import (
+    NEAR_DUPLICATE_BITS,
+    NEAR_DUPLICATE_COSINE,
+    NEAR_DUPLICATE_LEVELS,
+    fingerprint,
+    near_duplicates,
+)
 from restyle._imaging import Photo, load_photo
 from restyle._ingest import FORMATS, ListingRow, Rejection, read_listings, validate_listing
 from restyle._progress import progress_bar
@@ -90,6 +99,9 @@ class BacktestItem(_Value):
     (``|estimate - realised| / realised``, 0.12 for 12 %), None when there
     was no estimate in the realised price's currency; ``inside`` whether the
     realised price lies in the estimate's range (``low`` to ``high``).
+    ``held_out`` holds every listing key held out of its analysis;
+    ``near_duplicates`` the catalog listings among them held out as the same
+    picture in other bytes (by listing id).
     """
 
     listing_id: str
@@ -107,6 +119,7 @@ class BacktestItem(_Value):
     error: float | None = None
     inside: bool | None = None
     held_out: tuple[str, ...] = ()
+    near_duplicates: tuple[str, ...] = ()
     failure: str | None = None
 
     @property
@@ -135,7 +148,8 @@ class BacktestReport(_Value):
     items; ``coverage`` the share of their realised prices inside the
     estimate's range, to be read against ``nominal_coverage`` (the range is
     the weighted 25th to 75th percentile: half the prices, if calibrated).
-    ``not_enough_data`` counts the items restyle gave no price for.
+    ``not_enough_data`` counts the items restyle gave no price for;
+    ``near_duplicates`` the near-duplicates held out, all items together.
     """
 
     source: str
@@ -150,6 +164,7 @@ class BacktestReport(_Value):
     coverage: float | None
     nominal_coverage: float
     groups: tuple[BacktestGroup, ...]
+    near_duplicates: int = 0
 
     def table(self) -> str:
         """The report as a plain-text table, as ``restyle backtest`` prints it."""
@@ -240,13 +255,13 @@ def _image_path(image: str) -> Path | None:
     return None
 
 
-def _load(engine: Engine, sale: Sale) -> Photo:
-    path = _image_path(sale.image)
+def _load(engine: Engine, image: str) -> Photo:
+    path = _image_path(image)
     if path is not None:
         return load_photo(path)
-    if not sale.image:
+    if not image:
         raise RestyleError("the listing has no image")
-    return load_photo(engine.fetcher.fetch(sale.image))
+    return load_photo(engine.fetcher.fetch(image))
 
 
 # -- running ------------------------------------------------------------------------
@@ -267,7 +282,9 @@ def backtest(
     None backtests the Engine's catalog, one listing left out at a time, its
     catalog price taken as the realised one. Each item is held out with its
     copies: the catalog listings with the same id or the same image hash, on
-    every marketplace of the Engine. ``limit`` takes the first items only;
+    every marketplace of the Engine, and its near-duplicates in the catalog
+    (the same picture in other bytes: see
+    :func:`restyle._holdout.near_duplicates`). ``limit`` takes the first items only;
     ``images_root`` is the folder a data set's local images must be in (by
     default the data set's).
     """
@@ -302,14 +319,24 @@ def _one(engine: Engine, sale: Sale, by_image: dict[str, set[str]], images: dict
     base = BacktestItem(listing_id=listing.listing_id, title=listing.title,
                         category=listing.category, realised=sale.realised)
     try:
-        photo = _load(engine, sale)
+        photo = _load(engine, sale.image)
     except RestyleError as exc:
         return _replace(base, failure=f"photo: {exc}")
     ids = {listing.listing_id} | by_image.get(photo.sha256, set())
     sha = images.get(listing.listing_id)
     if sha is not None:
         ids |= by_image.get(sha, set())
-    held_out = tuple(sorted(f"{m}:{i}" for m in marketplaces for i in ids))
+    near: list[str] = []
+    if images:  # a catalog to look in: the same picture, other bytes
+        try:
+            near = near_duplicates(engine.catalog, photo.embedding(engine.encoder),
+                                   fingerprint(photo.image),
+                                   lambda image: _load(engine, image).image)
+        except Exception as exc:  # an encoder's failure fails this item, as in analyze
+            return _replace(base, failure=f"looking for near-duplicates: {exc}")
+    near = sorted(set(near) - ids)
+    held_out = tuple(sorted(f"{m}:{i}" for m in marketplaces for i in {*ids, *near}))
+    base = _replace(base, near_duplicates=tuple(near))
     try:
         analysis = engine.analyze(photo, exclude=held_out, deadline=deadline)
     except RestyleError as exc:
@@ -389,6 +416,7 @@ def summarise(items: Sequence[BacktestItem], *, source: str,
         coverage=_coverage(items),
         nominal_coverage=NOMINAL_COVERAGE,
         groups=tuple(groups),
+        near_duplicates=sum(len(i.near_duplicates) for i in items),
     )
 
 
@@ -403,6 +431,12 @@ def _share(count: int, total: int) -> str:
     return f"{count} ({_percent(count / total, 0)})" if total else str(count)
 
 
+#: How the report says which catalog listings are near-duplicates of an item.
+NEAR_DUPLICATE_RULE = (f"vector cosine >= {NEAR_DUPLICATE_COSINE:.2f}, dHash within "
+                       f"{NEAR_DUPLICATE_BITS}/64 bits, colours within "
+                       f"{NEAR_DUPLICATE_LEVELS:g}/255")
+
+
 def render_table(report: BacktestReport) -> str:
     """The plain-text report: the overall figures, then one row per group."""
     n = report.count
@@ -415,6 +449,7 @@ def render_table(report: BacktestReport) -> str:
         f"  median error      {_percent(report.median_error)}",
         f"  coverage          {_percent(report.coverage)} inside p25-p75 "
         f"(nominal {_percent(report.nominal_coverage, 0)})",
+        f"  near-duplicates   {report.near_duplicates} held out ({NEAR_DUPLICATE_RULE})",
         "",
         f"  {'by':<11} {'group':<14} {'items':>5} {'priced':>6} {'median error':>12} "
         f"{'coverage':>8}",
@@ -525,6 +560,10 @@ def render_html(report: BacktestReport) -> str:
         f"<li>median absolute error {_percent(report.median_error)}</li>"
         f"<li>coverage {_percent(report.coverage)} of realised prices inside p25-p75 "
         f"(nominal {_percent(report.nominal_coverage, 0)})</li>"
+        "<li>held out of each item's analysis: the item, the listings with the same image "
+        "bytes, and its near-duplicates in the catalog, the same picture recompressed or "
+        f"resized ({html.escape(NEAR_DUPLICATE_RULE)}): {report.near_duplicates} "
+        "near-duplicates held out</li>"
     )
     out = io.StringIO()
     out.write(
