@@ -27,6 +27,16 @@ Threads: every model call runs on one daemon thread of this module (see
 :class:`_ModelThread`), and the standard open_clip preprocessing (shortest-side
 resize, centre crop, normalise) is done on uint8 pixels by the calling thread,
 which prepares the next batch while the model runs the current one.
+
+Deadlines and exit: a call made by an Engine waits for the model (its loading,
+or the batch it asked for) only until the call's deadline, then raises an
+:class:`~restyle.EncoderError` and returns; the work goes on on the model
+thread and its result is kept (a model loaded late is there for the next
+call), so one overrun never makes the encoder *busy*. When the interpreter
+shuts down, no new torch work starts and the exit waits for the work in
+progress (one batch, or a model load; at most :data:`EXIT_WAIT_SECONDS`):
+torch work still running on a daemon thread as the interpreter finalises
+aborts the process ("terminate called without an active exception").
 """
 
 from __future__ import annotations
@@ -40,9 +50,12 @@ import queue
 import socket
 import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +66,7 @@ from PIL import Image
 
 from restyle import _settings
 from restyle._components import Encoder
+from restyle._context import CALL_DEADLINE
 from restyle._errors import EncoderError
 from restyle._hookspecs import hookimpl
 from restyle._imaging import encoder_input
@@ -249,6 +263,62 @@ def _reachable(address: tuple[str, int], timeout: float) -> bool:
     return bool(opened)
 
 
+#: Longest the interpreter's exit waits for torch work in progress, in seconds.
+EXIT_WAIT_SECONDS = 120.0
+
+
+class _TorchWork:
+    """Counts the torch work running on this module's threads, so that the
+    interpreter's exit can wait for it (see the module docstring): torch code
+    that releases the GIL and takes it back while the interpreter finalises
+    makes a daemon thread unwind through C++ and aborts the process."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._running = 0
+        self.closing = False
+
+    @contextmanager
+    def section(self) -> Iterator[None]:
+        with self._cond:
+            if self.closing:
+                raise EncoderError("the encoder is not available: the interpreter is exiting")
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._running -= 1
+                self._cond.notify_all()
+
+    def drain(self, timeout: float = EXIT_WAIT_SECONDS) -> bool:
+        """Start no more work; wait for the work running. True when none is left."""
+        with self._cond:
+            self.closing = True
+            return self._cond.wait_for(lambda: self._running == 0, timeout)
+
+
+_TORCH_WORK = _TorchWork()
+# Run at interpreter exit before daemon threads are frozen, as concurrent.futures does.
+with suppress(AttributeError, RuntimeError):  # other interpreters; already exiting
+    threading._register_atexit(_TORCH_WORK.drain)  # type: ignore[attr-defined]
+
+
+def _wait(future: Future[Any], what: str) -> Any:
+    """``future``'s result, waited for until the deadline of the component call
+    running on this thread (without one, for as long as it takes). At the
+    deadline the work is left to finish on its own and EncoderError raised."""
+    deadline = CALL_DEADLINE.get(None)
+    timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+    try:
+        return future.result(timeout)
+    except FutureTimeout:
+        raise EncoderError(f"{what} did not finish within the call's deadline; it goes on "
+                           "in the background") from None
+    except CancelledError:
+        raise EncoderError(f"{what} was cancelled") from None
+
+
 class _ModelThread:
     """The one thread on which this module runs its models.
 
@@ -283,16 +353,21 @@ class _ModelThread:
         self._jobs.put((fn, future, _torch_threads()))
         return future
 
-    def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn(*args)`` run on the model thread; waits for it."""
-        return self.submit(fn, *args).result()
+    def run(self, fn: Callable[..., Any], *args: Any, what: str = "the model") -> Any:
+        """``fn(*args)`` run on the model thread; waits for it until the
+        deadline of the component call running on this thread, if any."""
+        return _wait(self.submit(fn, *args), what)
 
     def _work(self) -> None:
         while True:
             fn, future, threads = self._jobs.get()
             if future.set_running_or_notify_cancel():
-                _follow_torch_threads(threads)
-                _settle(future, fn)
+                try:
+                    with _TORCH_WORK.section():
+                        _follow_torch_threads(threads)
+                        _settle(future, fn)
+                except EncoderError as exc:  # exiting: the job is not started
+                    future.set_exception(exc)
 
 
 def _torch_threads() -> int | None:
@@ -426,8 +501,9 @@ class _Loaded:
 
 
 _CACHE: dict[tuple[str, str | None, str, str], _Loaded] = {}
+# Loads under way (or failed: tried again on the next call), by the same key.
+_LOADING: dict[tuple[str, str | None, str, str], Future[_Loaded]] = {}
 _CACHE_LOCK = threading.Lock()
-_KEY_LOCKS: dict[tuple[str, str | None, str, str], threading.Lock] = {}
 
 
 class OpenClipEncoder(Encoder):
@@ -498,21 +574,29 @@ class OpenClipEncoder(Encoder):
         self._load()
 
     def _load(self) -> _Loaded:
+        """The loaded model, shared by every encoder with the same spec, device
+        and precision. One load runs on the model thread whoever asks; a call
+        with a deadline waits for it only until then (see the module docstring)."""
         spec = self.spec
         key = (spec.model_name, spec.pretrained, self.device, self.precision)
         with _CACHE_LOCK:
             loaded = _CACHE.get(key)
             if loaded is not None:
                 return loaded
-            key_lock = _KEY_LOCKS.setdefault(key, threading.Lock())
-        with key_lock:  # one thread loads; the others wait for it, not for each other's models
-            with _CACHE_LOCK:
-                loaded = _CACHE.get(key)
-            if loaded is None:
-                loaded = _MODEL_THREAD.run(self._create, spec)
-                with _CACHE_LOCK:
-                    _CACHE[key] = loaded
-            return loaded
+            loading = _LOADING.get(key)
+            if loading is None or (loading.done() and loading.exception() is not None):
+                loading = _MODEL_THREAD.submit(self._create_and_keep, spec, key)
+                _LOADING[key] = loading
+        result: _Loaded = _wait(loading, f"loading model {spec.model_id}")
+        return result
+
+    def _create_and_keep(self, spec: ModelSpec,
+                         key: tuple[str, str | None, str, str]) -> _Loaded:
+        loaded = self._create(spec)
+        with _CACHE_LOCK:
+            _CACHE[key] = loaded
+            _LOADING.pop(key, None)
+        return loaded
 
     def _create(self, spec: ModelSpec) -> _Loaded:
         try:
@@ -696,7 +780,7 @@ class OpenClipEncoder(Encoder):
         try:
             for batch in batches:
                 prepared = self._prepared(loaded, batch) if batch else None
-                done = None if future is None else future.result()
+                done = None if future is None else _wait(future, "the model")
                 # The model starts on this batch before the caller sees the last.
                 future = None if prepared is None else _MODEL_THREAD.submit(
                     self._forward, loaded, prepared)
@@ -705,7 +789,7 @@ class OpenClipEncoder(Encoder):
                 if prepared is None:
                     yield np.zeros((0, loaded.dim), dtype=np.float32)
             if future is not None:
-                last, future = future.result(), None
+                last, future = _wait(future, "the model"), None
                 yield last
         except EncoderError:
             raise
@@ -724,17 +808,18 @@ class OpenClipEncoder(Encoder):
             return [encoder_input(img, side) for img in images]
         batch = np.empty((len(images), 3, pixels.side, pixels.side), dtype=np.uint8)
 
-        if self.device == "cpu" or len(images) < 2:
-            # The model's OpenMP team has the CPUs: one thread prepares.
-            for i, img in enumerate(images):
-                batch[i] = pixels.crop(encoder_input(img, side))
-        else:
-            # An accelerator outruns one preparing thread: a few prepare the
-            # batch together, resizing with Pillow, which releases the GIL.
-            def fill(i: int) -> None:
-                batch[i] = pixels.crop(encoder_input(images[i], side), pillow=True)
+        with _TORCH_WORK.section():  # torch's resize runs on this thread
+            if self.device == "cpu" or len(images) < 2:
+                # The model's OpenMP team has the CPUs: one thread prepares.
+                for i, img in enumerate(images):
+                    batch[i] = pixels.crop(encoder_input(img, side))
+            else:
+                # An accelerator outruns one preparing thread: a few prepare the
+                # batch together, resizing with Pillow, which releases the GIL.
+                def fill(i: int) -> None:
+                    batch[i] = pixels.crop(encoder_input(images[i], side), pillow=True)
 
-            list(_preparers().map(fill, range(len(images))))
+                list(_preparers().map(fill, range(len(images))))
         return batch
 
     def _forward(self, loaded: _Loaded, prepared: Any) -> np.ndarray:
@@ -766,7 +851,9 @@ class OpenClipEncoder(Encoder):
         for start in range(0, len(texts), 256):
             chunk = list(texts[start : start + 256])
             try:
-                out.append(_MODEL_THREAD.run(encode, chunk))
+                out.append(_MODEL_THREAD.run(encode, chunk, what="the model"))
+            except EncoderError:
+                raise
             except Exception as exc:
                 raise EncoderError(f"cannot encode texts: {type(exc).__name__}: {exc}") from exc
         return np.concatenate(out)
