@@ -6,7 +6,10 @@ photo (``load_photo``, its embedding, its thumbnail) and as a comp's picture
 (``decode(data, draft_side=448)`` then ``encode_images``). The peak resident
 memory the path adds on top of the loaded model is compared with what a
 normal 1024x768 photo adds; the target is at most 100 MB more for every case.
-A process that goes past ``--kill-mb`` is stopped and reported as such.
+A process that goes past ``--kill-mb`` is stopped and reported as such. The
+seconds column is the path's own time (decoding, embedding, thumbnail): for
+the progressive JPEGs near restyle's limits (50 scans, 64 MiB of coefficient
+buffers) it is the most CPU one accepted image can cost.
 
     PYTHONPATH=src python bench/memory.py [--cases normal,strip-40000x1] [--kill-mb 4000]
 """
@@ -28,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from restyle._imaging import JPEG_MAX_SCANS as MAX_SCANS
 
 TARGET_MB = 100.0
 
@@ -70,6 +75,29 @@ def animation(fmt: str, frames: int, size: tuple[int, int]) -> bytes:
                    **extra)
 
 
+def progressive(img: Image.Image, *, subsampling: int = 0, scans: int | None = None) -> bytes:
+    """``img`` as a progressive JPEG; with ``scans``, its last scan (a
+    refinement) repeated until it has that many, each of which libjpeg decodes."""
+    data = encoded(img, "JPEG", progressive=True, quality=80, subsampling=subsampling)
+    if scans is None:
+        return data
+    found, pos = [], 2
+    while data[pos + 1] != 0xD9:  # the segments up to the end of the image
+        end = pos + 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+        if data[pos + 1] == 0xDA:  # a scan: its header, then its entropy-coded data
+            match = re.compile(rb"\xff[^\x00\xd0-\xd7]").search(data, end)
+            assert match is not None
+            end = match.start()
+            found.append((pos, end))
+        pos = end
+    start, end = found[-1]
+    return data[:end] + data[start:end] * (scans - len(found)) + data[end:]
+
+
+def flat(size: tuple[int, int], mode: str = "RGB") -> Image.Image:
+    return Image.new(mode, size, 150 if mode == "L" else (120, 140, 160))
+
+
 CASES: dict[str, tuple[str, Callable[[], bytes]]] = {
     "normal": ("1024x768 JPEG", lambda: encoded(scene((1024, 768)), "JPEG", quality=90)),
     "strip-40000x1": ("40000x1 PNG", lambda: encoded(Image.new("RGB", (40000, 1)), "PNG")),
@@ -93,6 +121,17 @@ CASES: dict[str, tuple[str, Callable[[], bytes]]] = {
                        lambda: encoded(Image.new("L", (10000, 10000), 200), "PNG")),
     "apng-500": ("500-frame APNG 1024x768", lambda: animation("PNG", 500, (1024, 768))),
     "webp-500": ("500-frame WebP 1024x768", lambda: animation("WEBP", 500, (1024, 768))),
+    "progressive-6324": ("6324x6324 progressive 4:4:4 (refused)",
+                         lambda: progressive(flat((6324, 6324)))),
+    "scans-4000": ("2048x2048 progressive, 4000 scans (refused)",
+                   lambda: progressive(flat((2048, 2048)), scans=4000)),
+    "progressive-444-3200": ("3200x3200 progressive 4:4:4, 50 scans",
+                             lambda: progressive(scene((3200, 3200)), scans=MAX_SCANS)),
+    "progressive-420-4600": ("4600x4600 progressive 4:2:0, 50 scans",
+                             lambda: progressive(scene((4600, 4600)), subsampling=2,
+                                                 scans=MAX_SCANS)),
+    "progressive-grey-5700": ("5700x5700 progressive grey, 50 scans",
+                              lambda: progressive(flat((5700, 5700), "L"), scans=MAX_SCANS)),
 }
 
 
@@ -126,6 +165,7 @@ def measure(path: Path, route: str) -> dict[str, object]:
     Path("/proc/self/clear_refs").write_text("5")
     before = _rss_kb("VmRSS")
     outcome, size = "ok", ""
+    started = time.perf_counter()
     try:
         if route == "photo":
             photo = load_photo(path)
@@ -137,8 +177,10 @@ def measure(path: Path, route: str) -> dict[str, object]:
         size = f"{photo.width}x{photo.height}"
     except ImageError as exc:
         outcome = f"ImageError: {exc}".replace(f"photo {str(path)!r}", "photo")
+    seconds = time.perf_counter() - started
     peak = _rss_kb("VmHWM")
-    return {"added_mb": (peak - before) / 1024, "outcome": outcome, "decoded": size}
+    return {"added_mb": (peak - before) / 1024, "outcome": outcome, "decoded": size,
+            "seconds": seconds}
 
 
 # -- the driver ---------------------------------------------------------------------
@@ -171,11 +213,11 @@ def run_case(path: Path, route: str, kill_mb: float) -> dict[str, object]:
     warnings = sorted(set(re.findall(r"(\w+Warning):", err)))
     if killed.is_set():
         return {"added_mb": float("inf"), "outcome": f"killed above {kill_mb:.0f} MB RSS",
-                "decoded": "", "warnings": warnings}
+                "decoded": "", "warnings": warnings, "seconds": float("nan")}
     if proc.returncode != 0:
         tail = err.strip().splitlines()[-1:] or ["no output"]
         return {"added_mb": float("nan"), "outcome": f"crashed: {tail[0]}", "decoded": "",
-                "warnings": warnings}
+                "warnings": warnings, "seconds": float("nan")}
     result: dict[str, object] = json.loads(out.strip().splitlines()[-1])
     result["warnings"] = warnings
     return result
@@ -209,8 +251,8 @@ def main() -> None:
                 print(f"  measured {name} ({route})", file=sys.stderr)
     normal = {route: float(r["added_mb"]) for n, _, _, route, r in rows  # type: ignore[arg-type]
               if n == "normal"}
-    header = (f"{'case':<31} {'bytes':>9} {'path':<5} {'added MB':>9} {'over normal':>11} "
-              f"{'verdict':<7} {'decoded':<10} outcome")
+    header = (f"{'case':<42} {'bytes':>9} {'path':<5} {'added MB':>9} {'over normal':>11} "
+              f"{'verdict':<7} {'seconds':>7} {'decoded':<10} outcome")
     print(header)
     print("-" * len(header))
     worst = 0.0
@@ -223,8 +265,9 @@ def main() -> None:
         outcome = str(r["outcome"])
         if r["warnings"]:
             outcome += f" [stderr: {', '.join(r['warnings'])}]"  # type: ignore[arg-type]
-        print(f"{label:<31} {nbytes:>9,} {route:<5} {added:>9.1f} {over:>11.1f} {verdict:<7} "
-              f"{r['decoded']!s:<10} {outcome[:110]}")
+        seconds = float(r["seconds"])  # type: ignore[arg-type]
+        print(f"{label:<42} {nbytes:>9,} {route:<5} {added:>9.1f} {over:>11.1f} {verdict:<7} "
+              f"{seconds:>7.2f} {r['decoded']!s:<10} {outcome[:110]}")
     print(f"worst case over normal: {worst:.1f} MB (target <= {TARGET_MB:.0f} MB): "
           f"{'met' if worst <= TARGET_MB else 'NOT met'}")
 

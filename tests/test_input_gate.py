@@ -94,6 +94,12 @@ def with_scans(data: bytes, total: int) -> bytes:
     return data[:end] + data[start:end] * (total - len(scans)) + data[end:]
 
 
+def slow_jpeg() -> bytes:
+    """Under every limit, but about a second of work: the most scans allowed
+    over a 4600x4600 4:2:0 image (37 MiB of coefficients)."""
+    return with_scans(progressive(4600, subsampling=2), JPEG_MAX_SCANS)
+
+
 def scan_bomb() -> bytes:
     """4,000 scans of a 1024x1024 image in about 60 KB: seconds of CPU to decode."""
     return with_scans(progressive(1024), 4000)
@@ -148,7 +154,7 @@ def test_a_jpeg_of_exactly_the_most_scans_is_decoded() -> None:
     data = with_scans(progressive(64), JPEG_MAX_SCANS)
     assert len(scan_segments(data)) == JPEG_MAX_SCANS
     assert decode(data).image.size == (64, 64)
-    with pytest.raises(ImageError, match="more than 100 scans"):
+    with pytest.raises(ImageError, match=f"more than {JPEG_MAX_SCANS} scans"):
         decode(with_scans(progressive(64), JPEG_MAX_SCANS + 1))
 
 
@@ -302,8 +308,7 @@ def test_a_file_object_whose_writer_stalls_ends_at_the_deadline() -> None:
 
 
 def test_a_slow_decode_ends_at_the_deadline() -> None:
-    # Under every limit, but about a second of work: 100 scans of 3200x3200.
-    slow = with_scans(progressive(3200), JPEG_MAX_SCANS)
+    slow = slow_jpeg()
     calls: list[Callable[[], Photo]] = [
         lambda: load_photo(slow, deadline=time.monotonic() + 0.1),
         lambda: decode(slow, deadline=time.monotonic() + 0.1),
@@ -330,7 +335,7 @@ def test_without_a_deadline_a_photo_is_read_on_the_callers_thread(tmp_path: Path
 
 
 def test_a_slow_decode_does_not_hold_up_a_small_one_in_another_thread() -> None:
-    slow = with_scans(progressive(3200), JPEG_MAX_SCANS)
+    slow = slow_jpeg()
     started = threading.Event()
     slow_done: list[float] = []
 
@@ -352,6 +357,34 @@ def test_a_slow_decode_does_not_hold_up_a_small_one_in_another_thread() -> None:
     assert slow_done, "the slow decode failed"
     # On old code every decode took turns: the small ones ended with the slow one.
     assert small_done[-1] - began < (slow_done[0] - began) / 2
+
+
+def test_decodes_wait_for_memory_room_only_until_their_deadline() -> None:
+    from restyle._imaging import DECODE_ROOM_BYTES, _Room
+
+    room = _Room(100)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with room.held(80, None, "photo"):
+            holding.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    holding.wait()
+    with room.held(20, time.monotonic() + 5, "photo"):  # what is left fits at once
+        pass
+    started = time.monotonic()
+    with pytest.raises(ImageError, match="other decodes held restyle's"), \
+            room.held(50, time.monotonic() + 0.2, "photo"):
+        pass
+    assert time.monotonic() - started < 0.2 + MARGIN
+    release.set()
+    thread.join(5)
+    with room.held(10**12, time.monotonic() + 1, "photo"):  # one image never waits for more
+        pass
+    assert DECODE_ROOM_BYTES >= 2 * 100 * 2**20  # room for two of the largest images at once
 
 
 def hostile_png() -> bytes:

@@ -102,11 +102,14 @@ WORKING_SIDE = 2048
 JPEG_MAX_COEFFICIENT_BYTES = 64 * 1024 * 1024
 #: Most scans a JPEG may have. Each scan is one more pass over the
 #: coefficients: libjpeg's progressive files have 10 scans (6 in greyscale),
-#: optimised ones a few more, a baseline file 1 (3 when not interleaved). A
-#: file of thousands of tiny scans costs seconds of CPU for a few hundred KB;
-#: at 100, ten times an ordinary progressive file, an accepted JPEG decodes in
-#: about a second at most (``bench/memory.py`` prints the time).
-JPEG_MAX_SCANS = 100
+#: Photoshop's 3 to 5, scan optimisers' (mozjpeg, jpegrescan) 10 to 20, a
+#: baseline file 1 (3 when not interleaved). A file of thousands of tiny scans
+#: costs seconds of CPU for a few hundred KB. At 50, over twice the longest
+#: ordinary script, the costliest JPEG restyle accepts (50 scans over the
+#: largest greyscale image its coefficient limit allows) decodes in a few
+#: seconds of one core (``bench/memory.py`` prints the time); the caller's
+#: deadline bounds the wait for it in any case.
+JPEG_MAX_SCANS = 50
 #: Most marker segments (headers, tables, scans) a JPEG may have; a camera's
 #: has about 20, a progressive one with a table per scan about 30. The limit
 #: bounds the work of reading the markers before anything is decoded.
