@@ -114,7 +114,14 @@ def test_internal_errors_are_not_leaked(client: Client, monkeypatch: pytest.Monk
     assert b"sk-live" not in response.content and b"internal" not in response.content
 
 
-def test_one_engine_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_engine_per_process_warmed_up_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Counted:
+        warm_ups = 0
+
+        def warm_up(self) -> None:
+            Counted.warm_ups += 1
+
     monkeypatch.setattr(views, "_engine", None)
-    monkeypatch.setattr(views, "Engine", lambda: object())
+    monkeypatch.setattr(views, "Engine", Counted)
     assert views.get_engine() is views.get_engine()
+    assert Counted.warm_ups == 1

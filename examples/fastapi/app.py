@@ -33,7 +33,10 @@ MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    app.state.engine = Engine()
+    engine = Engine()
+    # The model and the prompt vectors load now, not inside the first request's deadline.
+    await run_in_threadpool(engine.warm_up)
+    app.state.engine = engine
     yield
 
 

@@ -20,8 +20,10 @@ EXAMPLES = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def client(restyle_engine: Callable[..., Engine]) -> Iterator[TestClient]:
+def client(restyle_engine: Callable[..., Engine],
+           monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
     engine = restyle_engine(experts=[ScriptedExpert("acme", entities=[("Acme", 0.9, "brand")])])
+    monkeypatch.setattr(example, "Engine", lambda: engine)  # the app's start-up builds this one
     example.app.dependency_overrides[example.get_engine] = lambda: engine
     with TestClient(example.app) as client:
         yield client
@@ -30,7 +32,7 @@ def client(restyle_engine: Callable[..., Engine]) -> Iterator[TestClient]:
 
 @pytest.fixture
 def catalog_client(
-    restyle_engine: Callable[..., Engine], tmp_path: Path
+    restyle_engine: Callable[..., Engine], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[TestClient]:
     """An Engine whose comps come from a local catalog: their images are server files."""
     engine = restyle_engine(
@@ -39,6 +41,7 @@ def catalog_client(
         marketplaces=["catalog"], catalog=tmp_path / "catalog",
     )
     engine.build_catalog(EXAMPLES / "catalog" / "listings.jsonl", progress=False)
+    monkeypatch.setattr(example, "Engine", lambda: engine)
     example.app.dependency_overrides[example.get_engine] = lambda: engine
     with TestClient(example.app) as client:
         yield client

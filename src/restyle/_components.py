@@ -59,6 +59,12 @@ class Component(ABC):  # noqa: B024 - abstract in spirit; subclasses add the met
         from :attr:`context` when called.
         """
 
+    def warm_up(self) -> None:  # noqa: B027 - optional hook, empty on purpose
+        """Do the expensive set-up now (load a model, encode prompts, open a
+        file), outside any analysis's deadline; :meth:`Engine.warm_up` calls it,
+        with the Engine's context current. What is not warmed up is done on
+        first use, inside that call's deadline."""
+
     @property
     def context(self) -> Context:
         """The context of the Engine calling this component now."""

@@ -206,6 +206,27 @@ class Engine:
         assert isinstance(component, base)
         return component
 
+    def warm_up(self) -> None:
+        """Load now what the first analysis would otherwise load inside its own
+        deadline: the encoder's model, the ``clip`` expert's prompt vectors,
+        whatever each component's :meth:`~restyle.Component.warm_up` does.
+
+        Call it once at start-up (a web app's worker, a notebook's first cell;
+        the CLI calls it before its first photo) so the first answer is as
+        complete as the second. It takes as long as loading takes, with no
+        deadline. Raises :class:`~restyle.EncoderError` when the encoder cannot
+        load; any other component that fails to warm up is logged and tried
+        again on first use. Without it the work starts on first use, and a
+        call that comes too early degrades only its own answer."""
+        with self._running("warm_up"):
+            self.encoder.warm_up()
+            for component in (*self.experts, self.synthesizer, *self.marketplaces):
+                try:
+                    component.warm_up()
+                except Exception as exc:
+                    logger.warning("%s %s did not warm up: %s", component.kind, component.name,
+                                   describe(exc))
+
     @property
     def catalog(self) -> Catalog:
         """The local catalog, opened on first use for this Engine's encoder."""
@@ -271,6 +292,12 @@ class Engine:
     def _budget(self, deadline: float | None) -> Budget:
         return Budget.of(self.deadline if deadline is None else _seconds("deadline", deadline))
 
+    @staticmethod
+    def _load_photo(image: ImageInput | Photo, budget: Budget) -> Photo:
+        """The photo read and decoded through the input gate, by the end of the
+        experts' stage (reading it is part of the analysis)."""
+        return load_photo(image, deadline=budget.stage("experts").end)
+
     def _experts_deadline(self, budget: Budget) -> float:
         return budget.stage("experts", cap=self.identify_budget).end
 
@@ -285,7 +312,7 @@ class Engine:
         """
         with self._running("examine"):
             budget = self._budget(deadline)
-            photo = load_photo(image)
+            photo = self._load_photo(image, budget)
             return examine(self.experts, photo, deadline=self._experts_deadline(budget))
 
     def identify(self, image: ImageInput | Photo, *,
@@ -293,7 +320,7 @@ class Engine:
         """What the item in the photo is."""
         with self._running("identify"):
             budget = self._budget(deadline)
-            return self._identify(load_photo(image), budget).identification
+            return self._identify(self._load_photo(image, budget), budget).identification
 
     def _identify(self, photo: Photo, budget: Budget) -> IdentifyResult:
         opinions = examine(self.experts, photo, deadline=self._experts_deadline(budget))
@@ -321,7 +348,8 @@ class Engine:
                 f"Engine.identify), got {type(identification).__name__}")
         with self._running("find_comps"):
             budget = self._budget(deadline)
-            _, reranked, _ = self._find_comps(load_photo(image), identification, budget)
+            _, reranked, _ = self._find_comps(self._load_photo(image, budget), identification,
+                                              budget)
             return list(reranked.comps)
 
     def _photo_embedding(self, photo: Photo, deadline: float) -> np.ndarray:
@@ -385,7 +413,7 @@ class Engine:
         record = _record_dir(record)
         with self._running("analyze", hidden=hidden):
             budget = self._budget(deadline)
-            photo = load_photo(image)
+            photo = self._load_photo(image, budget)
             identified = self._identify(photo, budget)
             search, reranked, embedding = self._find_comps(
                 photo, identified.identification, budget, hidden)
@@ -517,16 +545,17 @@ class Engine:
                      deadline: float | None) -> _StartedBatch:
         """Decode the photos and start their embeddings in one encoder call."""
         photos: list[Photo | RestyleError] = []
+        seconds = self.deadline if deadline is None else deadline
         for image in images:
             try:
-                photos.append(load_photo(image))
+                photos.append(load_photo(image, deadline=time.monotonic()
+                                         + seconds * STAGE_MARKS["experts"]))
             except RestyleError as exc:
                 photos.append(exc)
         decoded = [p for p in photos if isinstance(p, Photo)]
         pending = None
         if len(decoded) > 1:  # one photo alone gains nothing from a batch
             encoder = self.encoder
-            seconds = self.deadline if deadline is None else deadline
             with self._running("analyze_many"):
                 try:
                     pending = _budget.start(

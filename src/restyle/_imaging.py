@@ -230,10 +230,13 @@ class Photo:
         key = encoder.model_id
         with self._lock:
             cached = self._embeddings.get(key)
-            if cached is None:
-                cached = check_vectors(encoder, encoder.encode_images([self.image]), count=1)[0]
-                self._embeddings[key] = cached
+        if cached is not None:
             return cached
+        # Computed without the lock: a caller never waits, past its own
+        # deadline, for another's call that overran (two may compute it once each).
+        vector = check_vectors(encoder, encoder.encode_images([self.image]), count=1)[0]
+        with self._lock:
+            return self._embeddings.setdefault(key, vector)
 
     def known_embedding(self, encoder: Encoder) -> np.ndarray | None:
         """This photo's embedding under ``encoder`` if it was computed already."""

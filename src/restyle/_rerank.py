@@ -234,7 +234,7 @@ class Reranker:
         side = draft_side(encoder)  # decoded no larger than the model needs, as in a build
 
         def on_result(url: str, result: bytes | FetchError) -> None:
-            ready.put((url, _prepare(result, side)))
+            ready.put((url, _prepare(result, side, fetch_deadline)))
 
         def fetch_all() -> None:
             try:
@@ -355,14 +355,16 @@ def _with_flags(comp: Comp, flags: tuple[str, ...]) -> Comp:
     return replace(comp, flags=flags)
 
 
-def _prepare(result: bytes | FetchError, side: int) -> _Prepared | RestyleError:
-    """A downloaded image decoded for the encoder (runs in the fetch threads, so
-    decoding overlaps the other downloads), or why it cannot be used."""
+def _prepare(result: bytes | FetchError, side: int,
+             deadline: float | None = None) -> _Prepared | RestyleError:
+    """A downloaded image decoded for the encoder by ``deadline`` (runs in the
+    fetch threads, so decoding overlaps the other downloads), or why it cannot
+    be used."""
     if isinstance(result, FetchError):
         return result
     try:
         # No source name: URLs may carry secrets into the message.
-        photo = decode(result, draft_side=side)
+        photo = decode(result, draft_side=side, deadline=deadline)
     except ImageError as exc:
         return ImageError(f"comp image is unusable: {exc}")
     return _Prepared(sha256=photo.sha256, image=photo.image)

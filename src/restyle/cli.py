@@ -386,7 +386,9 @@ def _analyze(args: argparse.Namespace) -> int:
     options: dict[str, object] = {} if args.deadline is None else {"deadline": args.deadline}
     engine = _engine(args, experts=experts, synthesizer=args.synthesizer,
                      marketplaces=marketplaces, **options)
-    engine.encoder.dim  # noqa: B018 - load the model first: one clear error if it cannot
+    # The model and the prompt vectors before the first photo, outside its deadline:
+    # one clear error if the model cannot load, and a first answer as full as the next.
+    engine.warm_up()
     if "catalog" in [c.name for c in (*engine.experts, *engine.marketplaces)]:
         engine.catalog  # noqa: B018 - open it first: one clear error if it is damaged
     if photo is not None:
@@ -466,7 +468,9 @@ def _pricing_rules(args: argparse.Namespace) -> dict[str, object]:
 def _backtest(args: argparse.Namespace) -> int:
     engine = _engine(args, experts=_split(args.experts), synthesizer=args.synthesizer,
                      marketplaces=_split(args.marketplaces), **_pricing_rules(args))
-    engine.encoder.dim  # noqa: B018 - load the model first: one clear error if it cannot
+    # The model and the prompt vectors before the first photo, outside its deadline:
+    # one clear error if the model cannot load, and a first answer as full as the next.
+    engine.warm_up()
     if args.limit is not None and args.limit < 1:
         raise ConfigurationError("--limit must be at least 1")
     report = backtest(engine, args.dataset, limit=args.limit, progress=None,

@@ -33,11 +33,15 @@ _engine_lock = threading.Lock()
 
 
 def get_engine() -> Engine:
-    """The process's Engine, built once (configure it with RESTYLE_* variables)."""
+    """The process's Engine, built and warmed up once (configure it with RESTYLE_*
+    variables): the model and the prompt vectors load here, not inside the first
+    request's deadline."""
     global _engine
     with _engine_lock:
         if _engine is None:
-            _engine = Engine()
+            engine = Engine()
+            engine.warm_up()
+            _engine = engine
         return _engine
 
 

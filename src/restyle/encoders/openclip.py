@@ -304,12 +304,17 @@ with suppress(AttributeError, RuntimeError):  # other interpreters; already exit
     threading._register_atexit(_TORCH_WORK.drain)  # type: ignore[attr-defined]
 
 
+_RETURN_SECONDS = 0.1
+
+
 def _wait(future: Future[Any], what: str) -> Any:
     """``future``'s result, waited for until the deadline of the component call
     running on this thread (without one, for as long as it takes). At the
     deadline the work is left to finish on its own and EncoderError raised."""
     deadline = CALL_DEADLINE.get(None)
-    timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+    # A little before the deadline, so the call has returned when its caller stops waiting.
+    timeout = None if deadline is None or deadline == float("inf") else max(
+        0.0, deadline - _RETURN_SECONDS - time.monotonic())
     try:
         return future.result(timeout)
     except FutureTimeout:
@@ -572,6 +577,9 @@ class OpenClipEncoder(Encoder):
     def load(self) -> None:
         """Load the model now instead of on first use."""
         self._load()
+
+    def warm_up(self) -> None:
+        self.load()
 
     def _load(self) -> _Loaded:
         """The loaded model, shared by every encoder with the same spec, device
