@@ -766,7 +766,7 @@ def test_a_documented_key_of_an_unused_component_is_hidden_in_analyses_and_recor
     titles = [c.listing.title for c in analysis.comps]
     assert titles and all(t.startswith("leather jacket ") for t in titles)
     recorded = [p.read_text(errors="replace") for p in (tmp_path / "recording").iterdir()]
-    for text in [analysis.to_json(), json.dumps(analysis.to_dict()), *recorded]:
+    for text in [analysis.to_json(), json.dumps(analysis.to_dict()), repr(analysis), *recorded]:
         assert key not in text, text[:300]
     assert f"leather jacket {REDACTED} #0" in analysis.to_json()
 
@@ -789,7 +789,8 @@ def test_output_hides_a_secret_registered_after_the_analysis() -> None:
     assert secret in analysis.comps[0].listing.title  # not a secret yet: kept as it came
     register(secret)  # e.g. a component learnt it on first use, after the title was recorded
     for text in (analysis.to_json(), json.dumps(analysis.to_dict()),
-                 json.dumps(analysis.comps[0].to_dict())):
+                 json.dumps(analysis.comps[0].to_dict()), repr(analysis),
+                 repr(analysis.comps[0])):
         assert secret not in text and REDACTED in text
     assert analysis.comps[0].listing.title.endswith(" #0")  # the value itself is untouched
 

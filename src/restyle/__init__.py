@@ -38,6 +38,7 @@ from restyle._errors import (
     MarketplaceUnavailableError,
     PluginContractError,
     PluginError,
+    RecordingError,
     RestyleError,
     SynthesizerError,
 )
@@ -145,6 +146,7 @@ __all__ = [
     "PricedComp",
     "Query",
     "RayExecutor",
+    "RecordingError",
     "RedactingFilter",
     "RegisterEncoder",
     "RegisterExpert",

@@ -37,7 +37,13 @@ from restyle._holdout import HeldOutCatalog, catalog_ids
 from restyle._identify import IdentifyResult, examine, synthesize
 from restyle._imaging import ImageInput, Photo, load_photo
 from restyle._plugins import PluginRegistry
-from restyle._pricing import DEFAULT_HALF_LIFE_DAYS, MINIMUM_COMPS, estimate_price
+from restyle._pricing import (
+    DEFAULT_HALF_LIFE_DAYS,
+    MAXIMUM_HALF_LIFE_DAYS,
+    MINIMUM_COMPS,
+    MINIMUM_HALF_LIFE_DAYS,
+    estimate_price,
+)
 from restyle._progress import progress_bar
 from restyle._ray import Executor
 from restyle._recording import Trace, engine_settings, write_recording
@@ -57,8 +63,6 @@ ANALYSIS_WORKERS = 4
 MAX_DEADLINE = 86_400.0
 #: Most comps an Engine may be asked to want, fetch or price on.
 MAX_COUNT = 1_000
-#: Longest half-life a sold comp's weight may be given, in days (a century).
-MAX_HALF_LIFE_DAYS = 36_500.0
 
 __all__ = ["Engine"]
 
@@ -644,9 +648,10 @@ def _seconds(name: str, value: object) -> float:
 def _days(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigurationError(f"{name} must be a number of days, got {value!r}")
-    if not (math.isfinite(value) and 0 < value <= MAX_HALF_LIFE_DAYS):
-        raise ConfigurationError(f"{name} must be a positive number of days, at most "
-                                 f"{MAX_HALF_LIFE_DAYS:,.0f}, got {value!r}")
+    if not (math.isfinite(value) and MINIMUM_HALF_LIFE_DAYS <= value <= MAXIMUM_HALF_LIFE_DAYS):
+        raise ConfigurationError(f"{name} must be a positive number of days from "
+                                 f"{MINIMUM_HALF_LIFE_DAYS:.4g} (an hour) to "
+                                 f"{MAXIMUM_HALF_LIFE_DAYS:,.0f}, got {value!r}")
     return float(value)
 
 

@@ -16,7 +16,8 @@ RestyleError
 │   ├── MarketplaceUnavailableError server errors or no connection after the retries
 │   └── MarketplaceResponseError    a request refused, or an answer that makes no sense
 ├── EncoderError            the encoder could not load its model or embed inputs
-└── CatalogError            the local catalog is missing, corrupt or built with another model
+├── CatalogError            the local catalog is missing, corrupt or built with another model
+└── RecordingError          a recording that is missing, outside its folder, too large or malformed
 ```
 
 Foreign exceptions are translated where they enter restyle, with
@@ -40,6 +41,7 @@ __all__ = [
     "MarketplaceUnavailableError",
     "PluginContractError",
     "PluginError",
+    "RecordingError",
     "RestyleError",
     "SynthesizerError",
 ]
@@ -161,3 +163,9 @@ class EncoderError(RestyleError):
 
 class CatalogError(RestyleError):
     """The local catalog is missing, damaged, or was built with another encoder."""
+
+
+class RecordingError(RestyleError):
+    """A recording that cannot be replayed: missing, a file outside its folder
+    or not a regular file, over a size limit, or a field of the wrong type or
+    out of range (the message names the file and the field)."""

@@ -37,7 +37,7 @@ from PIL import Image
 
 from restyle._components import Encoder, Expert, Marketplace, Synthesizer
 from restyle._context import activate, deactivate
-from restyle._errors import EncoderError, FetchError, RestyleError
+from restyle._errors import EncoderError, FetchError, RecordingError, RestyleError
 from restyle._fetching import Fetcher
 from restyle._identify import synthesize
 from restyle._imaging import Photo, load_photo
@@ -162,12 +162,6 @@ def _write(target: Path, trace: Trace, version: str) -> None:
 
 
 # -- reading -----------------------------------------------------------------------
-
-
-class RecordingError(RestyleError):
-    """A recording that cannot be replayed: missing, a file outside its folder
-    or not a regular file, over a size limit, or a field of the wrong type or
-    out of range (the message names the file and the field)."""
 
 
 def _shown(value: object) -> str:

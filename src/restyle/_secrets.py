@@ -2,8 +2,9 @@
 
 Every credential restyle holds is a :class:`Secret`, and making one registers
 its value; so is whatever the documented key variables hold
-(:data:`SECRET_VARIABLES`), whether or not their component is in use. :func:`redact` then replaces every registered value, and anything
-shaped like a credential whoever it belongs to (``Authorization`` headers,
+(:data:`SECRET_VARIABLES`), whether or not their component is in use.
+:func:`redact` then replaces every registered value, and anything shaped
+like a credential whoever it belongs to (``Authorization`` headers,
 ``x-goog-api-key``, ``X-Amz-Security-Token``, ``access_token`` and
 ``client_secret`` fields...), wherever it appears. :class:`RedactingFilter`
 does the same to log records, and :func:`protect_loggers` puts it on the

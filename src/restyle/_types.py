@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
-from restyle._serde import from_jsonable, to_jsonable
+from restyle._serde import from_jsonable, redacting_repr, to_jsonable
 
 __all__ = [
     "Analysis",
@@ -538,3 +538,10 @@ class Analysis(_Value):
         from restyle._display import analysis_html
 
         return analysis_html(self)
+
+
+# Every value's repr hides the registered secrets, also one learnt after it was made.
+for _name in __all__:
+    _cls = globals()[_name]
+    if isinstance(_cls, type) and issubclass(_cls, _Value):
+        redacting_repr(_cls)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -184,13 +184,14 @@ def _no_warnings(warnings: list[str]) -> None:
         raise AssertionError("; ".join(warnings))
 
 
-def _timed(component: Component, what: str, fn: Callable[..., T], *args: object,
-           **kwargs: object) -> T:
+def _timed(component: Component, what: str, fn: Callable[..., T], *args: Any,
+           **kwargs: Any) -> T:
     """``fn(...)`` under the component's timeout, as the Engine calls it."""
     timeout = _budget.timeout_of(component)
     try:
-        return _budget.call(component, f"{component.kind} {component.name}", fn, *args,
-                            deadline=time.monotonic() + timeout, **kwargs)
+        value: T = _budget.call(component, f"{component.kind} {component.name}", fn, *args,
+                                deadline=time.monotonic() + timeout, **kwargs)
+        return value
     except _budget.Overdue:
         raise AssertionError(
             f"{component.kind} {component.name} gave no answer from {what} within its timeout "
