@@ -1,11 +1,14 @@
 """An analysis ends by its deadline whatever the components and servers do.
 
 Each scenario runs ``Engine.analyze`` with a deadline against one fault: a
-hung expert, synthesizer, marketplace or comp encoder, and comp-image servers
-that drip their status line, headers or chunk sizes one byte at a time, or
-never answer. Prints, per scenario, the deadline, the time ``analyze`` took
-(best and worst of the rounds) and the overshoot past the deadline; then the
-live thread count after 50 analyses with every component hung at once.
+hung expert, synthesizer, marketplace or comp encoder, an expert whose lazy
+answer stalls midway, a synthesizer answering a 100 MB product name, a photo
+read from a pipe whose writer stalls, and comp-image servers that drip their
+status line, headers or chunk sizes one byte at a time, or never answer.
+Prints, per scenario, the deadline, the time ``analyze`` took (best and
+worst of the rounds) and the overshoot past the deadline; then the live thread
+count after 50 analyses with every component hung at once, and
+the peak thread count of an expert that calls ``analyze`` again from inside.
 The reference is the deadline itself: restyle's floor is finishing on it.
 
     python bench/deadline.py [--deadline 3] [--rounds 3]
@@ -14,6 +17,8 @@ The reference is the deadline itself: restyle's floor is finishing on it.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import socket
 import sys
 import threading
@@ -36,8 +41,11 @@ from restyle import (
     Listing,
     Marketplace,
     Money,
+    Observation,
+    Opinion,
     Query,
     Reranker,
+    RestyleError,
     Synthesizer,
 )
 from restyle.testing import (
@@ -110,6 +118,31 @@ def red_vector() -> np.ndarray:
     return ColorEncoder().encode_images([PHOTO])[0]
 
 
+class HugeNameSynthesizer(Synthesizer):
+    name = "huge-name"
+
+    def synthesize(self, opinions: Any, *, photo: Any) -> Identification:
+        return Identification(product_name="x" * 100_000_000)
+
+
+def lazy_opinion(photo: Any) -> Opinion:
+    def stalling() -> Iterator[Observation]:
+        yield Observation(text="jacket", score=0.5)
+        RELEASE.wait()  # the answer stops midway
+
+    return Opinion(expert="lazy", labels=stalling())  # type: ignore[arg-type]
+
+
+def stalled_pipe() -> Any:
+    """A photo read from a pipe whose writer never writes (and never closes)."""
+    read, write = os.pipe()
+    _PIPES.append(write)
+    return os.fdopen(read, "rb")
+
+
+_PIPES: list[int] = []
+
+
 def engine(deadline: float, **options: Any) -> Engine:
     known = {f"m:{i}": red_vector() for i in range(4)}
     settings: dict[str, Any] = {
@@ -138,6 +171,10 @@ def scenarios(deadline: float) -> Iterator[tuple[str, Callable[[], Engine], Any]
     yield "hung synthesizer", lambda: engine(deadline, synthesizer=HungSynthesizer()), None
     yield "hung marketplace", lambda: engine(deadline, marketplaces=[HungMarketplace()]), None
     yield "hung comp encoder", lambda: comp_server_engine_with_images(deadline), None
+    yield "lazy expert answer", lambda: engine(deadline, experts=[
+        ScriptedExpert("lazy", timeout=600, result=lazy_opinion)]), None
+    yield "100 MB product name", lambda: engine(deadline, synthesizer=HugeNameSynthesizer()), None
+    yield "stalled photo pipe", lambda: engine(deadline), stalled_pipe
     status = b"HTTP/1.1 200 OK\r\n"
     headers = status + b"Content-Type: image/png\r\nX-Padding: " + b"a" * 200 + b"\r\n"
     chunked = (status + b"Content-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -157,14 +194,36 @@ def comp_server_engine_with_images(deadline: float) -> Engine:
     return eng
 
 
-def measure(make: Callable[[], Engine], rounds: int) -> list[float]:
+def measure(make: Callable[[], Engine], rounds: int,
+            photo: Callable[[], Any] = lambda: PHOTO) -> list[float]:
     times = []
     for _ in range(rounds):
         eng = make()  # fresh components: a stuck one would be skipped as busy
+        given = photo()
         start = time.perf_counter()
-        eng.analyze(PHOTO)
+        with contextlib.suppress(RestyleError):  # an unreadable photo fails, on time
+            eng.analyze(given)
         times.append(time.perf_counter() - start)
     return times
+
+
+def reentrant_peak(deadline: float) -> int:
+    """Peak live threads while an expert calls ``analyze`` again from inside."""
+    holder: list[Engine] = []
+    peak = [threading.active_count()]
+
+    class Again(ScriptedExpert):
+        def examine(self, photo: Any) -> Opinion:
+            peak[0] = max(peak[0], threading.active_count())
+            with contextlib.suppress(RestyleError):
+                holder[0].analyze(PHOTO)
+            return Opinion(expert=self.name)
+
+    eng = engine(deadline, experts=[Again("again", timeout=600)])
+    holder.append(eng)
+    before = threading.active_count()
+    eng.analyze(PHOTO)
+    return peak[0] - before
 
 
 def _stuck_calls() -> Counter[str]:
@@ -183,7 +242,9 @@ def main() -> None:
     print(f"{'scenario':<22} {'best s':>8} {'worst s':>8} {'overshoot s':>12}")
     try:
         for name, make, reply in scenarios(deadline):
-            if make is None:
+            if make is not None and reply is not None:  # the fault is the photo itself
+                times = measure(make, args.rounds, photo=reply)
+            elif make is None:
                 with FakeServer(dripping(reply)) as server:
                     times = measure(lambda port=server.port: comp_server_engine(deadline, port),
                                     args.rounds)
@@ -203,6 +264,8 @@ def main() -> None:
               f"{threading.active_count() - threads_before} threads more, "
               f"{sum(stuck.values())} more calls stuck ({', '.join(sorted(stuck))}); "
               f"restyle's idle workers are reused")
+        print(f"an expert calling analyze again from inside (deadline {deadline:g} s): "
+              f"at most {reentrant_peak(deadline)} threads more at once")
     finally:
         RELEASE.set()
 

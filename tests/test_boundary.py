@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import threading
-import time
 import tracemalloc
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -33,37 +32,9 @@ from restyle import (
 from restyle._budget import MAX_CALLS
 from restyle._contracts import MAX_ITEMS, MAX_TEXT, plain
 from tests.fakes.components import ColorEncoder, ListMarketplace, ScriptedExpert
+from tests.test_faults import PHOTO, SLACK, engine, listing, release, timed
 
-PHOTO = Image.new("RGB", (64, 64), (200, 30, 30))
-SLACK = 1.0
-
-
-@pytest.fixture
-def release() -> Iterator[threading.Event]:
-    event = threading.Event()
-    yield event
-    event.set()
-
-
-def listing(n: int) -> Listing:
-    return Listing(marketplace="m", listing_id=str(n), title=f"item {n}",
-                   price=Money(amount="10", currency="USD"))
-
-
-def engine(**options: Any) -> Engine:
-    settings: dict[str, Any] = {
-        "encoder": ColorEncoder(),
-        "experts": [ScriptedExpert("eye", entities=[("Acme", 0.9, "brand")])],
-        "marketplaces": [ListMarketplace("m", [listing(i) for i in range(4)])],
-        "load_entrypoints": False,
-    }
-    settings.update(options)
-    return Engine(**settings)
-
-
-def timed(fn: Any) -> tuple[Any, float]:
-    start = time.monotonic()
-    return fn(), time.monotonic() - start
+__all__ = ["release"]  # the fixture, shared with the fault tests
 
 
 def stalling(first: object, release: threading.Event) -> Iterator[object]:
