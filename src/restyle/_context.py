@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 __all__ = ["Context", "current_context"]
 
 _CURRENT: contextvars.ContextVar[Context] = contextvars.ContextVar("restyle_context")
-# The deadline (a time.monotonic value) of the component call running in this thread.
+# The deadline (a time.monotonic value) of the component call running in this
+# thread; infinity for work started on behalf of no one call (a warm-up).
 CALL_DEADLINE: contextvars.ContextVar[float] = contextvars.ContextVar("restyle_call_deadline")
 
 
@@ -56,7 +57,9 @@ class Context:
         """Seconds left before the current component call is abandoned; None
         outside a call made by an Engine."""
         deadline = CALL_DEADLINE.get(None)
-        return None if deadline is None else max(0.0, deadline - time.monotonic())
+        if deadline is None or deadline == float("inf"):  # outside a call, or work of no call's
+            return None
+        return max(0.0, deadline - time.monotonic())
 
 
 def current_context() -> Context:
