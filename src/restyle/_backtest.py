@@ -297,6 +297,7 @@ def backtest(
         source = str(dataset)
     if limit is not None:
         sales = sales[:limit]
+    engine.warm_up()  # the model and prompts before the first sale: its answer is as full
     images = _catalog_images(engine)
     by_image: dict[str, set[str]] = {}
     for listing_id, sha in images.items():
