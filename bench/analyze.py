@@ -40,8 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.encode import photos as synthetic_photos
 from restyle import Catalog, Comp, Engine, Reranker, estimate_price, load_photo
-from restyle._catalog import BuildReport
-from restyle._ingest import DecodedListing, ListingRow
+from restyle._ingestion.listings import DecodedListing, ListingRow
+from restyle._store.catalog import BuildReport
 from restyle._taxonomy import CATEGORIES
 from restyle._types import Condition
 from restyle.encoders.openclip import OpenClipEncoder

@@ -127,8 +127,8 @@ def throughput(args: argparse.Namespace) -> None:
         # 2,000 decoded at once would take 1.8 GB): whole, as an application
         # holding them would hand them over, and as small as the build decodes
         # them (a JPEG at reduced scale in its decoder, down to the model's side).
-        from restyle._imaging import decode
-        from restyle._ingest import draft_side
+        from restyle._ingestion.listings import draft_side
+        from restyle._input.imaging import decode
 
         side = draft_side(encoder)
         sample = [Image.open(folder / n).convert("RGB") for n in names[: args.sample]]
@@ -170,7 +170,7 @@ def throughput(args: argparse.Namespace) -> None:
 _CHILD = r"""
 import sys, time
 from pathlib import Path
-from restyle._ingest import (ListingLimits, ListingRow, Rejection, batches,
+from restyle._ingestion.listings import (ListingLimits, ListingRow, Rejection, batches,
                              decode_listing_image, load_images, read_listings, validate_listing)
 
 def kib(field):

@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from restyle._index import VectorIndex
+from restyle._indexes.flat import VectorIndex
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -142,7 +142,7 @@ _CHILD = r"""
 import sys, numpy as np
 sys.path.insert(0, sys.argv[3])
 from bench.index import Source
-from restyle._index import VectorIndex
+from restyle._indexes.flat import VectorIndex
 
 def kib(field):
     status = open("/proc/self/status").read()

@@ -27,8 +27,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from restyle import _shards
-from restyle._shards import NearestIds, ShardedIndex, nlist_for, probes_near
+from restyle._indexes import sharded as _shards
+from restyle._indexes.sharded import NearestIds, ShardedIndex, nlist_for, probes_near
 
 DIM = 512
 RANK = 96

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from restyle._imaging import JPEG_MAX_SCANS as MAX_SCANS
+from restyle._input.imaging import JPEG_MAX_SCANS as MAX_SCANS
 
 TARGET_MB = 100.0
 
@@ -150,7 +150,7 @@ def measure(path: Path, route: str) -> dict[str, object]:
     import torch
 
     from restyle import ImageError, load_photo
-    from restyle._imaging import decode
+    from restyle._input.imaging import decode
     from restyle.encoders.openclip import OpenClipEncoder
 
     torch.manual_seed(0)

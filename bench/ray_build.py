@@ -44,7 +44,7 @@ def stage_costs(source: Path, model: str, sample: int) -> dict[str, float]:
     import torch
 
     from restyle import Catalog
-    from restyle._ingest import (
+    from restyle._ingestion.listings import (
         DecodedListing,
         ListingRow,
         decode_listing_image,
@@ -79,7 +79,7 @@ def stage_costs(source: Path, model: str, sample: int) -> dict[str, float]:
         encode = (time.perf_counter() - start) / len(decoded)
         with tempfile.TemporaryDirectory() as tmp, Catalog.open(
                 Path(tmp) / "c", encoder, create=True) as catalog:
-            from restyle._catalog import BuildReport
+            from restyle._store.catalog import BuildReport
 
             report = BuildReport()
             start = time.perf_counter()

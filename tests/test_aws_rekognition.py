@@ -12,7 +12,7 @@ from botocore.stub import Stubber
 from PIL import Image
 
 from restyle import ExpertError, Observation
-from restyle._imaging import Photo, decode, load_photo
+from restyle._input.imaging import Photo, decode, load_photo
 from restyle.experts.aws_rekognition import LIMITS, AwsRekognitionExpert, parse_labels
 from tests.conftest import SAMPLE_PHOTO
 from tests.fakes.rekognition import (

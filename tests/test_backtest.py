@@ -24,7 +24,7 @@ from restyle import (
     Reranker,
     backtest,
 )
-from restyle._backtest import (
+from restyle._evaluation.backtest import (
     LABEL_CHARACTERS,
     BacktestItem,
     error_histogram,
@@ -251,8 +251,8 @@ def test_a_recompressed_copy_of_the_photo_in_the_catalog_is_held_out_too(
 
 
 def test_the_same_picture_in_other_bytes_is_one_a_recoloured_drawing_is_not() -> None:
-    from restyle._holdout import fingerprint, same_picture
-    from restyle._imaging import load_photo
+    from restyle._input.imaging import load_photo
+    from restyle._store.holdout import fingerprint, same_picture
 
     images = SAMPLE_LISTINGS.parent / "images"
     blue, other_blue, black = (load_photo(images / f"{name}.jpg").image for name in (

@@ -29,8 +29,8 @@ from restyle import (
     RestyleError,
     Synthesizer,
 )
-from restyle._budget import MAX_CALLS
-from restyle._contracts import MAX_ITEMS, MAX_TEXT, plain
+from restyle._pipeline.budget import MAX_CALLS
+from restyle._plugin.contracts import MAX_ITEMS, MAX_TEXT, plain
 from tests.fakes.components import ColorEncoder, ListMarketplace, ScriptedExpert
 from tests.test_faults import PHOTO, SLACK, engine, listing, release, timed
 

@@ -32,7 +32,7 @@ from restyle import (
     ListingLimits,
     Query,
 )
-from restyle._ingest import read_listings
+from restyle._ingestion.listings import read_listings
 from restyle.testing import FakeServer, Reply
 from tests.conftest import SAMPLE_LISTINGS
 from tests.fakes.components import ColorEncoder
@@ -446,7 +446,7 @@ def test_a_clean_build_removes_the_previous_rejected_file(folder: Path) -> None:
 def test_the_report_keeps_the_first_rejections_and_counts_them_all(
     folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("restyle._catalog.REPORTED_REJECTIONS", 5)
+    monkeypatch.setattr("restyle._store.catalog.REPORTED_REJECTIONS", 5)
     report, _ = build(folder, write_jsonl(folder, [b"nope"] * 12 + [json.dumps(GOOD).encode()]))
     assert report.rejected_count == 12 and len(report.rejected) == 5 and report.added == 1
     assert report.rows == 13
@@ -616,7 +616,7 @@ os._exit(0)  # killed: the journal stays behind
 def test_removing_then_dying_before_the_index_is_saved_leaves_only_stray_vectors(
     built: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from restyle._index import VectorIndex
+    from restyle._indexes.flat import VectorIndex
 
     def dies(self: Any, path: Any) -> None:
         raise KeyboardInterrupt

@@ -702,7 +702,7 @@ def test_an_interrupted_command_exits_130(tmp_path: Path) -> None:
 
 EXIT_SCRIPT = """
 import atexit, sys, threading, time
-from restyle import _budget
+from restyle._pipeline import budget as _budget
 from restyle.cli import main
 
 atexit.register(lambda: sys.stderr.write("interpreter shutdown ran\\n"))

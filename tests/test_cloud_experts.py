@@ -13,7 +13,7 @@ from google.auth.credentials import AnonymousCredentials
 from PIL import Image
 
 from restyle import Engine, ExpertError
-from restyle._imaging import Photo, UploadLimits, decode, load_photo, prepare_upload
+from restyle._input.imaging import Photo, UploadLimits, decode, load_photo, prepare_upload
 from restyle.experts.aws_rekognition import AwsRekognitionExpert
 from restyle.experts.google_vision import GoogleVisionExpert
 from tests.conftest import ROOT, SAMPLE_PHOTO
@@ -83,7 +83,7 @@ def test_restyle_imports_and_registers_cloud_experts_without_their_sdks() -> Non
         import sys
         for name in ("boto3", "botocore", "google.cloud.vision", "google.cloud"):
             sys.modules[name] = None  # an import of these now fails
-        from restyle._plugins import PluginRegistry
+        from restyle._plugin.registry import PluginRegistry
         from restyle.experts.aws_rekognition import AwsRekognitionExpert
         from restyle.experts.google_vision import GoogleVisionExpert
         registry = PluginRegistry(load_entrypoints=False)

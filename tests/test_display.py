@@ -29,8 +29,8 @@ from restyle import (
     PriceStatus,
 )
 from restyle._display import INLINE_BUDGET, THUMBNAIL_SIDE
-from restyle._imaging import load_photo
-from restyle._vouched import vouch
+from restyle._input.imaging import load_photo
+from restyle._input.vouched import vouch
 from tests.conftest import EXAMPLES, SAMPLE_PHOTO
 
 HOSTILE = "<script>alert('x')</script>"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from restyle import _hookspecs
+from restyle._plugin import hookspecs as _hookspecs
 
 ROOT = Path(__file__).resolve().parent.parent
 HOOKS = sorted(

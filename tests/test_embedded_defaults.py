@@ -209,7 +209,7 @@ def test_analyze_many_in_several_batches_keeps_the_order_and_the_answers(
 def test_an_analysis_asks_the_vector_index_once_however_far_it_relaxes(
     tiny_encoder: OpenClipEncoder, catalog_copy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from restyle._index import VectorIndex
+    from restyle._indexes.flat import VectorIndex
     from restyle.marketplaces.catalog import CatalogMarketplace
 
     # Wanting more comps than the catalog holds walks every relaxation step.

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from restyle import EncoderError
-from restyle._imaging import decode
+from restyle._input.imaging import decode
 from restyle.encoders import openclip
 from restyle.encoders.openclip import OpenClipEncoder, parse_model_spec, select_device
 from restyle.testing import image_bytes
@@ -442,7 +442,7 @@ def test_a_build_decodes_down_to_the_models_input_side() -> None:
     from decimal import Decimal
 
     from restyle import Condition
-    from restyle._ingest import (
+    from restyle._ingestion.listings import (
         DRAFT_SIDE,
         DecodedListing,
         ListingRow,

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from restyle import Analysis, CompFlag, EmbeddingCache, Engine, Fetcher, Reranker
-from restyle._fetching import USER_AGENT
+from restyle._input.fetching import USER_AGENT
 from restyle.encoders.openclip import OpenClipEncoder
 from restyle.experts.aws_rekognition import AwsRekognitionExpert
 from restyle.experts.google_vision import GoogleVisionExpert

@@ -17,7 +17,7 @@ from tests.conftest import ROOT
 OVERRUN = textwrap.dedent("""
     import sys, time
     from PIL import Image
-    from restyle import _budget
+    from restyle._pipeline import budget as _budget
     from restyle.encoders.openclip import OpenClipEncoder
     encoder = OpenClipEncoder("ViT-B-32/random", device="cpu", precision="fp32")
     encoder.load()

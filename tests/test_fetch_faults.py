@@ -21,8 +21,9 @@ import pytest
 from PIL import Image
 
 import restyle
-from restyle import CompFlag, FetchError, FetchLimits, Listing, Money, Reranker, _fetching
-from restyle._fetching import Fetcher
+from restyle import CompFlag, FetchError, FetchLimits, Listing, Money, Reranker
+from restyle._input import fetching as _fetching
+from restyle._input.fetching import Fetcher
 from restyle.testing import FakeServer, Raw, Reply, image_bytes
 from tests.conftest import wait_until
 from tests.fakes.components import ColorEncoder
@@ -269,7 +270,7 @@ def test_a_stuck_batch_does_not_hold_up_interpreter_exit(hostile: FakeServer) ->
     script = textwrap.dedent("""
         import sys, time
         from restyle import FetchLimits
-        from restyle._fetching import Fetcher
+        from restyle._input.fetching import Fetcher
 
         def resolver(host, port):
             time.sleep(60)

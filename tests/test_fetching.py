@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from restyle import FetchError, FetchLimits
-from restyle._fetching import Fetcher, address_refusal
+from restyle._input.fetching import Fetcher, address_refusal
 from restyle.testing import FakeServer, Reply, image_bytes
 from tests.conftest import wait_until
 

@@ -13,7 +13,7 @@ from google.auth.credentials import AnonymousCredentials
 from PIL import Image
 
 from restyle import ConfigurationError, ExpertError
-from restyle._imaging import Photo, decode, load_photo
+from restyle._input.imaging import Photo, decode, load_photo
 from restyle.experts.google_vision import API_KEY_ENV, GoogleVisionExpert
 from tests.conftest import SAMPLE_PHOTO
 from tests.fakes.vision import (

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from restyle import ImageError, load_photo
-from restyle._imaging import MAX_ASPECT_RATIO, WORKING_SIDE, decode
+from restyle._input.imaging import MAX_ASPECT_RATIO, WORKING_SIDE, decode
 from restyle.testing import image_bytes
 from tests.conftest import SAMPLE_PHOTO
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from restyle import Catalog, CatalogError, Query
-from restyle._index import (
+from restyle._indexes.flat import (
     STALE_TEMPORARY_SECONDS,
     VectorIndex,
     remove_stale_temporaries,
@@ -241,7 +241,7 @@ def test_a_save_killed_mid_write_leaves_a_temporary_that_only_goes_once_its_writ
     before = target.read_bytes()
     child, temporary = stalled_save(tmp_path, """
         import numpy as np
-        from restyle._index import VectorIndex
+        from restyle._indexes.flat import VectorIndex
         index = VectorIndex(16)
         x = np.random.default_rng(0).standard_normal((5000, 16)).astype(np.float32)
         index.upsert(np.arange(5000), x / np.linalg.norm(x, axis=1, keepdims=True))

@@ -26,8 +26,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from restyle import CompFlag, Engine, ImageError, Listing, Money, Opinion, Reranker, load_photo
-from restyle._fetching import Fetcher
-from restyle._imaging import (
+from restyle._input.fetching import Fetcher
+from restyle._input.imaging import (
     JPEG_MAX_COEFFICIENT_BYTES,
     JPEG_MAX_SCANS,
     JPEG_MAX_SEGMENTS,
@@ -360,7 +360,7 @@ def test_a_slow_decode_does_not_hold_up_a_small_one_in_another_thread() -> None:
 
 
 def test_decodes_wait_for_memory_room_only_until_their_deadline() -> None:
-    from restyle._imaging import DECODE_ROOM_BYTES, _Room
+    from restyle._input.imaging import DECODE_ROOM_BYTES, _Room
 
     room = _Room(100)
     holding, release = threading.Event(), threading.Event()

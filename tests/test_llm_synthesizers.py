@@ -391,7 +391,7 @@ def test_missing_extra_names_the_install_command(
 
 def test_importing_restyle_and_registering_plugins_imports_no_sdk() -> None:
     code = (
-        "import sys; from restyle._plugins import PluginRegistry; "
+        "import sys; from restyle._plugin.registry import PluginRegistry; "
         "PluginRegistry(load_entrypoints=False); "
         "loaded = [m for m in ('google.genai', 'openai', 'pydantic') if m in sys.modules]; "
         "print(loaded)"

@@ -17,7 +17,7 @@ from restyle import (
     PluginError,
     PluginLoadWarning,
 )
-from restyle._plugins import DEFAULT_PLUGINS
+from restyle._plugin.registry import DEFAULT_PLUGINS
 from restyle.cli import main
 from tests.conftest import SAMPLE_PHOTO
 from tests.fakes.components import ColorEncoder, ListMarketplace, ScriptedExpert

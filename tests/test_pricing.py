@@ -20,7 +20,7 @@ from restyle import (
     PriceStatus,
     estimate_price,
 )
-from restyle._pricing import (
+from restyle._pipeline.pricing import (
     DEFAULT_HALF_LIFE_DAYS,
     MAXIMUM_HALF_LIFE_DAYS,
     MAXIMUM_MINIMUM_COMPS,
@@ -437,7 +437,7 @@ def test_an_absurd_price_from_any_marketplace_is_excluded_not_an_error() -> None
 def test_a_price_just_below_the_maximum_still_computes_in_cents() -> None:
     import decimal
 
-    from restyle._pricing import MAXIMUM_PRICE
+    from restyle._pipeline.pricing import MAXIMUM_PRICE
 
     top = MAXIMUM_PRICE - 1
     with decimal.localcontext(decimal.Context(prec=6)):  # a caller's context does not matter

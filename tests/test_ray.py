@@ -35,9 +35,9 @@ from restyle import (
     RayExecutor,
     RestyleError,
 )
-from restyle._ingest import SourcePart, read_listings, split_listings
-from restyle._ray import STAGING_NAME
-from restyle._shards import load_index
+from restyle._indexes.sharded import load_index
+from restyle._ingestion.listings import SourcePart, read_listings, split_listings
+from restyle._ray.executor import STAGING_NAME
 from restyle.cli import main
 from restyle.testing import ColorEncoder, FakeServer, Reply
 from tests.conftest import ROOT, SAMPLE_LISTINGS, SAMPLE_PHOTO
@@ -422,7 +422,8 @@ def test_the_cli_builds_on_ray(ray_address: str, tmp_path: Path,
 def test_past_the_threshold_a_ray_build_trains_and_encodes_the_index_in_ray_tasks(
     ray_address: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from restyle import _ray, _shards
+    from restyle._indexes import sharded as _shards
+    from restyle._ray import executor as _ray
     from tests.test_shards import listings
 
     monkeypatch.setattr(_shards, "SHARDED_ABOVE", 100)

@@ -36,7 +36,7 @@ from restyle import (
     Reranker,
     RestyleError,
 )
-from restyle._recording import (
+from restyle._evaluation.recording import (
     MAX_JSON_BYTES,
     MAX_VECTOR_BYTES,
     RecordingError,

@@ -20,7 +20,7 @@ from restyle import (
     Money,
     Reranker,
 )
-from restyle._rerank import similarity_cutoff
+from restyle._pipeline.rerank import similarity_cutoff
 from restyle.testing import FakeServer, Reply
 from tests.fakes.components import ColorEncoder, ListMarketplace
 

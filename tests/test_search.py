@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from restyle import Attribute, Engine, Identification, Listing, Money, load_photo, relaxed_queries
-from restyle._search import search_marketplaces
+from restyle._pipeline.search import search_marketplaces
 from tests.fakes.components import ColorEncoder
 from tests.fakes.marketplaces import StepMarketplace
 

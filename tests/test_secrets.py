@@ -41,7 +41,7 @@ from restyle import (
     SynthesizerError,
     load_photo,
 )
-from restyle._remote import RemoteComponent
+from restyle._plugin.remote import RemoteComponent
 from restyle._secrets import (
     REDACTED,
     RedactingFilter,

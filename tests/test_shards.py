@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from restyle import Catalog, VectorIndex, _shards
-from restyle._shards import (
+from restyle import Catalog, VectorIndex
+from restyle._indexes import sharded as _shards
+from restyle._indexes.sharded import (
     MANIFEST,
     ShardedIndex,
     grow_index,

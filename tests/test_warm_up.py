@@ -141,7 +141,7 @@ def test_first_and_second_answers_are_complete_on_a_busy_machine(
 
 def test_a_model_loading_late_is_waited_for_only_until_the_deadline(
         tiny_model_spec: str) -> None:
-    from restyle import _budget
+    from restyle._pipeline import budget as _budget
     from restyle.encoders import openclip
 
     encoder = openclip.OpenClipEncoder(tiny_model_spec, device="cpu")

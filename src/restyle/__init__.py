@@ -9,19 +9,6 @@ analysis = Engine().analyze("jacket.jpg")
 import logging
 
 from restyle import _openmp  # noqa: F401 - first: it must run before torch or faiss load
-from restyle._backtest import BacktestGroup, BacktestItem, BacktestReport, backtest
-from restyle._catalog import (
-    BuildReport,
-    Catalog,
-    CatalogCheck,
-    CatalogStats,
-    ListingLimits,
-    Rejection,
-    RepairReport,
-)
-from restyle._components import Component, Encoder, Expert, Marketplace, Synthesizer
-from restyle._context import Context
-from restyle._embedcache import EmbeddingCache, EmbeddingCacheStats
 from restyle._engine import Engine
 from restyle._errors import (
     CatalogError,
@@ -42,22 +29,35 @@ from restyle._errors import (
     RestyleError,
     SynthesizerError,
 )
-from restyle._fetching import Fetcher, FetchLimits
-from restyle._hookspecs import (
+from restyle._evaluation.backtest import BacktestGroup, BacktestItem, BacktestReport, backtest
+from restyle._indexes.flat import VectorIndex
+from restyle._input.fetching import Fetcher, FetchLimits
+from restyle._input.imaging import Photo, load_photo
+from restyle._pipeline.pricing import MAXIMUM_PRICE, MINIMUM_COMPS, estimate_price
+from restyle._pipeline.query import build_query, relaxed_queries
+from restyle._pipeline.rerank import Reranker, RerankResult
+from restyle._plugin.components import Component, Encoder, Expert, Marketplace, Synthesizer
+from restyle._plugin.context import Context
+from restyle._plugin.hookspecs import (
     RegisterEncoder,
     RegisterExpert,
     RegisterMarketplace,
     RegisterSynthesizer,
     hookimpl,
 )
-from restyle._imaging import Photo, load_photo
-from restyle._index import VectorIndex
-from restyle._plugins import PluginLoadWarning
-from restyle._pricing import MAXIMUM_PRICE, MINIMUM_COMPS, estimate_price
-from restyle._query import build_query, relaxed_queries
-from restyle._ray import RayExecutor
-from restyle._rerank import Reranker, RerankResult
+from restyle._plugin.registry import PluginLoadWarning
+from restyle._ray.executor import RayExecutor
 from restyle._secrets import RedactingFilter
+from restyle._store.catalog import (
+    BuildReport,
+    Catalog,
+    CatalogCheck,
+    CatalogStats,
+    ListingLimits,
+    Rejection,
+    RepairReport,
+)
+from restyle._store.embedcache import EmbeddingCache, EmbeddingCacheStats
 from restyle._types import (
     Analysis,
     Attribute,

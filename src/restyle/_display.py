@@ -2,7 +2,7 @@
 
 Every piece of text from listings and experts is escaped; only http(s) links
 and small inline JPEG thumbnails become ``src`` attributes. A local file is
-read only when restyle's own catalog served it (:mod:`restyle._vouched`), and
+read only when restyle's own catalog served it (:mod:`restyle._input.vouched`), and
 then only to draw a thumbnail of it, so one output stays small whatever the
 listings point at.
 """
@@ -19,9 +19,9 @@ from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 from restyle._errors import ImageError
-from restyle._imaging import DEFAULT_MAX_BYTES, decode
+from restyle._input.imaging import DEFAULT_MAX_BYTES, decode
+from restyle._input.vouched import is_vouched
 from restyle._types import Analysis, Comp, Identification, PriceEstimate
-from restyle._vouched import is_vouched
 
 __all__ = ["analysis_html", "comp_html", "identification_html"]
 

@@ -18,10 +18,24 @@ from typing import Any, Literal, TypeVar, cast, overload
 
 import numpy as np
 
-from restyle import _budget, _settings
-from restyle._budget import CALL_LIMIT, STAGE_MARKS, Budget, CallLimit, Pending
-from restyle._catalog import MARKETPLACE_NAME, BuildReport, Catalog, ListingLimits
-from restyle._components import (
+from restyle import _settings
+from restyle._errors import ConfigurationError, EncoderError, PluginError, RestyleError
+from restyle._evaluation.recording import Trace, engine_settings, write_recording
+from restyle._input.fetching import Fetcher
+from restyle._input.imaging import ImageInput, Photo, load_photo
+from restyle._pipeline import budget as _budget
+from restyle._pipeline.budget import CALL_LIMIT, STAGE_MARKS, Budget, CallLimit, Pending
+from restyle._pipeline.identify import IdentifyResult, examine, synthesize
+from restyle._pipeline.pricing import (
+    DEFAULT_HALF_LIFE_DAYS,
+    MAXIMUM_HALF_LIFE_DAYS,
+    MINIMUM_COMPS,
+    MINIMUM_HALF_LIFE_DAYS,
+    estimate_price,
+)
+from restyle._pipeline.rerank import Reranker, RerankResult
+from restyle._pipeline.search import SearchResult, search_marketplaces
+from restyle._plugin.components import (
     Component,
     Encoder,
     Expert,
@@ -29,27 +43,14 @@ from restyle._components import (
     Synthesizer,
     check_component,
 )
-from restyle._context import Context, activate, deactivate
-from restyle._contracts import check_vectors
-from restyle._errors import ConfigurationError, EncoderError, PluginError, RestyleError
-from restyle._fetching import Fetcher
-from restyle._holdout import HeldOutCatalog, catalog_ids
-from restyle._identify import IdentifyResult, examine, synthesize
-from restyle._imaging import ImageInput, Photo, load_photo
-from restyle._plugins import PluginRegistry
-from restyle._pricing import (
-    DEFAULT_HALF_LIFE_DAYS,
-    MAXIMUM_HALF_LIFE_DAYS,
-    MINIMUM_COMPS,
-    MINIMUM_HALF_LIFE_DAYS,
-    estimate_price,
-)
+from restyle._plugin.context import Context, activate, deactivate
+from restyle._plugin.contracts import check_vectors
+from restyle._plugin.registry import PluginRegistry
 from restyle._progress import progress_bar
-from restyle._ray import Executor
-from restyle._recording import Trace, engine_settings, write_recording
-from restyle._rerank import Reranker, RerankResult
-from restyle._search import SearchResult, search_marketplaces
+from restyle._ray.executor import Executor
 from restyle._secrets import describe, exposes_secret, without_secrets
+from restyle._store.catalog import MARKETPLACE_NAME, BuildReport, Catalog, ListingLimits
+from restyle._store.holdout import HeldOutCatalog, catalog_ids
 from restyle._types import Analysis, Comp, Identification, Opinion
 
 #: Seconds an analysis may take, end to end, unless told otherwise.
@@ -109,7 +110,7 @@ class Engine:
         fetcher: Fetcher | None = None,
         reranker: Reranker | None = None,
     ) -> None:
-        # As given: an Engine on a Ray actor is made from these (see restyle._ray).
+        # As given: an Engine on a Ray actor is made from these (see restyle._ray.executor).
         self._arguments: dict[str, Any] = {k: v for k, v in locals().items() if k != "self"}
         self.deadline = _seconds("deadline", deadline)
         self.identify_budget = (
@@ -462,7 +463,7 @@ class Engine:
         images = _images(images)
         if executor is None:
             return self._analyze_stream(images, deadline=deadline)
-        from restyle._ray import analyze_on_ray
+        from restyle._ray.executor import analyze_on_ray
 
         items = images if isinstance(images, Sequence) else list(images)
         return analyze_on_ray(self, items, deadline=deadline, executor=executor)

@@ -19,18 +19,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TextIO
 
-from restyle import __version__, _budget, _settings
-from restyle._backtest import backtest
-from restyle._catalog import Catalog
+from restyle import __version__, _settings
 from restyle._engine import Engine
 from restyle._errors import CatalogError, ConfigurationError, RestyleError
-from restyle._imaging import load_photo
-from restyle._ingest import listings_format
-from restyle._plugins import PluginLoadWarning, PluginRegistry
+from restyle._evaluation.backtest import backtest
+from restyle._evaluation.recording import load_recording
+from restyle._ingestion.listings import listings_format
+from restyle._input.imaging import load_photo
+from restyle._pipeline import budget as _budget
+from restyle._plugin.registry import PluginLoadWarning, PluginRegistry
 from restyle._progress import progress_bar
-from restyle._ray import RayExecutor
-from restyle._recording import load_recording
+from restyle._ray.executor import RayExecutor
 from restyle._secrets import HTTP_LOGGERS, RedactingFilter, protect_loggers, redact
+from restyle._store.catalog import Catalog
 from restyle._types import Analysis
 
 __all__ = ["main"]

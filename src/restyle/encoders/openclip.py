@@ -65,11 +65,11 @@ import numpy as np
 from PIL import Image
 
 from restyle import _settings
-from restyle._components import Encoder
-from restyle._context import CALL_DEADLINE
 from restyle._errors import EncoderError
-from restyle._hookspecs import hookimpl
-from restyle._imaging import encoder_input
+from restyle._input.imaging import encoder_input
+from restyle._plugin.components import Encoder
+from restyle._plugin.context import CALL_DEADLINE
+from restyle._plugin.hookspecs import hookimpl
 
 __all__ = ["ModelSpec", "OpenClipEncoder", "cpu_has_bf16", "parse_model_spec", "select_device"]
 
@@ -769,7 +769,7 @@ class OpenClipEncoder(Encoder):
 
         This thread prepares each batch (resize, crop) while the model thread
         runs the one before. Images of any size and shape are accepted: each
-        is first bounded by :func:`~restyle._imaging.encoder_input`.
+        is first bounded by :func:`~restyle._input.imaging.encoder_input`.
         """
         loaded = self._load()
         if not images:

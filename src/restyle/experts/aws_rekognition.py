@@ -13,18 +13,18 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from restyle import _settings
-from restyle._components import Expert
 from restyle._errors import ConfigurationError, ExpertError
-from restyle._hookspecs import hookimpl
-from restyle._imaging import UploadImage, UploadLimits, prepare_upload
-from restyle._remote import RemoteComponent
+from restyle._input.imaging import UploadImage, UploadLimits, prepare_upload
+from restyle._plugin.components import Expert
+from restyle._plugin.hookspecs import hookimpl
+from restyle._plugin.remote import RemoteComponent
 from restyle._secrets import protect_loggers, register
 from restyle._taxonomy import FACETS
 from restyle._types import Box, Observation, Opinion
 
 if TYPE_CHECKING:
-    from restyle._context import Context
-    from restyle._imaging import Photo
+    from restyle._input.imaging import Photo
+    from restyle._plugin.context import Context
 
 __all__ = ["AwsRekognitionExpert"]
 

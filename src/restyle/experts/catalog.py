@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
-from restyle._components import Expert
-from restyle._hookspecs import hookimpl
+from restyle._plugin.components import Expert
+from restyle._plugin.hookspecs import hookimpl
 from restyle._types import Observation, Opinion
 
 if TYPE_CHECKING:
-    from restyle._imaging import Photo
+    from restyle._input.imaging import Photo
 
 __all__ = ["CatalogExpert"]
 

@@ -30,15 +30,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from restyle import _settings
-from restyle._components import Encoder, Expert
-from restyle._context import CALL_DEADLINE
 from restyle._errors import ExpertError
-from restyle._hookspecs import hookimpl
+from restyle._plugin.components import Encoder, Expert
+from restyle._plugin.context import CALL_DEADLINE
+from restyle._plugin.hookspecs import hookimpl
 from restyle._taxonomy import CATEGORIES, FACETS, PROMPTS
 from restyle._types import Observation, Opinion
 
 if TYPE_CHECKING:
-    from restyle._imaging import Photo
+    from restyle._input.imaging import Photo
 
 __all__ = ["ClipExpert"]
 

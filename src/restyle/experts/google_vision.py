@@ -19,17 +19,17 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 from restyle import _settings
-from restyle._components import Expert
 from restyle._errors import ConfigurationError, ExpertError
-from restyle._hookspecs import hookimpl
-from restyle._imaging import UploadImage, UploadLimits, prepare_upload
-from restyle._remote import RemoteComponent
+from restyle._input.imaging import UploadImage, UploadLimits, prepare_upload
+from restyle._plugin.components import Expert
+from restyle._plugin.hookspecs import hookimpl
+from restyle._plugin.remote import RemoteComponent
 from restyle._secrets import redact
 from restyle._taxonomy import CATEGORIES, normalise_category
 from restyle._types import Box, Observation, Opinion
 
 if TYPE_CHECKING:
-    from restyle._imaging import Photo
+    from restyle._input.imaging import Photo
 
 __all__ = ["GoogleVisionExpert"]
 

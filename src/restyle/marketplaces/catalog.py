@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from restyle._components import Marketplace
-from restyle._hookspecs import hookimpl
+from restyle._input.vouched import vouch
+from restyle._plugin.components import Marketplace
+from restyle._plugin.hookspecs import hookimpl
 from restyle._types import Listing, Query
-from restyle._vouched import vouch
 
 if TYPE_CHECKING:
-    from restyle._catalog import Catalog
-    from restyle._imaging import Photo
+    from restyle._input.imaging import Photo
+    from restyle._store.catalog import Catalog
 
 __all__ = ["CatalogMarketplace"]
 

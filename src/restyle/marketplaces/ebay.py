@@ -20,7 +20,6 @@ import numpy as np
 import requests
 
 from restyle import _settings
-from restyle._components import Marketplace
 from restyle._errors import (
     ConfigurationError,
     MarketplaceAuthError,
@@ -29,13 +28,14 @@ from restyle._errors import (
     MarketplaceResponseError,
     MarketplaceUnavailableError,
 )
-from restyle._hookspecs import hookimpl
-from restyle._remote import RemoteComponent
+from restyle._plugin.components import Marketplace
+from restyle._plugin.hookspecs import hookimpl
+from restyle._plugin.remote import RemoteComponent
 from restyle._secrets import Secret, basic_credentials, redact
 from restyle._types import Condition, Listing, Money, Query
 
 if TYPE_CHECKING:
-    from restyle._imaging import Photo
+    from restyle._input.imaging import Photo
 
 __all__ = [
     "CONDITION_IDS",

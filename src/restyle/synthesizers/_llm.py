@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from restyle import _settings
-from restyle._components import Synthesizer
 from restyle._errors import ConfigurationError, SynthesizerError
-from restyle._remote import RemoteComponent
+from restyle._plugin.components import Synthesizer
+from restyle._plugin.remote import RemoteComponent
 from restyle._secrets import Secret, redact
 from restyle._taxonomy import CATEGORIES, FACETS
 from restyle._types import Attribute, Evidence, Identification, Opinion
@@ -29,7 +29,7 @@ from restyle.synthesizers._vocabulary import clean_text, map_category, map_facet
 from restyle.synthesizers.consensus import supporters
 
 if TYPE_CHECKING:
-    from restyle._imaging import Photo
+    from restyle._input.imaging import Photo
 
 __all__ = [
     "ANSWER_LIMITS",

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from restyle._components import Synthesizer
-from restyle._hookspecs import hookimpl
+from restyle._plugin.components import Synthesizer
+from restyle._plugin.hookspecs import hookimpl
 from restyle._taxonomy import FACETS
 from restyle._types import Attribute, Evidence, Identification, Observation, Opinion
 from restyle.synthesizers._vocabulary import (
@@ -30,7 +30,7 @@ from restyle.synthesizers._vocabulary import (
 )
 
 if TYPE_CHECKING:
-    from restyle._imaging import Photo
+    from restyle._input.imaging import Photo
 
 __all__ = ["ConsensusSynthesizer", "field_confidence", "supporters"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from restyle import _settings
-from restyle._hookspecs import hookimpl
+from restyle._plugin.hookspecs import hookimpl
 from restyle._secrets import redact
 from restyle.synthesizers._llm import (
     Completion,

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from restyle import _settings
 from restyle._errors import ConfigurationError
-from restyle._hookspecs import hookimpl
+from restyle._plugin.hookspecs import hookimpl
 from restyle._secrets import redact
 from restyle.synthesizers._llm import (
     Completion,

@@ -14,7 +14,7 @@ was recorded, an offline Engine made of them, and replays with other rules.
 
 from __future__ import annotations
 
-from restyle._recording import Recording, Replay, load_recording
+from restyle._evaluation.recording import Recording, Replay, load_recording
 from restyle.testing._checks import (
     check_encoder,
     check_expert,

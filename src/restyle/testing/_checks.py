@@ -2,7 +2,7 @@
 
 Each check applies the very rules restyle applies: the registry's (an
 instance of the right kind, a lower-case ``name``, a positive ``timeout``) and
-the Engine's checks of what a component hands back (:mod:`restyle._contracts`),
+the Engine's checks of what a component hands back (:mod:`restyle._plugin.contracts`),
 calling it under its ``timeout`` as the Engine does. What the Engine would
 refuse fails the check; so does what it would only repair with a warning (too
 many or repeated listings, vectors not of unit length), since that is a bug
@@ -18,8 +18,10 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image, ImageDraw
 
-from restyle import _budget
-from restyle._components import (
+from restyle._errors import PluginContractError
+from restyle._input.imaging import Photo, load_photo
+from restyle._pipeline import budget as _budget
+from restyle._plugin.components import (
     Component,
     Encoder,
     Expert,
@@ -27,7 +29,7 @@ from restyle._components import (
     Synthesizer,
     check_component,
 )
-from restyle._contracts import (
+from restyle._plugin.contracts import (
     check_identification,
     check_image_urls,
     check_known_vectors,
@@ -35,8 +37,6 @@ from restyle._contracts import (
     check_opinion,
     check_vectors,
 )
-from restyle._errors import PluginContractError
-from restyle._imaging import Photo, load_photo
 from restyle._types import Identification, Listing, Observation, Opinion, Query
 
 __all__ = [

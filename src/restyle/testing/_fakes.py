@@ -10,8 +10,8 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from restyle._components import Encoder, Expert, Marketplace
-from restyle._imaging import Photo
+from restyle._input.imaging import Photo
+from restyle._plugin.components import Encoder, Expert, Marketplace
 from restyle._types import Listing, Observation, Opinion, Query
 
 __all__ = ["ColorEncoder", "ListMarketplace", "ScriptedExpert"]

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from restyle._engine import Engine
-from restyle._fetching import Fetcher
-from restyle._imaging import Photo, load_photo
-from restyle._rerank import Reranker
+from restyle._input.fetching import Fetcher
+from restyle._input.imaging import Photo, load_photo
+from restyle._pipeline.rerank import Reranker
 from restyle.testing._checks import sample_image
 from restyle.testing._fakes import ColorEncoder
 from restyle.testing._server import FakeServer

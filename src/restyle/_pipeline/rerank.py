@@ -21,15 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from restyle import _budget
-from restyle._components import Encoder
-from restyle._contracts import check_vectors
-from restyle._embedcache import EmbeddingCache
 from restyle._errors import FetchError, ImageError, RestyleError
-from restyle._fetching import Fetcher
-from restyle._imaging import decode
-from restyle._ingest import draft_side
+from restyle._ingestion.listings import draft_side
+from restyle._input.fetching import Fetcher
+from restyle._input.imaging import decode
+from restyle._pipeline import budget as _budget
+from restyle._plugin.components import Encoder
+from restyle._plugin.contracts import check_vectors
 from restyle._secrets import describe
+from restyle._store.embedcache import EmbeddingCache
 from restyle._types import Comp, CompFlag, Identification, Listing
 
 __all__ = ["RerankResult", "Reranker", "similarity_cutoff"]

@@ -45,7 +45,7 @@ from restyle._errors import ImageError
 from restyle._types import PhotoInfo
 
 if TYPE_CHECKING:
-    from restyle._components import Encoder
+    from restyle._plugin.components import Encoder
 
 __all__ = [
     "DECODE_ROOM_BYTES",
@@ -225,7 +225,7 @@ class Photo:
         Raises :class:`~restyle.PluginContractError` when the encoder's answer
         is not one finite vector.
         """
-        from restyle._contracts import check_vectors  # _contracts needs the components
+        from restyle._plugin.contracts import check_vectors  # _contracts needs the components
 
         key = encoder.model_id
         with self._lock:

@@ -43,20 +43,20 @@ from typing import Any
 
 import pluggy
 
-from restyle import _hookspecs
-from restyle._components import (
+from restyle._errors import (
+    ConfigurationError,
+    DuplicateComponentError,
+    PluginError,
+    RestyleError,
+)
+from restyle._plugin import hookspecs as _hookspecs
+from restyle._plugin.components import (
     Component,
     Encoder,
     Expert,
     Marketplace,
     Synthesizer,
     check_component,
-)
-from restyle._errors import (
-    ConfigurationError,
-    DuplicateComponentError,
-    PluginError,
-    RestyleError,
 )
 
 __all__ = [

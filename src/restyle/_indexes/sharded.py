@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from restyle._errors import CatalogError
-from restyle._index import (
+from restyle._indexes.flat import (
     VectorIndex,
     _faiss,
     _fsync_dir,

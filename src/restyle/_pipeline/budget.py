@@ -24,9 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from restyle._components import is_timeout
-from restyle._context import CALL_DEADLINE
 from restyle._errors import RestyleError
+from restyle._plugin.components import is_timeout
+from restyle._plugin.context import CALL_DEADLINE
 
 __all__ = [
     "STAGE_MARKS",

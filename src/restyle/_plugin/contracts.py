@@ -1,7 +1,7 @@
 """What components hand back, checked where it enters the pipeline.
 
 Every answer is read, checked and copied on the component's own worker thread,
-under its call's deadline (see :func:`restyle._budget.start`): a lazy iterable
+under its call's deadline (see :func:`restyle._pipeline.budget.start`): a lazy iterable
 that stalls or never ends overruns there, not on the pipeline's thread. What
 comes out is restyle's own plain values (exact ``str``, ``float``, tuples and
 the pipeline's dataclasses, never a plugin's subclass), with every text, list
@@ -30,8 +30,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from restyle._components import Component
 from restyle._errors import PluginContractError
+from restyle._plugin.components import Component
 from restyle._types import Identification, Listing, Opinion
 
 __all__ = [

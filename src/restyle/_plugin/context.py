@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 from restyle._errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from restyle._catalog import Catalog
-    from restyle._components import Encoder
-    from restyle._fetching import Fetcher
+    from restyle._input.fetching import Fetcher
+    from restyle._plugin.components import Encoder
+    from restyle._store.catalog import Catalog
 
 __all__ = ["Context", "current_context"]
 

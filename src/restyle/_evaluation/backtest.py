@@ -3,7 +3,7 @@
 Each item of a data set (listings with photos and the prices they sold for)
 is analysed by the Engine with the item itself, and its copies, held out
 (the same image bytes, or the same picture recompressed: see
-``restyle._holdout.near_duplicates``): no marketplace answers with them and
+``restyle._store.holdout.near_duplicates``): no marketplace answers with them and
 the local catalog hides them, so the
 estimate is made as it would have been before the item was listed. The
 report compares each headline estimate with the realised price. With no data
@@ -26,18 +26,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from restyle._catalog import DB_NAME, MARKETPLACE_NAME
 from restyle._errors import CatalogError, ConfigurationError, RestyleError
-from restyle._holdout import (
+from restyle._ingestion.listings import (
+    FORMATS,
+    ListingRow,
+    Rejection,
+    read_listings,
+    validate_listing,
+)
+from restyle._input.imaging import Photo, load_photo
+from restyle._progress import progress_bar
+from restyle._store.catalog import DB_NAME, MARKETPLACE_NAME
+from restyle._store.holdout import (
     NEAR_DUPLICATE_BITS,
     NEAR_DUPLICATE_COSINE,
     NEAR_DUPLICATE_LEVELS,
     fingerprint,
     near_duplicates,
 )
-from restyle._imaging import Photo, load_photo
-from restyle._ingest import FORMATS, ListingRow, Rejection, read_listings, validate_listing
-from restyle._progress import progress_bar
 from restyle._types import (
     Analysis,
     Listing,
@@ -284,7 +290,7 @@ def backtest(
     copies: the catalog listings with the same id or the same image hash, on
     every marketplace of the Engine, and its near-duplicates in the catalog
     (the same picture in other bytes: see
-    :func:`restyle._holdout.near_duplicates`). ``limit`` takes the first items only;
+    :func:`restyle._store.holdout.near_duplicates`). ``limit`` takes the first items only;
     ``images_root`` is the folder a data set's local images must be in (by
     default the data set's).
     """

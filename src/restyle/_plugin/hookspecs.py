@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pluggy
 
-from restyle._components import Encoder, Expert, Marketplace, Synthesizer
+from restyle._plugin.components import Encoder, Expert, Marketplace, Synthesizer
 
 __all__ = [
     "PROJECT",

@@ -23,7 +23,7 @@ from restyle._errors import RestyleError
 from restyle._types import Listing, Query
 
 if TYPE_CHECKING:
-    from restyle._catalog import Catalog
+    from restyle._store.catalog import Catalog
 
 __all__ = [
     "NEAR_DUPLICATE_BITS",

@@ -28,16 +28,16 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from restyle._errors import CatalogError, FetchError, ImageError
-from restyle._imaging import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, decode
-from restyle._index import vector_problem
-from restyle._pricing import MAXIMUM_PRICE
+from restyle._indexes.flat import vector_problem
+from restyle._input.imaging import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, decode
+from restyle._pipeline.pricing import MAXIMUM_PRICE
 from restyle._types import Condition, Money
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from restyle._components import Encoder
-    from restyle._fetching import Fetcher
+    from restyle._input.fetching import Fetcher
+    from restyle._plugin.components import Encoder
 
 __all__ = [
     "CurrentImages",
@@ -113,7 +113,7 @@ class ListingLimits:
     is in the file (all its columns, known or not). Prices must lie in
     ``[min_price, max_price]`` in their currency; ``max_prices`` raises the
     ceiling for currencies with a small unit. No limit may exceed what the
-    price estimate can compute with (:data:`restyle._pricing.MAXIMUM_PRICE`).
+    price estimate can compute with (:data:`restyle._pipeline.pricing.MAXIMUM_PRICE`).
     """
 
     row_bytes: int = 256 * 1024
@@ -685,7 +685,7 @@ def load_images(
     fetched: dict[str, bytes | FetchError] = {}
     if urls:
         if fetcher is None:
-            from restyle._fetching import Fetcher
+            from restyle._input.fetching import Fetcher
 
             fetcher = Fetcher()
         fetched = fetcher.fetch_many(urls)

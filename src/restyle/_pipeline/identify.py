@@ -9,10 +9,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 
-from restyle import _budget
-from restyle._components import Expert, Synthesizer
-from restyle._contracts import check_identification, check_opinion
-from restyle._imaging import Photo
+from restyle._input.imaging import Photo
+from restyle._pipeline import budget as _budget
+from restyle._plugin.components import Expert, Synthesizer
+from restyle._plugin.contracts import check_identification, check_opinion
 from restyle._secrets import describe
 from restyle._types import Identification, Opinion, OpinionStatus
 

@@ -35,16 +35,16 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import numpy as np
 from PIL import Image
 
-from restyle._components import Encoder, Expert, Marketplace, Synthesizer
-from restyle._context import activate, deactivate
 from restyle._errors import EncoderError, FetchError, RecordingError, RestyleError
-from restyle._fetching import Fetcher
-from restyle._identify import synthesize
-from restyle._imaging import Photo, load_photo
-from restyle._pricing import DEFAULT_HALF_LIFE_DAYS, estimate_price
-from restyle._query import build_query
-from restyle._rerank import Reranker
-from restyle._search import Found
+from restyle._input.fetching import Fetcher
+from restyle._input.imaging import Photo, load_photo
+from restyle._pipeline.identify import synthesize
+from restyle._pipeline.pricing import DEFAULT_HALF_LIFE_DAYS, estimate_price
+from restyle._pipeline.query import build_query
+from restyle._pipeline.rerank import Reranker
+from restyle._pipeline.search import Found
+from restyle._plugin.components import Encoder, Expert, Marketplace, Synthesizer
+from restyle._plugin.context import activate, deactivate
 from restyle._secrets import redact
 from restyle._types import Analysis, Comp, Identification, Listing, Opinion, Query, _Value
 

@@ -5,7 +5,7 @@ records its schema version, the encoder's model id and dimension, and every
 listing's vector, so the index can always be rebuilt from it. Opening checks
 both files before trusting them; a catalog opened only to search is opened
 read-only and never written. Builds stream the listings file through the
-stages of ``restyle._ingest`` and are resumable: a listing already stored
+stages of ``restyle._ingestion.listings`` and are resumable: a listing already stored
 with the same image is skipped.
 """
 
@@ -29,9 +29,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from restyle._components import Encoder
 from restyle._errors import CatalogError
-from restyle._index import (
+from restyle._indexes.flat import (
     VectorIndex,
     remove_stale_temporaries,
     stale_temporaries,
@@ -39,7 +38,18 @@ from restyle._index import (
     temporary_pattern,
     vector_problem,
 )
-from restyle._ingest import (
+from restyle._indexes.sharded import (
+    Runner,
+    ShardedIndex,
+    grow_index,
+    index_present,
+    load_index,
+    remove_stale_index_temporaries,
+    run_here,
+    save_index,
+    stale_index_temporaries,
+)
+from restyle._ingestion.listings import (
     DecodedListing,
     ListingLimits,
     ListingRow,
@@ -58,25 +68,15 @@ from restyle._ingest import (
     rejection_json,
     validate_listing,
 )
+from restyle._plugin.components import Encoder
 from restyle._progress import progress_bar
-from restyle._shards import (
-    Runner,
-    ShardedIndex,
-    grow_index,
-    index_present,
-    load_index,
-    remove_stale_index_temporaries,
-    run_here,
-    save_index,
-    stale_index_temporaries,
-)
 from restyle._types import Condition, Listing, Money, Query
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from restyle._fetching import Fetcher
-    from restyle._ray import Executor
+    from restyle._input.fetching import Fetcher
+    from restyle._ray.executor import Executor
 
 __all__ = [
     "BuildReport",
@@ -457,7 +457,7 @@ class Catalog:
                 raise CatalogError(f"images root {images_root} is not a directory")
         self._writable()
         if executor is not None:
-            from restyle._ray import build_on_ray
+            from restyle._ray.executor import build_on_ray
 
             return build_on_ray(
                 self, source, encoder, base=base, images_root=root, limits=limits,

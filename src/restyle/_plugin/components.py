@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, ClassVar, TypeGuard, TypeVar
 
 import numpy as np
 
-from restyle._context import Context, current_context
+from restyle._plugin.context import Context, current_context
 from restyle._types import Identification, Listing, Opinion, Query
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from restyle._imaging import Photo
+    from restyle._input.imaging import Photo
 
 __all__ = [
     "Component",

@@ -1,6 +1,6 @@
 """Catalog builds and bulk analysis on a Ray cluster, with the stages of the in-process ones.
 
-A build is a Ray Data pipeline over the stages of :mod:`restyle._ingest`:
+A build is a Ray Data pipeline over the stages of :mod:`restyle._ingestion.listings`:
 slices of the listings file are read in tasks; rows are validated, checked
 against the catalog, fetched and decoded in tasks; an actor pool of encoders
 (one model load per actor) embeds them; tasks write the results as shards in
@@ -31,7 +31,8 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from restyle._errors import CatalogError, ConfigurationError, RestyleError
-from restyle._ingest import (
+from restyle._indexes.sharded import Runner, ShardedIndex, _train, run_here
+from restyle._ingestion.listings import (
     DecodedListing,
     ListingLimits,
     ListingRow,
@@ -50,15 +51,14 @@ from restyle._ingest import (
     validate_listing,
 )
 from restyle._progress import progress_bar
-from restyle._shards import Runner, ShardedIndex, _train, run_here
 from restyle._types import Condition
 
 if TYPE_CHECKING:
-    from restyle._catalog import BuildReport, Catalog
-    from restyle._components import Encoder
     from restyle._engine import Engine
-    from restyle._fetching import Fetcher
-    from restyle._imaging import ImageInput, Photo
+    from restyle._input.fetching import Fetcher
+    from restyle._input.imaging import ImageInput, Photo
+    from restyle._plugin.components import Encoder
+    from restyle._store.catalog import BuildReport, Catalog
     from restyle._types import Analysis
 
 __all__ = ["Executor", "RayExecutor", "analyze_on_ray", "build_on_ray", "ray_executor"]
@@ -516,12 +516,12 @@ class _StoredImages:
     tasks before they fetch, answered from the database on the driver's node."""
 
     def __init__(self, db_path: str) -> None:
-        from restyle._catalog import _connect
+        from restyle._store.catalog import _connect
 
         self._db = _connect(Path(db_path), readonly=True)
 
     def current(self, listing_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
-        from restyle._catalog import _where_in
+        from restyle._store.catalog import _where_in
 
         return {listing_id: (image, sha256) for listing_id, image, sha256 in _where_in(
             self._db, "SELECT listing_id, image_path, image_sha256 FROM items "
@@ -555,8 +555,8 @@ def build_on_ray(
     executor: str | RayExecutor,
 ) -> BuildReport:
     """:meth:`Catalog.build` on Ray (see the module docstring)."""
-    from restyle._catalog import BuildReport, _RejectedFile
-    from restyle._fetching import Fetcher
+    from restyle._input.fetching import Fetcher
+    from restyle._store.catalog import BuildReport, _RejectedFile
 
     options = ray_executor(executor)
     ray = _connect(options)
@@ -791,7 +791,7 @@ def _portable(image: ImageInput | Photo) -> Any:
     process's directory), file objects are read here."""
     from PIL import Image
 
-    from restyle._imaging import DEFAULT_MAX_BYTES, Photo
+    from restyle._input.imaging import DEFAULT_MAX_BYTES, Photo
 
     if isinstance(image, Photo):
         return _PhotoParts(image.image, image.data, image.format, image.source)
@@ -808,7 +808,7 @@ def _portable(image: ImageInput | Photo) -> Any:
 
 def _local(image: Any) -> Any:
     if isinstance(image, _PhotoParts):
-        from restyle._imaging import Photo
+        from restyle._input.imaging import Photo
 
         return Photo(image=image.image, data=image.data, fmt=image.fmt, source=image.source)
     return image

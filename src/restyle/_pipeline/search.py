@@ -11,11 +11,11 @@ from functools import partial
 
 import numpy as np
 
-from restyle import _budget
-from restyle._components import Marketplace
-from restyle._contracts import check_image_urls, check_known_vectors, check_listings
-from restyle._imaging import Photo
-from restyle._query import relaxed_queries
+from restyle._input.imaging import Photo
+from restyle._pipeline import budget as _budget
+from restyle._pipeline.query import relaxed_queries
+from restyle._plugin.components import Marketplace
+from restyle._plugin.contracts import check_image_urls, check_known_vectors, check_listings
 from restyle._secrets import describe
 from restyle._types import Identification, Listing, Query
 

@@ -1,0 +1,1 @@
+"""Evaluation above the Engine: recorded analyses and their replay, backtests."""

@@ -1,0 +1,3 @@
+"""Reading, validating and loading listings files (JSONL, CSV, Parquet) into a
+catalog.
+"""

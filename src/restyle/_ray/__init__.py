@@ -1,0 +1,1 @@
+"""Running restyle's stages on Ray: catalog builds and bulk analysis."""
