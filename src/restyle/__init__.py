@@ -81,8 +81,7 @@ from restyle._types import (
     PriceStatus,
     Query,
 )
-
-__version__ = "0.1.0"
+from restyle._version import __version__
 
 # A library logs but never decides where logs go: that is the application's call.
 logging.getLogger("restyle").addHandler(logging.NullHandler())

@@ -20,7 +20,6 @@ import numpy as np
 
 from restyle import _settings
 from restyle._errors import ConfigurationError, EncoderError, PluginError, RestyleError
-from restyle._evaluation.recording import Trace, engine_settings, write_recording
 from restyle._input.fetching import Fetcher
 from restyle._input.imaging import ImageInput, Photo, load_photo
 from restyle._pipeline import budget as _budget
@@ -35,6 +34,7 @@ from restyle._pipeline.pricing import (
 )
 from restyle._pipeline.rerank import Reranker, RerankResult
 from restyle._pipeline.search import SearchResult, search_marketplaces
+from restyle._pipeline.trace import Trace, write_recording
 from restyle._plugin.components import (
     Component,
     Encoder,
@@ -335,6 +335,24 @@ class Engine:
         )
         return IdentifyResult(opinions=opinions, identification=identification)
 
+    def _recorded_settings(self) -> dict[str, Any]:
+        """The settings a replay needs, or that explain a recording."""
+        reranker = self.reranker
+        return {
+            "experts": [e.name for e in self.experts],
+            "synthesizer": self.synthesizer.name,
+            "marketplaces": [m.name for m in self.marketplaces],
+            "encoder": self.encoder.name,
+            "model_id": self.encoder.model_id,
+            "comps_wanted": self.comps_wanted,
+            "max_comps": self.max_comps,
+            "minimum_price_comps": self.minimum_price_comps,
+            "price_half_life_days": self.price_half_life_days,
+            "reranker": {"text_weight": reranker.text_weight,
+                         "duplicate_threshold": reranker.duplicate_threshold,
+                         "cutoff": reranker.cutoff},
+        }
+
     def _fallback_synthesizer(self) -> Synthesizer | None:
         registration = self.registry.get("synthesizer", _settings.DEFAULT_SYNTHESIZER)
         component = None if registration is None else registration.component
@@ -440,7 +458,7 @@ class Engine:
                     photo=photo, analysis=analysis, found=search.found,
                     search_warnings=search.warnings, rerank_warnings=reranked.warnings,
                     embedding=embedding, vectors=reranked.vectors,
-                    settings=engine_settings(self),
+                    settings=self._recorded_settings(),
                 ))
             return analysis
 

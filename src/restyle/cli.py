@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TextIO
 
-from restyle import __version__, _settings
+from restyle import _settings
 from restyle._engine import Engine
 from restyle._errors import CatalogError, ConfigurationError, RestyleError
 from restyle._evaluation.backtest import backtest
@@ -33,6 +33,7 @@ from restyle._ray.executor import RayExecutor
 from restyle._secrets import HTTP_LOGGERS, RedactingFilter, protect_loggers, redact
 from restyle._store.catalog import Catalog
 from restyle._types import Analysis
+from restyle._version import __version__
 
 __all__ = ["main"]
 

@@ -19,7 +19,6 @@ changed; the recording's fake components build an Engine for tests.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import math
@@ -43,9 +42,15 @@ from restyle._pipeline.pricing import DEFAULT_HALF_LIFE_DAYS, estimate_price
 from restyle._pipeline.query import build_query
 from restyle._pipeline.rerank import Reranker
 from restyle._pipeline.search import Found
+from restyle._pipeline.trace import (
+    ANALYSIS_NAME,
+    FORMAT,
+    RECORDING_NAME,
+    Trace,
+    write_recording,
+)
 from restyle._plugin.components import Encoder, Expert, Marketplace, Synthesizer
 from restyle._plugin.context import activate, deactivate
-from restyle._secrets import redact
 from restyle._types import Analysis, Comp, Identification, Listing, Opinion, Query, _Value
 
 if TYPE_CHECKING:
@@ -64,11 +69,6 @@ __all__ = [
     "write_recording",
 ]
 
-FORMAT = 1
-RECORDING_NAME = "recording.json"
-ANALYSIS_NAME = "analysis.json"
-VECTORS_NAME = "vectors.npy"
-_PHOTO_SUFFIXES = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
 # How long a replayed synthesizer may take: the recording's own deadline is gone.
 _REPLAY_SECONDS = 60.0
 #: Largest recording.json, and largest analysis.json, a recording may hold. A
@@ -82,83 +82,6 @@ MAX_JSON_BYTES = 4 * 1024 * 1024
 MAX_VECTOR_BYTES = 32 * 1024 * 1024
 #: Most numbers in one vector.
 MAX_VECTOR_DIM = 8192
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Trace:
-    """What the stages of one analysis returned, as the Engine saw them."""
-
-    photo: Photo
-    analysis: Analysis
-    found: tuple[Found, ...]
-    search_warnings: tuple[str, ...]
-    rerank_warnings: tuple[str, ...]
-    embedding: np.ndarray
-    vectors: Mapping[str, np.ndarray]
-    settings: Mapping[str, Any]
-
-
-# -- writing -----------------------------------------------------------------------
-
-
-def _redacted(value: Any) -> Any:
-    """``value`` (plain JSON types) with every string redacted; image data is left
-    as it is (base64 is no text, and a redaction would only break the picture)."""
-    if isinstance(value, str):
-        return value if value.startswith("data:image/") else redact(value)
-    if isinstance(value, dict):
-        return {redact(str(k)): _redacted(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_redacted(v) for v in value]
-    return value
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(_redacted(data), indent=2, ensure_ascii=False) + "\n",
-                    encoding="utf-8")
-
-
-def write_recording(directory: str | os.PathLike[str], trace: Trace) -> Path:
-    """Write ``trace`` into ``directory`` (created if needed); returns the directory."""
-    from restyle import __version__
-
-    target = Path(directory).expanduser()
-    if target.exists() and not target.is_dir():
-        raise RestyleError(f"cannot record into {target}: it is a file")
-    try:
-        _write(target, trace, __version__)
-    except OSError as exc:
-        raise RestyleError(f"cannot record into {target}: {exc.strerror or exc}") from exc
-    return target
-
-
-def _write(target: Path, trace: Trace, version: str) -> None:
-    target.mkdir(parents=True, exist_ok=True)
-    photo = trace.photo
-    suffix = _PHOTO_SUFFIXES.get(photo.format) if photo.data is not None else None
-    if suffix is not None and photo.data is not None:
-        photo_name, photo_bytes = f"photo{suffix}", photo.data
-    else:  # a PIL image given in code: its pixels, losslessly
-        photo_name, photo_bytes = "photo.png", photo.encoded(fmt="PNG")
-    keys = [key for key in (c.listing.key for c in trace.analysis.comps) if key in trace.vectors]
-    rows = [np.asarray(trace.embedding, dtype=np.float32)]
-    rows += [np.asarray(trace.vectors[key], dtype=np.float32) for key in keys]
-    np.save(target / VECTORS_NAME, np.stack(rows), allow_pickle=False)
-    (target / photo_name).write_bytes(photo_bytes)
-    _write_json(target / ANALYSIS_NAME, trace.analysis.to_dict())
-    _write_json(target / RECORDING_NAME, {
-        "format": FORMAT,
-        "restyle": version,
-        "recorded_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-        "engine": dict(trace.settings),
-        "photo": {"file": photo_name, "sha256": photo.sha256},
-        "found": [{"listing": f.listing.to_dict(), "step": f.step, "step_index": f.step_index,
-                   "rank": f.rank} for f in trace.found],
-        "warnings": {"search": list(trace.search_warnings),
-                     "rerank": list(trace.rerank_warnings)},
-        "vectors": {"file": VECTORS_NAME, "photo": 0,
-                    "comps": {key: row for row, key in enumerate(keys, start=1)}},
-    })
 
 
 # -- reading -----------------------------------------------------------------------
@@ -843,23 +766,3 @@ def differences(before: Analysis, after: Analysis) -> tuple[Difference, ...]:
                                     after=new_flags or "-"))
     compare("price", _price_fields(before), _price_fields(after))
     return tuple(found)
-
-
-def engine_settings(engine: Engine) -> dict[str, Any]:
-    """The Engine's settings that a replay needs, or that explain a recording."""
-    reranker = engine.reranker
-    return {
-        "experts": [e.name for e in engine.experts],
-        "synthesizer": engine.synthesizer.name,
-        "marketplaces": [m.name for m in engine.marketplaces],
-        "encoder": engine.encoder.name,
-        "model_id": engine.encoder.model_id,
-        "comps_wanted": engine.comps_wanted,
-        "max_comps": engine.max_comps,
-        "minimum_price_comps": engine.minimum_price_comps,
-        "price_half_life_days": engine.price_half_life_days,
-        "reranker": {"text_weight": reranker.text_weight,
-                     "duplicate_threshold": reranker.duplicate_threshold,
-                     "cutoff": reranker.cutoff},
-    }
-

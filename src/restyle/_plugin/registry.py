@@ -58,6 +58,7 @@ from restyle._plugin.components import (
     Synthesizer,
     check_component,
 )
+from restyle._version import __version__
 
 __all__ = [
     "DEFAULT_PLUGINS",
@@ -653,6 +654,4 @@ def _warn(message: str) -> None:
 
 
 def _restyle_version() -> str | None:
-    from restyle import __version__
-
     return __version__
