@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from restyle._serde import from_jsonable, redacting_repr, to_jsonable
 
 __all__ = [
+    "MAXIMUM_PRICE",
     "Analysis",
     "Attribute",
     "Box",
@@ -41,6 +42,12 @@ __all__ = [
     "PricedComp",
     "Query",
 ]
+
+#: Comps priced at or above this, in any currency, are excluded as absurd.
+#: Far above any real price (a trillion dollars is 2.5e16 Vietnamese dong,
+#: too), and far enough below Decimal's 28-digit default precision that an
+#: amount in cents always fits.
+MAXIMUM_PRICE = Decimal(10) ** 18
 
 _T = TypeVar("_T", bound="_Value")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")

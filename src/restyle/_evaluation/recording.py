@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Difference",
     "RecordedEncoder",
+    "RecordedExpert",
     "RecordedMarketplace",
     "RecordedSynthesizer",
     "Recording",
@@ -402,6 +403,17 @@ class RecordedEncoder(Encoder):
         raise EncoderError("a recording holds no text vectors: titles are not compared offline")
 
 
+class RecordedExpert(Expert):
+    """Gives the recorded opinion of the expert it is named after."""
+
+    def __init__(self, opinion: Opinion) -> None:
+        self.name = opinion.expert
+        self.opinion = opinion
+
+    def examine(self, photo: Photo) -> Opinion:
+        return self.opinion
+
+
 class RecordedSynthesizer(Synthesizer):
     """Gives the recorded identification, whatever the opinions."""
 
@@ -558,13 +570,8 @@ class Recording:
 
     @property
     def experts(self) -> tuple[Expert, ...]:
-        """One ScriptedExpert per recorded opinion, giving that opinion."""
-        from restyle.testing._fakes import ScriptedExpert
-
-        def giving(opinion: Opinion) -> Callable[[Photo], Opinion]:
-            return lambda photo: opinion
-
-        return tuple(ScriptedExpert(o.expert, result=giving(o)) for o in self.analysis.opinions)
+        """One RecordedExpert per recorded opinion, giving that opinion."""
+        return tuple(RecordedExpert(o) for o in self.analysis.opinions)
 
     @property
     def synthesizer(self) -> RecordedSynthesizer:

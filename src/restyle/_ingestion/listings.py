@@ -30,8 +30,7 @@ import numpy as np
 from restyle._errors import CatalogError, FetchError, ImageError
 from restyle._indexes.flat import vector_problem
 from restyle._input.imaging import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, decode
-from restyle._pipeline.pricing import MAXIMUM_PRICE
-from restyle._types import Condition, Money
+from restyle._types import MAXIMUM_PRICE, Condition, Money
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -113,7 +112,7 @@ class ListingLimits:
     is in the file (all its columns, known or not). Prices must lie in
     ``[min_price, max_price]`` in their currency; ``max_prices`` raises the
     ceiling for currencies with a small unit. No limit may exceed what the
-    price estimate can compute with (:data:`restyle._pipeline.pricing.MAXIMUM_PRICE`).
+    price estimate can compute with (:data:`restyle.MAXIMUM_PRICE`).
     """
 
     row_bytes: int = 256 * 1024

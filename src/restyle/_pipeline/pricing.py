@@ -53,6 +53,7 @@ import numpy as np
 
 from restyle._errors import ConfigurationError
 from restyle._types import (
+    MAXIMUM_PRICE,
     Comp,
     CompFlag,
     Condition,
@@ -83,11 +84,6 @@ MAXIMUM_MINIMUM_COMPS = 10_000
 #: Fewest prices before outliers are looked for: with three, the fences say nothing.
 _OUTLIER_MINIMUM = 4
 
-#: Comps priced at or above this, in any currency, are excluded as absurd.
-#: Far above any real price (a trillion dollars is 2.5e16 Vietnamese dong,
-#: too), and far enough below Decimal's 28-digit default precision that an
-#: amount in cents always fits.
-MAXIMUM_PRICE = Decimal(10) ** 18
 
 _CENT = Decimal("0.01")
 # The arithmetic runs in its own context: a caller's decimal.getcontext()
