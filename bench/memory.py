@@ -169,7 +169,7 @@ def measure(path: Path, route: str) -> dict[str, object]:
     try:
         if route == "photo":
             photo = load_photo(path)
-            photo.embedding(encoder)
+            encoder.photo_vector(photo)
             photo.info()
         else:
             photo = decode(data, draft_side=448)

@@ -125,7 +125,7 @@ def main() -> None:
 
         def run(encoder: OpenClipEncoder) -> list[str]:
             reranker = Reranker(fetcher=fetcher, cache=None, cutoff=False)
-            embedding = load_photo(photo_bytes).embedding(encoder)
+            embedding = encoder.photo_vector(load_photo(photo_bytes))
             ranked = reranker.rerank(embedding, found, encoder=encoder)
             return [c.listing.listing_id for c in ranked.comps]
 

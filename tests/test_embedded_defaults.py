@@ -251,7 +251,7 @@ def test_clip_expert_ranks_the_prompt_that_matches_the_image_best(
     from restyle._taxonomy import CATEGORIES, PROMPTS
 
     texts = tiny_encoder.encode_texts([PROMPTS["category"].format(c) for c in CATEGORIES])
-    best = CATEGORIES[int(np.argmax(texts @ photo.embedding(tiny_encoder)))]
+    best = CATEGORIES[int(np.argmax(texts @ tiny_encoder.photo_vector(photo)))]
     assert category.text == best
 
 

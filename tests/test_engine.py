@@ -211,13 +211,24 @@ def test_analyze_iter_streams_results_in_order_a_batch_at_a_time() -> None:
         engine.analyze_iter([SAMPLE_PHOTO], deadline=-1)  # said at once, not on first use
 
 
-def test_photo_embedding_is_computed_once_per_encoder() -> None:
+def test_photo_vector_is_computed_once_per_model_and_kept_on_the_photo() -> None:
     encoder = ColorEncoder()
     photo = load_photo(SAMPLE_PHOTO)
-    first = photo.embedding(encoder)
-    second = photo.embedding(encoder)
+    assert photo.vector(encoder.model_id) is None
+    first = encoder.photo_vector(photo)
+    second = ColorEncoder().photo_vector(photo)  # another instance of the same model
     assert first is second and encoder.images_encoded == 1
+    assert photo.vector(encoder.model_id) is first
     assert np.isclose(np.linalg.norm(first), 1.0)
+
+
+def test_the_old_photo_embedding_calls_still_work_with_a_deprecation_warning() -> None:
+    encoder = ColorEncoder()
+    photo = load_photo(SAMPLE_PHOTO)
+    with pytest.warns(DeprecationWarning, match="encoder.photo_vector"):
+        first = photo.embedding(encoder)
+    with pytest.warns(DeprecationWarning, match="photo.vector"):
+        assert photo.known_embedding(encoder) is first
 
 
 def test_invalid_engine_options() -> None:

@@ -377,12 +377,12 @@ class Engine:
 
     def _photo_embedding(self, photo: Photo, deadline: float) -> np.ndarray:
         encoder = self.encoder
-        known = photo.known_embedding(encoder)
+        known = photo.vector(encoder.model_id)
         if known is not None:  # the experts needed it too: no call to wait for
             return known
         label = f"encoder {encoder.name}"
         try:
-            vector: np.ndarray = _budget.call(encoder, label, photo.embedding, encoder,
+            vector: np.ndarray = _budget.call(encoder, label, encoder.photo_vector, photo,
                                               deadline=deadline)
         except (_budget.Overdue, _budget.ComponentBusy) as exc:
             raise EncoderError(f"the photo could not be encoded: {exc}") from None
@@ -616,14 +616,14 @@ class Engine:
     def _remember_embeddings(self, pending: Pending, photos: Sequence[Photo]) -> None:
         """Give each photo its vector from the batch; on any failure each
         analysis encodes its photo itself."""
-        encoder = self.encoder
+        model_id = self.encoder.model_id
         try:
             vectors = pending.result()  # checked on the worker
         except Exception as exc:
             logger.debug("batch encoding of %d photos failed: %s", len(photos), exc)
             return
         for photo, vector in zip(photos, vectors, strict=True):
-            photo.remember_embedding(encoder, vector)
+            photo.keep_vector(model_id, vector)
 
 
 @dataclass(frozen=True, slots=True)

@@ -336,7 +336,7 @@ def _one(engine: Engine, sale: Sale, by_image: dict[str, set[str]], images: dict
     near: list[str] = []
     if images:  # a catalog to look in: the same picture, other bytes
         try:
-            near = near_duplicates(engine.catalog, photo.embedding(engine.encoder),
+            near = near_duplicates(engine.catalog, engine.encoder.photo_vector(photo),
                                    fingerprint(photo.image),
                                    lambda image: _load(engine, image).image)
         except Exception as exc:  # an encoder's failure fails this item, as in analyze

@@ -36,16 +36,13 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import numpy as np
 from PIL import Image, ImageFile, JpegImagePlugin, PngImagePlugin, UnidentifiedImageError
 
 from restyle._errors import ImageError
 from restyle._types import PhotoInfo
-
-if TYPE_CHECKING:
-    from restyle._plugin.components import Encoder
 
 __all__ = [
     "DECODE_ROOM_BYTES",
@@ -219,35 +216,31 @@ class Photo:
     def height(self) -> int:
         return self._image.height
 
-    def embedding(self, encoder: Encoder) -> np.ndarray:
-        """This photo's unit-length embedding under ``encoder``, computed once.
-
-        Raises :class:`~restyle.PluginContractError` when the encoder's answer
-        is not one finite vector.
-        """
-        from restyle._plugin.contracts import check_vectors  # _contracts needs the components
-
-        key = encoder.model_id
+    def vector(self, model_id: str) -> np.ndarray | None:
+        """This photo's vector under the model ``model_id``, if one was kept."""
         with self._lock:
-            cached = self._embeddings.get(key)
-        if cached is not None:
-            return cached
-        # Computed without the lock: a caller never waits, past its own
-        # deadline, for another's call that overran (two may compute it once each).
-        vector = check_vectors(encoder, encoder.encode_images([self.image]), count=1)[0]
-        with self._lock:
-            return self._embeddings.setdefault(key, vector)
+            return self._embeddings.get(model_id)
 
-    def known_embedding(self, encoder: Encoder) -> np.ndarray | None:
-        """This photo's embedding under ``encoder`` if it was computed already."""
+    def keep_vector(self, model_id: str, vector: np.ndarray) -> np.ndarray:
+        """Keep ``vector`` (checked by whoever computed it) as this photo's
+        vector under ``model_id``, unless one is kept already; returns the
+        one kept. The photo never computes a vector itself: an encoder does
+        (:meth:`restyle.Encoder.photo_vector`)."""
         with self._lock:
-            return self._embeddings.get(encoder.model_id)
+            return self._embeddings.setdefault(model_id, vector)
 
-    def remember_embedding(self, encoder: Encoder, vector: np.ndarray) -> None:
-        """Keep ``vector`` as this photo's embedding under ``encoder`` (one
-        computed in a batch with other photos), unless one is known already."""
-        with self._lock:
-            self._embeddings.setdefault(encoder.model_id, vector)
+    def embedding(self, encoder: Any) -> np.ndarray:
+        """Deprecated: ``encoder.photo_vector(photo)``."""
+        warnings.warn("Photo.embedding(encoder) is deprecated; use encoder.photo_vector(photo)",
+                      DeprecationWarning, stacklevel=2)
+        vector: np.ndarray = encoder.photo_vector(self)
+        return vector
+
+    def known_embedding(self, encoder: Any) -> np.ndarray | None:
+        """Deprecated: ``photo.vector(encoder.model_id)``."""
+        warnings.warn("Photo.known_embedding(encoder) is deprecated; use "
+                      "photo.vector(encoder.model_id)", DeprecationWarning, stacklevel=2)
+        return self.vector(encoder.model_id)
 
     def encoded(
         self, *, fmt: str = "JPEG", max_side: int | None = None, quality: int = 90

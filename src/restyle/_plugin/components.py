@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, ClassVar, TypeGuard, TypeVar
 import numpy as np
 
 from restyle._plugin.context import Context, current_context
+from restyle._plugin.contracts import check_vectors
 from restyle._types import Identification, Listing, Opinion, Query
 
 if TYPE_CHECKING:
@@ -237,3 +238,17 @@ class Encoder(Component):
     @abstractmethod
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """A float32 array of shape (len(texts), dim) with unit-length rows."""
+
+    def photo_vector(self, photo: Photo) -> np.ndarray:
+        """The photo's unit vector under this encoder, computed once per photo
+        and model: the one the photo keeps for :attr:`model_id`, else
+        :meth:`encode_images` of it, checked (one finite row of :attr:`dim`, a
+        :class:`~restyle.PluginContractError` if not) and kept on the photo, so
+        the experts and the Engine that all need it share one computation.
+        Two callers at once may both compute it; neither waits on the other."""
+        model_id = self.model_id
+        known = photo.vector(model_id)
+        if known is not None:
+            return known
+        vector = check_vectors(self, self.encode_images([photo.image]), count=1)[0]
+        return photo.keep_vector(model_id, vector)

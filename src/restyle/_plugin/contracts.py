@@ -25,13 +25,12 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from functools import cache
 from itertools import islice
-from typing import Any, TypeVar, Union, get_args, get_origin
+from typing import Any, Protocol, TypeVar, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 import numpy as np
 
 from restyle._errors import PluginContractError
-from restyle._plugin.components import Component
 from restyle._types import Identification, Listing, Opinion
 
 __all__ = [
@@ -65,6 +64,17 @@ _UNIT_TOLERANCE = 1e-3
 _GROUPS = ("labels", "entities", "objects", "logos", "texts", "pages")
 
 V = TypeVar("V")
+
+
+class Component(Protocol):
+    """What the checks read of a component: its kind and name, for messages.
+    (Components are defined above this module and use these checks.)"""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
 
 
 class _OffContract(Exception):

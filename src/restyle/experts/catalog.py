@@ -31,7 +31,7 @@ class CatalogExpert(Expert):
     def examine(self, photo: Photo) -> Opinion:
         context = self.context
         catalog = context.catalog
-        vector = photo.embedding(context.encoder)
+        vector = context.encoder.photo_vector(photo)
         hits = catalog.search_vector(vector, limit=self.neighbours)
         best: dict[tuple[str, str], float] = defaultdict(float)
         for listing, similarity in hits:

@@ -68,7 +68,7 @@ class ClipExpert(Expert):
         self._facets()
 
     def examine(self, photo: Photo) -> Opinion:
-        vector = photo.embedding(self.encoder)
+        vector = self.encoder.photo_vector(photo)
         labels: list[Observation] = []
         for facet, (terms, text_vectors) in self._facets().items():
             logits = (text_vectors @ vector) * _LOGIT_SCALE
