@@ -36,8 +36,15 @@ from restyle._input.imaging import Photo, load_photo
 from restyle._pipeline.pricing import MAXIMUM_PRICE, MINIMUM_COMPS, estimate_price
 from restyle._pipeline.query import build_query, relaxed_queries
 from restyle._pipeline.rerank import Reranker, RerankResult
-from restyle._plugin.components import Component, Encoder, Expert, Marketplace, Synthesizer
-from restyle._plugin.context import Context
+from restyle._plugin.components import (
+    CatalogView,
+    Component,
+    Context,
+    Encoder,
+    Expert,
+    Marketplace,
+    Synthesizer,
+)
 from restyle._plugin.hookspecs import (
     RegisterEncoder,
     RegisterExpert,
@@ -100,6 +107,7 @@ __all__ = [
     "CatalogCheck",
     "CatalogError",
     "CatalogStats",
+    "CatalogView",
     "Comp",
     "CompFlag",
     "Component",

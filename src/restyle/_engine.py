@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast, overload
+from typing import Any, Literal, TypeVar, overload
 
 import numpy as np
 
@@ -36,14 +36,17 @@ from restyle._pipeline.rerank import Reranker, RerankResult
 from restyle._pipeline.search import SearchResult, search_marketplaces
 from restyle._pipeline.trace import Trace, write_recording
 from restyle._plugin.components import (
+    CatalogView,
     Component,
+    Context,
     Encoder,
     Expert,
     Marketplace,
     Synthesizer,
+    activate,
     check_component,
+    deactivate,
 )
-from restyle._plugin.context import Context, activate, deactivate
 from restyle._plugin.contracts import check_vectors
 from restyle._plugin.registry import PluginRegistry
 from restyle._progress import progress_bar
@@ -173,7 +176,7 @@ class Engine:
         _unique("expert", self.experts)
         _unique("marketplace", self.marketplaces)
         self.context = Context(encoder=self.encoder, fetcher=self.fetcher,
-                               _open_catalog=self._open_catalog)
+                               open_catalog=self._open_catalog)
         for component in (self.encoder, *self.experts, self.synthesizer, *self.marketplaces):
             _check_name(component)
             component.attach(self.context)
@@ -267,10 +270,10 @@ class Engine:
         if not ids:
             return self.context
 
-        def open_held_out() -> Catalog:
-            return cast(Catalog, HeldOutCatalog(self._open_catalog(), ids))
+        def open_held_out() -> CatalogView:
+            return HeldOutCatalog(self._open_catalog(), ids)
 
-        return dataclasses.replace(self.context, _open_catalog=open_held_out)
+        return dataclasses.replace(self.context, open_catalog=open_held_out)
 
     @contextmanager
     def _running(self, method: str, *, hidden: frozenset[str] = frozenset()) -> Iterator[None]:

@@ -49,8 +49,14 @@ from restyle._pipeline.trace import (
     Trace,
     write_recording,
 )
-from restyle._plugin.components import Encoder, Expert, Marketplace, Synthesizer
-from restyle._plugin.context import activate, deactivate
+from restyle._plugin.components import (
+    Encoder,
+    Expert,
+    Marketplace,
+    Synthesizer,
+    activate,
+    deactivate,
+)
 from restyle._types import Analysis, Comp, Identification, Listing, Opinion, Query, _Value
 
 if TYPE_CHECKING:

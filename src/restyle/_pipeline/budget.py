@@ -25,8 +25,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from restyle._errors import RestyleError
-from restyle._plugin.components import is_timeout
-from restyle._plugin.context import CALL_DEADLINE
+from restyle._plugin.components import CALL_DEADLINE, is_timeout
 
 __all__ = [
     "STAGE_MARKS",

@@ -1,42 +1,138 @@
-"""The four kinds of component a plugin can provide, as small abstract classes.
+"""The four kinds of component a plugin can provide, as small abstract
+classes, and the context they are handed.
 
 A component is constructed cheaply (no network, no model loading) when its
 plugin registers it; expensive set-up happens lazily on first use. An Engine
 calls :meth:`Component.attach` with its :class:`~restyle.Context` once when
 it adopts a component; while it runs, :attr:`Component.context` is the
 context of the Engine calling, so one instance can serve several Engines.
+
+The :class:`Context` is what a component may use of the Engine that calls it:
+its encoder, its fetcher, a read-only view of its catalog
+(:class:`CatalogView`), a logger and the time left for the call. The Engine
+makes its context the *current* one while it runs the pipeline.
 """
 
 from __future__ import annotations
 
+import contextvars
+import logging
 import math
 import re
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, ClassVar, TypeGuard, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar, Protocol, TypeGuard, TypeVar
 
 import numpy as np
 
-from restyle._plugin.context import Context, current_context
+from restyle._errors import ConfigurationError
 from restyle._plugin.contracts import check_vectors
 from restyle._types import Identification, Listing, Opinion, Query
 
 if TYPE_CHECKING:
     from PIL import Image
 
+    from restyle._input.fetching import Fetcher
     from restyle._input.imaging import Photo
 
 __all__ = [
+    "CALL_DEADLINE",
+    "CatalogView",
     "Component",
+    "Context",
     "Encoder",
     "Expert",
     "Marketplace",
     "Synthesizer",
+    "activate",
     "check_component",
     "check_component_name",
     "check_timeout",
+    "current_context",
+    "deactivate",
     "is_timeout",
 ]
+
+# -- the context a component is handed ----------------------------------------
+
+class CatalogView(Protocol):
+    """What components may use of the Engine's local catalog: read-only
+    lookups (the catalog itself, or a view of it with held-out listings hidden)."""
+
+    @property
+    def model_id(self) -> str:
+        """The id of the encoder model the catalog's vectors come from."""
+
+    def search_vector(self, vector: np.ndarray, query: Query | None = None, *,
+                      limit: int = 20) -> list[tuple[Listing, float]]:
+        """Nearest listings to ``vector`` matching ``query``'s filters, best first."""
+
+    def search_text(self, query: Query) -> list[Listing]:
+        """Listings whose title, brand or category share words with the query."""
+
+    def vectors_for(self, listing_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored vector of each listing that has one, by listing id."""
+
+
+_CURRENT: contextvars.ContextVar[Context] = contextvars.ContextVar("restyle_context")
+# The deadline (a time.monotonic value) of the component call running in this
+# thread; infinity for work started on behalf of no one call (a warm-up).
+CALL_DEADLINE: contextvars.ContextVar[float] = contextvars.ContextVar("restyle_call_deadline")
+
+
+@dataclass(frozen=True, eq=False)
+class Context:
+    """The parts of an Engine a component may use.
+
+    - ``encoder``: the Engine's encoder (the photo's vectors come from it).
+    - ``fetcher``: the guarded image downloader, with the Engine's limits.
+    - ``catalog``: the Engine's local catalog, opened on first use.
+    - ``logger``: where components log (``restyle.components``).
+    - :meth:`time_left`: seconds left for the call in progress, to size a
+      component's own network timeouts.
+    """
+
+    encoder: Encoder
+    fetcher: Fetcher
+    open_catalog: Callable[[], CatalogView] = field(repr=False)
+    logger: logging.Logger = field(default=logging.getLogger("restyle.components"), repr=False)
+
+    @property
+    def catalog(self) -> CatalogView:
+        return self.open_catalog()
+
+    @staticmethod
+    def time_left() -> float | None:
+        """Seconds left before the current component call is abandoned; None
+        outside a call made by an Engine."""
+        deadline = CALL_DEADLINE.get(None)
+        if deadline is None or deadline == float("inf"):  # outside a call, or work of no call's
+            return None
+        return max(0.0, deadline - time.monotonic())
+
+
+def current_context() -> Context:
+    """The context of the Engine whose pipeline is running in this thread."""
+    context = _CURRENT.get(None)
+    if context is None:
+        raise ConfigurationError(
+            "this component needs an Engine: call it through Engine.analyze() (or "
+            "identify(), find_comps()), not directly"
+        )
+    return context
+
+
+def activate(context: Context) -> contextvars.Token[Context]:
+    return _CURRENT.set(context)
+
+
+def deactivate(token: contextvars.Token[Context]) -> None:
+    _CURRENT.reset(token)
+
+
+# -- components --------------------------------------------------------------
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 #: Longer per-call timeouts are refused: threads cannot wait that long.

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -123,8 +123,8 @@ def near_duplicates(catalog: Catalog, vector: np.ndarray, photo: Fingerprint,
 
 
 class HeldOutCatalog:
-    """A catalog whose searches and lookups never return the listings ``hidden``
-    (by listing id); everything else is the catalog's own.
+    """A :class:`~restyle.CatalogView` of a catalog whose searches and lookups
+    never return the listings ``hidden`` (by listing id).
 
     Searches ask the catalog for as many more listings as are hidden, so that
     a search still returns ``limit`` listings when the catalog has them.
@@ -137,9 +137,9 @@ class HeldOutCatalog:
     def __repr__(self) -> str:
         return f"<HeldOutCatalog {self._catalog!r} hiding {len(self._hidden)}>"
 
-    def __getattr__(self, name: str) -> Any:
-        # model_id, dim, directory and the rest: the catalog's own.
-        return getattr(self._catalog, name)
+    @property
+    def model_id(self) -> str:
+        return self._catalog.model_id
 
     def listing(self, item_id: int) -> Listing | None:
         listing = self._catalog.listing(item_id)

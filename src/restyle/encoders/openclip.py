@@ -67,8 +67,7 @@ from PIL import Image
 from restyle import _settings
 from restyle._errors import EncoderError
 from restyle._input.imaging import encoder_input
-from restyle._plugin.components import Encoder
-from restyle._plugin.context import CALL_DEADLINE
+from restyle._plugin.components import CALL_DEADLINE, Encoder
 from restyle._plugin.hookspecs import hookimpl
 
 __all__ = ["ModelSpec", "OpenClipEncoder", "cpu_has_bf16", "parse_model_spec", "select_device"]

@@ -24,7 +24,7 @@ from restyle._types import Box, Observation, Opinion
 
 if TYPE_CHECKING:
     from restyle._input.imaging import Photo
-    from restyle._plugin.context import Context
+    from restyle._plugin.components import Context
 
 __all__ = ["AwsRekognitionExpert"]
 

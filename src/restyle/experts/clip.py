@@ -31,8 +31,7 @@ import numpy as np
 
 from restyle import _settings
 from restyle._errors import ExpertError
-from restyle._plugin.components import Encoder, Expert
-from restyle._plugin.context import CALL_DEADLINE
+from restyle._plugin.components import CALL_DEADLINE, Encoder, Expert
 from restyle._plugin.hookspecs import hookimpl
 from restyle._taxonomy import CATEGORIES, FACETS, PROMPTS
 from restyle._types import Observation, Opinion

@@ -8,13 +8,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from restyle._input.vouched import vouch
-from restyle._plugin.components import Marketplace
+from restyle._plugin.components import CatalogView, Marketplace
 from restyle._plugin.hookspecs import hookimpl
 from restyle._types import Listing, Query
 
 if TYPE_CHECKING:
     from restyle._input.imaging import Photo
-    from restyle._store.catalog import Catalog
 
 __all__ = ["CatalogMarketplace"]
 
@@ -25,7 +24,7 @@ class CatalogMarketplace(Marketplace):
     name = "catalog"
 
     @property
-    def catalog(self) -> Catalog:
+    def catalog(self) -> CatalogView:
         """The catalog of the Engine calling."""
         return self.context.catalog
 
