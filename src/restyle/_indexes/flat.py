@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from restyle._errors import CatalogError
+from restyle._plugin.contracts import NORM_TOLERANCE, vector_problem
 
 __all__ = [
     "NORM_TOLERANCE",
@@ -54,8 +55,6 @@ BLAS_THRESHOLD = 16
 #: make batches slower than exact search.
 MIN_SPEEDUP = 8.0
 
-#: How far an embedding's length may be from 1 (fp16 encoders round to ~1e-3).
-NORM_TOLERANCE = 1e-2
 
 # Vectors handled at once when an index is built or searched in bulk.
 _CHUNK = 8192
@@ -76,21 +75,6 @@ _RANDOM_PART = "[a-z0-9_]{8}"
 _configured = False
 
 _Chunks = Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]
-
-
-def vector_problem(vector: np.ndarray, dim: int | None = None) -> str | None:
-    """Why ``vector`` is not a usable embedding (a finite unit vector of ``dim``
-    values), or None."""
-    if vector.ndim != 1 or vector.size == 0:
-        return f"shape {vector.shape}"
-    if dim is not None and vector.size != dim:
-        return f"dimension {vector.size}, not {dim}"
-    if not np.all(np.isfinite(vector)):
-        return "values that are not finite"
-    norm = float(np.linalg.norm(vector.astype(np.float64)))
-    if abs(norm - 1.0) > NORM_TOLERANCE:
-        return f"length {norm:.3g}, not 1"
-    return None
 
 
 def _faiss() -> Any:

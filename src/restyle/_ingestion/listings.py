@@ -28,8 +28,8 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from restyle._errors import CatalogError, FetchError, ImageError
-from restyle._indexes.flat import vector_problem
 from restyle._input.imaging import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, decode
+from restyle._plugin.contracts import vector_problem
 from restyle._types import MAXIMUM_PRICE, Condition, Money
 
 if TYPE_CHECKING:

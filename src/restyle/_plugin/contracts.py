@@ -38,6 +38,7 @@ __all__ = [
     "MAX_ITEMS",
     "MAX_TEXT",
     "MAX_VECTOR_DIM",
+    "NORM_TOLERANCE",
     "check_identification",
     "check_image_urls",
     "check_known_vectors",
@@ -45,6 +46,7 @@ __all__ = [
     "check_opinion",
     "check_vectors",
     "plain",
+    "vector_problem",
 ]
 
 #: The URL schemes the Engine downloads comp images over.
@@ -59,8 +61,11 @@ MAX_ITEMS = 1_000
 #: Widest vector accepted from a component (CLIP models use 512 to 1,280).
 MAX_VECTOR_DIM = 16_384
 
-# Rows whose length is this close to 1 are taken as they are.
-_UNIT_TOLERANCE = 1e-3
+#: How far a vector's length may be from 1 and still count as a unit vector
+#: (fp16 encoders round to about 1e-3). One tolerance for every vector restyle
+#: takes in: a component's answer further off is normalised with a warning; a
+#: stored vector further off (a catalog's, the embedding cache's) is refused.
+NORM_TOLERANCE = 1e-2
 _GROUPS = ("labels", "entities", "objects", "logos", "texts", "pages")
 
 V = TypeVar("V")
@@ -317,13 +322,28 @@ def check_vectors(encoder: Component, value: object, *, count: int,
     norms = np.linalg.norm(array, axis=1)
     if (norms == 0).any():
         raise _error(encoder, "returned all-zero vectors")
-    if np.abs(norms - 1.0).max() > _UNIT_TOLERANCE:
-        if warnings is not None:
-            warnings.append(f"{encoder.kind} {encoder.name} returned vectors that are not unit "
-                            f"length (norms {norms.min():.4g} to {norms.max():.4g}); "
-                            "they were normalised")
+    if np.abs(norms - 1.0).max() > NORM_TOLERANCE and warnings is not None:
+        warnings.append(f"{encoder.kind} {encoder.name} returned vectors that are not unit "
+                        f"length (norms {norms.min():.4g} to {norms.max():.4g}); "
+                        "they were normalised")
+    if np.abs(norms - 1.0).max() > 1e-6:  # exactly unit rows, whatever came
         array = array / norms[:, None]
     return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def vector_problem(vector: np.ndarray, dim: int | None = None) -> str | None:
+    """Why ``vector`` is not a usable stored embedding (a finite unit vector of
+    ``dim`` values, within :data:`NORM_TOLERANCE`), or None."""
+    if vector.ndim != 1 or vector.size == 0:
+        return f"shape {vector.shape}"
+    if dim is not None and vector.size != dim:
+        return f"dimension {vector.size}, not {dim}"
+    if not np.all(np.isfinite(vector)):
+        return "values that are not finite"
+    norm = float(np.linalg.norm(vector.astype(np.float64)))
+    if abs(norm - 1.0) > NORM_TOLERANCE:
+        return f"length {norm:.3g}, not 1"
+    return None
 
 
 def _encoder_dim(encoder: Component) -> int:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from restyle import _settings
-from restyle._indexes.flat import vector_problem
+from restyle._plugin.contracts import vector_problem
 
 __all__ = ["EmbeddingCache", "EmbeddingCacheStats"]
 

@@ -32,6 +32,7 @@ import numpy as np
 from restyle import _settings
 from restyle._errors import ExpertError
 from restyle._plugin.components import CALL_DEADLINE, Encoder, Expert
+from restyle._plugin.contracts import vector_problem
 from restyle._plugin.hookspecs import hookimpl
 from restyle._taxonomy import CATEGORIES, FACETS, PROMPTS
 from restyle._types import Observation, Opinion
@@ -168,8 +169,7 @@ def _read_cached(path: Path, count: int) -> np.ndarray | None:
     except (OSError, ValueError):
         return None
     if (vectors.dtype != np.float32 or vectors.ndim != 2 or vectors.shape[0] != count
-            or not np.isfinite(vectors).all()
-            or np.abs(np.linalg.norm(vectors, axis=1) - 1.0).max() > 1e-3):
+            or any(vector_problem(row) is not None for row in vectors)):
         logger.debug("prompt vectors in %s are damaged; computing them again", path)
         return None
     return vectors
