@@ -4,6 +4,27 @@
 from restyle import Engine
 analysis = Engine().analyze("jacket.jpg")
 ```
+
+Where each stage lives (floors, lowest first; a module imports only from its
+own floor or below, checked by the import-linter contracts in pyproject.toml;
+see docs/architecture.md):
+
+- ``_types _errors _serde _settings _secrets _progress _openmp _version
+  _taxonomy``: the ground floor, flat.
+- ``_input/``: the one gate for untrusted bytes (photos, comp images, files).
+- ``_display``: HTML views of the values, for notebooks.
+- ``_plugin/``: the plugin contract (components and their context, hooks,
+  the registry, the checks on what components return, the remote base).
+- ``_indexes/``: the flat and sharded vector indexes.
+- ``_ingestion/``: reading and validating listings files.
+- ``_store/``: the local catalog on disk, the embedding cache, held-out views.
+- ``_pipeline/``: one analysis's stages: budget, identify, query, search,
+  re-rank, price, and the run trace.
+- ``_ray/``: the stages run on Ray (builds, bulk analysis), handed to it.
+- ``experts/ synthesizers/ marketplaces/ encoders/``: built-in plugins.
+- ``_engine``: the Engine, which composes the pipeline.
+- ``_evaluation/``: recordings and their replay, backtests.
+- ``cli``, ``testing/``: the outermost floor.
 """
 
 import logging
@@ -32,7 +53,7 @@ from restyle._errors import (
 from restyle._evaluation.backtest import BacktestGroup, BacktestItem, BacktestReport, backtest
 from restyle._indexes.flat import VectorIndex
 from restyle._input.fetching import Fetcher, FetchLimits
-from restyle._input.imaging import Photo, load_photo
+from restyle._input.imaging import ImageInput, Photo, load_photo
 from restyle._pipeline.pricing import MAXIMUM_PRICE, MINIMUM_COMPS, estimate_price
 from restyle._pipeline.query import build_query, relaxed_queries
 from restyle._pipeline.rerank import Reranker, RerankResult
@@ -53,6 +74,7 @@ from restyle._plugin.hookspecs import (
     hookimpl,
 )
 from restyle._plugin.registry import PluginLoadWarning
+from restyle._plugin.remote import RemoteComponent
 from restyle._ray.executor import RayExecutor
 from restyle._secrets import RedactingFilter
 from restyle._store.catalog import (
@@ -129,6 +151,7 @@ __all__ = [
     "Fetcher",
     "Identification",
     "ImageError",
+    "ImageInput",
     "Listing",
     "ListingLimits",
     "Marketplace",
@@ -160,6 +183,7 @@ __all__ = [
     "RegisterMarketplace",
     "RegisterSynthesizer",
     "Rejection",
+    "RemoteComponent",
     "RepairReport",
     "RerankResult",
     "Reranker",
