@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from restyle import Observation, Opinion, OpinionStatus
-from restyle.synthesizers._vocabulary import (
+from restyle._taxonomy import (
     clean_text,
     map_category,
     map_facet_term,

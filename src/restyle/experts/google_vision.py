@@ -25,7 +25,7 @@ from restyle._plugin.components import Expert
 from restyle._plugin.hookspecs import hookimpl
 from restyle._plugin.remote import RemoteComponent
 from restyle._secrets import redact
-from restyle._taxonomy import CATEGORIES, normalise_category
+from restyle._taxonomy import map_category
 from restyle._types import Box, Observation, Opinion
 
 if TYPE_CHECKING:
@@ -289,11 +289,10 @@ class GoogleVisionExpert(RemoteComponent, Expert):
             text = _clean(entity.description)
             if not text:
                 continue
-            category = normalise_category(text)
             entities.append(Observation(
                 text=text,
                 score=_unit(entity.score / scale),
-                facet="category" if category in CATEGORIES else None,
+                facet="category" if map_category(text) is not None else None,
                 raw_score=round(entity.score, 4),
             ))
         labels = tuple(

@@ -23,9 +23,8 @@ from restyle._errors import ConfigurationError, SynthesizerError
 from restyle._plugin.components import Synthesizer
 from restyle._plugin.remote import RemoteComponent
 from restyle._secrets import Secret, redact
-from restyle._taxonomy import CATEGORIES, FACETS
+from restyle._taxonomy import CATEGORIES, FACETS, clean_text, map_category, map_facet_term
 from restyle._types import Attribute, Evidence, Identification, Opinion
-from restyle.synthesizers._vocabulary import clean_text, map_category, map_facet_term
 from restyle.synthesizers.consensus import supporters
 
 if TYPE_CHECKING:

@@ -19,15 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 from restyle._plugin.components import Synthesizer
 from restyle._plugin.hookspecs import hookimpl
-from restyle._taxonomy import FACETS
-from restyle._types import Attribute, Evidence, Identification, Observation, Opinion
-from restyle.synthesizers._vocabulary import (
+from restyle._taxonomy import (
+    FACETS,
     clean_text,
     map_category,
     map_facet_term,
     model_numbers,
     sizes,
 )
+from restyle._types import Attribute, Evidence, Identification, Observation, Opinion
 
 if TYPE_CHECKING:
     from restyle._input.imaging import Photo

@@ -8,6 +8,7 @@ from typing import Any
 from restyle import _settings
 from restyle._plugin.hookspecs import hookimpl
 from restyle._secrets import redact
+from restyle._taxonomy import clean_text
 from restyle.synthesizers._llm import (
     Completion,
     LLMSynthesizer,
@@ -15,7 +16,6 @@ from restyle.synthesizers._llm import (
     answer_schema,
     is_timeout,
 )
-from restyle.synthesizers._vocabulary import clean_text
 
 __all__ = ["DEFAULT_GEMINI_MODEL", "GeminiSynthesizer"]
 
