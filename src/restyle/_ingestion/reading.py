@@ -1,0 +1,319 @@
+"""Reading listings files: the rows of a JSONL, CSV or Parquet file, one at a
+time and within the limits whatever the file holds, and the slices a file is
+cut into to be read in parallel."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import stat
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import IO, Any
+
+from restyle._errors import CatalogError
+from restyle._ingestion.rejections import clip, preview
+from restyle._ingestion.rows import ListingLimits, SourcePart, SourceRow
+
+__all__ = ["COLUMNS", "FORMATS", "listings_format", "read_listings", "split_listings"]
+
+#: File suffixes and the format each is read as.
+FORMATS: Mapping[str, str] = MappingProxyType({
+    ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
+    ".parquet": "parquet", ".pq": "parquet",
+})
+
+#: The columns a listing row may have; the second name of a pair is an alias.
+COLUMNS = ("id", "listing_id", "title", "brand", "category", "condition", "price", "currency",
+           "url", "image", "image_path", "image_url", "sold")
+# Parquet is read this many rows at a time (a record batch).
+_PARQUET_BATCH = 256
+_SKIP_CHUNK = 1 << 16
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+
+def read_listings(source: str | Path, *, limits: ListingLimits | None = None,
+                  part: SourcePart | None = None) -> Iterator[SourceRow]:
+    """The rows of a JSONL, CSV or Parquet file, one at a time (only those of
+    ``part``, one of :func:`split_listings`'s slices, when given).
+
+    A row that cannot be read (too long, not UTF-8, not JSON, malformed CSV)
+    comes back with its ``error`` set; the rows after it are still read. Only
+    a file that cannot be read at all is a :class:`CatalogError`.
+    """
+    limits = limits or ListingLimits()
+    part = part or SourcePart()
+    path = Path(source)
+    kind = listings_format(path)
+    if kind == "parquet":
+        yield from _parquet_rows(path, limits, part)
+        return
+    with _open_listings(path) as fh:
+        if kind == "jsonl":
+            fh.seek(part.start)
+            yield from _jsonl_rows(fh, limits, first=part.first_row, stop=part.stop)
+        else:
+            yield from _csv_rows(fh, limits, path)
+
+
+def split_listings(source: str | Path, *, part_bytes: int = 64 << 20) -> list[SourcePart]:
+    """Cut a listings file into slices of about ``part_bytes`` that
+    :func:`read_listings` reads independently (in parallel, on other machines)
+    with the row numbers of a whole-file read.
+
+    JSONL is cut after a newline (one pass over the file counts the lines
+    before each cut); Parquet between row groups; CSV not at all.
+    """
+    if part_bytes < 1:
+        raise ValueError("part_bytes must be positive")
+    path = Path(source)
+    kind = listings_format(path)
+    if kind == "parquet":
+        return _parquet_parts(path, part_bytes)
+    with _open_listings(path) as fh:
+        if kind == "csv":
+            return [SourcePart()]
+        return _jsonl_parts(fh, part_bytes)
+
+
+def _open_listings(path: Path) -> IO[bytes]:
+    """A JSONL or CSV listings file opened for reading, or a CatalogError that
+    says why not."""
+    try:
+        fh = path.open("rb")
+    except FileNotFoundError as exc:
+        raise CatalogError(f"listings file not found: {path}") from exc
+    except OSError as exc:
+        raise CatalogError(f"cannot read listings file {path}: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+        fh.close()
+        raise CatalogError(f"listings file is not a regular file: {path}")
+    return fh
+
+
+def _jsonl_parts(fh: IO[bytes], part_bytes: int) -> list[SourcePart]:
+    parts: list[SourcePart] = []
+    start, first_row = 0, 1
+    position = lines = 0  # bytes read before this chunk, and the newlines in them
+    while chunk := fh.read(1 << 20):
+        begin = 0  # where this chunk's newlines are not yet counted
+        while True:
+            # The next cut is after the first newline at least part_bytes past the last one.
+            found = chunk.find(b"\n", max(begin, start + part_bytes - position))
+            if found < 0:
+                break
+            lines += chunk.count(b"\n", begin, found + 1)
+            begin = found + 1
+            parts.append(SourcePart(start=start, stop=position + begin, first_row=first_row))
+            start, first_row = position + begin, lines + 1
+        lines += chunk.count(b"\n", begin)
+        position += len(chunk)
+    if start < position or not parts:
+        parts.append(SourcePart(start=start, stop=None, first_row=first_row))
+    return parts
+
+
+def listings_format(path: Path) -> str:
+    """``"jsonl"``, ``"csv"`` or ``"parquet"`` by the file's suffix, or a CatalogError."""
+    kind = FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise CatalogError(f"listings file must be .jsonl, .csv or .parquet, got {path.name}")
+    return kind
+
+
+def _lines(fh: IO[bytes], limit: int, *, first: int = 1,
+           stop: int | None = None) -> Iterator[tuple[int, bytes | None]]:
+    """Physical lines with their numbers (from ``first``), up to byte ``stop``;
+    None for a line over ``limit`` bytes, which is skipped to its end without
+    being held in memory."""
+    number = first - 1
+    while True:
+        if stop is not None and fh.tell() >= stop:
+            return
+        line = fh.readline(limit + 1)
+        if not line:
+            return
+        number += 1
+        if number == 1 and line.startswith(_UTF8_BOM):
+            line = line[len(_UTF8_BOM):]
+        if len(line) > limit and not line.endswith(b"\n"):
+            while True:
+                chunk = fh.readline(_SKIP_CHUNK)
+                if not chunk or chunk.endswith(b"\n"):
+                    break
+            yield number, None
+            continue
+        yield number, line
+
+
+def _too_long(limits: ListingLimits) -> str:
+    return f"row is longer than the limit of {limits.row_bytes} bytes"
+
+
+def _not_utf8(exc: UnicodeDecodeError) -> str:
+    return f"row is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+
+
+def _jsonl_rows(fh: IO[bytes], limits: ListingLimits, *, first: int = 1,
+                stop: int | None = None) -> Iterator[SourceRow]:
+    for number, line in _lines(fh, limits.row_bytes, first=first, stop=stop):
+        if line is None:
+            yield SourceRow(number=number, data={}, error=_too_long(limits))
+            continue
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            preview = {"_line": clip(line.decode("utf-8", "replace").strip())}
+            yield SourceRow(number=number, data=preview, error=_not_utf8(exc))
+            continue
+        if not text.strip():
+            continue
+        error = None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            error = f"invalid JSON: {exc.msg}"
+        except (ValueError, RecursionError) as exc:
+            # Integers of thousands of digits, nesting deeper than the parser goes.
+            error = f"invalid JSON: {clip(str(exc), 80)}"
+        else:
+            if not isinstance(data, dict):
+                error = "not a JSON object"
+        if error is not None:
+            yield SourceRow(number=number, data={"_line": clip(text.strip())}, error=error)
+        else:
+            yield SourceRow(number=number, data=data)
+
+
+def _csv_rows(fh: IO[bytes], limits: ListingLimits, path: Path) -> Iterator[SourceRow]:
+    # The csv module's own field limit is process-wide: raise it just above
+    # ours (never lower it) so that our limit, with its clear reason, applies.
+    if csv.field_size_limit() < limits.row_bytes + 1024:
+        csv.field_size_limit(limits.row_bytes + 1024)
+    handed: list[int] = []  # physical lines handed to the csv reader for this record
+    bad: dict[int, str] = {}  # physical line -> why its record is rejected
+    skipped: list[int] = []  # physical lines too long to hand over at all
+
+    def text_lines() -> Iterator[str]:
+        for number, line in _lines(fh, limits.row_bytes):
+            if line is None:
+                skipped.append(number)
+                continue
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                # Hand the line over anyway so the csv reader stays in step,
+                # and reject the record it belongs to.
+                text = line.decode("utf-8", "replace")
+                bad[number] = _not_utf8(exc)
+            handed.append(number)
+            yield text
+
+    reader = csv.reader(text_lines())
+    header: list[str] | None = None
+    while True:
+        handed.clear()
+        error: str | None = None
+        try:
+            fields = next(reader)
+        except StopIteration:
+            fields = None
+        except csv.Error as exc:
+            fields, error = [], f"malformed CSV: {exc}"
+        if header is None and skipped:
+            raise CatalogError(f"listings file {path.name}: the header row is longer than "
+                               f"the limit of {limits.row_bytes} bytes")
+        for number in skipped:
+            yield SourceRow(number=number, data={}, error=_too_long(limits))
+        skipped.clear()
+        if fields is None:
+            return
+        first = handed[0] if handed else 0
+        error = error or next((bad[n] for n in handed if n in bad), None)
+        if error is None and sum(len(f) for f in fields) > limits.row_bytes:
+            error = _too_long(limits)
+        if header is None:
+            if error is not None:
+                raise CatalogError(f"listings file {path.name}: the header row cannot be read "
+                                   f"({error})")
+            if not fields:
+                continue
+            header = [name.strip() for name in fields]
+            continue
+        if error is not None:
+            yield SourceRow(number=first, data=preview(_record(header, fields)), error=error)
+        elif any(f.strip() for f in fields):
+            yield SourceRow(number=first, data=_record(header, fields))
+
+
+def _record(header: list[str], fields: list[str]) -> dict[str, Any]:
+    # Like csv.DictReader: fields past the header are dropped, missing ones are None.
+    return {name: fields[i] if i < len(fields) else None for i, name in enumerate(header)}
+
+
+def _open_parquet(path: Path) -> Any:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise CatalogError(
+            "reading Parquet listings needs pyarrow: pip install 'restyle[parquet]'"
+        ) from exc
+    if not path.is_file():
+        raise CatalogError(f"listings file not found: {path}")
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise CatalogError(
+            f"listings file {path.name} cannot be read as Parquet: {clip(str(exc), 200)}"
+        ) from exc
+
+
+def _parquet_parts(path: Path, part_bytes: int) -> list[SourcePart]:
+    metadata = _open_parquet(path).metadata
+    parts: list[SourcePart] = []
+    start, first_row, rows, size = 0, 1, 0, 0
+    for group in range(metadata.num_row_groups):
+        info = metadata.row_group(group)
+        rows, size = rows + info.num_rows, size + info.total_byte_size
+        if size >= part_bytes:
+            parts.append(SourcePart(start=start, stop=group + 1, first_row=first_row))
+            start, first_row, size = group + 1, first_row + rows, 0
+            rows = 0
+    if start < metadata.num_row_groups or not parts:
+        parts.append(SourcePart(start=start, stop=None, first_row=first_row))
+    return parts
+
+
+def _parquet_rows(path: Path, limits: ListingLimits, part: SourcePart) -> Iterator[SourceRow]:
+    parquet = _open_parquet(path)
+    import pyarrow as pa
+
+    try:
+        names = parquet.schema_arrow.names
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise CatalogError(
+            f"listings file {path.name} cannot be read as Parquet: {clip(str(exc), 200)}"
+        ) from exc
+    # Only the columns restyle uses are read: a huge description column costs nothing.
+    columns = [name for name in names if name in COLUMNS]
+    groups = range(part.start, parquet.metadata.num_row_groups if part.stop is None
+                   else min(part.stop, parquet.metadata.num_row_groups))
+    number = part.first_row - 1
+    try:
+        for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH, columns=columns,
+                                          row_groups=groups):
+            for data in batch.to_pylist():
+                number += 1
+                size = sum(len(v) for v in data.values() if isinstance(v, (str, bytes)))
+                if size > limits.row_bytes:
+                    yield SourceRow(number=number, data=preview(data), error=_too_long(limits))
+                else:
+                    yield SourceRow(number=number, data=data)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        yield SourceRow(number=number + 1, data={},
+                        error=f"the rest of the file cannot be read: {clip(str(exc), 200)}")
+
