@@ -360,7 +360,8 @@ def test_a_slow_decode_does_not_hold_up_a_small_one_in_another_thread() -> None:
 
 
 def test_decodes_wait_for_memory_room_only_until_their_deadline() -> None:
-    from restyle._input.imaging import DECODE_ROOM_BYTES, _Room
+    from restyle._input.decoding import _Room
+    from restyle._input.limits import DECODE_ROOM_BYTES
 
     room = _Room(100)
     holding, release = threading.Event(), threading.Event()

@@ -35,7 +35,7 @@ import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
 
 from restyle._errors import FetchError
-from restyle._input.imaging import sniff_format
+from restyle._input.limits import sniff_format
 
 __all__ = [
     "FetchLimits",

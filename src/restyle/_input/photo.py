@@ -1,0 +1,151 @@
+"""The read-only :class:`Photo` every stage is handed, and the image object
+through which it shares its pixels without a copy.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import threading
+import warnings
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from restyle._types import PhotoInfo
+
+__all__ = ["Photo"]
+
+
+class _SharedImage(Image.Image):
+    """A photo's pixels as a plugin is handed them: the same pixels as restyle's,
+    marked read-only, so Pillow copies them before any change made through its
+    API (``paste``, ``putpixel``, ``ImageDraw``, ``frombytes``...)."""
+
+    def frombytes(self, *args: Any, **kwargs: Any) -> None:
+        # Pillow's own frombytes writes into the shared pixels even when read-only.
+        self._ensure_mutable()
+        super().frombytes(*args, **kwargs)
+
+
+class Photo:
+    """A decoded, validated photo: upright RGB pixels, at most
+    :data:`WORKING_SIDE` a side, plus the bytes it came from.
+
+    Read-only: its attributes cannot be set, and :attr:`image` hands out the
+    photo's pixels as a new image object each time, sharing them without a copy
+    until someone draws on it (Pillow then copies first), so a component can
+    change neither what restyle reports (source, hash) nor what the others and
+    the thumbnail see.
+
+    Embeddings are memoised per encoder, so the experts and the re-ranker that
+    all need the photo's vector compute it once.
+    """
+
+    __slots__ = ("_data", "_embeddings", "_format", "_image", "_lock", "_sha256", "_source")
+
+    def __init__(
+        self, *, image: Image.Image, data: bytes | None, fmt: str, source: str | None,
+        sha256: str | None = None,
+    ) -> None:
+        image.load()
+        self._image = image
+        self._data = data
+        self._format = fmt
+        self._source = source
+        if sha256 is None:
+            sha256 = hashlib.sha256(data if data is not None else image.tobytes()).hexdigest()
+        self._sha256 = sha256
+        self._embeddings: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (
+            f"Photo(source={self._source!r}, format={self._format!r}, "
+            f"size={self.width}x{self.height}, sha256={self._sha256[:12]}...)"
+        )
+
+    @property
+    def image(self) -> Image.Image:
+        """The pixels, as a new image object that shares them until it is changed."""
+        view = self._image._new(self._image.im)
+        view.__class__ = _SharedImage
+        view.readonly = 1
+        return view
+
+    @property
+    def data(self) -> bytes | None:
+        """The encoded bytes the photo was decoded from (None for a PIL image handed in)."""
+        return self._data
+
+    @property
+    def format(self) -> str:
+        return self._format
+
+    @property
+    def source(self) -> str | None:
+        """The path or file name the photo was read from, if any."""
+        return self._source
+
+    @property
+    def sha256(self) -> str:
+        return self._sha256
+
+    @property
+    def width(self) -> int:
+        return self._image.width
+
+    @property
+    def height(self) -> int:
+        return self._image.height
+
+    def vector(self, model_id: str) -> np.ndarray | None:
+        """This photo's vector under the model ``model_id``, if one was kept."""
+        with self._lock:
+            return self._embeddings.get(model_id)
+
+    def keep_vector(self, model_id: str, vector: np.ndarray) -> np.ndarray:
+        """Keep ``vector`` (checked by whoever computed it) as this photo's
+        vector under ``model_id``, unless one is kept already; returns the
+        one kept. The photo never computes a vector itself: an encoder does
+        (:meth:`restyle.Encoder.photo_vector`)."""
+        with self._lock:
+            return self._embeddings.setdefault(model_id, vector)
+
+    def embedding(self, encoder: Any) -> np.ndarray:
+        """Deprecated: ``encoder.photo_vector(photo)``."""
+        warnings.warn("Photo.embedding(encoder) is deprecated; use encoder.photo_vector(photo)",
+                      DeprecationWarning, stacklevel=2)
+        vector: np.ndarray = encoder.photo_vector(self)
+        return vector
+
+    def known_embedding(self, encoder: Any) -> np.ndarray | None:
+        """Deprecated: ``photo.vector(encoder.model_id)``."""
+        warnings.warn("Photo.known_embedding(encoder) is deprecated; use "
+                      "photo.vector(encoder.model_id)", DeprecationWarning, stacklevel=2)
+        return self.vector(encoder.model_id)
+
+    def encoded(
+        self, *, fmt: str = "JPEG", max_side: int | None = None, quality: int = 90
+    ) -> bytes:
+        """The photo re-encoded (and downscaled to ``max_side`` if given)."""
+        img = self._image
+        if max_side is not None and max(img.size) > max_side:
+            img = img.copy()
+            img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        img.save(buf, format=fmt, quality=quality)
+        return buf.getvalue()
+
+    def info(self, *, thumbnail_side: int = 256) -> PhotoInfo:
+        thumb = self.encoded(max_side=thumbnail_side, quality=80)
+        return PhotoInfo(
+            sha256=self._sha256,
+            width=self.width,
+            height=self.height,
+            format=self._format,
+            source=self._source,
+            thumbnail="data:image/jpeg;base64," + base64.b64encode(thumb).decode("ascii"),
+        )
