@@ -530,6 +530,23 @@ def error_histogram(report: BacktestReport) -> list[tuple[str, int]]:
     return bins
 
 
+def _summary_html(report: BacktestReport) -> str:
+    """The report's figures, as the items of a list."""
+    n = report.count
+    return (
+        f"<li>{n} items; priced {_share(report.priced, n)}; not enough data "
+        f"{_share(report.not_enough_data, n)}; other currency "
+        f"{_share(report.other_currency, n)}; failed {_share(report.failed, n)}</li>"
+        f"<li>median absolute error {_percent(report.median_error)}</li>"
+        f"<li>coverage {_percent(report.coverage)} of realised prices inside p25-p75 "
+        f"(nominal {_percent(report.nominal_coverage, 0)})</li>"
+        "<li>held out of each item's analysis: the item, the listings with the same image "
+        "bytes, and its near-duplicates in the catalog, the same picture recompressed or "
+        f"resized ({html.escape(NEAR_DUPLICATE_RULE)}): {report.near_duplicates} "
+        "near-duplicates held out</li>"
+    )
+
+
 def render_html(report: BacktestReport) -> str:
     """A standalone page: the figures, an error histogram and coverage charts."""
     histogram = error_histogram(report)
@@ -559,19 +576,7 @@ def render_html(report: BacktestReport) -> str:
         "</td></tr>"
         for i in report.items
     )
-    n = report.count
-    summary = (
-        f"<li>{n} items; priced {_share(report.priced, n)}; not enough data "
-        f"{_share(report.not_enough_data, n)}; other currency "
-        f"{_share(report.other_currency, n)}; failed {_share(report.failed, n)}</li>"
-        f"<li>median absolute error {_percent(report.median_error)}</li>"
-        f"<li>coverage {_percent(report.coverage)} of realised prices inside p25-p75 "
-        f"(nominal {_percent(report.nominal_coverage, 0)})</li>"
-        "<li>held out of each item's analysis: the item, the listings with the same image "
-        "bytes, and its near-duplicates in the catalog, the same picture recompressed or "
-        f"resized ({html.escape(NEAR_DUPLICATE_RULE)}): {report.near_duplicates} "
-        "near-duplicates held out</li>"
-    )
+    summary = _summary_html(report)
     out = io.StringIO()
     out.write(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>restyle backtest"
