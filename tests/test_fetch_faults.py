@@ -22,7 +22,8 @@ from PIL import Image
 
 import restyle
 from restyle import CompFlag, FetchError, FetchLimits, Listing, Money, Reranker
-from restyle._input import fetching as _fetching
+from restyle._input import guard as _guard
+from restyle._input import watchdog as _watchdog
 from restyle._input.fetching import Fetcher
 from restyle.testing import FakeServer, Raw, Reply, image_bytes
 from tests.conftest import wait_until
@@ -105,7 +106,7 @@ def good() -> Iterator[FakeServer]:
 
 
 @pytest.fixture
-def hanging_resolver() -> Iterator[_fetching.Resolver]:
+def hanging_resolver() -> Iterator[_guard.Resolver]:
     release = threading.Event()
 
     def resolver(host: str, port: int) -> list[str]:
@@ -128,7 +129,7 @@ def quiet_log(caplog: pytest.LogCaptureFixture,
     assert escaped == []
 
 
-def fetcher(resolver: _fetching.Resolver | None = None, **limits: float) -> Fetcher:
+def fetcher(resolver: _guard.Resolver | None = None, **limits: float) -> Fetcher:
     return Fetcher(FetchLimits(**limits), resolver=resolver,  # type: ignore[arg-type]
                    trusted_networks=LOCAL)
 
@@ -170,7 +171,7 @@ def test_redirect_hops_share_one_deadline(
 
 
 def test_a_hanging_resolver_is_abandoned_at_the_deadline(
-    hanging_resolver: _fetching.Resolver,
+    hanging_resolver: _guard.Resolver,
 ) -> None:
     started = time.monotonic()
     with pytest.raises(FetchError, match="took longer"):
@@ -179,9 +180,9 @@ def test_a_hanging_resolver_is_abandoned_at_the_deadline(
 
 
 def test_when_every_lookup_thread_is_stuck_lookups_fail_at_once(
-    hanging_resolver: _fetching.Resolver, monkeypatch: pytest.MonkeyPatch
+    hanging_resolver: _guard.Resolver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_fetching, "_LOOKUPS", _fetching._Lookups(2))
+    monkeypatch.setattr(_guard, "_LOOKUPS", _guard._Lookups(2))
     stuck = fetcher(hanging_resolver, timeout=0.2)
     stuck.fetch_many(["http://one.example/a.jpg", "http://two.example/a.jpg",
                       "http://three.example/a.jpg"])
@@ -194,7 +195,7 @@ def test_when_every_lookup_thread_is_stuck_lookups_fail_at_once(
 
 @pytest.mark.usefixtures("quiet_log")
 def test_a_batch_ends_at_its_deadline_with_the_good_results_intact(
-    hostile: FakeServer, good: FakeServer, hanging_resolver: _fetching.Resolver
+    hostile: FakeServer, good: FakeServer, hanging_resolver: _guard.Resolver
 ) -> None:
     def resolver(host: str, port: int) -> Sequence[str]:
         return hanging_resolver(host, port) if host == "stuck.example" else ["127.0.0.1"]
@@ -298,7 +299,7 @@ def test_an_unexpected_error_from_urllib3_costs_one_image(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("surprise")
 
-    monkeypatch.setattr(_fetching._HTTPPool, "urlopen", broken)
+    monkeypatch.setattr(_watchdog.HTTPPool, "urlopen", broken)
     with pytest.raises(FetchError, match="RuntimeError"):
         fetcher().fetch(good.url("/a.jpg"))
     results = fetcher().fetch_many([good.url("/a.jpg")])
