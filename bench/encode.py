@@ -29,7 +29,8 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageDraw
 
-from restyle.encoders.openclip import _MODEL_THREAD, OpenClipEncoder
+from restyle.encoders.openclip import OpenClipEncoder
+from restyle.encoders.openclip.threads import _MODEL_THREAD
 
 
 def photos(n: int, seed: int = 0) -> list[Image.Image]:

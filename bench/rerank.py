@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.encode import photos
 from restyle import Fetcher, FetchLimits, Listing, Money, Reranker, load_photo
-from restyle.encoders.openclip import _MODEL_THREAD, OpenClipEncoder
+from restyle.encoders.openclip import OpenClipEncoder
+from restyle.encoders.openclip.threads import _MODEL_THREAD
 from restyle.testing import FakeServer, Reply
 
 

@@ -46,7 +46,7 @@ def test_tiny_model_loads_from_a_local_directory(tiny_encoder: OpenClipEncoder) 
 
 
 def test_model_loads_once_per_process(tiny_model_spec: str) -> None:
-    from restyle.encoders import openclip as module
+    from restyle.encoders.openclip import encoder as module
 
     a = OpenClipEncoder(tiny_model_spec, device="cpu")
     b = OpenClipEncoder(tiny_model_spec, device="cpu")

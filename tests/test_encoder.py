@@ -15,8 +15,10 @@ from PIL import Image
 
 from restyle import EncoderError
 from restyle._input.imaging import decode
-from restyle.encoders import openclip
 from restyle.encoders.openclip import OpenClipEncoder, parse_model_spec, select_device
+from restyle.encoders.openclip import encoder as openclip_encoder
+from restyle.encoders.openclip import pixels as openclip_pixels
+from restyle.encoders.openclip import sources as openclip_sources
 from restyle.testing import image_bytes
 from tests.conftest import SAMPLE_PHOTO
 
@@ -76,11 +78,11 @@ def test_device_prefers_cuda_then_mps_then_cpu(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_precision_defaults_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(openclip, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(openclip_encoder, "cpu_has_bf16", lambda: True)
     assert OpenClipEncoder("ViT-B-32/random", device="cpu").precision == "bf16"
     assert OpenClipEncoder("ViT-B-32/random", device="cuda").precision == "fp16"
     assert OpenClipEncoder("ViT-B-32/random", device="cpu", precision="fp32").precision == "fp32"
-    monkeypatch.setattr(openclip, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(openclip_encoder, "cpu_has_bf16", lambda: False)
     assert OpenClipEncoder("ViT-B-32/random", device="cpu").precision == "fp32"
     monkeypatch.setenv("RESTYLE_PRECISION", "fp16")
     assert OpenClipEncoder("ViT-B-32/random", device="cpu").precision == "fp16"
@@ -149,14 +151,14 @@ def test_png_is_unaffected_by_draft() -> None:
 def recording_inputs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
     """Wrap the step that bounds each image; returns the sizes the encoder then resizes."""
     seen: list[tuple[int, int]] = []
-    original = openclip.encoder_input
+    original = openclip_encoder.encoder_input
 
     def bounded(img: Image.Image, side: int) -> Image.Image:
         out = original(img, side)
         seen.append(out.size)
         return out
 
-    monkeypatch.setattr(openclip, "encoder_input", bounded)
+    monkeypatch.setattr(openclip_encoder, "encoder_input", bounded)
     return seen
 
 
@@ -200,8 +202,8 @@ def hub_unreachable(monkeypatch: pytest.MonkeyPatch) -> tuple[str, int]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         address = sock.getsockname()
-    monkeypatch.setattr(openclip, "_PROBE_ADDRESS", address)
-    monkeypatch.setattr(openclip, "_CACHE", {})
+    monkeypatch.setattr(openclip_sources, "_PROBE_ADDRESS", address)
+    monkeypatch.setattr(openclip_encoder, "_CACHE", {})
     for name in ("RESTYLE_OFFLINE", "HF_HUB_OFFLINE"):
         monkeypatch.delenv(name, raising=False)
     return address
@@ -317,7 +319,8 @@ def test_offline_mode_never_checks_the_hub(
     hub_unreachable: tuple[str, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(openclip, "_reachable", lambda *_: pytest.fail("the hub was checked"))
+    monkeypatch.setattr(openclip_sources, "_reachable",
+                        lambda *_: pytest.fail("the hub was checked"))
     encoder = OpenClipEncoder("ViT-B-32/laion2b_s34b_b79k", cache_dir=tmp_path, device="cpu")
     with pytest.raises(EncoderError, match=r"not in the local cache and offline mode is on"):
         encoder.encode_texts(["x"])
@@ -329,11 +332,11 @@ def test_the_hub_is_checked_where_downloads_go(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(constants, "ENDPOINT", "https://huggingface.co")
     for name in ("https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
-    assert openclip._hub_address() == ("huggingface.co", 443)
+    assert openclip_sources._hub_address() == ("huggingface.co", 443)
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
-    assert openclip._hub_address() == ("proxy.internal", 3128)
+    assert openclip_sources._hub_address() == ("proxy.internal", 3128)
     monkeypatch.setenv("NO_PROXY", "huggingface.co")
-    assert openclip._hub_address() == ("huggingface.co", 443)
+    assert openclip_sources._hub_address() == ("huggingface.co", 443)
 
 
 def test_the_uint8_preprocessing_matches_open_clips_own(tiny_model_spec: str) -> None:
@@ -364,11 +367,11 @@ def test_the_uint8_preprocessing_matches_open_clips_own(tiny_model_spec: str) ->
 def test_an_unusual_preprocess_keeps_the_models_own_steps(tiny_model_spec: str) -> None:
     from torchvision import transforms
 
-    assert openclip._Pixels.of(transforms.Compose([transforms.ToTensor()])) is None
+    assert openclip_pixels._Pixels.of(transforms.Compose([transforms.ToTensor()])) is None
     squash = transforms.Compose([
         transforms.Resize((64, 64)), transforms.CenterCrop(64), transforms.Lambda(lambda x: x),
         transforms.ToTensor(), transforms.Normalize((0.5,) * 3, (0.5,) * 3)])
-    assert openclip._Pixels.of(squash) is None
+    assert openclip_pixels._Pixels.of(squash) is None
 
 
 def test_every_model_call_runs_on_one_thread(
@@ -430,11 +433,11 @@ def test_importing_restyle_makes_openmp_wait_passively_unless_told_otherwise(
 def test_the_input_side_is_known_without_loading_the_model(tiny_model_spec: str) -> None:
     encoder = OpenClipEncoder(tiny_model_spec, device="cpu")
     side = encoder.input_side
-    before = dict(openclip._CACHE)
+    before = dict(openclip_encoder._CACHE)
     assert OpenClipEncoder("ViT-B-32/random").input_side == 224
     assert OpenClipEncoder("ViT-L-14-336/random").input_side == 336
     assert OpenClipEncoder("hf-hub:someone/some-model").input_side is None
-    assert dict(openclip._CACHE) == before  # nothing was loaded to answer
+    assert dict(openclip_encoder._CACHE) == before  # nothing was loaded to answer
     assert side == encoder.image_size  # and what the loaded model says agrees
 
 
@@ -474,7 +477,7 @@ def test_a_build_decodes_down_to_the_models_input_side() -> None:
 def test_the_model_thread_follows_torch_set_num_threads(tiny_model_spec: str) -> None:
     import torch
 
-    from restyle.encoders.openclip import _MODEL_THREAD
+    from restyle.encoders.openclip.threads import _MODEL_THREAD
 
     def team() -> int:
         info = _MODEL_THREAD.run(torch.__config__.parallel_info)
@@ -502,13 +505,13 @@ def test_for_an_accelerator_a_batch_is_prepared_by_several_threads_the_same(
     pictures = [img.resize((90 + 7 * i, 70 + 5 * i)) for i, img in enumerate(images(12))]
     here = encoder._prepared(loaded, pictures)
     seen: set[str] = set()
-    original = openclip.encoder_input
+    original = openclip_encoder.encoder_input
 
     def bounded(img: Image.Image, side: int) -> Image.Image:
         seen.add(threading.current_thread().name)
         return original(img, side)
 
-    monkeypatch.setattr(openclip, "encoder_input", bounded)
+    monkeypatch.setattr(openclip_encoder, "encoder_input", bounded)
     side = encoder.image_size
     monkeypatch.setattr(OpenClipEncoder, "image_size", property(lambda self: side))
     monkeypatch.setattr(OpenClipEncoder, "device", property(lambda self: "cuda:0"))

@@ -142,11 +142,12 @@ def test_first_and_second_answers_are_complete_on_a_busy_machine(
 def test_a_model_loading_late_is_waited_for_only_until_the_deadline(
         tiny_model_spec: str) -> None:
     from restyle._pipeline import budget as _budget
-    from restyle.encoders import openclip
+    from restyle.encoders.openclip import OpenClipEncoder
+    from restyle.encoders.openclip.threads import _MODEL_THREAD
 
-    encoder = openclip.OpenClipEncoder(tiny_model_spec, device="cpu")
+    encoder = OpenClipEncoder(tiny_model_spec, device="cpu")
     gate = threading.Event()
-    started = openclip._MODEL_THREAD.submit(gate.wait, 30)  # the model thread is held up
+    started = _MODEL_THREAD.submit(gate.wait, 30)  # the model thread is held up
     try:
         with pytest.raises(RestyleError):
             _budget.call(encoder, "encoder openclip", encoder.encode_images, [PHOTO],
