@@ -428,11 +428,24 @@ def test_parquet_without_pyarrow_says_what_to_install(
 # -- the build ---------------------------------------------------------------------------
 
 
-def test_a_listing_twice_in_one_batch_is_stored_once_last_row_winning(folder: Path) -> None:
+@pytest.mark.parametrize("batch_size", [32, 1])
+def test_a_listing_twice_in_a_file_is_judged_against_the_row_before_it(
+    folder: Path, batch_size: int,
+) -> None:
+    # Rows are judged as if stored one at a time, in one batch or across batches
+    # (the write loop of an in-process build and of a Ray build alike): the same
+    # image again is skipped with its other columns updated, the last row winning.
     rows = [GOOD, {**GOOD, "title": "second"}, {**GOOD, "title": "third"}]
-    report, stored = build(folder, write_jsonl(folder, rows))
-    assert (report.added, report.updated) == (1, 2)
+    report, stored = build(folder, write_jsonl(folder, rows), batch_size=batch_size)
+    assert (report.added, report.updated, report.skipped) == (1, 0, 2)
     assert stored["good"][1] == "third"
+
+
+def test_a_listing_twice_with_another_image_is_updated_to_the_last(folder: Path) -> None:
+    other = {**GOOD, "title": "second", "image": "images/nw-jacket-black.jpg"}
+    report, stored = build(folder, write_jsonl(folder, [GOOD, other]))
+    assert (report.added, report.updated, report.skipped) == (1, 1, 0)
+    assert stored["good"][1:] == ("second", "58.00", str(folder / "images/nw-jacket-black.jpg"))
 
 
 def test_a_clean_build_removes_the_previous_rejected_file(folder: Path) -> None:

@@ -37,7 +37,7 @@ from restyle import (
 )
 from restyle._indexes.sharded import load_index
 from restyle._ingestion.listings import SourcePart, read_listings, split_listings
-from restyle._ray.executor import STAGING_NAME
+from restyle._ray.build import STAGING_NAME
 from restyle.cli import main
 from restyle.testing import ColorEncoder, FakeServer, Reply
 from tests.conftest import ROOT, SAMPLE_LISTINGS, SAMPLE_PHOTO
@@ -423,7 +423,7 @@ def test_past_the_threshold_a_ray_build_trains_and_encodes_the_index_in_ray_task
     ray_address: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from restyle._indexes import sharded as _shards
-    from restyle._ray import executor as _ray
+    from restyle._ray import build as _ray
     from tests.test_shards import listings
 
     monkeypatch.setattr(_shards, "SHARDED_ABOVE", 100)

@@ -50,11 +50,21 @@ from restyle._plugin.components import (
 from restyle._plugin.contracts import check_vectors
 from restyle._plugin.registry import PluginRegistry
 from restyle._progress import progress_bar
-from restyle._ray.executor import Executor
+from restyle._ray.executor import Executor, RayExecutor, analyze_on_ray
 from restyle._secrets import describe, exposes_secret, without_secrets
-from restyle._store.catalog import MARKETPLACE_NAME, BuildReport, Catalog, ListingLimits
+from restyle._store.catalog import (
+    EXECUTORS,
+    MARKETPLACE_NAME,
+    BuildReport,
+    Catalog,
+    ListingLimits,
+)
 from restyle._store.holdout import HeldOutCatalog, catalog_ids
 from restyle._types import Analysis, Comp, Identification, Opinion
+
+# The store sits below Ray and takes an executor by what it does: the name
+# "ray" of Catalog.build(executor="ray") is given it here, above both.
+EXECUTORS["ray"] = RayExecutor
 
 #: Seconds an analysis may take, end to end, unless told otherwise.
 DEFAULT_DEADLINE = 60.0
@@ -484,10 +494,13 @@ class Engine:
         images = _images(images)
         if executor is None:
             return self._analyze_stream(images, deadline=deadline)
-        from restyle._ray.executor import analyze_on_ray
-
+        # Each actor's Engine is made from this one's arguments, with the
+        # catalog directory this Engine resolved (from the environment, or
+        # relative to here).
+        arguments = {**self._arguments, "catalog": str(self.catalog_dir.absolute())}
         items = images if isinstance(images, Sequence) else list(images)
-        return analyze_on_ray(self, items, deadline=deadline, executor=executor)
+        return analyze_on_ray(partial(Engine, **arguments), items, deadline=deadline,
+                              executor=executor, batch_photos=BATCH_PHOTOS)
 
     @overload
     def analyze_many(

@@ -19,17 +19,18 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
-from restyle._errors import CatalogError
+from restyle._errors import CatalogError, ConfigurationError
 from restyle._indexes.flat import (
     VectorIndex,
     remove_stale_temporaries,
@@ -50,6 +51,7 @@ from restyle._indexes.sharded import (
     stale_index_temporaries,
 )
 from restyle._ingestion.listings import (
+    CurrentImages,
     DecodedListing,
     ListingLimits,
     ListingRow,
@@ -76,9 +78,10 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from restyle._input.fetching import Fetcher
-    from restyle._ray.executor import Executor
 
 __all__ = [
+    "EXECUTORS",
+    "BuildExecutor",
     "BuildReport",
     "Catalog",
     "CatalogCheck",
@@ -256,8 +259,70 @@ class _Batch:
 
     rows: int
     decoded: list[DecodedListing]
-    skipped: list[ListingRow]
+    skipped: list[StoredAlready]
     rejected: list[Rejection]
+
+
+#: One source row's outcome, as a build's write loop takes it: a rejection, a
+#: listing the catalog held with this image when it was loaded, or a listing
+#: and its vector.
+Encoded = Rejection | StoredAlready | tuple[LoadedImage | DecodedListing, np.ndarray]
+
+
+class EncodedBatch(Protocol):
+    """Consecutive source rows, encoded: ``rows`` of them, their ``items`` in
+    source order; ``done``, if any, is called once a checkpoint holds them."""
+
+    @property
+    def rows(self) -> int: ...
+    @property
+    def items(self) -> Sequence[Encoded]: ...
+    @property
+    def done(self) -> Callable[[], None] | None: ...
+
+
+class EncodedRun(Protocol):
+    """A build's stages running: its batches in source order, and where a sharded
+    index trains and encodes while they are written."""
+
+    @property
+    def batches(self) -> Iterator[EncodedBatch]: ...
+    @property
+    def index_runner(self) -> Runner: ...
+
+
+class BuildExecutor(Protocol):
+    """What runs a build's stages up to the vectors somewhere else (a
+    :class:`~restyle.RayExecutor`): the catalog writes what it hands back
+    with the write loop of an in-process build. ``directory`` is the
+    catalog's; ``stored_images`` opens, where it is called, the lookup of the
+    images the catalog holds (None: it holds none)."""
+
+    def encoded_listings(
+        self, source: Path, encoder: Encoder, *, base: Path, images_root: Path,
+        limits: ListingLimits, fetcher: Fetcher | None, batch_size: int,
+        checkpoint_every: int, directory: Path,
+        stored_images: Callable[[], CurrentImages] | None,
+    ) -> AbstractContextManager[EncodedRun]: ...
+
+
+#: Executors ``build(executor=NAME)`` knows by name, each a factory of its
+#: default. The store sits below Ray and never imports it: restyle names
+#: ``"ray"`` here when it is imported.
+EXECUTORS: dict[str, Callable[[], BuildExecutor]] = {}
+
+
+def build_executor(executor: str | BuildExecutor) -> BuildExecutor:
+    """``executor`` as a BuildExecutor: a name of :data:`EXECUTORS`, or one already."""
+    if isinstance(executor, str):
+        if executor in EXECUTORS:
+            return EXECUTORS[executor]()
+    elif callable(getattr(executor, "encoded_listings", None)):
+        return executor
+    names = "".join(f"{name!r} or " for name in EXECUTORS)
+    raise ConfigurationError(
+        f"executor must be None, {names}a restyle.RayExecutor, got {executor!r}"
+    )
 
 
 class Catalog:
@@ -424,7 +489,7 @@ class Catalog:
         images_root: str | Path | None = None,
         limits: ListingLimits | None = None,
         fetcher: Fetcher | None = None,
-        executor: Executor = None,
+        executor: str | BuildExecutor | None = None,
     ) -> BuildReport:
         """Add the listings of a JSONL, CSV or Parquet file (see docs/catalog.md).
 
@@ -456,51 +521,32 @@ class Catalog:
             if not root.is_dir():
                 raise CatalogError(f"images root {images_root} is not a directory")
         self._writable()
-        if executor is not None:
-            from restyle._ray.executor import build_on_ray
-
-            return build_on_ray(
-                self, source, encoder, base=base, images_root=root, limits=limits,
-                fetcher=fetcher, batch_size=batch_size, checkpoint_every=checkpoint_every,
-                progress=progress, executor=executor,
+        run: AbstractContextManager[EncodedRun]
+        if executor is None:
+            run = self._encoded_here(source, encoder, base=base, images_root=root,
+                                     limits=limits, fetcher=fetcher, batch_size=batch_size)
+        else:
+            run = build_executor(executor).encoded_listings(
+                source, encoder, base=base, images_root=root, limits=limits, fetcher=fetcher,
+                batch_size=batch_size, checkpoint_every=checkpoint_every,
+                directory=self.directory,
+                stored_images=partial(stored_images, self._db_path) if len(self) else None,
             )
         report = BuildReport()
         rejected = _RejectedFile(self.directory)
-        prepared = self._prepare(
-            read_listings(source, limits=limits), base=base, images_root=root, limits=limits,
-            fetcher=fetcher, batch_size=batch_size, side=draft_side(encoder),
-        )
+        writer = _Writer(self, encoder, report, rejected, fetcher=fetcher, limits=limits,
+                         checkpoint_every=checkpoint_every)
         bar = progress_bar(total=None, desc="Building catalog", unit="row", enabled=progress)
-        unsaved = 0
-        saved_at = time.monotonic()
         try:
-            with _read_ahead(prepared) as ready:
-                held: deque[_Batch] = deque()
-
-                def images() -> Iterator[list[Image.Image]]:
-                    for batch in ready:
-                        held.append(batch)
-                        yield [item.image for item in batch.decoded]
-
-                # The encoder is handed the batches as a stream, so it can prepare
-                # the next while its model works on this one.
-                for answer in encoder.encode_image_batches(images()):
-                    batch = held.popleft()
-                    for row in batch.skipped:
-                        self._update_metadata(row)
-                    report.skipped += len(batch.skipped)
-                    kept, vectors, unusable = checked_embeddings(batch.decoded, answer, encoder)
-                    self._store(kept, vectors, report)
-                    for rejection in sorted([*batch.rejected, *unusable], key=lambda r: r.row):
-                        report._reject(rejection)
-                        rejected.write(rejection)
-                    report.rows += batch.rows
-                    bar.update(batch.rows)
-                    unsaved += len(kept)
-                    if unsaved >= checkpoint_every or time.monotonic() - saved_at > 60:
-                        self._checkpoint()
-                        unsaved, saved_at = 0, time.monotonic()
-            self._checkpoint()
+            with run as encoded:
+                self._run_index_on(encoded.index_runner)
+                try:
+                    for batch in encoded.batches:
+                        writer.write(batch)
+                        bar.update(batch.rows)
+                    writer.checkpoint()
+                finally:
+                    self._run_index_on(run_here)
         except BaseException:
             self._abandon()
             rejected.discard()
@@ -509,6 +555,26 @@ class Catalog:
             bar.close()
         report.rejected_file = rejected.finish()
         return report
+
+    @contextmanager
+    def _encoded_here(
+        self, source: Path, encoder: Encoder, *, base: Path, images_root: Path,
+        limits: ListingLimits, fetcher: Fetcher | None, batch_size: int,
+    ) -> Iterator[EncodedRun]:
+        """The build's stages in this process: the next batch is read, loaded
+        and decoded in a thread while the encoder works on this one."""
+        prepared = self._prepare(
+            read_listings(source, limits=limits), base=base, images_root=images_root,
+            limits=limits, fetcher=fetcher, batch_size=batch_size, side=draft_side(encoder),
+        )
+        with _read_ahead(prepared) as ready:
+            yield _Run(batches=_encoded(ready, encoder), index_runner=run_here)
+
+    def _run_index_on(self, runner: Runner) -> None:
+        """Where the index trains and encodes from now on."""
+        self.index_runner = runner
+        if isinstance(self.index, ShardedIndex):
+            self.index.runner = runner
 
     def _prepare(
         self, rows: Iterable[SourceRow], *, base: Path, images_root: Path,
@@ -520,7 +586,7 @@ class Catalog:
                    for r in rows)
         for span in _spans(checked, batch_size):
             rejected = [r for r in span if isinstance(r, Rejection)]
-            skipped: list[ListingRow] = []
+            skipped: list[StoredAlready] = []
             decoded: list[DecodedListing] = []
             listings = [r for r in span if isinstance(r, ListingRow)]
             for result in load_unstored(listings, current=self._current_images,
@@ -528,7 +594,7 @@ class Catalog:
                 if isinstance(result, Rejection):
                     rejected.append(result)
                 elif isinstance(result, StoredAlready):
-                    skipped.append(result.row)
+                    skipped.append(result)
                 else:
                     decoded.append(result)
             yield _Batch(rows=len(span), decoded=decoded, skipped=skipped, rejected=rejected)
@@ -1304,6 +1370,153 @@ class _RejectedFile:
             assert self._tmp is not None
             self._tmp.unlink(missing_ok=True)
             self._fh = None
+
+
+@dataclass(frozen=True, slots=True)
+class _EncodedBatch:
+    rows: int
+    items: list[Encoded]
+    done: Callable[[], None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    batches: Iterator[EncodedBatch]
+    index_runner: Runner
+
+
+def _encoded(ready: Iterator[_Batch], encoder: Encoder) -> Iterator[EncodedBatch]:
+    """The prepared batches, embedded, each one's items in source order."""
+    held: deque[_Batch] = deque()
+
+    def images() -> Iterator[list[Image.Image]]:
+        for batch in ready:
+            held.append(batch)
+            yield [item.image for item in batch.decoded]
+
+    # The encoder is handed the batches as a stream, so it can prepare the
+    # next while its model works on this one.
+    for answer in encoder.encode_image_batches(images()):
+        batch = held.popleft()
+        kept, vectors, unusable = checked_embeddings(batch.decoded, answer, encoder)
+        items: list[Encoded] = [*batch.skipped, *zip(kept, vectors, strict=True),
+                                *batch.rejected, *unusable]
+        items.sort(key=_row_number)
+        yield _EncodedBatch(rows=batch.rows, items=items)
+
+
+def _row_number(item: Encoded) -> int:
+    if isinstance(item, Rejection):
+        return item.row
+    return item.row.number if isinstance(item, StoredAlready) else item[0].row.number
+
+
+class _Writer:
+    """The build's one write loop, for batches encoded here or elsewhere.
+
+    Each row is judged against what the rows before it left, as if they had
+    been stored one at a time: a row the catalog holds with this image is
+    skipped (its metadata updated), the others stored; a row skipped when it
+    was loaded whose stored image a row before it changed is embedded here.
+    Rejections are written in row order. A checkpoint (one transaction and the
+    index saved) comes every ``checkpoint_every`` listings or minute, after
+    which the batches it covers are told they are done."""
+
+    def __init__(self, catalog: Catalog, encoder: Encoder, report: BuildReport,
+                 rejected: _RejectedFile, *, fetcher: Fetcher | None, limits: ListingLimits,
+                 checkpoint_every: int) -> None:
+        self.catalog = catalog
+        self.encoder = encoder
+        self.report = report
+        self.rejected = rejected
+        self.fetcher = fetcher
+        self.limits = limits
+        self.checkpoint_every = checkpoint_every
+        self.unsaved = 0
+        self.saved_at = time.monotonic()
+        self.written: list[Callable[[], None]] = []
+
+    def write(self, batch: EncodedBatch) -> None:
+        catalog, report = self.catalog, self.report
+        pending: dict[str, tuple[LoadedImage | DecodedListing, np.ndarray]] = {}
+        rejections: list[Rejection] = []
+        embedded = 0
+
+        def flush() -> None:
+            if pending:
+                kept, vectors = zip(*pending.values(), strict=True)
+                catalog._store(list(kept), np.stack(vectors), report)
+                pending.clear()
+
+        for item in batch.items:
+            if isinstance(item, Rejection):
+                rejections.append(item)
+                continue
+            row, sha256 = (item.row, item.sha256) if isinstance(item, StoredAlready) else (
+                item[0].row, item[0].sha256)
+            if row.listing_id in pending:
+                flush()  # the same listing again: judge it against the first one stored
+            image, stored_sha256 = catalog._current_images([row.listing_id]).get(
+                row.listing_id, (None, None))
+            if (row.image_is_url and image == row.image) or (
+                    sha256 is not None and stored_sha256 == sha256):
+                catalog._update_metadata(row)
+                report.skipped += 1
+            elif isinstance(item, StoredAlready):
+                # Current when it was loaded; a row before it in this build changed it.
+                flush()
+                rejections.extend(self._embed_here([row]))
+                embedded += 1
+            else:
+                pending[row.listing_id] = item
+                embedded += 1
+        flush()
+        for rejection in sorted(rejections, key=lambda r: r.row):
+            report._reject(rejection)
+            self.rejected.write(rejection)
+        report.rows += batch.rows
+        self.unsaved += embedded
+        if batch.done is not None:
+            self.written.append(batch.done)
+        if self.unsaved >= self.checkpoint_every or time.monotonic() - self.saved_at > 60:
+            self.checkpoint()
+
+    def _embed_here(self, rows: list[ListingRow]) -> list[Rejection]:
+        """Embed, in this process, rows whose stored image changed after they were loaded."""
+        decoded: list[DecodedListing] = []
+        failed: list[Rejection] = []
+        for loaded in load_images(rows, fetcher=self.fetcher, limits=self.limits):
+            result = loaded if isinstance(loaded, Rejection) else decode_listing_image(
+                loaded, limits=self.limits, side=draft_side(self.encoder))
+            if isinstance(result, Rejection):
+                failed.append(result)
+            else:
+                decoded.append(result)
+        kept, vectors, unusable = embed_listings(decoded, self.encoder)
+        self.catalog._store(kept, vectors, self.report)
+        return [*failed, *unusable]
+
+    def checkpoint(self) -> None:
+        self.catalog._checkpoint()
+        for done in self.written:
+            done()
+        self.written.clear()
+        self.unsaved, self.saved_at = 0, time.monotonic()
+
+
+def stored_images(db_path: Path) -> CurrentImages:
+    """The lookup a build's load stage asks before it loads an image: which
+    listings the catalog database at ``db_path`` holds with a vector, with
+    which image. Opened read-only where it is called (a Ray build calls it on
+    an actor on the driver's node)."""
+    db = _connect(db_path, readonly=True)
+
+    def current(listing_ids: Sequence[str]) -> Mapping[str, tuple[str, str]]:
+        return {listing_id: (image, sha256) for listing_id, image, sha256 in _where_in(
+            db, "SELECT listing_id, image_path, image_sha256 FROM items "
+            "WHERE vector IS NOT NULL AND listing_id", listing_ids)}
+
+    return current
 
 
 def _spans(items: Iterable[ListingRow | Rejection], size: int) -> Iterator[list[Any]]:
