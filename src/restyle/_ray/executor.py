@@ -5,7 +5,7 @@ analyst factory the Engine hands over).
 
 This package knows neither the store nor the Engine: they hand it the stages
 it runs. The store takes an executor by what it does (``encoded_listings``),
-and ``"ray"`` is named to it by the package (see ``restyle/__init__``).
+and is told the name ``"ray"`` by the Engine's module, above both.
 """
 
 from __future__ import annotations
