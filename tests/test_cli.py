@@ -306,6 +306,7 @@ def photo_folder(folder: Path, count: int) -> list[str]:
 def model_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The open_clip models loaded from now on, by model id (none are cached yet)."""
     from restyle.encoders import openclip
+    from restyle.encoders.openclip import encoder as openclip_encoder
 
     loads: list[str] = []
     create = openclip.OpenClipEncoder._create
@@ -314,7 +315,7 @@ def model_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         loads.append(spec.model_id)
         return create(self, spec)
 
-    monkeypatch.setattr(openclip, "_CACHE", {})
+    monkeypatch.setattr(openclip_encoder, "_CACHE", {})
     monkeypatch.setattr(openclip.OpenClipEncoder, "_create", counted)
     return loads
 
