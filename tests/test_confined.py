@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from restyle._ingestion.confined import Unsafe, open_inside, open_regular, read_capped
+from restyle._input.confined import Unsafe, open_inside, open_regular, read_capped
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from restyle._errors import RecordingError
-from restyle._ingestion.confined import Unsafe, open_inside, read_capped
+from restyle._input.confined import Unsafe, open_inside, read_capped
 from restyle._pipeline.search import Found
 from restyle._pipeline.trace import ANALYSIS_NAME
 from restyle._types import Analysis, Listing
@@ -126,7 +126,7 @@ def _joined(where: str, key: str) -> str:
 
 
 # -- reading files inside the recording ------------------------------------------------
-# The confinement catalog ingestion gives local images (restyle._ingestion.confined):
+# The confinement catalog ingestion gives local images (restyle._input.confined):
 # resolve, check containment, open what was resolved without following a link
 # swapped in since, and never block on a FIFO or a device.
 

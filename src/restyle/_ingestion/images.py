@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from restyle._errors import FetchError, ImageError
-from restyle._ingestion.confined import Unsafe, open_regular, read_capped
 from restyle._ingestion.rejections import clip
 from restyle._ingestion.rows import (
     CurrentImages,
@@ -22,6 +21,7 @@ from restyle._ingestion.rows import (
     Rejection,
     StoredAlready,
 )
+from restyle._input.confined import Unsafe, open_regular, read_capped
 from restyle._input.imaging import decode
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ This module is the package's front door; the stages live beside it:
 - :mod:`~restyle._ingestion.rows`: the limits and the rows each stage hands on;
 - :mod:`~restyle._ingestion.reading`: JSONL, CSV and Parquet files, and their slices;
 - :mod:`~restyle._ingestion.validation`: a row checked and cleaned;
-- :mod:`~restyle._ingestion.confined`: a named file opened only inside its folder
+- :mod:`~restyle._input.confined`: a named file opened only inside its folder
   (recordings use it too);
 - :mod:`~restyle._ingestion.images`: images loaded and decoded;
 - :mod:`~restyle._ingestion.embedding`: decoded images embedded and checked;

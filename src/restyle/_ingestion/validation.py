@@ -9,7 +9,6 @@ import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-from restyle._ingestion.confined import Unsafe, resolve_inside
 from restyle._ingestion.rejections import clip, preview
 from restyle._ingestion.rows import (
     ListingLimits,
@@ -19,6 +18,7 @@ from restyle._ingestion.rows import (
     SourceRow,
     is_url,
 )
+from restyle._input.confined import Unsafe, resolve_inside
 from restyle._types import Condition, Money
 
 __all__ = ["validate_listing"]

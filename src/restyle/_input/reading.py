@@ -6,13 +6,13 @@ deadline thread reading and decoding run on.
 from __future__ import annotations
 
 import os
-import stat
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from restyle._errors import ImageError
+from restyle._input.confined import Unsafe, open_regular
 
 __all__ = ["checked_path", "read_capped", "read_path", "too_large", "within"]
 
@@ -45,16 +45,6 @@ def read_capped(read: Callable[[int], Any], max_bytes: int, what: str) -> bytes:
             raise too_large(what, max_bytes)
 
 
-_NOT_REGULAR = (
-    (stat.S_ISFIFO, "a named pipe"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISSOCK, "a socket"),
-)
-_OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-               | getattr(os, "O_BINARY", 0))
-
-
 def checked_path(source: str | os.PathLike[str]) -> str | bytes:
     """The path as the OS takes it; a path with a NUL byte (which no file has) is an ImageError."""
     raw = os.fspath(source)
@@ -64,35 +54,32 @@ def checked_path(source: str | os.PathLike[str]) -> str | bytes:
 
 
 def read_path(raw: str | bytes, max_bytes: int) -> bytes:
-    """The bytes of the regular file at ``raw``. The file is opened without
-    blocking, so a named pipe with no writer or a device is refused at once."""
+    """The bytes of the regular file at ``raw`` (links followed: a user's own
+    photo may be one), opened through the gate's one open
+    (:func:`~restyle._input.confined.open_regular`): without blocking, so a
+    named pipe with no writer or a device is refused at once."""
     path = os.fsdecode(raw)
     try:
-        fd = os.open(raw, _OPEN_FLAGS)
-    except FileNotFoundError as exc:
-        raise ImageError(f"photo not found: {path}") from exc
-    except IsADirectoryError as exc:
-        raise ImageError(f"photo path is a directory: {path}") from exc
-    except OSError as exc:
-        raise ImageError(f"cannot read photo {path}: {exc.strerror or exc}") from exc
-    except ValueError as exc:  # a name the file system cannot encode
-        raise ImageError(f"cannot read photo {path!r}: {exc}") from exc
-    try:
-        status = os.fstat(fd).st_mode
-        if stat.S_ISDIR(status):
-            raise ImageError(f"photo path is a directory: {path}")
-        if not stat.S_ISREG(status):
-            kind = next((name for test, name in _NOT_REGULAR if test(status)), "not a file")
-            raise ImageError(f"photo {path} is {kind}, not a regular file")
-        what = f"photo {os.path.basename(path)!r}"
-        if os.fstat(fd).st_size > max_bytes:
-            raise too_large(what, max_bytes)
+        handle = open_regular(raw, follow_links=True)
+    except Unsafe as exc:
+        cause = exc.cause
+        if isinstance(cause, FileNotFoundError):
+            raise ImageError(f"photo not found: {path}") from cause
+        if isinstance(cause, IsADirectoryError) or exc.kind == "a directory":
+            raise ImageError(f"photo path is a directory: {path}") from cause
+        if exc.problem == "irregular":
+            raise ImageError(f"photo {path} is {exc.kind}, not a regular file") from None
+        if isinstance(cause, ValueError):  # a name the file system cannot encode
+            raise ImageError(f"cannot read photo {path!r}: {cause}") from cause
+        raise ImageError(f"cannot read photo {path}: {exc.reason}") from cause
+    what = f"photo {os.path.basename(path)!r}"
+    with handle:
         try:
-            return read_capped(lambda size: os.read(fd, size), max_bytes, what)
+            if os.fstat(handle.fileno()).st_size > max_bytes:
+                raise too_large(what, max_bytes)
+            return read_capped(handle.read, max_bytes, what)
         except OSError as exc:
             raise ImageError(f"cannot read photo {path}: {exc.strerror or exc}") from exc
-    finally:
-        os.close(fd)
 
 
 def within(deadline: float | None, action: str, work: Callable[[], _T]) -> _T:

@@ -1,4 +1,5 @@
-"""Files named by untrusted input, opened only inside their folder.
+"""Files named by untrusted input, opened only inside their folder, and never
+blocking: the one way the input gate opens a local file.
 
 A listings file names its images and a recording names its files: either may
 name a path outside the folder it belongs to, a link leading out of it, a
@@ -29,20 +30,32 @@ __all__ = ["Problem", "Unsafe", "open_inside", "open_regular", "read_capped", "r
 Problem = Literal["unresolvable", "outside", "unopenable", "unreadable", "irregular",
                   "too large"]
 
-# Read only; never follow a last link (the name was resolved already), never
-# block on a FIFO or device; binary on Windows.
-_OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+# Read only; never block on a FIFO or device; binary on Windows. A file a
+# folder names also never follows a last link (the name was resolved already).
+_OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
                | getattr(os, "O_BINARY", 0))
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
+#: What a path that is not a regular file is, in words.
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 class Unsafe(Exception):
     """A file refused, and why: ``problem``, and the error behind it if any
     (``cause``; ``reason`` is the OS's words for it)."""
 
-    def __init__(self, problem: Problem, cause: BaseException | None = None) -> None:
+    def __init__(self, problem: Problem, cause: BaseException | None = None, *,
+                 kind: str | None = None) -> None:
         super().__init__(problem if cause is None else f"{problem}: {cause}")
         self.problem: Problem = problem
         self.cause = cause
+        #: For an ``"irregular"`` file: what it is ("a named pipe", "a directory", ...).
+        self.kind = kind
 
     @property
     def reason(self) -> str:
@@ -67,12 +80,14 @@ def resolve_inside(root: Path, name: str | Path, *, base: Path | None = None) ->
     return resolved
 
 
-def open_regular(path: str | Path) -> BinaryIO:
-    """``path`` opened for reading, without following a last link and without
-    blocking, if it is a regular file; else :class:`Unsafe`."""
+def open_regular(path: str | bytes | Path, *, follow_links: bool = False) -> BinaryIO:
+    """``path`` opened for reading without blocking (and without following a
+    last link, unless ``follow_links``: a user's own photo may be a link), if
+    it is a regular file; else :class:`Unsafe`."""
+    flags = _OPEN_FLAGS if follow_links else _OPEN_FLAGS | _NO_FOLLOW
 
-    def opener(name: str, flags: int) -> int:
-        return os.open(name, flags | _OPEN_FLAGS)
+    def opener(name: str, given: int) -> int:
+        return os.open(name, given | flags)
 
     try:
         handle = open(path, "rb", opener=opener)  # noqa: SIM115
@@ -85,7 +100,8 @@ def open_regular(path: str | Path) -> BinaryIO:
         raise Unsafe("unreadable", exc) from exc
     if not stat.S_ISREG(mode):
         handle.close()
-        raise Unsafe("irregular")
+        kind = next((name for test, name in _KINDS if test(mode)), "not a file")
+        raise Unsafe("irregular", kind=kind)
     return handle
 
 
