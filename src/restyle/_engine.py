@@ -123,7 +123,7 @@ class Engine:
         fetcher: Fetcher | None = None,
         reranker: Reranker | None = None,
     ) -> None:
-        # As given: an Engine on a Ray actor is made from these (see restyle._ray.executor).
+        # As given: an Engine on a Ray actor is made from these (see restyle._ray.analyze).
         self._arguments: dict[str, Any] = {k: v for k, v in locals().items() if k != "self"}
         self.deadline = _seconds("deadline", deadline)
         self.identify_budget = (

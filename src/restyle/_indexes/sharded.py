@@ -47,6 +47,7 @@ __all__ = [
     "SHARDED_ABOVE",
     "NearestIds",
     "Runner",
+    "train_shard_template",
     "ShardedIndex",
     "grow_index",
     "index_present",
@@ -113,7 +114,7 @@ def code_bytes_for(dim: int) -> tuple[int, int]:
     return m, kept
 
 
-def _train(_: Any, job: tuple[np.ndarray, int]) -> bytes:
+def train_shard_template(_: Any, job: tuple[np.ndarray, int]) -> bytes:
     """Train OPQ, the coarse quantizer and PQ on ``sample``; the empty trained
     index, serialized (run by a runner, anywhere)."""
     sample, nlist = job
@@ -193,7 +194,7 @@ class ShardedIndex:
         sample = np.ascontiguousarray(sample, dtype=np.float32)
         if len(sample) < nlist:
             raise ValueError(f"{len(sample)} training vectors for {nlist} lists; need more")
-        (template,) = runner(_train, None, [(sample, nlist)])
+        (template,) = runner(train_shard_template, None, [(sample, nlist)])
         return cls(template, exact=exact, runner=runner)
 
     def __len__(self) -> int:

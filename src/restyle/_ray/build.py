@@ -33,7 +33,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from restyle._errors import CatalogError, RestyleError
-from restyle._indexes.sharded import Runner, _train
+from restyle._indexes.sharded import Runner, train_shard_template
 from restyle._ingestion.listings import (
     CurrentImages,
     DecodedListing,
@@ -510,7 +510,7 @@ def _runner(ray: Any) -> Runner:
     def run(fn: Callable[[Any, Any], Any], shared: Any, items: Sequence[Any]) -> list[Any]:
         if shipped["object"] is not shared:  # the trained index, put once
             shipped.update(object=shared, ref=ray.put(shared))
-        task = ray.remote(num_cpus=train_cpus if fn is _train else 1)(fn)
+        task = ray.remote(num_cpus=train_cpus if fn is train_shard_template else 1)(fn)
         return list(ray.get([task.remote(shipped["ref"], item) for item in items]))
 
     return run
