@@ -47,7 +47,6 @@ __all__ = [
     "SHARDED_ABOVE",
     "NearestIds",
     "Runner",
-    "train_shard_template",
     "ShardedIndex",
     "grow_index",
     "index_present",
@@ -56,6 +55,7 @@ __all__ = [
     "remove_stale_index_temporaries",
     "save_index",
     "stale_index_temporaries",
+    "train_shard_template",
 ]
 
 #: Catalogs with more vectors than this get a sharded IVF-PQ index.
