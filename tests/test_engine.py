@@ -266,3 +266,15 @@ def test_fetcher_and_reranker_cannot_disagree() -> None:
         Engine(reranker=reranker, fetcher=Fetcher(), load_entrypoints=False,
                encoder=ColorEncoder())
 
+
+
+def test_synthesize_merges_given_opinions_with_the_fallback_an_analysis_has() -> None:
+    from restyle import Observation, Opinion
+
+    engine = Engine(encoder=ColorEncoder(), experts=[], marketplaces=[], load_entrypoints=True)
+    opinions = [Opinion(expert="eye", entities=(Observation(text="Acme", score=0.9,
+                                                            facet="brand"),))]
+    identification = engine.synthesize(opinions, SAMPLE_PHOTO)
+    assert identification.brand == "Acme" and identification.synthesizer == "consensus"
+    with pytest.raises(ConfigurationError, match="opinions must be a list of restyle.Opinion"):
+        engine.synthesize(["Acme"], SAMPLE_PHOTO)  # type: ignore[list-item]

@@ -472,10 +472,10 @@ def test_a_photo_encoder_failure_is_a_restyle_error(
         ({"max_comps": 10**30}, "max_comps must be a whole number from 1 to 1,000"),
         ({"max_comps": 1e30}, "max_comps must be a whole number"),
         ({"deadline": 1e15}, "deadline must be a positive number of seconds, at most 86,400"),
-        ({"price_half_life_days": 1e300}, "price_half_life_days must be a positive"),
+        ({"half_life_days": 1e300}, "half_life_days must be a positive"),
         ({"comps_wanted": 2.5}, "comps_wanted must be a whole number"),
-        ({"minimum_price_comps": 0}, "minimum_price_comps must be a whole number"),
-        ({"minimum_price_comps": True}, "minimum_price_comps must be a whole number"),
+        ({"minimum_comps": 0}, "minimum_comps must be from 1 to 10000"),
+        ({"minimum_comps": True}, "minimum_comps must be a whole number"),
         ({"deadline": 0}, "deadline must be a positive number of seconds, at most 86,400, got 0"),
         ({"deadline": float("inf")}, "deadline must be a positive number"),
         ({"deadline": "10"}, "deadline must be a number of seconds, got '10'"),
@@ -553,3 +553,19 @@ def test_bad_call_arguments_are_configuration_errors_naming_the_argument(
 
 def test_exclude_none_excludes_nothing() -> None:
     assert len(engine().analyze(PHOTO, exclude=None).comps) == 4
+
+
+def test_the_old_pricing_option_names_still_work_with_a_deprecation_warning() -> None:
+    with pytest.warns(DeprecationWarning, match="minimum_price_comps is deprecated"):
+        eng = engine(minimum_price_comps=5)
+    assert eng.minimum_comps == 5
+    with pytest.warns(DeprecationWarning, match="price_half_life_days is deprecated"):
+        eng = engine(price_half_life_days=7.0)
+    assert eng.half_life_days == 7.0
+    with pytest.warns(DeprecationWarning, match="Engine.minimum_price_comps is deprecated"):
+        assert eng.minimum_price_comps == 3
+    with pytest.warns(DeprecationWarning), pytest.raises(
+            ConfigurationError, match="minimum_price_comps must be from 1"):
+        engine(minimum_price_comps=0)
+    with pytest.raises(ConfigurationError, match="give minimum_comps only"):
+        engine(minimum_comps=4, minimum_price_comps=5)

@@ -8,6 +8,7 @@ import math
 import os
 import threading
 import time
+import warnings
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -27,9 +28,9 @@ from restyle._pipeline.budget import CALL_LIMIT, STAGE_MARKS, Budget, CallLimit,
 from restyle._pipeline.identify import IdentifyResult, examine, synthesize
 from restyle._pipeline.pricing import (
     DEFAULT_HALF_LIFE_DAYS,
-    MAXIMUM_HALF_LIFE_DAYS,
     MINIMUM_COMPS,
-    MINIMUM_HALF_LIFE_DAYS,
+    check_half_life_days,
+    check_minimum_comps,
     estimate_price,
 )
 from restyle._pipeline.rerank import Reranker, RerankResult
@@ -98,8 +99,11 @@ class Engine:
     or ``"local-dir:/path"``; it wins over ``RESTYLE_MODEL``.
     ``deadline`` is the wall-clock time one analysis may take, in seconds;
     ``identify_budget``, when given, caps the experts' share of it.
-    ``price_half_life_days`` is how fast a sold comp's weight fades with its
-    age (see docs/pricing.md).
+    ``minimum_comps`` is the fewest comps a price may rest on and
+    ``half_life_days`` how fast a sold comp's weight fades with its age (see
+    docs/pricing.md), spelt as :func:`estimate_price`, replay and the CLI spell
+    them (``minimum_price_comps`` and ``price_half_life_days`` still work, with
+    a DeprecationWarning).
     """
 
     def __init__(
@@ -118,10 +122,12 @@ class Engine:
         identify_budget: float | None = None,
         comps_wanted: int = 10,
         max_comps: int = 30,
-        minimum_price_comps: int = MINIMUM_COMPS,
-        price_half_life_days: float = DEFAULT_HALF_LIFE_DAYS,
+        minimum_comps: int = MINIMUM_COMPS,
+        half_life_days: float = DEFAULT_HALF_LIFE_DAYS,
         fetcher: Fetcher | None = None,
         reranker: Reranker | None = None,
+        minimum_price_comps: int | None = None,
+        price_half_life_days: float | None = None,
     ) -> None:
         # As given: an Engine on a Ray actor is made from these (see restyle._ray.analyze).
         self._arguments: dict[str, Any] = {k: v for k, v in locals().items() if k != "self"}
@@ -131,31 +137,32 @@ class Engine:
         )
         self.comps_wanted = _count("comps_wanted", comps_wanted)
         self.max_comps = _count("max_comps", max_comps)
-        self.minimum_price_comps = _count("minimum_price_comps", minimum_price_comps)
-        self.price_half_life_days = _days("price_half_life_days", price_half_life_days)
-        expert_specs = _names("experts", experts)
-        market_specs = _names("marketplaces", marketplaces)
-        if isinstance(plugins, (str, bytes)) or not isinstance(plugins, Sequence):
-            raise ConfigurationError("plugins must be a list of plugin modules or objects")
-        if fetcher is not None and not isinstance(fetcher, Fetcher):
-            raise ConfigurationError(f"fetcher must be a restyle.Fetcher, got {fetcher!r}")
-        if reranker is not None and not isinstance(reranker, Reranker):
-            raise ConfigurationError(f"reranker must be a restyle.Reranker, got {reranker!r}")
-        if catalog is not None and not isinstance(catalog, (str, os.PathLike)):
-            raise ConfigurationError(f"catalog must be a directory path, got {catalog!r}")
+        self.minimum_comps = check_minimum_comps(*_renamed(
+            "minimum_comps", minimum_comps, MINIMUM_COMPS,
+            "minimum_price_comps", minimum_price_comps))
+        self.half_life_days = check_half_life_days(*_renamed(
+            "half_life_days", half_life_days, DEFAULT_HALF_LIFE_DAYS,
+            "price_half_life_days", price_half_life_days))
+        _check_parts(plugins=plugins, fetcher=fetcher, reranker=reranker, catalog=catalog)
         self.registry = PluginRegistry(
             plugins=plugins, load_entrypoints=load_entrypoints, strict=strict_plugins
         )
-        if reranker is not None and fetcher is not None and reranker.fetcher is not fetcher:
-            raise ConfigurationError(
-                "pass the fetcher to the Reranker (Reranker(fetcher=...)), not beside it"
-            )
         self.reranker = reranker or Reranker(fetcher=fetcher or Fetcher())
         self.catalog_dir = Path(catalog).expanduser() if catalog else _settings.catalog_dir()
         self._catalog: Catalog | None = None
         self._catalog_lock = threading.Lock()
         self._calls = CallLimit()
+        self._resolve_components(encoder=encoder, model=model, experts=experts,
+                                 synthesizer=synthesizer, marketplaces=marketplaces)
 
+    def _resolve_components(
+        self, *, encoder: str | Encoder | None, model: str | None,
+        experts: Sequence[str | Expert] | None, synthesizer: str | Synthesizer | None,
+        marketplaces: Sequence[str | Marketplace] | None,
+    ) -> None:
+        """The components by name or as given, checked, each attached once."""
+        expert_specs = _names("experts", experts)
+        market_specs = _names("marketplaces", marketplaces)
         encoder_spec = encoder or _settings.env_str("RESTYLE_ENCODER") or _settings.DEFAULT_ENCODER
         if model is not None:
             encoder_spec = _model_encoder(model, encoder_spec)
@@ -166,13 +173,10 @@ class Engine:
             "RESTYLE_EXPERTS", _settings.DEFAULT_EXPERTS
         )
         self.experts: tuple[Expert, ...] = tuple(
-            self._resolve("expert", e, Expert)
-            for e in expert_names
-        )
+            self._resolve("expert", e, Expert) for e in expert_names)
         self.synthesizer: Synthesizer = self._resolve(
             "synthesizer",
-            synthesizer
-            or _settings.env_str("RESTYLE_SYNTHESIZER")
+            synthesizer or _settings.env_str("RESTYLE_SYNTHESIZER")
             or _settings.DEFAULT_SYNTHESIZER,
             Synthesizer,  # type: ignore[type-abstract]
         )
@@ -180,9 +184,7 @@ class Engine:
             "RESTYLE_MARKETPLACES", _settings.DEFAULT_MARKETPLACES
         )
         self.marketplaces: tuple[Marketplace, ...] = tuple(
-            self._resolve("marketplace", m, Marketplace)
-            for m in market_names
-        )
+            self._resolve("marketplace", m, Marketplace) for m in market_names)
         _unique("expert", self.experts)
         _unique("marketplace", self.marketplaces)
         self.context = Context(encoder=self.encoder, fetcher=self.fetcher,
@@ -190,6 +192,19 @@ class Engine:
         for component in (self.encoder, *self.experts, self.synthesizer, *self.marketplaces):
             _check_name(component)
             component.attach(self.context)
+
+
+    @property
+    def minimum_price_comps(self) -> int:
+        """Deprecated: :attr:`minimum_comps`."""
+        _deprecated("Engine.minimum_price_comps", "Engine.minimum_comps")
+        return self.minimum_comps
+
+    @property
+    def price_half_life_days(self) -> float:
+        """Deprecated: :attr:`half_life_days`."""
+        _deprecated("Engine.price_half_life_days", "Engine.half_life_days")
+        return self.half_life_days
 
     def __repr__(self) -> str:
         return (
@@ -348,6 +363,25 @@ class Engine:
         )
         return IdentifyResult(opinions=opinions, identification=identification)
 
+    def synthesize(self, opinions: Sequence[Opinion], image: ImageInput | Photo, *,
+                   deadline: float | None = None) -> Identification:
+        """The Identification this Engine's synthesizer makes of ``opinions``
+        (experts' opinions of the photo, e.g. recorded ones), falling back to
+        the ``consensus`` synthesizer as an analysis does; all within
+        ``deadline`` seconds (the Engine's by default), a fifth of it kept for
+        the fallback."""
+        opinions = list(opinions) if isinstance(opinions, (list, tuple)) else opinions
+        if not isinstance(opinions, list) or not all(isinstance(o, Opinion) for o in opinions):
+            raise ConfigurationError("opinions must be a list of restyle.Opinion")
+        with self._running("synthesize"):
+            budget = self._budget(deadline)
+            photo = self._load_photo(image, budget)
+            return synthesize(
+                self.synthesizer, opinions, photo,
+                deadline=budget.start + 0.8 * budget.total,
+                fallback=self._fallback_synthesizer, borrow_until=budget.end,
+            )
+
     def _recorded_settings(self) -> dict[str, Any]:
         """The settings a replay needs, or that explain a recording."""
         reranker = self.reranker
@@ -359,8 +393,8 @@ class Engine:
             "model_id": self.encoder.model_id,
             "comps_wanted": self.comps_wanted,
             "max_comps": self.max_comps,
-            "minimum_price_comps": self.minimum_price_comps,
-            "price_half_life_days": self.price_half_life_days,
+            "minimum_price_comps": self.minimum_comps,
+            "price_half_life_days": self.half_life_days,
             "reranker": {"text_weight": reranker.text_weight,
                          "duplicate_threshold": reranker.duplicate_threshold,
                          "cutoff": reranker.cutoff},
@@ -453,8 +487,8 @@ class Engine:
             identified = self._identify(photo, budget)
             search, reranked, embedding = self._find_comps(
                 photo, identified.identification, budget, hidden)
-            price = estimate_price(reranked.comps, minimum_comps=self.minimum_price_comps,
-                                   half_life_days=self.price_half_life_days)
+            price = estimate_price(reranked.comps, minimum_comps=self.minimum_comps,
+                                   half_life_days=self.half_life_days)
             analysis = Analysis(
                 photo=photo.info(),
                 opinions=identified.opinions,
@@ -680,16 +714,6 @@ def _seconds(name: str, value: object) -> float:
     return float(value)
 
 
-def _days(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigurationError(f"{name} must be a number of days, got {value!r}")
-    if not (math.isfinite(value) and MINIMUM_HALF_LIFE_DAYS <= value <= MAXIMUM_HALF_LIFE_DAYS):
-        raise ConfigurationError(f"{name} must be a positive number of days from "
-                                 f"{MINIMUM_HALF_LIFE_DAYS:.4g} (an hour) to "
-                                 f"{MAXIMUM_HALF_LIFE_DAYS:,.0f}, got {value!r}")
-    return float(value)
-
-
 def _count(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_COUNT:
         raise ConfigurationError(
@@ -727,6 +751,37 @@ def _images(value: object) -> Iterable[Any]:
             f"images must be a list (or any iterable) of photos, got {type(value).__name__}; "
             "for one photo use analyze()")
     return value
+
+
+def _renamed(name: str, value: Any, default: Any, old_name: str,
+             old_value: Any) -> tuple[Any, str]:
+    """``value`` and ``name``, or the value given under the option's deprecated
+    ``old_name`` and that name (for messages)."""
+    if old_value is None:
+        return value, name
+    if value != default:
+        raise ConfigurationError(f"give {name} only ({old_name} is its deprecated name)")
+    _deprecated(old_name, name, stacklevel=4)
+    return old_value, old_name
+
+
+def _deprecated(old: str, new: str, *, stacklevel: int = 3) -> None:
+    warnings.warn(f"{old} is deprecated; use {new}", DeprecationWarning, stacklevel=stacklevel)
+
+
+def _check_parts(*, plugins: object, fetcher: object, reranker: object, catalog: object) -> None:
+    if isinstance(plugins, (str, bytes)) or not isinstance(plugins, Sequence):
+        raise ConfigurationError("plugins must be a list of plugin modules or objects")
+    if fetcher is not None and not isinstance(fetcher, Fetcher):
+        raise ConfigurationError(f"fetcher must be a restyle.Fetcher, got {fetcher!r}")
+    if reranker is not None and not isinstance(reranker, Reranker):
+        raise ConfigurationError(f"reranker must be a restyle.Reranker, got {reranker!r}")
+    if catalog is not None and not isinstance(catalog, (str, os.PathLike)):
+        raise ConfigurationError(f"catalog must be a directory path, got {catalog!r}")
+    if reranker is not None and fetcher is not None and reranker.fetcher is not fetcher:
+        raise ConfigurationError(
+            "pass the fetcher to the Reranker (Reranker(fetcher=...)), not beside it"
+        )
 
 
 def _names(option: str, value: object) -> list[Any] | None:

@@ -169,7 +169,8 @@ def _parser() -> argparse.ArgumentParser:
 def _pricing_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--minimum-comps", type=int, metavar="N",
                         help="fewest comps a price may rest on (default 3)")
-    parser.add_argument("--half-life", type=float, metavar="DAYS",
+    parser.add_argument("--half-life-days", "--half-life", type=float, metavar="DAYS",
+                        dest="half_life_days",
                         help="days after which a sale weighs half (default 30)")
 
 
@@ -461,9 +462,9 @@ def _write(stream: TextIO, text: str) -> None:
 def _pricing_rules(args: argparse.Namespace) -> dict[str, object]:
     rules: dict[str, object] = {}
     if args.minimum_comps is not None:
-        rules["minimum_price_comps"] = args.minimum_comps
-    if args.half_life is not None:
-        rules["price_half_life_days"] = args.half_life
+        rules["minimum_comps"] = args.minimum_comps
+    if args.half_life_days is not None:
+        rules["half_life_days"] = args.half_life_days
     return rules
 
 
@@ -492,7 +493,7 @@ def _replay(args: argparse.Namespace) -> int:
     recording = load_recording(args.recording)
     replay = recording.replay(
         synthesizer=args.synthesizer, minimum_comps=args.minimum_comps,
-        half_life_days=args.half_life, cutoff=False if args.no_cutoff else None,
+        half_life_days=args.half_life_days, cutoff=False if args.no_cutoff else None,
         load_entrypoints=not args.no_plugins,
     )
     if args.json:

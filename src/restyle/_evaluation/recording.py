@@ -56,8 +56,12 @@ from restyle._evaluation.reading import (
 )
 from restyle._input.fetching import Fetcher
 from restyle._input.imaging import load_photo
-from restyle._pipeline.identify import synthesize
-from restyle._pipeline.pricing import DEFAULT_HALF_LIFE_DAYS, estimate_price
+from restyle._pipeline.pricing import (
+    DEFAULT_HALF_LIFE_DAYS,
+    check_half_life_days,
+    check_minimum_comps,
+    estimate_price,
+)
 from restyle._pipeline.query import build_query
 from restyle._pipeline.rerank import Reranker, RerankResult
 from restyle._pipeline.trace import FORMAT, RECORDING_NAME, Trace, write_recording
@@ -262,12 +266,10 @@ class Recording:
         ``minimum_comps`` and ``half_life_days`` (the recorded rules by
         default), as of the recorded moment.
         """
-        from restyle._engine import _count, _days
-
         if minimum_comps is not None:
-            _count("minimum_comps", minimum_comps)
+            check_minimum_comps(minimum_comps)
         if half_life_days is not None:
-            _days("half_life_days", half_life_days)
+            check_half_life_days(half_life_days)
         engine = self._replay_engine(synthesizer, cutoff, plugins, load_entrypoints)
         changes: dict[str, Any] = {}
         if synthesizer is not None:
@@ -316,12 +318,8 @@ class Recording:
         try:
             identification, query = before.identification, before.query
             if synthesize_again:
-                now = time.monotonic()
-                identification = synthesize(
-                    engine.synthesizer, before.opinions, self.photo,
-                    deadline=now + _REPLAY_SECONDS, fallback=engine._fallback_synthesizer,
-                    borrow_until=now + _REPLAY_SECONDS + 2.0,
-                )
+                identification = engine.synthesize(before.opinions, self.photo,
+                                                   deadline=_REPLAY_SECONDS)
                 if (identification_fields(identification)
                         != identification_fields(before.identification)):
                     query = build_query(identification,

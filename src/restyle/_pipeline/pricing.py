@@ -65,9 +65,18 @@ from restyle._types import (
     PriceStatus,
 )
 
-__all__ = ["MAXIMUM_HALF_LIFE_DAYS", "MAXIMUM_MINIMUM_COMPS", "MAXIMUM_PRICE",
-           "MINIMUM_COMPS", "MINIMUM_HALF_LIFE_DAYS", "UNSEEN_WEIGHT", "estimate_price",
-           "weighted_quantile"]
+__all__ = [
+    "MAXIMUM_HALF_LIFE_DAYS",
+    "MAXIMUM_MINIMUM_COMPS",
+    "MAXIMUM_PRICE",
+    "MINIMUM_COMPS",
+    "MINIMUM_HALF_LIFE_DAYS",
+    "UNSEEN_WEIGHT",
+    "check_half_life_days",
+    "check_minimum_comps",
+    "estimate_price",
+    "weighted_quantile",
+]
 
 #: Fewest comps an estimate may rest on.
 MINIMUM_COMPS = 3
@@ -255,8 +264,8 @@ def estimate_price(
     naming it, raised before any comp is looked at.
     """
     comps = _checked_comps(comps)
-    minimum_comps = _checked_minimum(minimum_comps)
-    half_life_days = _checked_half_life(half_life_days)
+    minimum_comps = check_minimum_comps(minimum_comps)
+    half_life_days = check_half_life_days(half_life_days)
     if now is not None and not isinstance(now, datetime):
         raise ConfigurationError(
             f"now must be a datetime or None, got {type(now).__name__}")
@@ -277,28 +286,32 @@ def _checked_comps(comps: object) -> Sequence[Comp]:
     return comps
 
 
-def _checked_minimum(value: object) -> int:
+def check_minimum_comps(value: object, name: str = "minimum_comps") -> int:
+    """``value`` as the fewest comps a price may rest on, or a ConfigurationError
+    naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ConfigurationError(
-            f"minimum_comps must be a whole number, got {type(value).__name__} {value!r}")
+            f"{name} must be a whole number, got {type(value).__name__} {value!r}")
     count = int(value)
     if not 1 <= count <= MAXIMUM_MINIMUM_COMPS:
         raise ConfigurationError(
-            f"minimum_comps must be from 1 to {MAXIMUM_MINIMUM_COMPS}, got {value!r}")
+            f"{name} must be from 1 to {MAXIMUM_MINIMUM_COMPS}, got {value!r}")
     return count
 
 
-def _checked_half_life(value: object) -> float:
+def check_half_life_days(value: object, name: str = "half_life_days") -> float:
+    """``value`` as a sold comp's half-life in days, or a ConfigurationError
+    naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ConfigurationError(
-            f"half_life_days must be a number of days, got {type(value).__name__} {value!r}")
+            f"{name} must be a number of days, got {type(value).__name__} {value!r}")
     try:
         days = float(value)
     except OverflowError:  # an int past a float's range
         days = math.inf
     if not (math.isfinite(days) and MINIMUM_HALF_LIFE_DAYS <= days <= MAXIMUM_HALF_LIFE_DAYS):
         raise ConfigurationError(
-            f"half_life_days must be a positive number of days from {MINIMUM_HALF_LIFE_DAYS:.4g} "
+            f"{name} must be a positive number of days from {MINIMUM_HALF_LIFE_DAYS:.4g} "
             f"(an hour) to {MAXIMUM_HALF_LIFE_DAYS:g} (a century), got {value!r}")
     return days
 
