@@ -276,5 +276,5 @@ def test_synthesize_merges_given_opinions_with_the_fallback_an_analysis_has() ->
                                                             facet="brand"),))]
     identification = engine.synthesize(opinions, SAMPLE_PHOTO)
     assert identification.brand == "Acme" and identification.synthesizer == "consensus"
-    with pytest.raises(ConfigurationError, match="opinions must be a list of restyle.Opinion"):
+    with pytest.raises(ConfigurationError, match=r"opinions must be a list of restyle\.Opinion"):
         engine.synthesize(["Acme"], SAMPLE_PHOTO)  # type: ignore[list-item]
