@@ -232,8 +232,8 @@ class Recording:
             # Walk every recorded step: the recorded marketplaces stopped on their own.
             "comps_wanted": max(found, int(self.settings.get("max_comps", found))),
             "max_comps": max(found, int(self.settings.get("max_comps", found))),
-            "minimum_price_comps": self.analysis.price.minimum_comps,
-            "price_half_life_days": self._half_life(),
+            "minimum_comps": self.analysis.price.minimum_comps,
+            "half_life_days": self._half_life(),
         }
         settings.update(options)
         return Engine(**settings)
