@@ -286,12 +286,16 @@ def _checked_comps(comps: object) -> Sequence[Comp]:
     return comps
 
 
+def _not_a(what: str, value: object, name: str) -> ConfigurationError:
+    """The error for a setting ``name`` given ``value``, which is not ``what``."""
+    return ConfigurationError(f"{name} must be {what}, got {type(value).__name__} {value!r}")
+
+
 def check_minimum_comps(value: object, name: str = "minimum_comps") -> int:
     """``value`` as the fewest comps a price may rest on, or a ConfigurationError
     naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ConfigurationError(
-            f"{name} must be a whole number, got {type(value).__name__} {value!r}")
+        raise _not_a("a whole number", value, name)
     count = int(value)
     if not 1 <= count <= MAXIMUM_MINIMUM_COMPS:
         raise ConfigurationError(
@@ -303,8 +307,7 @@ def check_half_life_days(value: object, name: str = "half_life_days") -> float:
     """``value`` as a sold comp's half-life in days, or a ConfigurationError
     naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigurationError(
-            f"{name} must be a number of days, got {type(value).__name__} {value!r}")
+        raise _not_a("a number of days", value, name)
     try:
         days = float(value)
     except OverflowError:  # an int past a float's range
@@ -319,6 +322,50 @@ def check_half_life_days(value: object, name: str = "half_life_days") -> float:
 def _estimate(comps: Sequence[Comp], minimum_comps: int, half_life_days: float,
               as_of: datetime) -> PriceEstimate:
     excluded: list[Exclusion] = []
+    by_currency = _priced_by_currency(comps, half_life_days, as_of, excluded)
+    aged = any(p.recency is not None for group in by_currency.values() for p in group)
+    kept_by_currency = {currency: _kept(by_currency[currency], excluded)
+                        for currency in sorted(by_currency)}
+    overall = {currency: _band(currency, kept, minimum_comps)
+               for currency, kept in kept_by_currency.items()}
+    if not overall:
+        return PriceEstimate(
+            status=PriceStatus.NOT_ENOUGH_DATA, minimum_comps=minimum_comps,
+            exclusions=_ordered(excluded), half_life_days=float(half_life_days),
+        )
+    currency = _chosen_currency(kept_by_currency, overall, excluded)
+    kept = kept_by_currency[currency]
+    basis, counted, detail = _basis(kept, minimum_comps)
+    if basis is PriceBasis.SOLD:
+        headline = _band(currency, counted, minimum_comps, sold=True)
+        excluded.extend(_asking_exclusions(kept))
+    else:
+        headline = overall[currency]
+    return PriceEstimate(
+        status=headline.status,
+        currency=currency,
+        estimate=headline.estimate,
+        low=headline.low,
+        high=headline.high,
+        comps_used=headline.comps_used,
+        effective_weight=headline.effective_weight,
+        minimum_comps=minimum_comps,
+        counted=tuple(counted),
+        exclusions=_ordered(excluded),
+        bands=_bands(kept_by_currency, overall, minimum_comps),
+        basis=basis,
+        basis_detail=detail,
+        half_life_days=float(half_life_days),
+        as_of=as_of if aged else None,
+    )
+
+
+def _priced_by_currency(
+    comps: Sequence[Comp], half_life_days: float, as_of: datetime,
+    excluded: list[Exclusion],
+) -> dict[str, list[PricedComp]]:
+    """The priced comps, weighed and aged, by currency; the others go to
+    ``excluded``."""
     by_currency: dict[str, list[PricedComp]] = defaultdict(list)
     for comp in comps:
         weighed = _weigh(comp)
@@ -337,23 +384,30 @@ def _estimate(comps: Sequence[Comp], minimum_comps: int, half_life_days: float,
             condition=listing.condition, sold=listing.sold, down_weighted=lowered,
             recency=recency, sold_at=listing.sold_at,
         ))
-    aged = any(p.recency is not None for group in by_currency.values() for p in group)
+    return by_currency
 
-    kept_by_currency: dict[str, list[PricedComp]] = {}
+
+def _kept(priced: list[PricedComp], excluded: list[Exclusion]) -> list[PricedComp]:
+    """One currency's comps less their outliers (which go to ``excluded``),
+    trimmed apart for sold prices and the others: two markets."""
+    kept = []
+    for sold in (True, False):
+        part, outliers = _trim_outliers([p for p in priced if (p.sold is True) is sold])
+        kept.extend(part)
+        excluded.extend(outliers)
+    kept.sort(key=_sort_key)
+    return kept
+
+
+def _bands(
+    kept_by_currency: dict[str, list[PricedComp]], overall: dict[str, PriceBand],
+    minimum_comps: int,
+) -> tuple[PriceBand, ...]:
+    """Each currency's overall band, then one a condition and one for sold and
+    for unsold comps, where there are any."""
     bands: list[PriceBand] = []
-    overall: dict[str, PriceBand] = {}
-    for currency in sorted(by_currency):
-        kept = []
-        for sold in (True, False):  # sold prices, then the others: two markets
-            part, outliers = _trim_outliers(
-                [p for p in by_currency[currency] if (p.sold is True) is sold]
-            )
-            kept.extend(part)
-            excluded.extend(outliers)
-        kept.sort(key=_sort_key)
-        kept_by_currency[currency] = kept
-        overall[currency] = band = _band(currency, kept, minimum_comps)
-        bands.append(band)
+    for currency, kept in kept_by_currency.items():
+        bands.append(overall[currency])
         for condition in Condition:
             group = [p for p in kept if p.condition is condition]
             if group:
@@ -362,12 +416,15 @@ def _estimate(comps: Sequence[Comp], minimum_comps: int, half_life_days: float,
             group = [p for p in kept if p.sold is sold]
             if group:
                 bands.append(_band(currency, group, minimum_comps, sold=sold))
+    return tuple(bands)
 
-    if not overall:
-        return PriceEstimate(
-            status=PriceStatus.NOT_ENOUGH_DATA, minimum_comps=minimum_comps,
-            exclusions=_ordered(excluded), half_life_days=float(half_life_days),
-        )
+
+def _chosen_currency(
+    kept_by_currency: dict[str, list[PricedComp]], overall: dict[str, PriceBand],
+    excluded: list[Exclusion],
+) -> str:
+    """The currency with the most weight (then the most comps, then the first
+    by name); the comps in the others go to ``excluded``."""
     weight_of = {c: math.fsum(p.weight for p in kept_by_currency[c]) for c in overall}
     currency = max(sorted(overall), key=lambda c: (weight_of[c], overall[c].comps_used))
     for other in sorted(overall):
@@ -377,34 +434,17 @@ def _estimate(comps: Sequence[Comp], minimum_comps: int, half_life_days: float,
                           detail=f"priced in {other}, not {currency} (see the {other} band)")
                 for p in kept_by_currency[other]
             )
-    basis, counted, detail = _basis(kept_by_currency[currency], minimum_comps)
-    if basis is PriceBasis.SOLD:
-        headline = _band(currency, counted, minimum_comps, sold=True)
-        excluded.extend(
-            Exclusion(listing_key=p.listing_key, reason="asking_price",
-                      detail=f"asking price {p.price}, not a sale (see the asking band)"
-                      if p.sold is False else f"{p.price}, not known to have sold")
-            for p in kept_by_currency[currency] if p.sold is not True
-        )
-    else:
-        headline = overall[currency]
-    return PriceEstimate(
-        status=headline.status,
-        currency=currency,
-        estimate=headline.estimate,
-        low=headline.low,
-        high=headline.high,
-        comps_used=headline.comps_used,
-        effective_weight=headline.effective_weight,
-        minimum_comps=minimum_comps,
-        counted=tuple(counted),
-        exclusions=_ordered(excluded),
-        bands=tuple(bands),
-        basis=basis,
-        basis_detail=detail,
-        half_life_days=float(half_life_days),
-        as_of=as_of if aged else None,
-    )
+    return currency
+
+
+def _asking_exclusions(kept: list[PricedComp]) -> list[Exclusion]:
+    """Why the comps not known to have sold are left out of a price on sales."""
+    return [
+        Exclusion(listing_key=p.listing_key, reason="asking_price",
+                  detail=f"asking price {p.price}, not a sale (see the asking band)"
+                  if p.sold is False else f"{p.price}, not known to have sold")
+        for p in kept if p.sold is not True
+    ]
 
 
 def _basis(
