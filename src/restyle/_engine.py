@@ -4,27 +4,41 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import threading
 import time
-import warnings
-from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, overload
 
 import numpy as np
 
 from restyle import _settings
-from restyle._errors import ConfigurationError, EncoderError, PluginError, RestyleError
+from restyle._errors import EncoderError, PluginError, RestyleError
 from restyle._input.fetching import Fetcher
 from restyle._input.imaging import ImageInput, Photo, load_photo
+from restyle._options import (
+    check_count,
+    check_identification,
+    check_images,
+    check_keys,
+    check_name,
+    check_names,
+    check_opinions,
+    check_parts,
+    check_record_dir,
+    check_seconds,
+    check_unique,
+    deprecated,
+    model_encoder,
+    renamed,
+    resolve_component,
+)
 from restyle._pipeline import budget as _budget
-from restyle._pipeline.budget import CALL_LIMIT, STAGE_MARKS, Budget, CallLimit, Pending
+from restyle._pipeline.batching import BATCH_PHOTOS, Batches
+from restyle._pipeline.budget import CALL_LIMIT, Budget, CallLimit
 from restyle._pipeline.identify import IdentifyResult, examine, synthesize
 from restyle._pipeline.pricing import (
     DEFAULT_HALF_LIFE_DAYS,
@@ -38,17 +52,14 @@ from restyle._pipeline.search import SearchResult, search_marketplaces
 from restyle._pipeline.trace import Trace, write_recording
 from restyle._plugin.components import (
     CatalogView,
-    Component,
     Context,
     Encoder,
     Expert,
     Marketplace,
     Synthesizer,
     activate,
-    check_component,
     deactivate,
 )
-from restyle._plugin.contracts import check_vectors
 from restyle._plugin.registry import PluginRegistry
 from restyle._progress import progress_bar
 from restyle._ray.executor import Executor, RayExecutor, analyze_on_ray
@@ -69,22 +80,10 @@ EXECUTORS["ray"] = RayExecutor
 
 #: Seconds an analysis may take, end to end, unless told otherwise.
 DEFAULT_DEADLINE = 60.0
-#: Photos :meth:`Engine.analyze_many` decodes and encodes together.
-BATCH_PHOTOS = 16
-#: Analyses :meth:`Engine.analyze_many` runs at once (their experts and
-#: marketplaces wait on the network while the others compute).
-ANALYSIS_WORKERS = 4
-#: Longest deadline an analysis may be given, in seconds (a day).
-MAX_DEADLINE = 86_400.0
-#: Most comps an Engine may be asked to want, fetch or price on.
-MAX_COUNT = 1_000
 
-__all__ = ["Engine"]
+__all__ = ["BATCH_PHOTOS", "DEFAULT_DEADLINE", "Engine"]
 
 logger = logging.getLogger("restyle")
-
-C = TypeVar("C", bound=Component)
-
 
 class Engine:
     """One configured pipeline. Thread-safe; build one per process and share it.
@@ -131,19 +130,19 @@ class Engine:
     ) -> None:
         # As given: an Engine on a Ray actor is made from these (see restyle._ray.analyze).
         self._arguments: dict[str, Any] = {k: v for k, v in locals().items() if k != "self"}
-        self.deadline = _seconds("deadline", deadline)
+        self.deadline = check_seconds("deadline", deadline)
         self.identify_budget = (
-            None if identify_budget is None else _seconds("identify_budget", identify_budget)
+            None if identify_budget is None else check_seconds("identify_budget", identify_budget)
         )
-        self.comps_wanted = _count("comps_wanted", comps_wanted)
-        self.max_comps = _count("max_comps", max_comps)
-        self.minimum_comps = check_minimum_comps(*_renamed(
+        self.comps_wanted = check_count("comps_wanted", comps_wanted)
+        self.max_comps = check_count("max_comps", max_comps)
+        self.minimum_comps = check_minimum_comps(*renamed(
             "minimum_comps", minimum_comps, MINIMUM_COMPS,
             "minimum_price_comps", minimum_price_comps))
-        self.half_life_days = check_half_life_days(*_renamed(
+        self.half_life_days = check_half_life_days(*renamed(
             "half_life_days", half_life_days, DEFAULT_HALF_LIFE_DAYS,
             "price_half_life_days", price_half_life_days))
-        _check_parts(plugins=plugins, fetcher=fetcher, reranker=reranker, catalog=catalog)
+        check_parts(plugins=plugins, fetcher=fetcher, reranker=reranker, catalog=catalog)
         self.registry = PluginRegistry(
             plugins=plugins, load_entrypoints=load_entrypoints, strict=strict_plugins
         )
@@ -161,49 +160,44 @@ class Engine:
         marketplaces: Sequence[str | Marketplace] | None,
     ) -> None:
         """The components by name or as given, checked, each attached once."""
-        expert_specs = _names("experts", experts)
-        market_specs = _names("marketplaces", marketplaces)
+        expert_specs: Sequence[Any] | None = check_names("experts", experts)
+        market_specs: Sequence[Any] | None = check_names("marketplaces", marketplaces)
         encoder_spec = encoder or _settings.env_str("RESTYLE_ENCODER") or _settings.DEFAULT_ENCODER
         if model is not None:
-            encoder_spec = _model_encoder(model, encoder_spec)
-        self.encoder: Encoder = self._resolve(
-            "encoder", encoder_spec, Encoder,  # type: ignore[type-abstract]
-        )
-        expert_names = expert_specs if expert_specs is not None else _settings.env_list(
-            "RESTYLE_EXPERTS", _settings.DEFAULT_EXPERTS
-        )
+            encoder_spec = model_encoder(model, encoder_spec)
+        resolve = partial(resolve_component, self.registry)
+        self.encoder: Encoder = resolve(
+            "encoder", encoder_spec, Encoder)  # type: ignore[type-abstract]
+        if expert_specs is None:
+            expert_specs = _settings.env_list("RESTYLE_EXPERTS", _settings.DEFAULT_EXPERTS)
         self.experts: tuple[Expert, ...] = tuple(
-            self._resolve("expert", e, Expert) for e in expert_names)
-        self.synthesizer: Synthesizer = self._resolve(
-            "synthesizer",
-            synthesizer or _settings.env_str("RESTYLE_SYNTHESIZER")
-            or _settings.DEFAULT_SYNTHESIZER,
-            Synthesizer,  # type: ignore[type-abstract]
-        )
-        market_names = market_specs if market_specs is not None else _settings.env_list(
-            "RESTYLE_MARKETPLACES", _settings.DEFAULT_MARKETPLACES
-        )
+            resolve("expert", e, Expert) for e in expert_specs)
+        self.synthesizer: Synthesizer = resolve(
+            "synthesizer", synthesizer or _settings.env_str("RESTYLE_SYNTHESIZER")
+            or _settings.DEFAULT_SYNTHESIZER, Synthesizer)  # type: ignore[type-abstract]
+        if market_specs is None:
+            market_specs = _settings.env_list("RESTYLE_MARKETPLACES",
+                                              _settings.DEFAULT_MARKETPLACES)
         self.marketplaces: tuple[Marketplace, ...] = tuple(
-            self._resolve("marketplace", m, Marketplace) for m in market_names)
-        _unique("expert", self.experts)
-        _unique("marketplace", self.marketplaces)
+            resolve("marketplace", m, Marketplace) for m in market_specs)
+        check_unique("expert", self.experts)
+        check_unique("marketplace", self.marketplaces)
         self.context = Context(encoder=self.encoder, fetcher=self.fetcher,
                                open_catalog=self._open_catalog)
         for component in (self.encoder, *self.experts, self.synthesizer, *self.marketplaces):
-            _check_name(component)
+            check_name(component)
             component.attach(self.context)
-
 
     @property
     def minimum_price_comps(self) -> int:
         """Deprecated: :attr:`minimum_comps`."""
-        _deprecated("Engine.minimum_price_comps", "Engine.minimum_comps")
+        deprecated("Engine.minimum_price_comps", "Engine.minimum_comps")
         return self.minimum_comps
 
     @property
     def price_half_life_days(self) -> float:
         """Deprecated: :attr:`half_life_days`."""
-        _deprecated("Engine.price_half_life_days", "Engine.half_life_days")
+        deprecated("Engine.price_half_life_days", "Engine.half_life_days")
         return self.half_life_days
 
     def __repr__(self) -> str:
@@ -223,21 +217,6 @@ class Engine:
         """Problems with plugins: ones that failed to load, components refused,
         hooks that raised (each also issued a PluginLoadWarning)."""
         return list(self.registry.errors)
-
-    def _resolve(self, kind: str, spec: str | C, base: type[C]) -> C:
-        if isinstance(spec, base):
-            return spec
-        if isinstance(spec, Component) or not isinstance(spec, str):
-            raise ConfigurationError(
-                f"{spec!r} is not {'an' if kind[0] in 'aeiou' else 'a'} {kind}: pass a name or "
-                f"a restyle.{base.__name__} instance"
-            )
-        registration = self.registry.get(kind, spec)
-        if registration is None:
-            raise self.registry.missing(kind, spec)
-        component = registration.component
-        assert isinstance(component, base)
-        return component
 
     def warm_up(self) -> None:
         """Load now what the first analysis would otherwise load inside its own
@@ -323,7 +302,7 @@ class Engine:
     # -- identify ------------------------------------------------------------
 
     def _budget(self, deadline: float | None) -> Budget:
-        return Budget.of(self.deadline if deadline is None else _seconds("deadline", deadline))
+        return Budget.of(self.deadline if deadline is None else check_seconds("deadline", deadline))
 
     @staticmethod
     def _load_photo(image: ImageInput | Photo, budget: Budget) -> Photo:
@@ -370,9 +349,7 @@ class Engine:
         the ``consensus`` synthesizer as an analysis does; all within
         ``deadline`` seconds (the Engine's by default), a fifth of it kept for
         the fallback."""
-        opinions = list(opinions) if isinstance(opinions, (list, tuple)) else opinions
-        if not isinstance(opinions, list) or not all(isinstance(o, Opinion) for o in opinions):
-            raise ConfigurationError("opinions must be a list of restyle.Opinion")
+        opinions = check_opinions(opinions)
         with self._running("synthesize"):
             budget = self._budget(deadline)
             photo = self._load_photo(image, budget)
@@ -412,10 +389,7 @@ class Engine:
         deadline: float | None = None,
     ) -> list[Comp]:
         """Comparable listings for the identified item, most alike first."""
-        if not isinstance(identification, Identification):
-            raise ConfigurationError(
-                "identification must be the restyle.Identification of the photo (from "
-                f"Engine.identify), got {type(identification).__name__}")
+        check_identification(identification)
         with self._running("find_comps"):
             budget = self._budget(deadline)
             _, reranked, _ = self._find_comps(self._load_photo(image, budget), identification,
@@ -479,8 +453,8 @@ class Engine:
         rebuilt. ``record`` is a directory where what each stage returned is
         written (see :func:`restyle.testing.load_recording`).
         """
-        hidden = _keys(exclude)
-        record = _record_dir(record)
+        hidden = check_keys(exclude)
+        record = check_record_dir(record)
         with self._running("analyze", hidden=hidden):
             budget = self._budget(deadline)
             photo = self._load_photo(image, budget)
@@ -524,10 +498,10 @@ class Engine:
         still come as the Ray actors finish them, in input order.
         """
         if deadline is not None:
-            _seconds("deadline", deadline)
-        images = _images(images)
+            check_seconds("deadline", deadline)
+        images = check_images(images)
         if executor is None:
-            return self._analyze_stream(images, deadline=deadline)
+            return self._batches().analyze(images, deadline=deadline)
         # Each actor's Engine is made from this one's arguments, with the
         # catalog directory this Engine resolved (from the environment, or
         # relative to here).
@@ -535,6 +509,13 @@ class Engine:
         items = images if isinstance(images, Sequence) else list(images)
         return analyze_on_ray(partial(Engine, **arguments), items, deadline=deadline,
                               executor=executor, batch_photos=BATCH_PHOTOS)
+
+    def _batches(self) -> Batches:
+        """This Engine's analyses of many photos, :data:`BATCH_PHOTOS` at a time."""
+        return Batches(
+            analyze_one=lambda photo, deadline: self.analyze(photo, deadline=deadline),
+            encoder=self.encoder, deadline=self.deadline,
+            running=partial(self._running, "analyze_many"), size=BATCH_PHOTOS)
 
     @overload
     def analyze_many(
@@ -571,7 +552,7 @@ class Engine:
         results are the same, in the same order (see docs/scale.md).
         """
         results: list[Any] = []
-        images = _images(images)
+        images = check_images(images)
         items = images if isinstance(images, Sequence) else list(images)
         stream = self.analyze_iter(items, deadline=deadline, executor=executor)
         bar = progress_bar(total=len(items), desc="Analyzing", unit="photo", enabled=progress)
@@ -588,231 +569,3 @@ class Engine:
             if isinstance(stream, Generator):
                 stream.close()
         return results
-
-    def _analyze_stream(
-        self, images: Iterable[ImageInput | Photo], *, deadline: float | None
-    ) -> Iterator[Analysis | RestyleError]:
-        """Each photo's Analysis or RestyleError, in input order, a batch at a time.
-
-        The next batch is decoded and its embeddings started before this batch's
-        analyses run, so the model works while they search: at most two batches
-        are held at once."""
-        if deadline is not None:
-            _seconds("deadline", deadline)
-        started: _StartedBatch | None = None
-        batch: list[ImageInput | Photo] = []
-        for image in images:
-            batch.append(image)
-            if len(batch) == BATCH_PHOTOS:
-                following = self._start_batch(batch, deadline)
-                if started is not None:
-                    yield from self._finish_batch(started, deadline)
-                started, batch = following, []
-        last = self._start_batch(batch, deadline) if batch else None
-        if started is not None:
-            yield from self._finish_batch(started, deadline)
-        if last is not None:
-            yield from self._finish_batch(last, deadline)
-
-    def _start_batch(self, images: Sequence[ImageInput | Photo],
-                     deadline: float | None) -> _StartedBatch:
-        """Decode the photos and start their embeddings in one encoder call."""
-        photos: list[Photo | RestyleError] = []
-        seconds = self.deadline if deadline is None else deadline
-        for image in images:
-            try:
-                photos.append(load_photo(image, deadline=time.monotonic()
-                                         + seconds * STAGE_MARKS["experts"]))
-            except RestyleError as exc:
-                photos.append(exc)
-        decoded = [p for p in photos if isinstance(p, Photo)]
-        pending = None
-        if len(decoded) > 1:  # one photo alone gains nothing from a batch
-            encoder = self.encoder
-            with self._running("analyze_many"):
-                try:
-                    pending = _budget.start(
-                        encoder, f"encoder {encoder.name}", encoder.encode_images,
-                        [p.image for p in decoded],
-                        deadline=time.monotonic() + seconds * STAGE_MARKS["search"],
-                        check=partial(check_vectors, encoder, count=len(decoded)))
-                except RestyleError as exc:
-                    logger.debug("batch encoding of %d photos not started: %s",
-                                 len(decoded), exc)
-        return _StartedBatch(photos=photos, embeddings=pending)
-
-    def _finish_batch(self, started: _StartedBatch,
-                      deadline: float | None) -> list[Analysis | RestyleError]:
-        """The batch's analyses, run concurrently once its embeddings are in."""
-        photos = started.photos
-        if started.embeddings is not None:
-            self._remember_embeddings(started.embeddings,
-                                      [p for p in photos if isinstance(p, Photo)])
-
-        def one(photo: Photo | RestyleError) -> Analysis | RestyleError:
-            if isinstance(photo, RestyleError):
-                return photo
-            try:
-                return self.analyze(photo, deadline=deadline)
-            except RestyleError as exc:
-                return exc
-
-        if len(photos) == 1:
-            return [one(photos[0])]
-        with ThreadPoolExecutor(max_workers=min(ANALYSIS_WORKERS, len(photos)),
-                                thread_name_prefix="restyle analyze") as pool:
-            return list(pool.map(one, photos))
-
-    def _remember_embeddings(self, pending: Pending, photos: Sequence[Photo]) -> None:
-        """Give each photo its vector from the batch; on any failure each
-        analysis encodes its photo itself."""
-        model_id = self.encoder.model_id
-        try:
-            vectors = pending.result()  # checked on the worker
-        except Exception as exc:
-            logger.debug("batch encoding of %d photos failed: %s", len(photos), exc)
-            return
-        for photo, vector in zip(photos, vectors, strict=True):
-            photo.keep_vector(model_id, vector)
-
-
-@dataclass(frozen=True, slots=True)
-class _StartedBatch:
-    """Photos of :meth:`Engine.analyze_many` decoded (or why not), and their
-    embeddings under way in one encoder call (None when not started)."""
-
-    photos: list[Photo | RestyleError]
-    embeddings: Pending | None
-
-
-def _model_encoder(model: object, encoder: str | Encoder) -> Encoder:
-    """The openclip encoder for ``model``; ``model`` with another encoder is a mistake."""
-    if not isinstance(model, str) or not model.strip():
-        raise ConfigurationError(f"model must be a model name such as "
-                                 f"'ViT-B-32/laion2b_s34b_b79k', got {model!r}")
-    if encoder != _settings.DEFAULT_ENCODER:
-        raise ConfigurationError(
-            f"model= chooses the {_settings.DEFAULT_ENCODER} encoder's model, but the encoder "
-            f"is {getattr(encoder, 'name', encoder)!r}; configure that encoder itself instead"
-        )
-    from restyle.encoders.openclip import OpenClipEncoder
-
-    chosen = OpenClipEncoder(model)
-    try:
-        chosen.spec  # noqa: B018 - parse now, so a malformed name fails here, not mid-analysis
-    except RestyleError as exc:
-        raise ConfigurationError(str(exc)) from None
-    return chosen
-
-
-def _seconds(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}")
-    if not (math.isfinite(value) and 0 < value <= MAX_DEADLINE):
-        raise ConfigurationError(f"{name} must be a positive number of seconds, at most "
-                                 f"{MAX_DEADLINE:,.0f}, got {value!r}")
-    return float(value)
-
-
-def _count(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_COUNT:
-        raise ConfigurationError(
-            f"{name} must be a whole number from 1 to {MAX_COUNT:,}, got {value!r}")
-    return int(value)
-
-
-def _keys(value: object) -> frozenset[str]:
-    """``exclude``: listing keys, as a set (None: none)."""
-    if value is None:
-        return frozenset()
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-        raise ConfigurationError(
-            "exclude must be a collection of listing keys such as ['catalog:nw-1'], "
-            f"got {type(value).__name__}")
-    keys = list(value)
-    for key in keys:
-        if not isinstance(key, str):
-            raise ConfigurationError(
-                f"exclude must hold listing keys (strings), found {type(key).__name__}")
-    return frozenset(keys)
-
-
-def _record_dir(value: object) -> str | os.PathLike[str] | None:
-    if value is not None and not isinstance(value, (str, os.PathLike)):
-        raise ConfigurationError(f"record must be a directory path, got {type(value).__name__}")
-    return value
-
-
-def _images(value: object) -> Iterable[Any]:
-    """``images`` of analyze_many / analyze_iter: an iterable of photos, not one photo."""
-    if isinstance(value, (str, bytes, bytearray, memoryview, os.PathLike)) or not isinstance(
-            value, Iterable) or hasattr(value, "read"):
-        raise ConfigurationError(
-            f"images must be a list (or any iterable) of photos, got {type(value).__name__}; "
-            "for one photo use analyze()")
-    return value
-
-
-def _renamed(name: str, value: Any, default: Any, old_name: str,
-             old_value: Any) -> tuple[Any, str]:
-    """``value`` and ``name``, or the value given under the option's deprecated
-    ``old_name`` and that name (for messages)."""
-    if old_value is None:
-        return value, name
-    if value != default:
-        raise ConfigurationError(f"give {name} only ({old_name} is its deprecated name)")
-    _deprecated(old_name, name, stacklevel=4)
-    return old_value, old_name
-
-
-def _deprecated(old: str, new: str, *, stacklevel: int = 3) -> None:
-    warnings.warn(f"{old} is deprecated; use {new}", DeprecationWarning, stacklevel=stacklevel)
-
-
-def _check_parts(*, plugins: object, fetcher: object, reranker: object, catalog: object) -> None:
-    if isinstance(plugins, (str, bytes)) or not isinstance(plugins, Sequence):
-        raise ConfigurationError("plugins must be a list of plugin modules or objects")
-    if fetcher is not None and not isinstance(fetcher, Fetcher):
-        raise ConfigurationError(f"fetcher must be a restyle.Fetcher, got {fetcher!r}")
-    if reranker is not None and not isinstance(reranker, Reranker):
-        raise ConfigurationError(f"reranker must be a restyle.Reranker, got {reranker!r}")
-    if catalog is not None and not isinstance(catalog, (str, os.PathLike)):
-        raise ConfigurationError(f"catalog must be a directory path, got {catalog!r}")
-    if reranker is not None and fetcher is not None and reranker.fetcher is not fetcher:
-        raise ConfigurationError(
-            "pass the fetcher to the Reranker (Reranker(fetcher=...)), not beside it"
-        )
-
-
-def _names(option: str, value: object) -> list[Any] | None:
-    """A list of component names or instances; a bare string is a mistake worth naming."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        suggestion = [part.strip() for part in value.split(",") if part.strip()]
-        raise ConfigurationError(
-            f"{option} must be a list of names or instances, not the string {value!r}; "
-            f"did you mean {option}={suggestion!r}?"
-        )
-    if isinstance(value, Component) or not isinstance(value, Iterable) or isinstance(
-        value, (bytes, Mapping)
-    ):
-        raise ConfigurationError(
-            f"{option} must be a list of names or instances, got {type(value).__name__}"
-        )
-    return list(value)
-
-
-def _check_name(component: Component) -> None:
-    try:
-        check_component(component, Component)
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(str(exc)) from None
-
-
-def _unique(kind: str, components: Sequence[Component]) -> None:
-    names = [c.name for c in components]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ConfigurationError(f"{kind} {', '.join(duplicates)} selected more than once")
-
