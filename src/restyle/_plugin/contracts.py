@@ -21,7 +21,7 @@ import datetime as dt
 import enum
 import types
 import typing
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from functools import cache
 from itertools import islice
@@ -113,90 +113,131 @@ def _at(where: str) -> str:
 def _copy(tp: Any, value: object, where: str) -> Any:
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
-        args = [a for a in get_args(tp) if a is not type(None)]
-        if value is None:
-            if len(args) < len(get_args(tp)):
-                return None
-            raise _OffContract(f"{_at(where)} is None")
-        if len(args) == 1:
-            return _copy(args[0], value, where)
-        for arg in args:  # unions of plain types only (str | int ...)
-            try:
-                return _copy(arg, value, where)
-            except _OffContract:
-                continue
-        raise _OffContract(f"{_at(where)} is {type(value).__name__}")
+        return _copy_union(tp, value, where)
     if origin is tuple:
-        (item_type, _) = get_args(tp)
-        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
-            noun = "strings" if item_type is str else f"{getattr(item_type, '__name__', 'value')}s"
-            raise _OffContract(f"{_at(where)} is {type(value).__name__}, not a tuple of {noun}")
-        items = list(islice(iter(value), MAX_ITEMS + 1))
-        if len(items) > MAX_ITEMS:
-            raise _OffContract(f"{_at(where)} holds more than {MAX_ITEMS:,} items")
-        return tuple(_copy(item_type, v, f"{where}[{i}]") for i, v in enumerate(items))
-    if tp is str:
-        if not isinstance(value, str):
-            raise _OffContract(f"{_at(where)} is {type(value).__name__}, not a string")
-        if str.__len__(value) > MAX_TEXT:
-            raise _OffContract(f"{_at(where)} is longer than {MAX_TEXT:,} characters")
-        return str.__str__(value)  # an exact str, whatever the subclass does
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _OffContract(f"{_at(where)} is {type(value).__name__}, not a number")
-        number = float.__float__(value) if isinstance(value, float) else float(
-            int.__int__(value))
-        return number
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _OffContract(f"{_at(where)} is {type(value).__name__}, not a whole number")
-        return int.__int__(value)
-    if tp is bool:
-        if value is not True and value is not False:
-            raise _OffContract(f"{_at(where)} is {type(value).__name__}, not true or false")
-        return value
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        if type(value) is tp:  # a member: members cannot be subclassed
-            return value
-        if isinstance(value, str):
-            try:
-                return tp(str.__str__(value))
-            except ValueError:
-                pass
-        raise _OffContract(f"{_at(where)} is {type(value).__name__}, not one of "
-                           f"{[m.value for m in tp]}")
-    if tp is Decimal:
-        if isinstance(value, bool) or not isinstance(value, (Decimal, int, float, str)):
-            raise _OffContract(f"{_at(where)} is {type(value).__name__}, not a decimal number")
-        try:
-            if isinstance(value, Decimal):
-                return Decimal(Decimal.__str__(value)[:MAX_TEXT])
-            if isinstance(value, str):
-                return Decimal(_copy(str, value, where))
-            return Decimal(repr(_copy(float, value, where)))
-        except InvalidOperation:
-            raise _OffContract(f"{_at(where)} is not a decimal number") from None
-    if tp is dt.datetime:
-        if not isinstance(value, dt.datetime):
-            raise _OffContract(f"{_at(where)} is {type(value).__name__}, not a datetime")
-        try:  # the C methods, not a subclass's: a plain datetime, a fixed offset
-            return dt.datetime.fromisoformat(dt.datetime.isoformat(value))
-        except (TypeError, ValueError) as exc:
-            raise _OffContract(f"{_at(where)} is not a usable datetime") from exc
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        if not isinstance(value, tp):
-            raise _OffContract(f"{_at(where)} is {type(value).__name__}, not {tp.__name__}")
-        hints = _hints(tp)
-        fields = {
-            f.name: _copy(hints[f.name], object.__getattribute__(value, f.name),
-                          f"{where}.{f.name}" if where else f.name)
-            for f in dataclasses.fields(tp) if f.init
-        }
-        try:
-            return tp(**fields)
-        except (TypeError, ValueError) as exc:
-            raise _OffContract(f"{_at(where)}: {str.__str__(str(exc))[:300]}") from None
+        return _copy_tuple(tp, value, where)
+    if isinstance(tp, type):
+        scalar = _SCALARS.get(tp)
+        if scalar is not None:
+            return scalar(value, where)
+        if issubclass(tp, enum.Enum):
+            return _copy_enum(tp, value, where)
+        if dataclasses.is_dataclass(tp):
+            return _copy_dataclass(tp, value, where)
     raise _OffContract(f"{_at(where)} has a type restyle does not copy ({tp!r})")
+
+
+def _copy_union(tp: Any, value: object, where: str) -> Any:
+    args = [a for a in get_args(tp) if a is not type(None)]
+    if value is None:
+        if len(args) < len(get_args(tp)):
+            return None
+        raise _OffContract(f"{_at(where)} is None")
+    if len(args) == 1:
+        return _copy(args[0], value, where)
+    for arg in args:  # unions of plain types only (str | int ...)
+        try:
+            return _copy(arg, value, where)
+        except _OffContract:
+            continue
+    raise _OffContract(f"{_at(where)} is {type(value).__name__}")
+
+
+def _copy_tuple(tp: Any, value: object, where: str) -> tuple[Any, ...]:
+    (item_type, _) = get_args(tp)
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        noun = "strings" if item_type is str else f"{getattr(item_type, '__name__', 'value')}s"
+        raise _OffContract(f"{_at(where)} is {type(value).__name__}, not a tuple of {noun}")
+    items = list(islice(iter(value), MAX_ITEMS + 1))
+    if len(items) > MAX_ITEMS:
+        raise _OffContract(f"{_at(where)} holds more than {MAX_ITEMS:,} items")
+    return tuple(_copy(item_type, v, f"{where}[{i}]") for i, v in enumerate(items))
+
+
+def _copy_str(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise _OffContract(f"{_at(where)} is {type(value).__name__}, not a string")
+    if str.__len__(value) > MAX_TEXT:
+        raise _OffContract(f"{_at(where)} is longer than {MAX_TEXT:,} characters")
+    return str.__str__(value)  # an exact str, whatever the subclass does
+
+
+def _copy_float(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _OffContract(f"{_at(where)} is {type(value).__name__}, not a number")
+    return float.__float__(value) if isinstance(value, float) else float(int.__int__(value))
+
+
+def _copy_int(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _OffContract(f"{_at(where)} is {type(value).__name__}, not a whole number")
+    return int.__int__(value)
+
+
+def _copy_bool(value: object, where: str) -> bool:
+    if value is not True and value is not False:
+        raise _OffContract(f"{_at(where)} is {type(value).__name__}, not true or false")
+    return value
+
+
+def _copy_decimal(value: object, where: str) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, (Decimal, int, float, str)):
+        raise _OffContract(f"{_at(where)} is {type(value).__name__}, not a decimal number")
+    try:
+        if isinstance(value, Decimal):
+            return Decimal(Decimal.__str__(value)[:MAX_TEXT])
+        if isinstance(value, str):
+            return Decimal(_copy_str(value, where))
+        return Decimal(repr(_copy_float(value, where)))
+    except InvalidOperation:
+        raise _OffContract(f"{_at(where)} is not a decimal number") from None
+
+
+def _copy_datetime(value: object, where: str) -> dt.datetime:
+    if not isinstance(value, dt.datetime):
+        raise _OffContract(f"{_at(where)} is {type(value).__name__}, not a datetime")
+    try:  # the C methods, not a subclass's: a plain datetime, a fixed offset
+        return dt.datetime.fromisoformat(dt.datetime.isoformat(value))
+    except (TypeError, ValueError) as exc:
+        raise _OffContract(f"{_at(where)} is not a usable datetime") from exc
+
+
+#: How each scalar type is copied, by the exact type named in a hint.
+_SCALARS: dict[type, Callable[[object, str], Any]] = {
+    str: _copy_str,
+    float: _copy_float,
+    int: _copy_int,
+    bool: _copy_bool,
+    Decimal: _copy_decimal,
+    dt.datetime: _copy_datetime,
+}
+
+
+def _copy_enum(tp: type[enum.Enum], value: object, where: str) -> enum.Enum:
+    if type(value) is tp:  # a member: members cannot be subclassed
+        return value
+    if isinstance(value, str):
+        try:
+            return tp(str.__str__(value))
+        except ValueError:
+            pass
+    raise _OffContract(f"{_at(where)} is {type(value).__name__}, not one of "
+                       f"{[m.value for m in tp]}")
+
+
+def _copy_dataclass(tp: type, value: object, where: str) -> Any:
+    if not isinstance(value, tp):
+        raise _OffContract(f"{_at(where)} is {type(value).__name__}, not {tp.__name__}")
+    hints = _hints(tp)
+    fields = {
+        f.name: _copy(hints[f.name], object.__getattribute__(value, f.name),
+                      f"{where}.{f.name}" if where else f.name)
+        for f in dataclasses.fields(tp) if f.init
+    }
+    try:
+        return tp(**fields)
+    except (TypeError, ValueError) as exc:
+        raise _OffContract(f"{_at(where)}: {str.__str__(str(exc))[:300]}") from None
 
 
 def _error(component: Component, message: str) -> PluginContractError:
