@@ -290,28 +290,7 @@ class ConsensusSynthesizer(Synthesizer):
             _corroborate(opinion, pending[opinion.expert], ballot)
         ballot.merge_refinements("product_name")
 
-        chosen: dict[str, tuple[str, float]] = {}
-        evidence: list[Evidence] = []
-        conflicts: set[str] = set()
-        for field_name in ("brand", "category", "product_name", *ATTRIBUTES):
-            ranked = ballot.ranked(field_name)
-            if not ranked:
-                continue
-            winner = ranked[0]
-            voters: dict[str, float] = {}
-            for vote in ranked:
-                for expert, score in vote.by_expert.items():
-                    voters[expert] = max(voters.get(expert, 0.0), score)
-            confidence = field_confidence(winner.by_expert, voters)
-            if field_name in ATTRIBUTES and confidence < MIN_ATTRIBUTE_CONFIDENCE:
-                continue
-            chosen[field_name] = (winner.display, confidence)
-            evidence.extend(
-                Evidence(field=field_name, value=winner.display, expert=expert, score=score)
-                for expert, score in sorted(winner.by_expert.items())
-            )
-            if field_name in _CONFLICT_FIELDS and _disagree(ranked):
-                conflicts.add(_CONFLICT_FIELDS[field_name])
+        chosen, evidence, conflicts = _elect(ballot)
 
         def value(name: str) -> str | None:
             return chosen[name][0] if name in chosen else None
@@ -338,6 +317,37 @@ class ConsensusSynthesizer(Synthesizer):
             suggested_photos=tuple(suggestions),
         )
         return with_summary(identification, answered=len(answered), asked=len(opinions))
+
+
+def _elect(
+    ballot: _Ballot,
+) -> tuple[dict[str, tuple[str, float]], list[Evidence], set[str]]:
+    """Each field's winning value and confidence (attributes below
+    :data:`MIN_ATTRIBUTE_CONFIDENCE` left out), the evidence for the winners,
+    and the conflicts worth a suggested photo."""
+    chosen: dict[str, tuple[str, float]] = {}
+    evidence: list[Evidence] = []
+    conflicts: set[str] = set()
+    for field_name in ("brand", "category", "product_name", *ATTRIBUTES):
+        ranked = ballot.ranked(field_name)
+        if not ranked:
+            continue
+        winner = ranked[0]
+        voters: dict[str, float] = {}
+        for vote in ranked:
+            for expert, score in vote.by_expert.items():
+                voters[expert] = max(voters.get(expert, 0.0), score)
+        confidence = field_confidence(winner.by_expert, voters)
+        if field_name in ATTRIBUTES and confidence < MIN_ATTRIBUTE_CONFIDENCE:
+            continue
+        chosen[field_name] = (winner.display, confidence)
+        evidence.extend(
+            Evidence(field=field_name, value=winner.display, expert=expert, score=score)
+            for expert, score in sorted(winner.by_expert.items())
+        )
+        if field_name in _CONFLICT_FIELDS and _disagree(ranked):
+            conflicts.add(_CONFLICT_FIELDS[field_name])
+    return chosen, evidence, conflicts
 
 
 def _disagree(ranked: list[_Vote]) -> bool:
