@@ -84,9 +84,9 @@ def stage_costs(source: Path, model: str, sample: int) -> dict[str, float]:
             report = BuildReport()
             start = time.perf_counter()
             for i in range(0, len(kept), 32):
-                catalog._store(kept[i : i + 32], np.ascontiguousarray(vectors[i : i + 32]),
-                               report)
-            catalog._checkpoint()
+                catalog.store(kept[i : i + 32], np.ascontiguousarray(vectors[i : i + 32]),
+                              report)
+            catalog.checkpoint()
             merge = (time.perf_counter() - start) / len(kept)
     finally:
         torch.set_num_threads(threads[0])

@@ -64,7 +64,8 @@ def build(folder: Path, source: Path, **kwargs: Any):  # type: ignore[no-untyped
     encoder = kwargs.pop("encoder", ColorEncoder())
     with Catalog.open(folder.parent / "cat", encoder, create=True) as catalog:
         report = catalog.build(source, encoder, progress=False, **kwargs)
-        listings = {row[0]: row for row in catalog._db.execute(
+    with sqlite3.connect(folder.parent / "cat" / "catalog.sqlite") as db:
+        listings = {row[0]: row for row in db.execute(
             "SELECT listing_id, title, price, image_path FROM items")}
     return report, listings
 
@@ -459,7 +460,7 @@ def test_a_clean_build_removes_the_previous_rejected_file(folder: Path) -> None:
 def test_the_report_keeps_the_first_rejections_and_counts_them_all(
     folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("restyle._store.catalog.REPORTED_REJECTIONS", 5)
+    monkeypatch.setattr("restyle._store.build.REPORTED_REJECTIONS", 5)
     report, _ = build(folder, write_jsonl(folder, [b"nope"] * 12 + [json.dumps(GOOD).encode()]))
     assert report.rejected_count == 12 and len(report.rejected) == 5 and report.added == 1
     assert report.rows == 13
@@ -868,7 +869,8 @@ def good_ids_kept(name: str, content: bytes) -> tuple[set[str], Any]:
         encoder = ColorEncoder()
         with Catalog.open(folder / "cat", encoder, create=True) as catalog:
             report = catalog.build(folder / name, encoder, progress=False, batch_size=4)
-            ids = {row[0] for row in catalog._db.execute("SELECT listing_id FROM items")}
+        with sqlite3.connect(folder / "cat" / "catalog.sqlite") as db:
+            ids = {row[0] for row in db.execute("SELECT listing_id FROM items")}
         if report.rejected_file is not None:
             strict_json_lines(report.rejected_file)
         assert report.rejected_count == len(report.rejected)
