@@ -817,6 +817,21 @@ def test_stats_and_check_on_a_missing_catalog(tmp_path: Path) -> None:
     assert Catalog.check(tmp_path / "nothing").problems[0].startswith("no catalog at")
 
 
+def test_image_hashes_reads_every_listing_read_only(built: Path, tmp_path: Path) -> None:
+    from restyle._store.catalog import image_hashes
+
+    with sqlite3.connect(built / "catalog.sqlite") as db:
+        expected = dict(db.execute("SELECT listing_id, image_sha256 FROM items").fetchall())
+    before = (built / "catalog.sqlite").stat().st_mtime_ns
+    assert image_hashes(built) == expected and len(expected) == 240
+    assert (built / "catalog.sqlite").stat().st_mtime_ns == before
+    assert image_hashes(tmp_path / "nothing") == {}
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "catalog.sqlite").write_bytes(b"SQLite format 3\x00" + b"\xff" * 200)
+    with pytest.raises(CatalogError):
+        image_hashes(tmp_path / "bad")
+
+
 def test_images_are_decoded_small_whatever_their_size(folder: Path) -> None:
     big = Image.new("RGB", (4000, 3000), (200, 30, 30))
     big.save(folder / "images" / "big.png")
