@@ -352,7 +352,7 @@ def test_the_command_line_prints_writes_html_and_json(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The command line takes its encoder from the environment; give it the colour one.
-    monkeypatch.setattr("restyle.cli._engine", lambda args, **kw: engine_on(
+    monkeypatch.setattr("restyle.cli.evaluate.make_engine", lambda args, **kw: engine_on(
         colour_catalog, **{k: v for k, v in kw.items() if v is not None}))
     html_file = tmp_path / "report.html"
     assert main(["backtest", "--html", str(html_file), "--no-plugins"]) == 0

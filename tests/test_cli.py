@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from restyle import Analysis, Engine, cli
+from restyle import Analysis, Engine
 from restyle.cli import main
+from restyle.cli.arguments import command_parser, ray_values_attached
 from tests.conftest import EXAMPLES, SAMPLE_LISTINGS, SAMPLE_PHOTO
 
 
@@ -528,7 +529,7 @@ def test_deadline_reaches_the_engine(
     tiny_env: None, catalog_copy: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from restyle import cli
+    from restyle.cli import common
 
     made: list[Engine] = []
 
@@ -537,7 +538,7 @@ def test_deadline_reaches_the_engine(
             super().__init__(**options)
             made.append(self)
 
-    monkeypatch.setattr(cli, "Engine", Recorded)
+    monkeypatch.setattr(common, "Engine", Recorded)
     code, _, _ = run(capsys, "analyze", str(SAMPLE_PHOTO), "--deadline", "7.5", "--catalog",
                      str(catalog_copy), "--no-plugins")
     assert code == 0 and made[0].deadline == 7.5
@@ -607,7 +608,7 @@ def test_every_option_has_help() -> None:
 
     missing = [
         f"{parser.prog} {action.option_strings or action.dest}"
-        for parser in parsers(cli._parser()) for action in parser._actions
+        for parser in parsers(command_parser()) for action in parser._actions
         if not action.help and not isinstance(action, argparse._SubParsersAction)
     ]
     assert not missing, missing
@@ -639,7 +640,7 @@ def test_the_progress_bar_shows_on_a_terminal_and_leaves_the_output_alone(
 ])
 def test_a_photo_after_ray_is_a_photo_not_a_cluster_address(
         argv: list[str], address: str | None, photos: list[str]) -> None:
-    args = cli._parser().parse_args(cli._ray_values_attached(argv))
+    args = command_parser().parse_args(ray_values_attached(argv))
     assert args.ray == address
     assert args.photo == photos
 

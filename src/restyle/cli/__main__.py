@@ -1,0 +1,5 @@
+import sys
+
+from restyle.cli import main
+
+sys.exit(main())

@@ -1,0 +1,215 @@
+"""The command line's arguments: the table of commands and options, and the
+types that check their values."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from collections.abc import Sequence
+from typing import TypeAlias
+
+from restyle._version import __version__
+
+__all__ = ["command_parser", "ray_values_attached"]
+
+#: What a parser's commands are added to.
+_Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def command_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="restyle",
+        description="Identify a secondhand item from a photo, find comps and estimate a price.",
+    )
+    parser.add_argument("--version", action="version", version=f"restyle {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log more (-vv: debug; -vvv: the HTTP clients' debug lines too), "
+                        "and show the traceback of an error")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _common_options()
+    _analyze_command(sub, common)
+    _catalog_commands(sub, common)
+    _plugins_command(sub)
+    _evaluation_commands(sub, common)
+    return parser
+
+
+def _common_options() -> argparse.ArgumentParser:
+    """The options of every command that makes an Engine."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--catalog", metavar="DIR",
+                        help="local catalog directory (default: $RESTYLE_CATALOG)")
+    common.add_argument("--model", metavar="SPEC",
+                        help="open_clip model, e.g. ViT-B-32/laion2b_s34b_b79k or local-dir:PATH "
+                        "(default: $RESTYLE_MODEL)")
+    common.add_argument("--encoder", metavar="NAME",
+                        help="a registered encoder, such as one a plugin provides (default: "
+                        "$RESTYLE_ENCODER, else openclip)")
+    common.add_argument("--no-plugins", action="store_true",
+                        help="load no third-party plugins")
+    return common
+
+
+def _analyze_command(sub: _Commands, common: argparse.ArgumentParser) -> None:
+    analyze = sub.add_parser(
+        "analyze", parents=[common],
+        help="analyze photos: files, folders, globs, or - for one on stdin",
+        description="Identify the item in each photo, find comps and estimate a price. The "
+        "photos run through one model load, in batches.",
+        epilog="Exit status: 0 when every photo was analysed, 1 when any failed (each failure "
+        "is one line on stderr; the other photos are still analysed), 2 for a usage error.")
+    analyze.add_argument(
+        "photo", nargs="+", metavar="PHOTO",
+        help="a JPEG, PNG or WebP file; a folder (its photos, sorted by name); a quoted glob "
+        "such as 'shots/*.jpg' (** matches any depth); or - for one photo on stdin")
+    analyze.add_argument("--recursive", action="store_true",
+                         help="also take the photos in a folder's subfolders")
+    analyze.add_argument(
+        "--json", action="store_true",
+        help="print JSON: the Analysis of a single photo file; with several photos, a folder or "
+        'a glob, one line per photo (JSONL): {"photo": PATH, "analysis": {...}} or '
+        '{"photo": PATH, "error": MESSAGE}')
+    analyze.add_argument("--experts", metavar="A,B", help="comma-separated expert names")
+    analyze.add_argument("--synthesizer", metavar="NAME",
+                         help="the synthesizer that merges the experts' opinions (default: "
+                         "$RESTYLE_SYNTHESIZER, else consensus)")
+    analyze.add_argument("--marketplaces", metavar="A,B", help="comma-separated marketplaces")
+    analyze.add_argument("--top", type=_count_argument, metavar="N",
+                         help="comps to list, most alike first: in the summary (default 10) and "
+                         "in the JSON (default all)")
+    analyze.add_argument("--deadline", type=_seconds_argument, metavar="SECONDS",
+                         help="wall-clock time each photo's analysis may take (default 60)")
+    analyze.add_argument("--record", metavar="DIR",
+                         help="record what each stage returned into DIR, for 'restyle replay' "
+                         "(a single photo file)")
+    _ray_option(analyze)
+
+
+def _catalog_commands(sub: _Commands, common: argparse.ArgumentParser) -> None:
+    catalog = sub.add_parser("catalog", help="manage the local catalog")
+    catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True, metavar="ACTION")
+    build = catalog_sub.add_parser("build", parents=[common],
+                                   help="add listings from a JSONL, CSV or Parquet file")
+    build.add_argument("file", help="listings file (.jsonl, .csv or .parquet)")
+    # The name older docs and scripts use for --catalog.
+    build.add_argument("--dir", dest="catalog", metavar="DIR", help=argparse.SUPPRESS)
+    build.add_argument("--images-root", metavar="DIR",
+                       help="folder local images must be in (default: the listings file's)")
+    build.add_argument("--json", action="store_true", help="print the build report as JSON")
+    _ray_option(build)
+    build.add_argument("--ray-actors", type=int, metavar="N",
+                       help="encoder actors on Ray (default: one per GPU, or per two CPUs)")
+    build.add_argument("--ray-batch-size", type=int, metavar="N", default=64,
+                       help="images per encoder call on Ray (default 64)")
+
+    only_catalog = argparse.ArgumentParser(add_help=False)
+    only_catalog.add_argument("--catalog", metavar="DIR",
+                              help="local catalog directory (default: $RESTYLE_CATALOG)")
+    only_catalog.add_argument("--json", action="store_true", help="print the result as JSON")
+    catalog_sub.add_parser("stats", parents=[only_catalog],
+                           help="listings, vectors, model, size on disk, listings per category")
+    catalog_sub.add_parser("check", parents=[only_catalog],
+                           help="check the database, the stored vectors and the index")
+    repair = catalog_sub.add_parser(
+        "repair", parents=[only_catalog],
+        help="rebuild the vector index from the database, re-embedding what is missing")
+    repair.add_argument("--model", metavar="SPEC",
+                        help="the catalog's model, to re-embed listings (default: $RESTYLE_MODEL)")
+    repair.add_argument("--encoder", metavar="NAME",
+                        help="the catalog's encoder, if not openclip (default: $RESTYLE_ENCODER)")
+
+
+def _plugins_command(sub: _Commands) -> None:
+    plugins = sub.add_parser("plugins", help="list registered components and their plugins")
+    plugins.add_argument("--no-plugins", action="store_true", help="load no third-party plugins")
+    plugins.add_argument("--json", action="store_true",
+                         help="print the plugins, their hooks, components and errors as JSON")
+    plugins.add_argument("--all", action="store_true",
+                         help="include the built-in plugins in the list of plugins")
+
+
+def _evaluation_commands(sub: _Commands, common: argparse.ArgumentParser) -> None:
+    backtest = sub.add_parser(
+        "backtest", parents=[common],
+        help="measure the estimates against prices items really sold for")
+    backtest.add_argument(
+        "dataset", nargs="?", metavar="DATASET",
+        help="listings that sold (.jsonl, .csv or .parquet; price = what each sold for, sold "
+        "true); default: the catalog, one listing left out at a time")
+    backtest.add_argument("--json", action="store_true", help="print the report as JSON")
+    backtest.add_argument("--html", metavar="FILE", help="also write an HTML report with charts")
+    backtest.add_argument("--limit", type=int, metavar="N", help="backtest the first N items")
+    backtest.add_argument("--images-root", metavar="DIR",
+                          help="folder the data set's images must be in (default: its own)")
+    backtest.add_argument("--experts", metavar="A,B", help="comma-separated expert names")
+    backtest.add_argument("--synthesizer", metavar="NAME",
+                          help="the synthesizer that merges the experts' opinions (default: "
+                          "$RESTYLE_SYNTHESIZER, else consensus)")
+    backtest.add_argument("--marketplaces", metavar="A,B", help="comma-separated marketplaces")
+    _pricing_options(backtest)
+
+    replay = sub.add_parser(
+        "replay", help="re-run a recorded analysis offline with other rules, and show changes")
+    replay.add_argument("recording", metavar="DIR", help="a directory written by --record")
+    replay.add_argument("--synthesizer", metavar="NAME",
+                        help="merge the recorded opinions with this synthesizer")
+    _pricing_options(replay)
+    replay.add_argument("--no-cutoff", action="store_true",
+                        help="flag no comp below the similarity cut-off")
+    replay.add_argument("--json", action="store_true",
+                        help="print the changes, the differences and both analyses as JSON")
+    replay.add_argument("--no-plugins", action="store_true", help="load no third-party plugins")
+
+
+def _pricing_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--minimum-comps", type=int, metavar="N",
+                        help="fewest comps a price may rest on (default 3)")
+    parser.add_argument("--half-life-days", "--half-life", type=float, metavar="DAYS",
+                        dest="half_life_days",
+                        help="days after which a sale weighs half (default 30)")
+
+
+def _ray_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ray", nargs="?", const="auto", metavar="ADDRESS",
+        help="run on Ray: a running cluster (auto: $RAY_ADDRESS or one started here with "
+        "'ray start', else a local Ray), 'local', or a cluster address; see docs/scale.md")
+
+
+def _count_argument(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _seconds_argument(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+def _ray_address_like(text: str) -> bool:
+    """Whether a word after ``--ray`` is its value rather than a photo or file."""
+    return text in ("auto", "local") or "://" in text or bool(
+        re.fullmatch(r"[\w.\-]+:\d{1,5}", text))
+
+
+def ray_values_attached(argv: Sequence[str]) -> list[str]:
+    """``--ray PHOTO`` means ``--ray`` (auto) and a photo, not a cluster named PHOTO."""
+    words = list(argv)
+    for i, word in enumerate(words[:-1]):
+        if word == "--":
+            break
+        following = words[i + 1]
+        if word == "--ray" and not following.startswith("-") and not _ray_address_like(following):
+            words[i] = "--ray=auto"
+    return words

@@ -1,0 +1,146 @@
+"""``restyle catalog`` (build, stats, check, repair) and ``restyle plugins``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from restyle._errors import CatalogError
+from restyle._ingestion.listings import listings_format
+from restyle._plugin.registry import PluginLoadWarning, PluginRegistry
+from restyle._store.catalog import Catalog
+from restyle.cli.common import catalog_dir, make_engine, ray_executor
+
+__all__ = ["SHOWN", "catalog_command", "plugins_command"]
+
+
+#: Rejected rows, or removed listings, named one a line on stderr; the rest are counted.
+SHOWN = 20
+
+
+def catalog_command(args: argparse.Namespace) -> int:
+    actions = {"build": _build, "stats": _stats, "check": _check, "repair": _repair}
+    return actions[args.catalog_command](args, catalog_dir(args))
+
+
+def _tell(args: argparse.Namespace, data: Mapping[str, object], summary: str,
+          details: Iterable[str] = (), *, ok: bool = True) -> int:
+    """What an action found: its JSON with ``--json``, else ``summary`` on stdout
+    and ``details`` (a line each) on stderr; the exit status, 0 when ``ok``."""
+    if args.json:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    else:
+        sys.stdout.write(summary)
+        for line in details:
+            sys.stderr.write(line + "\n")
+    return 0 if ok else 1
+
+
+def _build(args: argparse.Namespace, directory: Path) -> int:
+    listings = Path(args.file)
+    listings_format(listings)
+    if not listings.is_file():  # before the model loads: one clear error, at once
+        raise CatalogError(f"listings file not found: {listings}")
+    args.catalog = str(directory)
+    engine = make_engine(args, experts=[], marketplaces=[])
+    report = engine.build_catalog(listings, progress=None, images_root=args.images_root,
+                                  executor=ray_executor(args))
+    details = [f"  row {rejection.row} rejected: {rejection.reason}"
+               for rejection in report.rejected[:SHOWN]]
+    if report.rejected_count > SHOWN:
+        details.append(f"  ... {report.rejected_count - SHOWN} more")
+    if report.rejected_file:
+        details.append(f"  rejected rows written to {report.rejected_file}")
+    return _tell(args, {"catalog": str(directory), **report.to_dict()},
+                 f"catalog {directory}: {report.added} added, {report.updated} updated, "
+                 f"{report.skipped} unchanged, {report.rejected_count} rejected\n", details)
+
+
+def _stats(args: argparse.Namespace, directory: Path) -> int:
+    stats = Catalog.stats(directory)
+    summary = (f"catalog {directory}\n"
+               f"  listings:     {stats.rows}\n"
+               f"  vectors:      {stats.vectors}\n"
+               f"  model:        {stats.model_id} (dimension {stats.dim})\n"
+               f"  size on disk: {_size(stats.bytes_on_disk)}\n")
+    if stats.categories:
+        width = max(len(name or "(none)") for name in stats.categories)
+        summary += "  categories:\n" + "".join(f"    {name or '(none)':<{width}}  {count}\n"
+                                              for name, count in stats.categories.items())
+    return _tell(args, stats.to_dict(), summary)
+
+
+def _check(args: argparse.Namespace, directory: Path) -> int:
+    check = Catalog.check(directory)
+    summary = (f"catalog {directory}: ok ({check.rows} listings, {check.vectors} vectors)\n"
+               if check.ok else "")
+    summary += "".join(f"  note: {note}\n" for note in check.notes)
+    return _tell(args, check.to_dict(), summary,
+                 [f"restyle: problem: {problem}" for problem in check.problems], ok=check.ok)
+
+
+def _repair(args: argparse.Namespace, directory: Path) -> int:
+    if not Catalog.exists(directory):
+        raise CatalogError(f"no catalog at {directory}")
+    # The model loads only if a listing must be re-embedded.
+    encoder = make_engine(args, experts=[], marketplaces=[]).encoder
+    repaired = Catalog.repair(directory, encoder)
+    return _tell(
+        args, repaired.to_dict(),
+        f"catalog {directory}: index rebuilt from {repaired.from_database} stored vectors, "
+        f"{repaired.from_old_index} from the old index, {repaired.reembedded} re-embedded; "
+        f"{len(repaired.removed)} listings removed, {repaired.dropped_vectors} stray "
+        "vectors dropped\n",
+        [f"  removed {listing_id}: {reason}" for listing_id, reason in repaired.removed[:SHOWN]])
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} bytes"  # pragma: no cover
+
+
+def plugins_command(args: argparse.Namespace) -> int:
+    """List components, then plugins with their hooks, components and problems.
+
+    Nothing a plugin does wrong stops the listing: every problem is shown."""
+    with warnings.catch_warnings():
+        # Each problem is printed below, once, where it belongs.
+        warnings.simplefilter("ignore", PluginLoadWarning)
+        registry = PluginRegistry(load_entrypoints=not args.no_plugins, raise_errors=False)
+    plugins = [p for p in registry.plugins if args.all or not p.builtin]
+    unowned = [e for e in registry.errors if e.plugin is None]
+    for error in unowned:
+        sys.stderr.write(f"restyle: warning: {error}\n")
+    if args.json:
+        sys.stdout.write(json.dumps([p.to_dict() for p in plugins], indent=2) + "\n")
+        return 0
+    out = sys.stdout.write
+    rows = list(registry)
+    width = max(len(r.name) for r in rows)
+    usable = {(r.kind, r.name): r for r in rows if registry.get(r.kind, r.name) is r}
+    for r in rows:
+        note = "" if (r.kind, r.name) in usable else "  (ambiguous: registered twice)"
+        out(f"{r.kind:<12} {r.name:<{width}}  {r.distribution} ({r.plugin}){note}\n")
+    if plugins:
+        out("\n")
+    for plugin in plugins:
+        version = f" {plugin.version}" if plugin.version else ""
+        origin = (f"entry point {plugin.entry_point} = {plugin.target}"
+                  if plugin.entry_point is not None else f"module {plugin.module}")
+        out(f"{plugin.distribution}{version}  {origin}\n")
+        out(f"  hooks:      {', '.join(plugin.hooks) or '-'}\n")
+        provides = ", ".join(f"{r.kind} {r.name}" for r in plugin.components)
+        out(f"  components: {provides or '-'}\n")
+        for error in plugin.errors:
+            out(f"  error:      {error}\n")
+    if not plugins and not args.all:
+        out("\nno third-party plugins loaded\n")
+    return 0
