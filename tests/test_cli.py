@@ -84,6 +84,27 @@ def test_catalog_build_reports_and_keeps_good_rows(
     assert [json.loads(line)["row"] for line in rejected] == [4, 5, 6]
 
 
+def test_catalog_build_names_twenty_rejected_rows_and_counts_the_rest(
+    tiny_env: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    listings = tmp_path / "listings.jsonl"
+    listings.write_text("".join(
+        json.dumps({"id": f"r{i}", "title": "coat", "price": "ten", "image": "a.jpg"}) + "\n"
+        for i in range(23)))
+    code, out, err = run(capsys, "catalog", "build", str(listings), "--catalog",
+                         str(tmp_path / "cat"), "--no-plugins")
+    assert code == 0
+    assert out.endswith("0 added, 0 updated, 0 unchanged, 23 rejected\n")
+    lines = err.splitlines()
+    assert [line for line in lines if "rejected:" in line][-1].startswith("  row 20 rejected:")
+    assert sum("rejected:" in line for line in lines) == 20
+    assert "  ... 3 more" in lines
+    assert f"  rejected rows written to {tmp_path / 'cat' / 'rejected.jsonl'}" in lines
+    code, out, err = run(capsys, "catalog", "build", str(listings), "--catalog",
+                         str(tmp_path / "cat"), "--no-plugins", "--json")
+    assert code == 0 and json.loads(out)["rejected"] == 23 and err == ""
+
+
 def test_plugins_lists_every_builtin(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "plugins", "--no-plugins")
     assert code == 0

@@ -278,3 +278,34 @@ def test_synthesize_merges_given_opinions_with_the_fallback_an_analysis_has() ->
     assert identification.brand == "Acme" and identification.synthesizer == "consensus"
     with pytest.raises(ConfigurationError, match=r"opinions must be a list of restyle\.Opinion"):
         engine.synthesize(["Acme"], SAMPLE_PHOTO)  # type: ignore[list-item]
+
+
+def test_batches_need_no_engine_embed_a_batch_in_one_call_and_hand_each_photo_its_vector(
+) -> None:
+    from contextlib import nullcontext
+
+    from restyle._pipeline.batching import Batches
+
+    calls: list[int] = []
+
+    class Counting(ColorEncoder):
+        def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+            calls.append(len(images))
+            return super().encode_images(images)
+
+    encoder = Counting()
+    engine = engine_with([ScriptedExpert("a")], encoder=encoder)
+    vectors_known: list[bool] = []
+
+    def analyze_one(photo: object, deadline: float | None) -> Analysis:
+        vectors_known.append(photo.vector(encoder.model_id) is not None)  # type: ignore[attr-defined]
+        return engine.analyze(photo, deadline=deadline)  # type: ignore[arg-type]
+
+    batches = Batches(analyze_one=analyze_one, encoder=encoder, deadline=30.0,
+                      running=nullcontext, size=3)
+    images: list[object] = [SAMPLE_PHOTO] * 4 + [b"garbage", SAMPLE_PHOTO]
+    results = list(batches.analyze(images, deadline=None))  # type: ignore[arg-type]
+    assert calls == [3, 2]  # one encoder call a batch; the garbage is not sent
+    assert vectors_known == [True] * 5  # no analysis encoded its photo again
+    assert isinstance(results[4], ImageError)
+    assert [isinstance(r, Analysis) for r in results] == [True] * 4 + [False, True]
