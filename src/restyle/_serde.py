@@ -101,18 +101,7 @@ def from_jsonable(cls: type[T], data: Any) -> T:
 def _convert(tp: Any, data: Any) -> Any:
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
-        args = get_args(tp)
-        if data is None and type(None) in args:
-            return None
-        last: Exception | None = None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(arg, data)
-            except (TypeError, ValueError, KeyError) as exc:
-                last = exc
-        raise TypeError(f"cannot convert {data!r} to {tp}") from last
+        return _convert_union(tp, data)
     if origin is tuple:
         args = get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
@@ -124,39 +113,61 @@ def _convert(tp: Any, data: Any) -> Any:
     if origin in (dict, typing.Mapping) or (origin is not None and "Mapping" in repr(origin)):
         key_t, val_t = get_args(tp)
         return {_convert(key_t, k): _convert(val_t, v) for k, v in data.items()}
-    if tp is Any:
+    if tp is Any or not isinstance(tp, type):
         return data
-    if isinstance(tp, type):
-        if dataclasses.is_dataclass(tp):
-            if not isinstance(data, dict):
-                raise TypeError(f"expected an object for {tp.__name__}, got {type(data).__name__}")
-            hints = _hints(tp)
-            kwargs = {
-                f.name: _convert(hints[f.name], data[f.name])
-                for f in dataclasses.fields(tp)
-                if f.init and f.name in data
-            }
-            return tp(**kwargs)
-        if issubclass(tp, enum.Enum):
-            return tp(data)
-        if tp is Decimal:
-            return Decimal(str(data))
-        if tp is dt.datetime:
-            return dt.datetime.fromisoformat(data)
-        if tp is float:
-            if isinstance(data, bool) or not isinstance(data, (int, float)):
-                raise TypeError(f"expected a number, got {data!r}")
-            return float(data)
-        if tp is int:
-            if isinstance(data, bool) or not isinstance(data, int):
-                raise TypeError(f"expected an integer, got {data!r}")
-            return data
-        if tp is str:
-            if not isinstance(data, str):
-                raise TypeError(f"expected a string, got {data!r}")
-            return data
-        if tp is bool:
-            if not isinstance(data, bool):
-                raise TypeError(f"expected true or false, got {data!r}")
-            return data
-    return data
+    if dataclasses.is_dataclass(tp):
+        return _convert_dataclass(tp, data)
+    if issubclass(tp, enum.Enum):
+        return tp(data)
+    scalar = _SCALARS.get(tp)
+    return data if scalar is None else scalar(data)
+
+
+def _convert_union(tp: Any, data: Any) -> Any:
+    args = get_args(tp)
+    if data is None and type(None) in args:
+        return None
+    last: Exception | None = None
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _convert(arg, data)
+        except (TypeError, ValueError, KeyError) as exc:
+            last = exc
+    raise TypeError(f"cannot convert {data!r} to {tp}") from last
+
+
+def _convert_dataclass(tp: type, data: Any) -> Any:
+    if not isinstance(data, dict):
+        raise TypeError(f"expected an object for {tp.__name__}, got {type(data).__name__}")
+    hints = _hints(tp)
+    kwargs = {
+        f.name: _convert(hints[f.name], data[f.name])
+        for f in dataclasses.fields(tp)
+        if f.init and f.name in data
+    }
+    return tp(**kwargs)
+
+
+def _checked(
+    kinds: type | tuple[type, ...], what: str, *, numeric: bool = False,
+) -> Callable[[Any], Any]:
+    """A check that ``data`` is of ``kinds`` (never a bool where ``numeric``),
+    handing it back, or a TypeError saying what was expected."""
+    def check(data: Any) -> Any:
+        if (numeric and isinstance(data, bool)) or not isinstance(data, kinds):
+            raise TypeError(f"expected {what}, got {data!r}")
+        return data
+    return check
+
+
+#: How each scalar type is read back, by the exact type named in a hint.
+_SCALARS: dict[type, Callable[[Any], Any]] = {
+    Decimal: lambda data: Decimal(str(data)),
+    dt.datetime: dt.datetime.fromisoformat,
+    float: lambda data: float(_checked((int, float), "a number", numeric=True)(data)),
+    int: _checked(int, "an integer", numeric=True),
+    str: _checked(str, "a string"),
+    bool: _checked(bool, "true or false"),
+}
