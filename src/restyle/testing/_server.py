@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from socketserver import TCPServer
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
 from PIL import Image
@@ -310,110 +310,123 @@ class _HTTPServer(HTTPServer):
 
 
 def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
-    stopping = server._stopping
+    """The request handler class of ``server``."""
+    return type("Handler", (_Handler,), {"fake": server})
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        # Headers and body go out in separate writes: without TCP_NODELAY each
-        # kept-alive request would wait ~40 ms on the client's delayed ACK.
-        disable_nagle_algorithm = True
 
-        def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
-            pass
+class _Handler(BaseHTTPRequestHandler):
+    """Answers each request as its :class:`FakeServer` (``fake``) says."""
 
-        def setup(self) -> None:
-            if not server._opened(self.request):
-                self.request.shutdown(socket.SHUT_RDWR)
-            super().setup()
+    fake: ClassVar[FakeServer]
+    protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without TCP_NODELAY each
+    # kept-alive request would wait ~40 ms on the client's delayed ACK.
+    disable_nagle_algorithm = True
 
-        def handle(self) -> None:
-            # Clients hanging up early, and the server closing connections as it
-            # stops, are what tests provoke.
-            with contextlib.suppress(OSError):
-                if isinstance(self.request, ssl.SSLSocket):
-                    self.request.do_handshake()
-                super().handle()
+    def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
+        pass
 
-        def finish(self) -> None:
-            server._closed(self.request)
-            with contextlib.suppress(OSError):
-                super().finish()
+    def setup(self) -> None:
+        if not self.fake._opened(self.request):
+            self.request.shutdown(socket.SHUT_RDWR)
+        super().setup()
 
-        def serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            request = Request(method=self.command, path=self.path, body=body,
-                              headers={k.lower(): v for k, v in self.headers.items()})
-            reply = server._received(request)
+    def handle(self) -> None:
+        # Clients hanging up early, and the server closing connections as it
+        # stops, are what tests provoke.
+        with contextlib.suppress(OSError):
+            if isinstance(self.request, ssl.SSLSocket):
+                self.request.do_handshake()
+            super().handle()
+
+    def finish(self) -> None:
+        self.fake._closed(self.request)
+        with contextlib.suppress(OSError):
+            super().finish()
+
+    def serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        request = Request(method=self.command, path=self.path, body=body,
+                          headers={k.lower(): v for k, v in self.headers.items()})
+        reply = self.fake._received(request)
+        try:
+            self.answer(reply)
+        finally:
+            self.fake._answered()
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = serve
+
+    def answer(self, reply: Reply) -> None:
+        if self.misbehave(reply):
+            self.close_connection = True
+            return
+        data, content_type = _encode(reply)
+        self.send_head(reply, len(data), content_type)
+        if not reply.drip:
+            self.wfile.write(data)
+            return
+        for i in range(len(data)):
+            if self.fake._stopping.wait(reply.drip):
+                return
+            self.wfile.write(data[i : i + 1])
+
+    def misbehave(self, reply: Reply) -> bool:
+        """Whether ``reply`` is a fault (a delay cut short by the server
+        stopping, a hang, a reset, raw bytes), acted out here, instead of a
+        response."""
+        stopping = self.fake._stopping
+        if reply.delay and stopping.wait(reply.delay):
+            return True
+        if reply.hang:
+            self.wait_for_hangup()
+            return True
+        if reply.reset:
+            # SO_LINGER with a zero timeout makes close() send a TCP RST.
+            self.request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                    struct.pack("ii", 1, 0))
+            self.request.close()
+            return True
+        if reply.raw is not None:
             try:
-                self.answer(reply)
+                reply.raw(self.request, stopping)
             finally:
-                server._answered()
-
-        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = serve
-
-        def answer(self, reply: Reply) -> None:
-            if reply.delay and stopping.wait(reply.delay):
-                self.close_connection = True
-                return
-            if reply.hang:
-                self.close_connection = True
-                self.wait_for_hangup()
-                return
-            if reply.reset:
-                # SO_LINGER with a zero timeout makes close() send a TCP RST.
-                self.request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                        struct.pack("ii", 1, 0))
                 self.request.close()
-                self.close_connection = True
-                return
-            if reply.raw is not None:
-                self.close_connection = True
-                try:
-                    reply.raw(self.request, stopping)
-                finally:
-                    self.request.close()
-                return
-            data, content_type = _encode(reply)
-            status = reply.status
-            if reply.location is not None and not 300 <= status < 400:
-                status = 302
-            self.send_response(status)
-            if reply.location is not None:
-                self.send_header("Location", reply.location)
-            named = {name.lower() for name in reply.headers}
-            if content_type is not None and "content-type" not in named:
-                self.send_header("Content-Type", content_type)
-            length = len(data) if reply.content_length is None else reply.content_length
-            if length >= 0:
-                self.send_header("Content-Length", str(length))
-            for name, value in reply.headers.items():
-                self.send_header(name, value)
-            if reply.content_length is not None or reply.drip:
-                # A body of wrong or no length ends only when the connection does, and a
-                # dripping one may be cut off half-way: neither connection can be reused.
-                self.send_header("Connection", "close")
-                self.close_connection = True
-            self.end_headers()
-            if not reply.drip:
-                self.wfile.write(data)
-                return
-            for i in range(len(data)):
-                if stopping.wait(reply.drip):
+            return True
+        return False
+
+    def send_head(self, reply: Reply, size: int, content_type: str | None) -> None:
+        """The status line and headers of ``reply``, whose body is ``size`` bytes."""
+        status = reply.status
+        if reply.location is not None and not 300 <= status < 400:
+            status = 302
+        self.send_response(status)
+        if reply.location is not None:
+            self.send_header("Location", reply.location)
+        named = {name.lower() for name in reply.headers}
+        if content_type is not None and "content-type" not in named:
+            self.send_header("Content-Type", content_type)
+        length = size if reply.content_length is None else reply.content_length
+        if length >= 0:
+            self.send_header("Content-Length", str(length))
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        if reply.content_length is not None or reply.drip:
+            # A body of wrong or no length ends only when the connection does, and a
+            # dripping one may be cut off half-way: neither connection can be reused.
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+
+    def wait_for_hangup(self) -> None:
+        """Return when the client hangs up or the server stops."""
+        self.request.settimeout(0.05)
+        while not self.fake._stopping.is_set():
+            try:
+                if not self.request.recv(4096):
                     return
-                self.wfile.write(data[i : i + 1])
-
-        def wait_for_hangup(self) -> None:
-            """Return when the client hangs up or the server stops."""
-            self.request.settimeout(0.05)
-            while not stopping.is_set():
-                try:
-                    if not self.request.recv(4096):
-                        return
-                except TimeoutError:
-                    continue
-
-    return Handler
+            except TimeoutError:
+                continue
 
 
 def _encode(reply: Reply) -> tuple[bytes, str | None]:
