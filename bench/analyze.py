@@ -110,8 +110,8 @@ def fill_catalog(catalog: Catalog, anchors: np.ndarray, n: int, folder: Path) ->
         rows.append(DecodedListing(row=row, sha256=f"{i:064x}", image=None))  # type: ignore[arg-type]
     report = BuildReport()
     for start in range(0, n, 1000):
-        catalog._store(rows[start : start + 1000], vectors[start : start + 1000], report)
-    catalog._checkpoint()
+        catalog.store(rows[start : start + 1000], vectors[start : start + 1000], report)
+    catalog.checkpoint()
     assert report.added == n
 
 
@@ -135,7 +135,7 @@ def timed(work: Callable[[], object]) -> tuple[float, float]:
 def fresh(catalog: Catalog) -> Catalog:
     """The catalog with its recent searches forgotten: the photos repeat from
     round to round, and each analysis must pay for its own search."""
-    catalog._recent.clear()
+    catalog.forget_recent_searches()
     return catalog
 
 

@@ -17,7 +17,6 @@ import io
 import itertools
 import logging
 import math
-import sqlite3
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from restyle._errors import CatalogError, ConfigurationError, RestyleError
+from restyle._errors import ConfigurationError, RestyleError
 from restyle._ingestion.listings import (
     FORMATS,
     ListingRow,
@@ -36,7 +35,7 @@ from restyle._ingestion.listings import (
 )
 from restyle._input.imaging import Photo, load_photo
 from restyle._progress import progress_bar
-from restyle._store.catalog import DB_NAME, MARKETPLACE_NAME
+from restyle._store.catalog import MARKETPLACE_NAME, image_hashes
 from restyle._store.holdout import (
     NEAR_DUPLICATE_BITS,
     NEAR_DUPLICATE_COSINE,
@@ -229,19 +228,8 @@ def _sold_listing(row: ListingRow) -> Listing:
 
 def _catalog_images(engine: Engine) -> dict[str, str]:
     """Image hash of every listing in the Engine's catalog, by listing id (empty
-    without a catalog). Read from the catalog's database, as it stores them."""
-    database = engine.catalog_dir / DB_NAME
-    if not database.is_file():
-        return {}
-    try:
-        db = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            rows = db.execute("SELECT listing_id, image_sha256 FROM items").fetchall()
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
-        raise CatalogError(f"cannot read the catalog at {engine.catalog_dir}: {exc}") from exc
-    return {str(listing_id): str(sha) for listing_id, sha in rows}
+    without a catalog), as the catalog stores them."""
+    return image_hashes(engine.catalog_dir)
 
 
 def catalog_sales(engine: Engine) -> list[Sale]:

@@ -394,9 +394,11 @@ class Catalog:
             report.updated += updated
             self.index.upsert(list(by_id), np.stack(list(by_id.values())))
 
-    # Earlier spellings, for bench/analyze.py.
-    _store = store
-    _checkpoint = checkpoint
+    def forget_recent_searches(self) -> None:
+        """Drop the short-lived cache of recent searches (a benchmark that
+        repeats its photos makes each analysis pay for its own search)."""
+        with self._lock:
+            self._recent.clear()
 
     def _changed(self) -> None:
         """Rows or vectors changed: recent searches no longer hold."""
