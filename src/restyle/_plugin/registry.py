@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import difflib
 import importlib
-import inspect
 import logging
 import os
 import sys
@@ -52,12 +51,9 @@ from restyle._errors import (
 from restyle._plugin import hookspecs as _hookspecs
 from restyle._plugin.components import (
     Component,
-    Encoder,
-    Expert,
-    Marketplace,
-    Synthesizer,
     check_component,
 )
+from restyle._plugin.hookcheck import HOOKS, KINDS, hook_problems
 from restyle._version import __version__
 
 __all__ = [
@@ -89,17 +85,6 @@ BUILTIN_DISTRIBUTION = "restyle"
 IN_PROCESS = "<in-process>"
 ENTRY_POINT_GROUP = "restyle"
 LOAD_PLUGINS_ENV = "RESTYLE_LOAD_PLUGINS"
-
-#: kind -> (hook name, base class)
-KINDS: dict[str, tuple[str, type[Component]]] = {
-    "expert": ("register_experts", Expert),
-    "synthesizer": ("register_synthesizers", Synthesizer),
-    "marketplace": ("register_marketplaces", Marketplace),
-    "encoder": ("register_encoders", Encoder),
-}
-HOOKS: tuple[str, ...] = tuple(hook for hook, _ in KINDS.values())
-#: The arguments restyle passes to every hook.
-HOOK_ARGUMENTS = ("register",)
 
 
 class PluginLoadWarning(UserWarning):
@@ -319,7 +304,7 @@ class PluginRegistry:
             self._problem(info, f"it is the class {plugin.__name__}, not a plugin object: "
                                 f"pass an instance, {plugin.__name__}(), or a module")
             return
-        problems, leave_out = self._inspect(plugin)
+        problems, leave_out = hook_problems(self.pm, plugin)
         for problem in problems:
             self._problem(info, problem)
         self.pm.leave_out = frozenset(leave_out)
@@ -334,43 +319,6 @@ class PluginRegistry:
         if not info.hooks and not problems:
             self._problem(info, f"it implements none of restyle's hooks ({', '.join(HOOKS)}), "
                                 "so it provides nothing")
-
-    def _inspect(self, plugin: object) -> tuple[list[str], set[str]]:
-        """What is wrong with the plugin's hook functions, and the marked ones
-        pluggy must leave out because of it."""
-        problems: list[str] = []
-        leave_out: set[str] = set()
-        for attr in dir(plugin):
-            if attr.startswith("__"):
-                continue
-            opts = pluggy.PluginManager.parse_hookimpl_opts(self.pm, plugin, attr)
-            if opts is None:
-                hook = _looks_like_hook(attr)
-                if hook is not None and _is_routine(plugin, attr):
-                    like = "" if hook == attr else f"the restyle hook {hook} "
-                    problems.append(
-                        f"{attr} looks like {like or 'a restyle hook '}but is not marked with "
-                        "@restyle.hookimpl, so restyle never calls it; decorate it with "
-                        "@restyle.hookimpl"
-                    )
-                continue
-            hook = opts.get("specname") or attr
-            problem = None
-            if hook not in HOOKS:
-                guess = difflib.get_close_matches(hook, HOOKS, n=1)
-                problem = (
-                    f"{attr} is marked @restyle.hookimpl but restyle has no hook named {hook!r}"
-                    + (f"; did you mean {guess[0]}?" if guess else
-                       f"; restyle's hooks are {', '.join(HOOKS)}")
-                )
-            elif opts.get("wrapper") or opts.get("hookwrapper"):
-                problem = f"{attr} is marked as a hook wrapper, which restyle's hooks do not take"
-            else:
-                problem = _signature_problem(hook, getattr(plugin, attr))
-            if problem is not None:
-                problems.append(problem)
-                leave_out.add(attr)
-        return problems, leave_out
 
     # -- collecting ----------------------------------------------------------
 
@@ -578,43 +526,6 @@ def _object_name(plugin: object) -> str:
         return f"{plugin.__module__}.{plugin.__qualname__}"
     cls = type(plugin)
     return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _looks_like_hook(attr: str) -> str | None:
-    """The hook ``attr`` is named after or a close misspelling of, if any."""
-    if attr in HOOKS:
-        return attr
-    close = difflib.get_close_matches(attr.lower(), HOOKS, n=1, cutoff=0.88)
-    return close[0] if close else None
-
-
-def _is_routine(plugin: object, attr: str) -> bool:
-    try:
-        value = inspect.getattr_static(plugin, attr)
-    except AttributeError:
-        return False
-    if isinstance(value, (staticmethod, classmethod)):
-        value = value.__func__
-    return inspect.isroutine(value)
-
-
-def _signature_problem(hook: str, function: Callable[..., object]) -> str | None:
-    try:
-        parameters = inspect.signature(function).parameters.values()
-    except (TypeError, ValueError):
-        return None
-    required = [
-        p.name for p in parameters
-        if p.default is p.empty and p.kind is not p.VAR_POSITIONAL and p.kind is not p.VAR_KEYWORD
-    ]
-    extra = [name for name in required if name not in HOOK_ARGUMENTS]
-    if extra:
-        return (f"{hook} takes {', '.join(repr(n) for n in extra)}, which restyle does not "
-                f"pass; define it as {hook}(register)")
-    if not any(p.name == "register" or p.kind is p.VAR_KEYWORD for p in parameters):
-        return (f"{hook} takes no register argument, so it cannot register anything; "
-                f"define it as {hook}(register) and call register(...) once per component")
-    return None
 
 
 def _describe(value: object) -> str:
