@@ -19,47 +19,19 @@ from __future__ import annotations
 from typing import Any
 
 from restyle._plugin.hookspecs import hookimpl
+from restyle.marketplaces.ebay import config as _config
 from restyle.marketplaces.ebay.browse import MAX_PAGES, EbayMarketplace, ImageSearchStatus
-from restyle.marketplaces.ebay.config import (
-    CONDITION_IDS,
-    ENV_BASE_URL,
-    ENV_CLIENT_ID,
-    ENV_CLIENT_SECRET,
-    ENV_IMAGE_SEARCH,
-    ENV_MARKETPLACE_ID,
-    IMAGE_SEARCH_PATH,
-    INSIGHTS_SCOPE,
-    MARKETPLACE_CURRENCIES,
-    PRODUCTION_URL,
-    SALES_SEARCH_PATH,
-    SANDBOX_URL,
-    SCOPE,
-    SEARCH_PATH,
-    TOKEN_PATH,
-)
+from restyle.marketplaces.ebay.config import *  # noqa: F403 (its names, re-exported)
 from restyle.marketplaces.ebay.sold import EbaySoldMarketplace
 
 __all__ = [
-    "CONDITION_IDS",
-    "ENV_BASE_URL",
-    "ENV_CLIENT_ID",
-    "ENV_CLIENT_SECRET",
-    "ENV_IMAGE_SEARCH",
-    "ENV_MARKETPLACE_ID",
-    "IMAGE_SEARCH_PATH",
-    "INSIGHTS_SCOPE",
-    "MARKETPLACE_CURRENCIES",
     "MAX_PAGES",
-    "PRODUCTION_URL",
-    "SALES_SEARCH_PATH",
-    "SANDBOX_URL",
-    "SCOPE",
-    "SEARCH_PATH",
-    "TOKEN_PATH",
     "EbayMarketplace",
     "EbaySoldMarketplace",
     "ImageSearchStatus",
 ]
+__all__ += _config.__all__
+
 
 @hookimpl
 def register_marketplaces(register: Any) -> None:
