@@ -28,7 +28,8 @@ import faiss
 import numpy as np
 
 from restyle._indexes import sharded as _shards
-from restyle._indexes.sharded import NearestIds, ShardedIndex, nlist_for, probes_near
+from restyle._indexes.chooser import NearestIds, probes_near
+from restyle._indexes.sharded import ShardedIndex, nlist_for
 
 DIM = 512
 RANK = 96

@@ -35,7 +35,7 @@ from restyle import (
     RayExecutor,
     RestyleError,
 )
-from restyle._indexes.sharded import load_index
+from restyle._indexes.chooser import load_index
 from restyle._ingestion.listings import SourcePart, read_listings, split_listings
 from restyle._ray.build import STAGING_NAME
 from restyle.cli import main

@@ -13,16 +13,10 @@ import pytest
 from PIL import Image
 
 from restyle import Catalog, VectorIndex
+from restyle._indexes import chooser
 from restyle._indexes import sharded as _shards
-from restyle._indexes.sharded import (
-    MANIFEST,
-    ShardedIndex,
-    grow_index,
-    index_present,
-    load_index,
-    save_index,
-    shards_path,
-)
+from restyle._indexes.chooser import grow_index, index_present, load_index, save_index
+from restyle._indexes.sharded import MANIFEST, ShardedIndex, shards_path
 from restyle.testing import ColorEncoder
 
 
@@ -80,7 +74,7 @@ def test_a_sharded_index_finds_the_exact_neighbours_after_re_ranking() -> None:
     table = Table(ids, vectors)
     index = sharded(vectors, ids, table)
     assert len(index) == 2000 and len(index._shards) == 32 and index.code_size <= 56
-    queries = _shards.probes_near(vectors, 100, seed=3)
+    queries = chooser.probes_near(vectors, 100, seed=3)
     flat = VectorIndex(24, approximate_above=10**9)
     flat.upsert(ids, vectors)
     _, truth = flat.search(queries, 10)
@@ -163,7 +157,7 @@ def test_a_save_removes_the_temporaries_stopped_saves_left_and_nothing_else(
         os.utime(leftover, (then, then))
     fresh = folder / ".manifest.json.fresh123"  # a writer's, between creating and locking
     fresh.write_bytes(b"")
-    assert sorted(_shards.stale_index_temporaries(path)) == sorted(left)
+    assert sorted(chooser.stale_index_temporaries(path)) == sorted(left)
     index.upsert([5], clustered(1, seed=3))
     save_index(index, path)
     assert not any(p.exists() for p in left)

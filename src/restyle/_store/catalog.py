@@ -27,16 +27,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from restyle._errors import CatalogError
+from restyle._indexes.chooser import grow_index, index_present, load_index, save_index
 from restyle._indexes.flat import VectorIndex
-from restyle._indexes.sharded import (
-    Runner,
-    ShardedIndex,
-    grow_index,
-    index_present,
-    load_index,
-    run_here,
-    save_index,
-)
+from restyle._indexes.sharded import Runner, ShardedIndex, run_here
 from restyle._ingestion.listings import (
     DecodedListing,
     ListingLimits,

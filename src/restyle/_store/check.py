@@ -17,14 +17,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from restyle._errors import CatalogError
+from restyle._indexes.chooser import grow_index, index_present, load_index, save_index
 from restyle._indexes.flat import VectorIndex, vector_problem
-from restyle._indexes.sharded import (
-    ShardedIndex,
-    grow_index,
-    index_present,
-    load_index,
-    save_index,
-)
+from restyle._indexes.sharded import ShardedIndex
 from restyle._ingestion.listings import ListingLimits, ListingRow, batches
 from restyle._plugin.components import Encoder
 from restyle._store.build import embed_rows

@@ -6,10 +6,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from restyle._indexes.chooser import remove_stale_index_temporaries, stale_index_temporaries
 from restyle._indexes.flat import remove_stale_temporaries as remove_stale_files
 from restyle._indexes.flat import stale_temporaries as stale_files
 from restyle._indexes.flat import temporary_pattern
-from restyle._indexes.sharded import remove_stale_index_temporaries, stale_index_temporaries
 
 __all__ = ["DB_NAME", "INDEX_NAME", "REJECTED_NAME", "REJECTED_STEM",
            "remove_stale_temporaries", "stale_temporaries"]

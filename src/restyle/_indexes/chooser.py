@@ -1,0 +1,155 @@
+"""The catalog's index, whichever kind: the chooser.
+
+A catalog keeps a flat (or IVF) :class:`~restyle._indexes.flat.VectorIndex`
+until it holds more than :data:`~restyle._indexes.sharded.SHARDED_ABOVE`
+vectors, then a :class:`~restyle._indexes.sharded.ShardedIndex`
+(:func:`grow_index`). This module loads and saves whichever kind is there, in
+an order that leaves a loadable index whenever a save stops, and finds the
+temporaries that stopped saves left behind.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+
+from restyle._indexes import sharded as sharded_index
+from restyle._indexes.flat import (
+    VectorIndex,
+    remove_stale_temporaries,
+    stale_temporaries,
+    temporary_pattern,
+)
+from restyle._indexes.sharded import (
+    MANIFEST,
+    MINIMUM_SIZE,
+    TRAIN_MAX,
+    TRAIN_PER_LIST,
+    ExactVectors,
+    Runner,
+    ShardedIndex,
+    nlist_for,
+    run_here,
+    shards_path,
+)
+
+__all__ = [
+    "NearestIds",
+    "grow_index",
+    "index_present",
+    "load_index",
+    "probes_near",
+    "remove_stale_index_temporaries",
+    "save_index",
+    "stale_index_temporaries",
+]
+
+
+def index_present(path: Path) -> bool:
+    """Whether an index (flat, IVF or sharded) is saved for ``path``."""
+    return path.is_file() or (shards_path(path) / MANIFEST).is_file()
+
+
+def load_index(path: Path, *, dim: int,
+               exact: ExactVectors | None = None) -> VectorIndex | ShardedIndex:
+    """The index saved for ``path``: the sharded one if its manifest is there."""
+    if (shards_path(path) / MANIFEST).is_file():
+        return ShardedIndex.load(path, dim=dim, exact=exact)
+    return VectorIndex.load(path, dim=dim)
+
+
+def _temporary_patterns(path: Path) -> list[tuple[Path, list[re.Pattern[str]]]]:
+    """Where the saves of the index for ``path`` put their temporaries, and their names."""
+    shard_files = r"(?:trained\.faiss|" + re.escape(MANIFEST) + r"|shard-\d+\.g\d+\.faiss)"
+    return [(path.parent, [temporary_pattern(re.escape(path.name))]),
+            (shards_path(path), [temporary_pattern(shard_files)])]
+
+
+def stale_index_temporaries(path: Path) -> list[Path]:
+    """Temporaries left by saves of the index for ``path`` that were stopped
+    (killed, or the machine went down) between writing and renaming."""
+    return [found for folder, patterns in _temporary_patterns(path)
+            for found in stale_temporaries(folder, patterns)]
+
+
+def remove_stale_index_temporaries(path: Path) -> list[Path]:
+    """Remove :func:`stale_index_temporaries`, never a live writer's file."""
+    return [found for folder, patterns in _temporary_patterns(path)
+            for found in remove_stale_temporaries(folder, patterns)]
+
+
+def save_index(index: VectorIndex | ShardedIndex, path: Path) -> None:
+    """Save ``index`` for ``path`` and remove the other kind, in an order that
+    leaves a loadable index whenever it stops; first remove the temporaries
+    that earlier saves, stopped midway, left behind."""
+    remove_stale_index_temporaries(path)
+    folder = shards_path(path)
+    if isinstance(index, ShardedIndex):
+        index.save(path)
+        path.unlink(missing_ok=True)
+        return
+    (folder / MANIFEST).unlink(missing_ok=True)
+    index.save(path)
+    if folder.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class NearestIds:
+    """The exact 10 nearest ids of a few probe vectors, kept up to date while
+    vectors stream past in chunks (so no more than a chunk is in memory)."""
+
+    def __init__(self, probes: np.ndarray, k: int = 10) -> None:
+        self.probes = np.ascontiguousarray(probes, dtype=np.float32)
+        self.k = k
+        self.scores = np.full((len(probes), k), -np.inf, np.float32)
+        self.ids = np.full((len(probes), k), -1, np.int64)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        scores = self.probes @ np.ascontiguousarray(vectors, dtype=np.float32).T
+        all_scores = np.concatenate([self.scores, scores], axis=1)
+        all_ids = np.concatenate([self.ids, np.broadcast_to(ids, scores.shape)], axis=1)
+        order = np.argsort(-all_scores, axis=1, kind="stable")[:, : self.k]
+        self.scores = np.take_along_axis(all_scores, order, 1)
+        self.ids = np.take_along_axis(all_ids, order, 1)
+
+
+def probes_near(vectors: np.ndarray, n: int = 200, seed: int = 0) -> np.ndarray:
+    """Queries like a new photo of a catalog item: stored vectors moved by noise."""
+    rng = np.random.default_rng(seed)
+    picks = vectors[rng.choice(len(vectors), size=min(n, len(vectors)), replace=False)]
+    noise = rng.standard_normal(picks.shape).astype(np.float32)
+    noise *= 0.5 / np.linalg.norm(noise, axis=1, keepdims=True)
+    probes = picks + noise
+    probes /= np.linalg.norm(probes, axis=1, keepdims=True)
+    return probes
+
+
+def grow_index(
+    index: VectorIndex | ShardedIndex, *,
+    vectors: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]],
+    sample: Callable[[int], np.ndarray], exact: ExactVectors | None,
+    runner: Runner = run_here, above: int | None = None,
+) -> VectorIndex | ShardedIndex:
+    """``index``, or, once it holds more than ``above`` (default
+    :data:`~restyle._indexes.sharded.SHARDED_ABOVE`, at least
+    :data:`~restyle._indexes.sharded.MINIMUM_SIZE`) vectors, a sharded
+    IVF-PQ index of the same vectors: trained on ``sample(n)`` (n stored
+    vectors drawn at random), filled from ``vectors()`` (all of them, in chunks
+    of ids and vectors) and tuned."""
+    limit = max(MINIMUM_SIZE, sharded_index.SHARDED_ABOVE if above is None else above)
+    if isinstance(index, ShardedIndex) or len(index) <= limit:
+        return index
+    size = len(index)
+    nlist = nlist_for(size)
+    training = sample(min(size, TRAIN_MAX, TRAIN_PER_LIST * nlist))
+    grown = ShardedIndex.train(training, size=size, exact=exact, runner=runner)
+    nearest = NearestIds(probes_near(training))
+    for ids, chunk in vectors():
+        grown.upsert(ids, chunk)
+        nearest.add(ids, chunk)
+    grown.tune(nearest.probes, nearest.ids)
+    return grown
