@@ -17,9 +17,10 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -27,6 +28,11 @@ from restyle import _settings
 from restyle._plugin.contracts import vector_problem
 
 __all__ = ["EmbeddingCache", "EmbeddingCacheStats"]
+
+_T = TypeVar("_T")
+# What get() is told by _with_db: the cache is off or failed; no entry.
+_OFF: Any = object()
+_ABSENT: Any = object()
 
 logger = logging.getLogger("restyle.cache")
 
@@ -157,61 +163,60 @@ class EmbeddingCache:
                 self._db.close()
             self._db = None
 
-    def __len__(self) -> int:
+    def _with_db(self, work: Callable[[sqlite3.Connection], _T], default: _T) -> _T:
+        """``work(db)`` under the lock, or ``default`` when the cache is off or
+        its file fails (the cache then turns itself off)."""
         with self._lock:
             db = self._conn()
             if db is None:
-                return 0
+                return default
             try:
-                (count,) = db.execute("SELECT COUNT(*) FROM embeddings").fetchone()
+                return work(db)
             except sqlite3.Error as exc:
                 self._disable(exc)
-                return 0
-            return int(count)
+                return default
+
+    def __len__(self) -> int:
+        return self._with_db(
+            lambda db: int(db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]), 0)
 
     def sha_for_url(self, url: str) -> str | None:
         """The content hash ``url`` served within the last ``url_ttl`` seconds."""
-        with self._lock:
-            db = self._conn()
-            if db is None:
-                return None
-            try:
-                row = db.execute(
-                    "SELECT sha256 FROM urls WHERE url_hash = ? AND seen >= ?",
-                    (_url_key(url), time.time() - self.url_ttl),
-                ).fetchone()
-            except sqlite3.Error as exc:
-                self._disable(exc)
-                return None
+        row = self._with_db(lambda db: db.execute(
+            "SELECT sha256 FROM urls WHERE url_hash = ? AND seen >= ?",
+            (_url_key(url), time.time() - self.url_ttl),
+        ).fetchone(), None)
         return None if row is None else str(row[0])
+
+    def _take(self, db: sqlite3.Connection, sha256: str,
+              model_id: str) -> tuple[np.ndarray, str | None] | None:
+        """The stored entry and its problem (a damaged one deleted, a sound one
+        marked used), or None when there is none."""
+        row = db.execute("SELECT vector FROM embeddings WHERE model_id = ? AND sha256 = ?",
+                         (model_id, sha256)).fetchone()
+        if row is None:
+            return None
+        vector, problem = self._decode(db, row[0], model_id)
+        with db:
+            if problem is not None:
+                db.execute("DELETE FROM embeddings WHERE model_id = ? AND sha256 = ?",
+                           (model_id, sha256))
+            else:
+                db.execute("UPDATE embeddings SET used = ? WHERE model_id = ? AND sha256 = ?",
+                           (time.time(), model_id, sha256))
+        return vector, problem
 
     def get(self, sha256: str, model_id: str) -> np.ndarray | None:
         """The stored embedding, or None; a damaged entry is dropped and counted."""
+        found = self._with_db(lambda db: self._take(db, sha256, model_id) or _ABSENT, _OFF)
+        if found is _OFF:
+            return None
         with self._lock:
-            db = self._conn()
-            if db is None:
+            if found is _ABSENT:
+                self._misses += 1
                 return None
-            try:
-                row = db.execute(
-                    "SELECT vector FROM embeddings WHERE model_id = ? AND sha256 = ?",
-                    (model_id, sha256),
-                ).fetchone()
-                if row is None:
-                    self._misses += 1
-                    return None
-                vector, problem = self._decode(db, row[0], model_id)
-                with db:
-                    if problem is not None:
-                        db.execute("DELETE FROM embeddings WHERE model_id = ? AND sha256 = ?",
-                                   (model_id, sha256))
-                    else:
-                        db.execute(
-                            "UPDATE embeddings SET used = ? WHERE model_id = ? AND sha256 = ?",
-                            (time.time(), model_id, sha256),
-                        )
-            except sqlite3.Error as exc:
-                self._disable(exc)
-                return None
+            vector: np.ndarray = found[0]
+            problem: str | None = found[1]
             if problem is not None:
                 self._dropped += 1
                 self._misses += 1
