@@ -96,3 +96,17 @@ def test_components_are_attached_with_the_context_not_the_engine() -> None:
     assert engine.context.encoder is engine.encoder
     assert engine.context.fetcher is engine.fetcher
     assert Context.time_left() is None  # not inside a component call
+
+
+def test_components_get_a_read_only_view_of_the_catalog_not_the_catalog(
+        tmp_path: Path) -> None:
+    from restyle import Catalog, Query
+
+    engine = Engine(encoder=ColorEncoder(), experts=[], marketplaces=[],
+                    load_entrypoints=False, catalog=tmp_path / "catalog")
+    engine.build_catalog(SAMPLE_LISTINGS, progress=False)
+    view = engine.context.catalog
+    assert not isinstance(view, Catalog)
+    assert not hasattr(view, "build") and not hasattr(view, "remove")
+    assert view.model_id == engine.encoder.model_id
+    assert view.search_text(Query(text="jacket", limit=5))

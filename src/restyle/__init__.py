@@ -19,12 +19,14 @@ see docs/architecture.md):
 - ``_ingestion/``: reading and validating listings files.
 - ``_store/``: the local catalog on disk, the embedding cache, held-out views.
 - ``_pipeline/``: one analysis's stages: budget, identify, query, search,
-  re-rank, price, and the run trace.
+  re-rank, price, batching (many photos), and the run trace.
 - ``_ray/``: the stages run on Ray (builds, bulk analysis), handed to it.
 - ``experts/ synthesizers/ marketplaces/ encoders/``: built-in plugins.
+- ``_options``: the checks of the Engine's arguments and options.
 - ``_engine``: the Engine, which composes the pipeline.
 - ``_evaluation/``: recordings and their replay, backtests.
-- ``cli``, ``testing/``: the outermost floor.
+- ``cli/`` (arguments, analyze, catalog, evaluate), ``testing/``: the
+  outermost floor.
 """
 
 import logging

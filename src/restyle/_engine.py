@@ -182,8 +182,9 @@ class Engine:
             resolve("marketplace", m, Marketplace) for m in market_specs)
         check_unique("expert", self.experts)
         check_unique("marketplace", self.marketplaces)
+        # Components get a read-only view of the catalog, never the Catalog itself.
         self.context = Context(encoder=self.encoder, fetcher=self.fetcher,
-                               open_catalog=self._open_catalog)
+                               open_catalog=lambda: HeldOutCatalog(self._open_catalog(), ()))
         for component in (self.encoder, *self.experts, self.synthesizer, *self.marketplaces):
             check_name(component)
             component.attach(self.context)

@@ -123,8 +123,10 @@ def near_duplicates(catalog: Catalog, vector: np.ndarray, photo: Fingerprint,
 
 
 class HeldOutCatalog:
-    """A :class:`~restyle.CatalogView` of a catalog whose searches and lookups
-    never return the listings ``hidden`` (by listing id).
+    """A read-only :class:`~restyle.CatalogView` of a catalog whose searches and
+    lookups never return the listings ``hidden`` (by listing id; none for the
+    view every component is handed, so no component reaches the Catalog's
+    build or remove).
 
     Searches ask the catalog for as many more listings as are hidden, so that
     a search still returns ``limit`` listings when the catalog has them.
