@@ -243,7 +243,9 @@ def test_counts_concurrent_requests() -> None:
             thread.start()
         for thread in threads:
             thread.join()
-        assert (server.max_active, server.active) == (4, 0)
+        assert server.max_active == 4
+        # A client has its answer a moment before the server's thread counts it answered.
+        assert wait_until(lambda: server.active == 0, timeout=5)
 
 
 def test_no_thread_outlives_the_server(no_new_threads: None) -> None:
