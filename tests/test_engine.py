@@ -309,3 +309,37 @@ def test_batches_need_no_engine_embed_a_batch_in_one_call_and_hand_each_photo_it
     assert vectors_known == [True] * 5  # no analysis encoded its photo again
     assert isinstance(results[4], ImageError)
     assert [isinstance(r, Analysis) for r in results] == [True] * 4 + [False, True]
+
+
+def test_callers_at_once_share_one_computation_of_the_photo_vector() -> None:
+    import threading
+    import time as clock
+
+    from restyle import EncoderError
+    from restyle._pipeline import budget
+
+    class Slow(ColorEncoder):
+        def encode_images(self, images):  # type: ignore[no-untyped-def]
+            clock.sleep(0.5)
+            return super().encode_images(images)
+
+    encoder = Slow()
+    photo = load_photo(SAMPLE_PHOTO)
+    results: list[object] = []
+    threads = [threading.Thread(target=lambda: results.append(encoder.photo_vector(photo)))
+               for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert encoder.image_calls == 1  # the clip and catalog experts no longer encode it twice
+    assert all(r is results[0] for r in results)
+
+    other = load_photo(SAMPLE_PHOTO)
+    first = threading.Thread(target=encoder.photo_vector, args=(other,))
+    first.start()
+    clock.sleep(0.1)
+    with pytest.raises(EncoderError, match="still being computed"):  # a waiter's own deadline
+        budget.call(encoder, "encoder slow", encoder.photo_vector, other,
+                    deadline=clock.monotonic() + 0.1)
+    first.join()

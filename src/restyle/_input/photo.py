@@ -9,6 +9,7 @@ import hashlib
 import io
 import threading
 import warnings
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -44,7 +45,8 @@ class Photo:
     all need the photo's vector compute it once.
     """
 
-    __slots__ = ("_data", "_embeddings", "_format", "_image", "_lock", "_sha256", "_source")
+    __slots__ = ("_computing", "_data", "_embeddings", "_format", "_image", "_lock", "_sha256",
+                 "_source")
 
     def __init__(
         self, *, image: Image.Image, data: bytes | None, fmt: str, source: str | None,
@@ -59,6 +61,7 @@ class Photo:
             sha256 = hashlib.sha256(data if data is not None else image.tobytes()).hexdigest()
         self._sha256 = sha256
         self._embeddings: dict[str, np.ndarray] = {}
+        self._computing: dict[str, Future[np.ndarray]] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -106,13 +109,40 @@ class Photo:
         with self._lock:
             return self._embeddings.get(model_id)
 
+    def vector_to_compute(self, model_id: str) -> tuple[Future[np.ndarray], bool]:
+        """The vector under ``model_id`` as a future, and whether the caller is
+        the one to compute it (and then :meth:`keep_vector` or
+        :meth:`vector_failed`): callers at once share one computation."""
+        with self._lock:
+            future = self._computing.get(model_id)
+            if future is not None:
+                return future, False
+            future = self._computing[model_id] = Future()
+            known = self._embeddings.get(model_id)
+            if known is not None:
+                future.set_result(known)
+                return future, False
+            return future, True
+
+    def vector_failed(self, model_id: str, error: BaseException) -> None:
+        """The computation of the vector under ``model_id`` failed: those
+        waiting get ``error``; the next caller computes it again."""
+        with self._lock:
+            future = self._computing.pop(model_id, None)
+        if future is not None and not future.done():
+            future.set_exception(error)
+
     def keep_vector(self, model_id: str, vector: np.ndarray) -> np.ndarray:
         """Keep ``vector`` (checked by whoever computed it) as this photo's
         vector under ``model_id``, unless one is kept already; returns the
         one kept. The photo never computes a vector itself: an encoder does
         (:meth:`restyle.Encoder.photo_vector`)."""
         with self._lock:
-            return self._embeddings.setdefault(model_id, vector)
+            kept = self._embeddings.setdefault(model_id, vector)
+            future = self._computing.get(model_id)
+        if future is not None and not future.done():
+            future.set_result(kept)
+        return kept
 
     def embedding(self, encoder: Any) -> np.ndarray:
         """Deprecated: ``encoder.photo_vector(photo)``."""

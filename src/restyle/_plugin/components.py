@@ -22,12 +22,13 @@ import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Protocol, TypeGuard, TypeVar
 
 import numpy as np
 
-from restyle._errors import ConfigurationError
+from restyle._errors import ConfigurationError, EncoderError
 from restyle._plugin.contracts import check_vectors
 from restyle._types import Identification, Listing, Opinion, Query
 
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CALL_DEADLINE",
+    "RETURN_SECONDS",
     "CatalogView",
     "Component",
     "Context",
@@ -53,6 +55,7 @@ __all__ = [
     "current_context",
     "deactivate",
     "is_timeout",
+    "wait_time",
 ]
 
 # -- the context a component is handed ----------------------------------------
@@ -111,6 +114,23 @@ class Context:
         if deadline is None or deadline == float("inf"):  # outside a call, or work of no call's
             return None
         return max(0.0, deadline - time.monotonic())
+
+
+#: How long before its call's deadline a component stops waiting for shared
+#: work, so that the call has returned when the pipeline stops waiting for it
+#: (and the component is not left *busy*).
+RETURN_SECONDS = 0.1
+
+
+def wait_time() -> float | None:
+    """How long a component call running on this thread may wait for work it
+    shares with others (a model load, a vector another call computes): until
+    :data:`RETURN_SECONDS` before its deadline; None outside a call, or for
+    work done on behalf of no one call (no limit)."""
+    deadline = CALL_DEADLINE.get(None)
+    if deadline is None or deadline == math.inf:
+        return None
+    return max(0.0, deadline - RETURN_SECONDS - time.monotonic())
 
 
 def current_context() -> Context:
@@ -341,10 +361,22 @@ class Encoder(Component):
         :meth:`encode_images` of it, checked (one finite row of :attr:`dim`, a
         :class:`~restyle.PluginContractError` if not) and kept on the photo, so
         the experts and the Engine that all need it share one computation.
-        Two callers at once may both compute it; neither waits on the other."""
+        A caller that finds it being computed by another waits for it only
+        until its own call's deadline (then an :class:`~restyle.EncoderError`)."""
         model_id = self.model_id
         known = photo.vector(model_id)
         if known is not None:
             return known
-        vector = check_vectors(self, self.encode_images([photo.image]), count=1)[0]
+        future, mine = photo.vector_to_compute(model_id)
+        if not mine:
+            try:
+                return future.result(wait_time())
+            except FutureTimeout:
+                raise EncoderError("the photo's vector is still being computed for another "
+                                   "call") from None
+        try:
+            vector = check_vectors(self, self.encode_images([photo.image]), count=1)[0]
+        except BaseException as exc:
+            photo.vector_failed(model_id, exc)
+            raise
         return photo.keep_vector(model_id, vector)

@@ -21,7 +21,6 @@ import math
 import os
 import tempfile
 import threading
-import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
@@ -31,7 +30,7 @@ import numpy as np
 
 from restyle import _settings
 from restyle._errors import ExpertError
-from restyle._plugin.components import CALL_DEADLINE, Encoder, Expert
+from restyle._plugin.components import CALL_DEADLINE, Encoder, Expert, wait_time
 from restyle._plugin.contracts import vector_problem
 from restyle._plugin.hookspecs import hookimpl
 from restyle._taxonomy import CATEGORIES, FACETS, PROMPTS
@@ -115,11 +114,8 @@ def taxonomy_vectors(encoder: Encoder) -> Facets:
         context.run(CALL_DEADLINE.set, math.inf)
         threading.Thread(target=context.run, args=(_compute, encoder, known),
                          name="restyle clip prompts", daemon=True).start()
-    deadline = CALL_DEADLINE.get(None)
-    timeout = None if deadline is None or math.isinf(deadline) else max(
-        0.0, deadline - time.monotonic())
     try:
-        return known.result(timeout)
+        return known.result(wait_time())
     except FutureTimeout:
         raise ExpertError(f"the taxonomy's prompt vectors for {model_id} are still being "
                           "computed; they will be ready for the next photo") from None

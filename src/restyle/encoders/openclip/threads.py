@@ -7,7 +7,6 @@ import functools
 import queue
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -15,7 +14,7 @@ from contextlib import contextmanager, suppress
 from typing import Any
 
 from restyle._errors import EncoderError
-from restyle._plugin.components import CALL_DEADLINE
+from restyle._plugin.components import wait_time
 
 __all__ = ["EXIT_WAIT_SECONDS"]
 
@@ -60,19 +59,12 @@ with suppress(AttributeError, RuntimeError):  # other interpreters; already exit
     threading._register_atexit(_TORCH_WORK.drain)  # type: ignore[attr-defined]
 
 
-_RETURN_SECONDS = 0.1
-
-
 def _wait(future: Future[Any], what: str) -> Any:
     """``future``'s result, waited for until the deadline of the component call
     running on this thread (without one, for as long as it takes). At the
     deadline the work is left to finish on its own and EncoderError raised."""
-    deadline = CALL_DEADLINE.get(None)
-    # A little before the deadline, so the call has returned when its caller stops waiting.
-    timeout = None if deadline is None or deadline == float("inf") else max(
-        0.0, deadline - _RETURN_SECONDS - time.monotonic())
     try:
-        return future.result(timeout)
+        return future.result(wait_time())
     except FutureTimeout:
         raise EncoderError(f"{what} did not finish within the call's deadline; it goes on "
                            "in the background") from None
