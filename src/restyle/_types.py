@@ -41,6 +41,7 @@ __all__ = [
     "PriceStatus",
     "PricedComp",
     "Query",
+    "Value",
 ]
 
 #: Comps priced at or above this, in any currency, are excluded as absurd.
@@ -49,11 +50,11 @@ __all__ = [
 #: amount in cents always fits.
 MAXIMUM_PRICE = Decimal(10) ** 18
 
-_T = TypeVar("_T", bound="_Value")
+_T = TypeVar("_T", bound="Value")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 
-class _Value:
+class Value:
     """Mixin giving every pipeline value ``to_dict`` and ``from_dict``."""
 
     __slots__ = ()
@@ -77,7 +78,7 @@ def _check_score(owner: str, name: str, value: float | None) -> None:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Box(_Value):
+class Box(Value):
     """A region of the photo, in fractions of its width and height."""
 
     left: float
@@ -91,7 +92,7 @@ class Box(_Value):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Observation(_Value):
+class Observation(Value):
     """One thing an expert saw, with its score normalised to [0, 1].
 
     ``facet`` says what the text describes when the expert knows it
@@ -120,7 +121,7 @@ class OpinionStatus(str, enum.Enum):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Opinion(_Value):
+class Opinion(Value):
     """What one expert saw in the photo, or why it saw nothing."""
 
     expert: str
@@ -157,7 +158,7 @@ class Opinion(_Value):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Attribute(_Value):
+class Attribute(Value):
     """A secondary trait of the item: ``Attribute(name="color", value="blue")``."""
 
     name: str
@@ -169,7 +170,7 @@ class Attribute(_Value):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Evidence(_Value):
+class Evidence(Value):
     """Which expert supported a field's value, and how strongly."""
 
     field: str
@@ -182,7 +183,7 @@ class Evidence(_Value):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Identification(_Value):
+class Identification(Value):
     """What the item is, merged from the experts' opinions by a synthesizer."""
 
     product_name: str | None = None
@@ -216,7 +217,7 @@ class Identification(_Value):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Money(_Value):
+class Money(Value):
     """An amount in one currency. ``amount`` is a Decimal; ``currency`` is ISO 4217."""
 
     amount: Decimal
@@ -271,7 +272,7 @@ class Condition(str, enum.Enum):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Query(_Value):
+class Query(Value):
     """What to search a marketplace for, built from an Identification.
 
     ``step`` names the relaxation step that produced this query (``"full"`` for
@@ -293,7 +294,7 @@ class Query(_Value):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Listing(_Value):
+class Listing(Value):
     """One item offered (or sold) on a marketplace.
 
     ``price`` is the asking price, or the current bid of an auction
@@ -361,7 +362,7 @@ class CompFlag(str, enum.Enum):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Comp(_Value):
+class Comp(Value):
     """A comparable listing plus how much it looks like the photo.
 
     ``similarity`` is the visual cosine similarity (None when the comp's image
@@ -408,7 +409,7 @@ class PriceBasis(str, enum.Enum):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class PricedComp(_Value):
+class PricedComp(Value):
     """A comp that counted towards an estimate, and with what weight.
 
     ``weight`` is the comp's similarity weight times ``recency``, the factor
@@ -427,7 +428,7 @@ class PricedComp(_Value):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Exclusion(_Value):
+class Exclusion(Value):
     """A comp left out of the headline estimate: ``reason`` is a stable code,
     ``detail`` says more in words. An ``asking_price`` is left out when the
     headline rests on sold prices; it counts in its asking band.
@@ -446,7 +447,7 @@ class Exclusion(_Value):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class PriceBand(_Value):
+class PriceBand(Value):
     """The estimate for one slice of the comps: a currency, and optionally one
     condition or only sold (``sold`` True) or only active (False) listings."""
 
@@ -462,7 +463,7 @@ class PriceBand(_Value):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class PriceEstimate(_Value):
+class PriceEstimate(Value):
     """A price a reseller can act on, and what it rests on.
 
     The headline amounts are for ``currency``, the currency carrying the most
@@ -503,7 +504,7 @@ class PriceEstimate(_Value):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class PhotoInfo(_Value):
+class PhotoInfo(Value):
     """What restyle kept of the analysed photo."""
 
     sha256: str
@@ -515,7 +516,7 @@ class PhotoInfo(_Value):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Analysis(_Value):
+class Analysis(Value):
     """Everything restyle found out about one photo."""
 
     photo: PhotoInfo
@@ -550,5 +551,5 @@ class Analysis(_Value):
 # Every value's repr hides the registered secrets, also one learnt after it was made.
 for _name in __all__:
     _cls = globals()[_name]
-    if isinstance(_cls, type) and issubclass(_cls, _Value):
+    if isinstance(_cls, type) and issubclass(_cls, Value) and _cls is not Value:
         redacting_repr(_cls)

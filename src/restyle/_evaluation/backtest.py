@@ -50,7 +50,7 @@ from restyle._types import (
     PriceBasis,
     PriceStatus,
     Query,
-    _Value,
+    Value,
 )
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ class Sale:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class BacktestItem(_Value):
+class BacktestItem(Value):
     """One item's estimate against its realised price.
 
     ``error`` is the absolute percentage error of the headline estimate
@@ -134,7 +134,7 @@ class BacktestItem(_Value):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class BacktestGroup(_Value):
+class BacktestGroup(Value):
     """The items of one category, comps bin or confidence bin, and how they fared."""
 
     by: str
@@ -146,7 +146,7 @@ class BacktestGroup(_Value):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class BacktestReport(_Value):
+class BacktestReport(Value):
     """What a backtest measured.
 
     ``median_error`` is the median absolute percentage error of the priced

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from restyle._types import Analysis, Comp, Identification, _Value
+from restyle._types import Analysis, Comp, Identification, Value
 
 __all__ = ["Difference", "differences", "identification_fields"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Difference(_Value):
+class Difference(Value):
     """One thing a replay changed: ``what`` (``"price.estimate"``,
     ``"identification.brand"``, ``"comp catalog:x rank"``), before and after."""
 

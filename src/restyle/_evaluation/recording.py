@@ -66,7 +66,7 @@ from restyle._pipeline.query import build_query
 from restyle._pipeline.rerank import Reranker, RerankResult
 from restyle._pipeline.trace import FORMAT, RECORDING_NAME, Trace, write_recording
 from restyle._plugin.components import Expert, Synthesizer, activate, deactivate
-from restyle._types import Analysis, Identification, Query, _Value
+from restyle._types import Analysis, Identification, Query, Value
 
 if TYPE_CHECKING:
     from restyle._engine import Engine
@@ -94,7 +94,7 @@ _REPLAY_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Replay(_Value):
+class Replay(Value):
     """A recorded analysis (``before``), the same analysis re-run from its
     recording with ``changes`` (``after``), and their ``differences``."""
 
