@@ -17,11 +17,10 @@ from restyle._ray.cluster import (
     Pool,
     adopt,
     batch_of,
-    close_rows,
-    environment,
     objects,
+    on_actors,
     ordered,
-    run_failed,
+    results,
 )
 
 if TYPE_CHECKING:
@@ -133,22 +132,13 @@ def analyze(
     ds = ds.repartition(target_num_rows_per_block=batch_photos)
     # No more actors than batches: the others would load their models for nothing.
     actors = min(pool.actors, -(-len(images) // batch_photos))
-    ds = ds.map_batches(
-        _Actor, batch_size=batch_photos, compute=ray.data.ActorPoolStrategy(size=actors),
-        num_cpus=pool.cpus, num_gpus=pool.gpus or None,
-        fn_constructor_kwargs={"make_analyst": make_analyst, "environment": environment(),
-                               "cwd": os.getcwd(), "deadline": deadline},
-    )
-    rows = iter(ordered(ds).iter_rows())
-    try:
-        for row in rows:
-            result = pickle.loads(row["item"])
-            if isinstance(result, Failure):
-                raise result.error  # the analyst could not be made on the actor
-            yield result
-    except RestyleError:
-        raise
-    except Exception as exc:
-        raise run_failed("the analysis", exc) from exc
-    finally:
-        close_rows(rows)
+    ds = on_actors(ray, ds, _Actor, pool, size=actors, batch_size=batch_photos,
+                   make_analyst=make_analyst, deadline=deadline)
+    yield from results(ordered(ds).iter_rows(), "the analysis", _result)
+
+
+def _result(row: Mapping[str, Any]) -> Analysis | RestyleError:
+    result = pickle.loads(row["item"])
+    if isinstance(result, Failure):
+        raise result.error  # the analyst could not be made on the actor
+    return result  # type: ignore[no-any-return]

@@ -58,11 +58,10 @@ from restyle._ray.cluster import (
     Pool,
     adopt,
     batch_of,
-    close_rows,
-    environment,
     objects,
+    on_actors,
     ordered,
-    run_failed,
+    results,
 )
 from restyle._types import Condition
 
@@ -442,13 +441,8 @@ def encoded_listings(
                        "fetcher": fetcher or Fetcher(), "stored": stored,
                        "side": draft_side(encoder)},
         )
-        ds = ds.map_batches(
-            _Embedder, batch_size=encoder_batch,
-            compute=ray.data.ActorPoolStrategy(size=pool.actors),
-            num_cpus=pool.cpus, num_gpus=pool.gpus or None,
-            fn_constructor_kwargs={"encoder": encoder, "environment": environment(),
-                                   "cwd": os.getcwd()},
-        )
+        ds = on_actors(ray, ds, _Embedder, pool, size=pool.actors, batch_size=encoder_batch,
+                       encoder=encoder)
         # A shard holds no more than a checkpoint, so checkpoints come as often as asked.
         shard_rows = max(1, min(SHARD_ROWS, checkpoint_every))
         ds = ds.map_batches(_write_shard, batch_size=shard_rows, num_cpus=READ_CPUS,
@@ -463,20 +457,15 @@ def encoded_listings(
 
 def _shards(ds: Any) -> Iterator[EncodedShard]:
     """The shards' rows, in source order; a stage's RestyleError raised as it was."""
-    shards = iter(ds.iter_rows())
-    try:
-        for shard in shards:
-            if shard["error"]:
-                raise pickle.loads(shard["error"])
-            path = str(shard["path"])
-            yield _encoded(_read_shard(path, shard["payload"]),
-                           partial(Path(path).unlink, missing_ok=True) if path else None)
-    except RestyleError:
-        raise
-    except Exception as exc:
-        raise run_failed("the catalog build", exc) from exc
-    finally:
-        close_rows(shards)
+    return results(ds.iter_rows(), "the catalog build", _shard)
+
+
+def _shard(shard: Mapping[str, Any]) -> EncodedShard:
+    if shard["error"]:
+        raise pickle.loads(shard["error"])
+    path = str(shard["path"])
+    return _encoded(_read_shard(path, shard["payload"]),
+                    partial(Path(path).unlink, missing_ok=True) if path else None)
 
 
 def _encoded(records: list[dict[str, Any]], done: Callable[[], None] | None) -> EncodedShard:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
@@ -132,3 +132,31 @@ def batch_of(items: Iterable[Any]) -> dict[str, np.ndarray]:
     column = np.empty(len(blobs), dtype=object)
     column[:] = blobs
     return {"item": column}
+
+
+def on_actors(ray: Any, ds: Any, actor: type, pool: Pool, *, size: int, batch_size: int,
+              **arguments: Any) -> Any:
+    """``ds`` mapped by ``actor`` on a pool of ``size`` actors, each given the
+    pool's CPUs and GPUs and started with this driver's environment and
+    working folder (see :func:`adopt`) besides ``arguments``."""
+    return ds.map_batches(
+        actor, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=size),
+        num_cpus=pool.cpus, num_gpus=pool.gpus or None,
+        fn_constructor_kwargs={**arguments, "environment": environment(), "cwd": os.getcwd()},
+    )
+
+
+def results(rows: Iterable[Any], what: str, read: Callable[[Any], Any]) -> Iterator[Any]:
+    """``read(row)`` of each row, in order; a stage's RestyleError raised as it
+    was, any other failure one plain line naming ``what`` (:func:`run_failed`);
+    the rows closed whenever the reading stops."""
+    rows = iter(rows)
+    try:
+        for row in rows:
+            yield read(row)
+    except RestyleError:
+        raise
+    except Exception as exc:
+        raise run_failed(what, exc) from exc
+    finally:
+        close_rows(rows)
