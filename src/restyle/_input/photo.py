@@ -114,15 +114,16 @@ class Photo:
         the one to compute it (and then :meth:`keep_vector` or
         :meth:`vector_failed`): callers at once share one computation."""
         with self._lock:
-            future = self._computing.get(model_id)
-            if future is not None:
-                return future, False
-            future = self._computing[model_id] = Future()
             known = self._embeddings.get(model_id)
-            if known is not None:
-                future.set_result(known)
-                return future, False
-            return future, True
+            future = self._computing.get(model_id)
+            if known is None and future is None:
+                future = self._computing[model_id] = Future()
+                return future, True
+        if future is None:  # kept already: nothing to wait for
+            assert known is not None
+            future = Future()
+            future.set_result(known)
+        return future, False
 
     def vector_failed(self, model_id: str, error: BaseException) -> None:
         """The computation of the vector under ``model_id`` failed: those
@@ -139,7 +140,7 @@ class Photo:
         (:meth:`restyle.Encoder.photo_vector`)."""
         with self._lock:
             kept = self._embeddings.setdefault(model_id, vector)
-            future = self._computing.get(model_id)
+            future = self._computing.pop(model_id, None)  # the vector is kept: no more waiting
         if future is not None and not future.done():
             future.set_result(kept)
         return kept

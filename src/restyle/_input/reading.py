@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from restyle._errors import ImageError
 from restyle._input.confined import Unsafe, open_regular
+from restyle._input.confined import read_capped as read_file_capped
 
 __all__ = ["checked_path", "read_capped", "read_path", "too_large", "within"]
 
@@ -75,11 +76,11 @@ def read_path(raw: str | bytes, max_bytes: int) -> bytes:
     what = f"photo {os.path.basename(path)!r}"
     with handle:
         try:
-            if os.fstat(handle.fileno()).st_size > max_bytes:
-                raise too_large(what, max_bytes)
-            return read_capped(handle.read, max_bytes, what)
-        except OSError as exc:
-            raise ImageError(f"cannot read photo {path}: {exc.strerror or exc}") from exc
+            return read_file_capped(handle, max_bytes)
+        except Unsafe as exc:
+            if exc.problem == "too large":
+                raise too_large(what, max_bytes) from None
+            raise ImageError(f"cannot read photo {path}: {exc.reason}") from exc.cause
 
 
 def within(deadline: float | None, action: str, work: Callable[[], _T]) -> _T:
