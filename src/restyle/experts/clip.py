@@ -14,7 +14,6 @@ only until its own deadline, and the next call finds them.
 
 from __future__ import annotations
 
-import contextvars
 import hashlib
 import logging
 import math
@@ -30,6 +29,7 @@ import numpy as np
 
 from restyle import _settings
 from restyle._errors import ExpertError
+from restyle._pipeline import budget as _budget
 from restyle._plugin.components import CALL_DEADLINE, Encoder, Expert, wait_time
 from restyle._plugin.contracts import vector_problem
 from restyle._plugin.hookspecs import hookimpl
@@ -109,11 +109,11 @@ def taxonomy_vectors(encoder: Encoder) -> Facets:
             known = _TAXONOMY_VECTORS[model_id] = Future()
     assert known is not None
     if start:
-        context = contextvars.copy_context()
-        # The work belongs to no call: the first caller's deadline does not bound it.
-        context.run(CALL_DEADLINE.set, math.inf)
-        threading.Thread(target=context.run, args=(_compute, encoder, known),
-                         name="restyle clip prompts", daemon=True).start()
+        def compute() -> None:
+            CALL_DEADLINE.set(math.inf)  # the work belongs to no call: no caller's deadline
+            _compute(encoder, known)
+
+        _budget.spawn(compute, name="restyle clip prompts")
     try:
         return known.result(wait_time())
     except FutureTimeout:
