@@ -127,10 +127,8 @@ def wait_time() -> float | None:
     shares with others (a model load, a vector another call computes): until
     :data:`RETURN_SECONDS` before its deadline; None outside a call, or for
     work done on behalf of no one call (no limit)."""
-    deadline = CALL_DEADLINE.get(None)
-    if deadline is None or deadline == math.inf:
-        return None
-    return max(0.0, deadline - RETURN_SECONDS - time.monotonic())
+    left = Context.time_left()
+    return None if left is None else max(0.0, left - RETURN_SECONDS)
 
 
 def current_context() -> Context:
