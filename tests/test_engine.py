@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections.abc import Iterator, Sequence
 
@@ -343,3 +344,24 @@ def test_callers_at_once_share_one_computation_of_the_photo_vector() -> None:
         budget.call(encoder, "encoder slow", encoder.photo_vector, other,
                     deadline=clock.monotonic() + 0.1)
     first.join()
+
+
+def test_analyze_prices_as_of_a_given_moment() -> None:
+    encoder = ColorEncoder()
+    sold = [
+        Listing(marketplace="m", listing_id=str(i), title=f"item {i}", sold=True,
+                sold_at=dt.datetime(2024, 1, 1 + i, tzinfo=dt.timezone.utc),
+                price=Money(amount=price, currency="USD"))
+        for i, price in enumerate([10, 20, 30])
+    ]
+    vectors = encoder.encode_images([colored((200, 30, 30))] * 3)
+    market = ListMarketplace("m", sold, embeddings={
+        item.key: vec for item, vec in zip(sold, vectors, strict=True)})
+    engine = Engine(experts=[ScriptedExpert("a", entities=[("Acme", 0.9, "brand")])],
+                    encoder=encoder, marketplaces=[market], load_entrypoints=False)
+    then = dt.datetime(2024, 1, 10)  # naive: taken as UTC
+    analysis = engine.analyze(colored((200, 30, 30)), as_of=then)
+    assert analysis.price.as_of == then.replace(tzinfo=dt.timezone.utc)
+    assert engine.analyze(colored((200, 30, 30))).price.as_of != analysis.price.as_of
+    with pytest.raises(ConfigurationError, match="as_of must be a datetime"):
+        engine.analyze(colored((200, 30, 30)), as_of="2024-01-10")

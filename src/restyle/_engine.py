@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal, overload
@@ -24,6 +25,7 @@ from restyle._options import (
     check_identification,
     check_images,
     check_keys,
+    check_moment,
     check_name,
     check_names,
     check_opinions,
@@ -439,6 +441,7 @@ class Engine:
     def analyze(
         self, image: ImageInput | Photo, *, deadline: float | None = None,
         exclude: Iterable[str] = (), record: str | os.PathLike[str] | None = None,
+        as_of: datetime | None = None,
     ) -> Analysis:
         """Identify the item, find and re-rank comps, and estimate a price.
 
@@ -452,10 +455,13 @@ class Engine:
         answer includes them, and the local catalog hides them from every
         component (the ``catalog`` expert's neighbours too), with nothing
         rebuilt. ``record`` is a directory where what each stage returned is
-        written (see :func:`restyle.testing.load_recording`).
+        written (see :func:`restyle.testing.load_recording`). ``as_of`` is the
+        moment sold comps' ages are counted from (now by default): the price an
+        item would have been given then (a naive datetime is taken as UTC).
         """
         hidden = check_keys(exclude)
         record = check_record_dir(record)
+        moment = check_moment("as_of", as_of)
         with self._running("analyze", hidden=hidden):
             budget = self._budget(deadline)
             photo = self._load_photo(image, budget)
@@ -463,7 +469,7 @@ class Engine:
             search, reranked, embedding = self._find_comps(
                 photo, identified.identification, budget, hidden)
             price = estimate_price(reranked.comps, minimum_comps=self.minimum_comps,
-                                   half_life_days=self.half_life_days)
+                                   half_life_days=self.half_life_days, now=moment)
             analysis = Analysis(
                 photo=photo.info(),
                 opinions=identified.opinions,

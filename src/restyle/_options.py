@@ -7,6 +7,7 @@ import math
 import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from restyle import _settings
@@ -24,7 +25,7 @@ MAX_COUNT = 1_000
 
 __all__ = [
     "MAX_COUNT", "MAX_DEADLINE", "check_count", "check_identification", "check_images",
-    "check_keys", "check_name", "check_names", "check_opinions", "check_parts",
+    "check_keys", "check_moment", "check_name", "check_names", "check_opinions", "check_parts",
     "check_record_dir", "check_seconds", "check_unique",
     "deprecated", "model_encoder", "renamed", "resolve_component",
 ]
@@ -116,6 +117,15 @@ def check_keys(value: object) -> frozenset[str]:
             raise ConfigurationError(
                 f"exclude must hold listing keys (strings), found {type(key).__name__}")
     return frozenset(keys)
+
+
+def check_moment(name: str, value: object) -> datetime | None:
+    """A moment such as ``as_of``: a datetime (a naive one is taken as UTC) or None."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise ConfigurationError(f"{name} must be a datetime or None, got {type(value).__name__}")
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
 
 
 def check_record_dir(value: object) -> str | os.PathLike[str] | None:

@@ -25,7 +25,6 @@ says what a replay changed.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -60,13 +59,11 @@ from restyle._pipeline.pricing import (
     DEFAULT_HALF_LIFE_DAYS,
     check_half_life_days,
     check_minimum_comps,
-    estimate_price,
 )
-from restyle._pipeline.query import build_query
-from restyle._pipeline.rerank import Reranker, RerankResult
+from restyle._pipeline.rerank import Reranker
 from restyle._pipeline.trace import FORMAT, RECORDING_NAME, Trace, write_recording
-from restyle._plugin.components import Expert, Synthesizer, activate, deactivate
-from restyle._types import Analysis, Identification, Query, Value
+from restyle._plugin.components import Expert, Synthesizer
+from restyle._types import Analysis, Value
 
 if TYPE_CHECKING:
     from restyle._engine import Engine
@@ -270,7 +267,13 @@ class Recording:
             check_minimum_comps(minimum_comps)
         if half_life_days is not None:
             check_half_life_days(half_life_days)
-        engine = self._replay_engine(synthesizer, cutoff, plugins, load_entrypoints)
+        engine = self.engine(
+            synthesizer=self.synthesizer if synthesizer is None else synthesizer,
+            reranker=self.reranker(cutoff=cutoff), plugins=plugins,
+            load_entrypoints=load_entrypoints,
+            **({} if minimum_comps is None else {"minimum_comps": minimum_comps}),
+            **({} if half_life_days is None else {"half_life_days": half_life_days}),
+        )
         changes: dict[str, Any] = {}
         if synthesizer is not None:
             changes["synthesizer"] = engine.synthesizer.name
@@ -281,57 +284,20 @@ class Recording:
         if half_life_days is not None:
             changes["half_life_days"] = half_life_days
         before = self.analysis
-        again = synthesizer is not None
-        identification, query, reranked = self._rerun(engine, synthesize_again=again)
-        price = estimate_price(
-            reranked.comps,
-            minimum_comps=before.price.minimum_comps if minimum_comps is None else minimum_comps,
-            half_life_days=self._half_life() if half_life_days is None else half_life_days,
-            now=before.price.as_of or before.created_at,
-        )
-        after = replace(before, identification=identification, query=query,
-                        comps=reranked.comps, price=price,
-                        warnings=self.search_warnings + reranked.warnings)
+        # The Engine's own pipeline, on the recorded components: the recorded
+        # opinions, the recorded search's listings step by step, the recorded
+        # vectors, priced as of the recorded moment.
+        again = engine.analyze(self.photo, deadline=_REPLAY_SECONDS,
+                               as_of=before.price.as_of or before.created_at)
+        query = before.query
+        if identification_fields(again.identification) != identification_fields(
+                before.identification):
+            query = again.query
+        after = replace(before, identification=again.identification, query=query,
+                        comps=again.comps, price=again.price,
+                        warnings=self.search_warnings + again.warnings)
         return Replay(before=before, after=after, changes=changes,
                       differences=differences(before, after))
-
-    def _replay_engine(self, synthesizer: str | Synthesizer | None, cutoff: bool | None,
-                       plugins: Sequence[object], load_entrypoints: bool) -> Engine:
-        """The Engine a replay runs its stages with: the recorded encoder, the
-        recorded synthesizer unless another is given, the recorded reranker."""
-        from restyle._engine import Engine
-
-        return Engine(
-            experts=[], marketplaces=[], encoder=self.encoder,
-            synthesizer=synthesizer if synthesizer is not None else self.synthesizer,
-            reranker=self.reranker(cutoff=cutoff), plugins=plugins,
-            load_entrypoints=load_entrypoints,
-        )
-
-    def _rerun(self, engine: Engine, *, synthesize_again: bool
-               ) -> tuple[Identification, Query | None, RerankResult]:
-        """Synthesis (when asked) and re-ranking run again with ``engine``'s
-        components, in its context: the identification, the query (built
-        anew only when the identification changed) and the re-ranked comps."""
-        before = self.analysis
-        token = activate(engine.context)
-        try:
-            identification, query = before.identification, before.query
-            if synthesize_again:
-                identification = engine.synthesize(before.opinions, self.photo,
-                                                   deadline=_REPLAY_SECONDS)
-                if (identification_fields(identification)
-                        != identification_fields(before.identification)):
-                    query = build_query(identification,
-                                        limit=int(self.settings.get("max_comps", 30)))
-            reranked = engine.reranker.rerank(
-                self.photo_vector, [(f.listing, f.step) for f in self.found],
-                encoder=engine.encoder, known_vectors=self.vectors,
-                identification=identification, deadline=time.monotonic() + _REPLAY_SECONDS,
-            )
-        finally:
-            deactivate(token)
-        return identification, query, reranked
 
 
 def load_recording(directory: str | Path) -> Recording:
