@@ -17,7 +17,7 @@ from typing import Any, Literal, overload
 import numpy as np
 
 from restyle import _settings
-from restyle._errors import EncoderError, PluginError, RestyleError
+from restyle._errors import ConfigurationError, EncoderError, PluginError, RestyleError
 from restyle._input.fetching import Fetcher
 from restyle._input.imaging import ImageInput, Photo, load_photo
 from restyle._options import (
@@ -115,7 +115,7 @@ class Engine:
         marketplaces: Sequence[str | Marketplace] | None = None,
         encoder: str | Encoder | None = None,
         model: str | None = None,
-        catalog: str | Path | None = None,
+        catalog: str | Path | Catalog | None = None,
         plugins: Sequence[object] = (),
         load_entrypoints: bool = True,
         strict_plugins: bool = False,
@@ -144,17 +144,29 @@ class Engine:
         self.half_life_days = check_half_life_days(*renamed(
             "half_life_days", half_life_days, DEFAULT_HALF_LIFE_DAYS,
             "price_half_life_days", price_half_life_days))
-        check_parts(plugins=plugins, fetcher=fetcher, reranker=reranker, catalog=catalog)
+        check_parts(plugins=plugins, fetcher=fetcher, reranker=reranker)
+        if catalog is not None and not isinstance(catalog, (str, os.PathLike, Catalog)):
+            raise ConfigurationError(
+                f"catalog must be a restyle.Catalog or its directory path, got {catalog!r}")
         self.registry = PluginRegistry(
             plugins=plugins, load_entrypoints=load_entrypoints, strict=strict_plugins
         )
         self.reranker = reranker or Reranker(fetcher=fetcher or Fetcher())
-        self.catalog_dir = Path(catalog).expanduser() if catalog else _settings.catalog_dir()
+        # The catalog: an open Catalog (what ``engine.catalog`` gives), or its folder.
         self._catalog: Catalog | None = None
+        if isinstance(catalog, Catalog):
+            self._catalog, self.catalog_dir = catalog, catalog.directory
+        else:
+            self.catalog_dir = Path(catalog).expanduser() if catalog else _settings.catalog_dir()
         self._catalog_lock = threading.Lock()
         self._calls = CallLimit()
         self._resolve_components(encoder=encoder, model=model, experts=experts,
                                  synthesizer=synthesizer, marketplaces=marketplaces)
+        if self._catalog is not None and self._catalog.model_id != self.encoder.model_id:
+            raise ConfigurationError(
+                f"the catalog {self._catalog.directory} holds vectors of model "
+                f"{self._catalog.model_id}, not of this Engine's encoder "
+                f"({self.encoder.model_id}): open it with the same model")
 
     def _resolve_components(
         self, *, encoder: str | Encoder | None, model: str | None,
@@ -254,19 +266,23 @@ class Engine:
             return self._catalog
 
     def build_catalog(
-        self, listings: str | Path, *, progress: bool | None = None,
+        self, source: str | Path | None = None, *, progress: bool | None = None,
         images_root: str | Path | None = None, limits: ListingLimits | None = None,
-        executor: Executor = None,
+        executor: Executor = None, listings: str | Path | None = None,
     ) -> BuildReport:
-        """Add the listings of a JSONL, CSV or Parquet file to this Engine's catalog
-        (see :meth:`Catalog.build`); image URLs are fetched with this Engine's fetcher.
-        ``executor="ray"`` or a :class:`~restyle.RayExecutor` builds on Ray."""
+        """Add the listings of ``source``, a JSONL, CSV or Parquet file, to this
+        Engine's catalog (see :meth:`Catalog.build`); image URLs are fetched with
+        this Engine's fetcher. ``executor="ray"`` or a :class:`~restyle.RayExecutor`
+        builds on Ray. (``listings=`` is the deprecated name of ``source``.)"""
+        source = renamed("source", source, None, "listings", listings)[0]
+        if source is None:
+            raise ConfigurationError("build_catalog needs the listings file (source)")
         with self._running("build_catalog"):
             with self._catalog_lock:
                 if self._catalog is None:
                     self._catalog = Catalog.open(self.catalog_dir, self.encoder, create=True)
                 catalog = self._catalog
-            return catalog.build(listings, self.encoder, progress=progress,
+            return catalog.build(source, self.encoder, progress=progress,
                                  images_root=images_root, limits=limits, fetcher=self.fetcher,
                                  executor=executor)
 

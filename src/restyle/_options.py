@@ -160,15 +160,13 @@ def deprecated(old: str, new: str, *, stacklevel: int = 3) -> None:
     warnings.warn(f"{old} is deprecated; use {new}", DeprecationWarning, stacklevel=stacklevel)
 
 
-def check_parts(*, plugins: object, fetcher: object, reranker: object, catalog: object) -> None:
+def check_parts(*, plugins: object, fetcher: object, reranker: object) -> None:
     if isinstance(plugins, (str, bytes)) or not isinstance(plugins, Sequence):
         raise ConfigurationError("plugins must be a list of plugin modules or objects")
     if fetcher is not None and not isinstance(fetcher, Fetcher):
         raise ConfigurationError(f"fetcher must be a restyle.Fetcher, got {fetcher!r}")
     if reranker is not None and not isinstance(reranker, Reranker):
         raise ConfigurationError(f"reranker must be a restyle.Reranker, got {reranker!r}")
-    if catalog is not None and not isinstance(catalog, (str, os.PathLike)):
-        raise ConfigurationError(f"catalog must be a directory path, got {catalog!r}")
     if reranker is not None and fetcher is not None and reranker.fetcher is not fetcher:
         raise ConfigurationError(
             "pass the fetcher to the Reranker (Reranker(fetcher=...)), not beside it"

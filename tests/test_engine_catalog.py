@@ -1,0 +1,47 @@
+"""The Engine's catalog: given as a folder or as an open Catalog, built from a file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from restyle import Catalog, ConfigurationError, Engine
+from tests.conftest import SAMPLE_LISTINGS, SAMPLE_PHOTO
+from tests.fakes.components import ColorEncoder
+
+
+def test_an_engine_takes_the_open_catalog_that_engine_catalog_gives(
+        catalog_copy: Path, tiny_encoder: object) -> None:
+    folder_engine = Engine(encoder=tiny_encoder, catalog=catalog_copy, experts=["catalog"],
+                           marketplaces=["catalog"], load_entrypoints=True)
+    opened = folder_engine.catalog
+    assert isinstance(opened, Catalog)
+    shared = Engine(encoder=tiny_encoder, catalog=opened, experts=["catalog"],
+                    marketplaces=["catalog"], load_entrypoints=True)
+    assert shared.catalog is opened and shared.catalog_dir == catalog_copy
+    assert shared.analyze(SAMPLE_PHOTO).comps
+    opened.close()
+
+
+def test_a_catalog_of_another_model_is_refused(catalog_copy: Path, tiny_encoder: object) -> None:
+    opened = Engine(encoder=tiny_encoder, catalog=catalog_copy, experts=[], marketplaces=[],
+                    load_entrypoints=False).catalog
+    with pytest.raises(ConfigurationError, match="holds vectors of model"):
+        Engine(encoder=ColorEncoder(), catalog=opened, experts=[], marketplaces=[],
+               load_entrypoints=False)
+    with pytest.raises(ConfigurationError, match="restyle.Catalog or its directory"):
+        Engine(catalog=42, load_entrypoints=False)  # type: ignore[arg-type]
+    opened.close()
+
+
+def test_build_catalog_takes_a_source_as_catalog_build_does(tmp_path: Path) -> None:
+    engine = Engine(encoder=ColorEncoder(), catalog=tmp_path / "c", experts=[],
+                    marketplaces=[], load_entrypoints=False)
+    assert engine.build_catalog(source=SAMPLE_LISTINGS, progress=False).added == 12
+    with pytest.warns(DeprecationWarning, match="listings is deprecated; use source"):
+        report = engine.build_catalog(listings=SAMPLE_LISTINGS, progress=False)
+    assert report.added == 0
+    with pytest.raises(ConfigurationError, match="needs the listings file"):
+        engine.build_catalog()
+    engine.catalog.close()
