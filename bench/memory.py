@@ -9,7 +9,8 @@ normal 1024x768 photo adds; the target is at most 100 MB more for every case.
 A process that goes past ``--kill-mb`` is stopped and reported as such. The
 seconds column is the path's own time (decoding, embedding, thumbnail): for
 the progressive JPEGs near restyle's limits (50 scans, 64 MiB of coefficient
-buffers) it is the most CPU one accepted image can cost.
+buffers) it is the most CPU one accepted image can cost. The HEIC cases need
+the ``heif`` extra (pillow-heif), the AVIF case a Pillow with AVIF support.
 
     PYTHONPATH=src python bench/memory.py [--cases normal,strip-40000x1] [--kill-mb 4000]
 """
@@ -94,6 +95,15 @@ def progressive(img: Image.Image, *, subsampling: int = 0, scans: int | None = N
     return data[:end] + data[start:end] * (scans - len(found)) + data[end:]
 
 
+def heic(img: Image.Image) -> bytes:
+    """``img`` as an iPhone-like HEIC, made by pillow-heif (the ``heif`` extra)."""
+    import pillow_heif
+
+    buf = io.BytesIO()
+    pillow_heif.from_pillow(img).save(buf, quality=80)
+    return buf.getvalue()
+
+
 def flat(size: tuple[int, int], mode: str = "RGB") -> Image.Image:
     return Image.new(mode, size, 150 if mode == "L" else (120, 140, 160))
 
@@ -113,6 +123,12 @@ CASES: dict[str, tuple[str, Callable[[], bytes]]] = {
                       lambda: encoded(scene((4800, 4800)), "PNG")),
     "huge-webp-2400": ("2400x2400 WebP (5.8 Mpx, near the WebP limit)",
                        lambda: encoded(scene((2400, 2400)), "WEBP", quality=80, method=0)),
+    "heic-iphone-4032": ("4032x3024 HEIC (12.2 Mpx, an iPhone's photo)",
+                         lambda: heic(scene((4032, 3024)))),
+    "heic-over-limit-4200": ("4200x3200 HEIC (13.4 Mpx, refused)",
+                             lambda: heic(scene((4200, 3200)))),
+    "avif-3500": ("3500x3500 AVIF (12.3 Mpx, near the AVIF limit)",
+                  lambda: encoded(scene((3500, 3500)), "AVIF", quality=60, speed=10)),
     "png-over-limit-6000": ("6000x6000 PNG (36 Mpx, refused)",
                             lambda: encoded(scene((6000, 6000)), "PNG")),
     "webp-over-limit-6000": ("6000x6000 WebP (36 Mpx, refused)",

@@ -50,7 +50,7 @@ def test_decodes_each_accepted_format(fmt: str) -> None:
 @pytest.mark.parametrize("fmt", ["GIF", "BMP", "TIFF"])
 def test_rejects_other_formats(fmt: str) -> None:
     data = encode(Image.new("RGB", (4, 4)), fmt)
-    with pytest.raises(ImageError, match="not a JPEG, PNG or WebP"):
+    with pytest.raises(ImageError, match="not a JPEG, PNG, WebP, HEIC/HEIF or AVIF"):
         decode(data)
 
 

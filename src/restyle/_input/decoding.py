@@ -21,6 +21,7 @@ from restyle._input.limits import (
     DECODE_ROOM_BYTES,
     DEFAULT_MAX_PIXELS,
     FORMAT_MAX_PIXELS,
+    FORMAT_NAMES,
     MAX_ASPECT_RATIO,
     WORKING_SIDE,
     sniff_format,
@@ -71,7 +72,7 @@ def decode_here(
         raise ImageError(f"{what} is empty")
     fmt = sniff_format(data)
     if fmt is None:
-        raise ImageError(f"{what} is not a JPEG, PNG or WebP image")
+        raise ImageError(f"{what} is not a {FORMAT_NAMES} image")
     cap = min(max_pixels, FORMAT_MAX_PIXELS.get(fmt, max_pixels))
     layout = jpeg_layout(data, what) if fmt == "JPEG" else None
     try:
@@ -132,8 +133,9 @@ class _Room:
 
 _DECODE_ROOM = _Room(DECODE_ROOM_BYTES)
 # Bytes a pixel of the image Pillow decodes costs while it decodes (Pillow
-# keeps RGB as 4 bytes a pixel; libwebp several canvases).
-_DECODE_BYTES_PER_PIXEL = {"JPEG": 4, "PNG": 5, "WEBP": 15}
+# keeps RGB as 4 bytes a pixel; libwebp several canvases; libheif and libavif
+# their YUV planes and an RGB image besides Pillow's).
+_DECODE_BYTES_PER_PIXEL = {"JPEG": 4, "PNG": 5, "WEBP": 15, "HEIF": 8, "AVIF": 8}
 
 
 def _decode_cost(img: Image.Image, fmt: str, layout: JpegLayout | None) -> int:

@@ -11,10 +11,12 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "FORMATS",
     "FORMAT_MAX_PIXELS",
+    "FORMAT_NAMES",
     "JPEG_MAX_COEFFICIENT_BYTES",
     "JPEG_MAX_SCANS",
     "JPEG_MAX_SEGMENTS",
     "MAX_ASPECT_RATIO",
+    "PHOTO_SUFFIXES",
     "WORKING_SIDE",
     "sniff_format",
 ]
@@ -23,10 +25,14 @@ __all__ = [
 DEFAULT_MAX_PIXELS = 40_000_000
 #: Lower limits for the formats Pillow can only decode at full size before
 #: restyle reduces them: PNG costs about 4 bytes a pixel while it decodes,
-#: WebP about 15 (libwebp's decoder holds several copies of the canvas). These
-#: keep the memory one photo adds under 100 MB; JPEG is reduced inside its
-#: decoder and is held only to :data:`DEFAULT_MAX_PIXELS`.
-FORMAT_MAX_PIXELS = {"PNG": 24_000_000, "WEBP": 6_000_000}
+#: WebP about 15 (libwebp's decoder holds several copies of the canvas), HEIF
+#: and AVIF about 8 (libheif's or libavif's planes, then the RGB copy Pillow
+#: takes; ``bench/memory.py``). These keep the memory one photo adds under
+#: 100 MB; JPEG is reduced inside its decoder and is held only to
+#: :data:`DEFAULT_MAX_PIXELS`. An iPhone's 12-megapixel HEIC fits; its
+#: 48-megapixel "HEIF Max" photos are past every limit.
+FORMAT_MAX_PIXELS = {"PNG": 24_000_000, "WEBP": 6_000_000,
+                     "HEIF": 12_600_000, "AVIF": 12_600_000}
 #: Largest encoded photo accepted, in bytes.
 DEFAULT_MAX_BYTES = 30 * 1024 * 1024
 #: Most elongated photo accepted: its long side at most this many times its
@@ -70,8 +76,23 @@ JPEG_MAX_SEGMENTS = 1000
 #: until its caller's deadline; one image never needs more than this.
 DECODE_ROOM_BYTES = 256 * 1024 * 1024
 
-#: The formats restyle accepts, as :func:`sniff_format` names them.
-FORMATS = ("JPEG", "PNG", "WEBP")
+#: The formats restyle accepts, as :func:`sniff_format` names them. HEIF
+#: (an iPhone's HEIC) needs the ``heif`` extra (pillow-heif); AVIF needs a
+#: Pillow built with it (its wheels are, from 11.3 on).
+FORMATS = ("JPEG", "PNG", "WEBP", "HEIF", "AVIF")
+#: The formats in words, for messages.
+FORMAT_NAMES = "JPEG, PNG, WebP, HEIC/HEIF or AVIF"
+#: The file name suffixes of the photos a folder holds, by format.
+PHOTO_SUFFIXES = {
+    ".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP",
+    ".heic": "HEIF", ".heif": "HEIF", ".hif": "HEIF", ".avif": "AVIF",
+}
+
+# An ISO base media file's first box is ``ftyp``, its major brand (then its
+# compatible brands) naming what it holds.
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis",
+                          b"hevm", b"hevs", b"mif1", b"msf1"})
+_AVIF_BRANDS = frozenset({b"avif", b"avis"})
 
 
 def sniff_format(data: bytes | bytearray | memoryview) -> str | None:
@@ -83,4 +104,18 @@ def sniff_format(data: bytes | bytearray | memoryview) -> str | None:
         return "PNG"
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WEBP"
+    if head[4:8] == b"ftyp":
+        return _brand_format(bytes(data[:64]))
+    return None
+
+
+def _brand_format(head: bytes) -> str | None:
+    """HEIF or AVIF by the ``ftyp`` box's brands: the major brand, then the
+    compatible ones (a ``mif1`` file names its codec there)."""
+    size = int.from_bytes(head[:4], "big")
+    brands = [head[8:12]] + [head[i:i + 4] for i in range(16, min(size, len(head)) - 3, 4)]
+    if any(brand in _AVIF_BRANDS for brand in brands):
+        return "AVIF"
+    if any(brand in _HEIF_BRANDS for brand in brands):
+        return "HEIF"
     return None

@@ -20,7 +20,7 @@ from PIL import ImageFile, JpegImagePlugin, PngImagePlugin
 
 from restyle._errors import ImageError
 
-__all__ = ["ORIENTATION_TAG", "opened", "quiet_turn", "read_orientation"]
+__all__ = ["HEIF_INSTALL", "ORIENTATION_TAG", "opened", "quiet_turn", "read_orientation"]
 
 
 class _JpegFile(JpegImagePlugin.JpegImageFile):
@@ -40,9 +40,45 @@ def _plugin(fmt: str) -> Callable[[IO[bytes]], ImageFile.ImageFile]:
         return _JpegFile
     if fmt == "PNG":
         return PngImagePlugin.PngImageFile
+    if fmt == "HEIF":
+        return _heif_plugin()
+    if fmt == "AVIF":
+        return _avif_plugin()
     from PIL import WebPImagePlugin  # needs Pillow's WebP support, loaded when used
 
     return WebPImagePlugin.WebPImageFile
+
+
+#: What to install to read an iPhone's HEIC photos.
+HEIF_INSTALL = "pip install 'restyle[heif]'"
+
+
+def _heif_plugin() -> Callable[[IO[bytes]], ImageFile.ImageFile]:
+    """pillow-heif's reader, used directly: it is not registered with Pillow
+    (``register_heif_opener`` would change every ``Image.open`` in the
+    process). Its header holds the size; libheif decodes only on ``load``."""
+    try:
+        from pillow_heif import as_plugin
+    except ImportError:
+        raise ImageError(
+            f"HEIC/HEIF photos need pillow-heif, which is not installed: {HEIF_INSTALL}"
+        ) from None
+    plugin: Callable[[IO[bytes]], ImageFile.ImageFile] = as_plugin.HeifImageFile
+    return plugin
+
+
+def _avif_plugin() -> Callable[[IO[bytes]], ImageFile.ImageFile]:
+    """Pillow's own AVIF reader (libavif, in Pillow's wheels from 11.3 on)."""
+    try:
+        from PIL import AvifImagePlugin
+    except ImportError:
+        supported = False
+    else:
+        supported = bool(getattr(AvifImagePlugin, "SUPPORTED", False))
+    if not supported:
+        raise ImageError("AVIF photos need a Pillow built with AVIF support "
+                         "(Pillow's wheels from 11.3 on): pip install 'pillow>=11.3'")
+    return AvifImagePlugin.AvifImageFile
 
 
 @contextmanager
