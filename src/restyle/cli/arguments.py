@@ -32,6 +32,7 @@ def command_parser() -> argparse.ArgumentParser:
     _catalog_commands(sub, common)
     _plugins_command(sub)
     _evaluation_commands(sub, common)
+    _logs_command(sub)
     return parser
 
 
@@ -83,7 +84,24 @@ def _analyze_command(sub: _Commands, common: argparse.ArgumentParser) -> None:
     analyze.add_argument("--record", metavar="DIR",
                          help="record what each stage returned into DIR, for 'restyle replay' "
                          "(a single photo file)")
+    _analyze_output_options(analyze)
+    _pricing_options(analyze)
     _ray_option(analyze)
+
+
+def _analyze_output_options(analyze: argparse.ArgumentParser) -> None:
+    analyze.add_argument(
+        "--format", choices=("summary", "table"), metavar="FORMAT",
+        help="summary: each photo's identification, price and comps; table: one line per "
+        "photo (default: summary for a single photo file, else table)")
+    analyze.add_argument("--csv", metavar="FILE",
+                         help="also write one CSV row per photo to FILE (- for stdout)")
+    analyze.add_argument("--html", metavar="FILE",
+                         help="also write an HTML report to FILE: a sortable row per photo "
+                         "with its thumbnail, identification, price and best comps")
+    analyze.add_argument("--no-log", action="store_true",
+                         help="keep this run out of the history 'restyle logs' shows "
+                         "(or set RESTYLE_NO_LOG=1)")
 
 
 def _catalog_commands(sub: _Commands, common: argparse.ArgumentParser) -> None:
@@ -154,7 +172,7 @@ def _evaluation_commands(sub: _Commands, common: argparse.ArgumentParser) -> Non
     replay.add_argument("recording", metavar="DIR", help="a directory written by --record")
     replay.add_argument("--synthesizer", metavar="NAME",
                         help="merge the recorded opinions with this synthesizer")
-    _pricing_options(replay)
+    _pricing_options(replay, recorded=True)
     replay.add_argument("--no-cutoff", action="store_true",
                         help="flag no comp below the similarity cut-off")
     replay.add_argument("--json", action="store_true",
@@ -162,12 +180,49 @@ def _evaluation_commands(sub: _Commands, common: argparse.ArgumentParser) -> Non
     replay.add_argument("--no-plugins", action="store_true", help="load no third-party plugins")
 
 
-def _pricing_options(parser: argparse.ArgumentParser) -> None:
+def _logs_command(sub: _Commands) -> None:
+    logs = sub.add_parser(
+        "logs", help="list, search, show and export past analyses (the history)",
+        description="Every analysis 'restyle analyze' makes is logged to a SQLite database "
+        "under $RESTYLE_HOME (history.sqlite), unless --no-log or RESTYLE_NO_LOG=1. With no "
+        "ACTION, the newest analyses are listed.")
+    _logs_filters(logs)
+    actions = logs.add_subparsers(dest="logs_command", metavar="ACTION")
+    _logs_filters(actions.add_parser("list", help="the newest analyses, or those matching"))
+    show = actions.add_parser("show", help="one analysis in full")
+    show.add_argument("id", type=int, metavar="ID", help="its number, as 'restyle logs' lists it")
+    show.add_argument("--json", action="store_true", help="print the entry as JSON")
+    actions.add_parser("export", help="every entry as JSON Lines, oldest first")
+    actions.add_parser("path", help="where the history is kept")
+
+
+def _logs_filters(parser: argparse.ArgumentParser) -> None:
+    default = argparse.SUPPRESS if parser.prog.endswith(" list") else None
+    parser.add_argument("-q", "--query", metavar="TEXT", default=default,
+                        help="only entries whose photo, brand, product, category or summary "
+                        "contains TEXT (any case)")
+    parser.add_argument("--brand", metavar="TEXT", default=default,
+                        help="only entries whose brand contains TEXT")
+    parser.add_argument("--product", metavar="TEXT", default=default,
+                        help="only entries whose product contains TEXT")
+    parser.add_argument("-n", "--count", type=_count_argument, metavar="N",
+                        default=argparse.SUPPRESS if default else 20,
+                        help="most entries to list (default 20; 0 for all)")
+    parser.add_argument("--json", action="store_true",
+                        default=argparse.SUPPRESS if default else False,
+                        help="print the entries as JSON Lines")
+
+
+def _pricing_options(parser: argparse.ArgumentParser, *, recorded: bool = False) -> None:
+    """The pricing rules, the same on every command that prices; a replay's
+    defaults are the recording's."""
+    defaults = ("the recording's", "the recording's") if recorded else (
+        "$RESTYLE_MINIMUM_COMPS, else 3", "$RESTYLE_HALF_LIFE_DAYS, else 30")
     parser.add_argument("--minimum-comps", type=int, metavar="N",
-                        help="fewest comps a price may rest on (default 3)")
+                        help=f"fewest comps a price may rest on (default: {defaults[0]})")
     parser.add_argument("--half-life-days", "--half-life", type=float, metavar="DAYS",
                         dest="half_life_days",
-                        help="days after which a sale weighs half (default 30)")
+                        help=f"days after which a sale weighs half (default: {defaults[1]})")
 
 
 def _ray_option(parser: argparse.ArgumentParser) -> None:
