@@ -111,6 +111,51 @@ def test_prices_outside_the_sane_range_are_rejected_with_the_reason(folder: Path
     assert stored["yen"][2] == "5000000000" and stored["exp"][2] == "1000"
 
 
+def test_prices_as_spreadsheets_export_them_are_read_by_the_locale_rule(folder: Path) -> None:
+    accepted = {  # price cell, currency column -> stored price, currency
+        ("$89.99", None): ("89.99", "USD"),
+        ("1,200.00", None): ("1200.00", "USD"),
+        ("1,200", None): ("1200", "USD"),  # a comma before three digits: thousands
+        ("12,345,678.5", None): ("12345678.5", "USD"),
+        ("€12,50", None): ("12.50", "EUR"),  # a comma before the cents, no dot
+        ("12,5 €", "eur"): ("12.5", "EUR"),
+        ("USD 1,050.25", None): ("1050.25", "USD"),
+        ("89.99 GBP", "GBP"): ("89.99", "GBP"),
+        ("£7", None): ("7", "GBP"),
+        ("C$15", None): ("15", "CAD"),
+        ("$15", "AUD"): ("15", "AUD"),  # $ is any dollar's sign
+        ("¥4,800", "CNY"): ("4800", "CNY"),
+        ("¥4,800", None): ("4800", "JPY"),
+        ("58.00", "SEK"): ("58.00", "SEK"),
+    }
+    refused = {
+        ("1.200,00", None): "bad price '1.200,00': ambiguous separators; write it with a dot "
+                            "before the cents and commas only between groups of three digits "
+                            "(1,200.00 or 1200.00; 12,50 for 12.50 is read too)",
+        ("1,200,5", None): "bad price '1,200,5': ambiguous separators",
+        ("12,3456", None): "bad price '12,3456': ambiguous separators",
+        ("€12", "USD"): "bad price '€12': its currency mark is not the currency column's USD",
+        ("$5 USD", None): "bad price '$5 USD': two currency marks ('$' and 'USD')",
+        ("#5", None): "bad price '#5': not a number ('#' is not a currency symbol or code "
+                      "restyle knows)",
+        ("-$5", None): "bad price '-$5': below the minimum of 0.01",
+        ("12 000", None): "bad price '12 000': not a number",
+    }
+    cases = [*accepted, *refused]
+    rows = [{**GOOD, "id": f"p{i}", "price": price,
+             **({"currency": currency} if currency else {})}
+            for i, (price, currency) in enumerate(cases)]
+    report, _ = build(folder, write_jsonl(folder, rows))
+    found = reasons(report)
+    assert {number - 1 for number in found} == set(range(len(accepted), len(cases)))
+    for i, case in enumerate(cases[len(accepted):], start=len(accepted) + 1):
+        assert found[i].startswith(refused[case]), (case, found[i])
+    with sqlite3.connect(folder.parent / "cat" / "catalog.sqlite") as db:
+        kept = {row[0]: (row[1], row[2]) for row in db.execute(
+            "SELECT listing_id, price, currency FROM items")}
+    assert kept == {f"p{i}": value for i, value in enumerate(accepted.values())}
+
+
 def test_json_numbers_that_are_not_finite_are_rejected_and_written_as_strict_json(
     folder: Path,
 ) -> None:
@@ -175,7 +220,8 @@ def test_image_paths_are_confined_to_the_listings_folder(folder: Path) -> None:
     report, stored = build(folder, write_jsonl(folder, rows))
     assert set(stored) == {"good", "inside-absolute"}
     found = reasons(report)
-    hint = f"(images must be files inside {folder}; see images_root)"
+    hint = (f"(images must be files inside {folder}; another folder is named by "
+            "--images-root, images_root= in Python)")
     for number, row in enumerate(rows[:8], start=1):
         assert found[number] == f"image not found: {row['image']} {hint}", row["id"]
     assert found[9] == "bad image: must be a file path or an http(s) URL, not a 'file' URL"
@@ -369,6 +415,30 @@ def test_a_csv_quoted_field_that_never_ends_is_rejected_not_a_traceback(folder: 
     assert set(stored) == {"good"}
     # What follows the runaway field is read as rows again (and rejected as such).
     assert reasons(report)[3] == "malformed CSV: field larger than field limit (263168)"
+
+
+def test_an_unclosed_csv_quote_rejects_its_line_as_malformed_and_every_row_is_counted(
+    folder: Path,
+) -> None:
+    good = ",".join(GOOD[key] for key in ("id", "title", "price", "image"))
+    path = folder / "listings.csv"
+    path.write_text(
+        "id,title,price,image\n"
+        f"{good}\n"
+        'stray,"Shirt blue,30,images/ls-tee-red.jpg\n'  # the quote never closes
+        'after,Coat,"70",images/ls-tee-red.jpg\n'  # ... but this line's quotes would
+        'multi,"two\nlines",9,images/ls-tee-red.jpg\n'  # a real line break in a field
+        'last,Hat,10,"images/ls-tee-red.jpg\n')  # the file ends inside a quote
+    report, stored = build(folder, path)
+    assert set(stored) == {"good", "after", "multi"}
+    assert stored["multi"][1] == "two lines"
+    assert reasons(report) == {
+        3: "malformed CSV: a quoted field on line 3 is never closed (it would have "
+           "swallowed line 4)",
+        7: "malformed CSV: a quoted field on line 7 is never closed",
+    }
+    assert report.rows == 5
+    assert report.rejected[0].data == {"_line": 'stray,"Shirt blue,30,images/ls-tee-red.jpg'}
 
 
 def test_csv_bad_bytes_and_nuls_reject_or_clean_only_their_row(folder: Path) -> None:

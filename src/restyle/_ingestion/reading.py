@@ -8,6 +8,7 @@ import csv
 import json
 import os
 import stat
+from collections import deque
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -193,29 +194,11 @@ def _csv_rows(fh: IO[bytes], limits: ListingLimits, path: Path) -> Iterator[Sour
     # ours (never lower it) so that our limit, with its clear reason, applies.
     if csv.field_size_limit() < limits.row_bytes + 1024:
         csv.field_size_limit(limits.row_bytes + 1024)
-    handed: list[int] = []  # physical lines handed to the csv reader for this record
-    bad: dict[int, str] = {}  # physical line -> why its record is rejected
-    skipped: list[int] = []  # physical lines too long to hand over at all
-
-    def text_lines() -> Iterator[str]:
-        for number, line in _lines(fh, limits.row_bytes):
-            if line is None:
-                skipped.append(number)
-                continue
-            try:
-                text = line.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                # Hand the line over anyway so the csv reader stays in step,
-                # and reject the record it belongs to.
-                text = line.decode("utf-8", "replace")
-                bad[number] = _not_utf8(exc)
-            handed.append(number)
-            yield text
-
-    reader = csv.reader(text_lines())
+    lines = _CsvLines(_lines(fh, limits.row_bytes))
+    reader = csv.reader(lines)
     header: list[str] | None = None
     while True:
-        handed.clear()
+        lines.handed.clear()
         error: str | None = None
         try:
             fields = next(reader)
@@ -223,16 +206,16 @@ def _csv_rows(fh: IO[bytes], limits: ListingLimits, path: Path) -> Iterator[Sour
             fields = None
         except csv.Error as exc:
             fields, error = [], f"malformed CSV: {exc}"
-        if header is None and skipped:
+        if header is None and lines.skipped:
             raise CatalogError(f"listings file {path.name}: the header row is longer than "
                                f"the limit of {limits.row_bytes} bytes")
-        for number in skipped:
+        for number in lines.skipped:
             yield SourceRow(number=number, data={}, error=_too_long(limits))
-        skipped.clear()
+        lines.skipped.clear()
         if fields is None:
             return
-        first = handed[0] if handed else 0
-        error = error or next((bad[n] for n in handed if n in bad), None)
+        first = lines.handed[0][0] if lines.handed else 0
+        error = error or next((lines.bad[n] for n, _ in lines.handed if n in lines.bad), None)
         if error is None and sum(len(f) for f in fields) > limits.row_bytes:
             error = _too_long(limits)
         if header is None:
@@ -243,10 +226,68 @@ def _csv_rows(fh: IO[bytes], limits: ListingLimits, path: Path) -> Iterator[Sour
                 continue
             header = [name.strip() for name in fields]
             continue
-        if error is not None:
+        if error is None and _unclosed_quote(fields, header, len(lines.handed)):
+            yield lines.unclosed_quote()
+        elif error is not None:
             yield SourceRow(number=first, data=preview(_record(header, fields)), error=error)
         elif any(f.strip() for f in fields):
             yield SourceRow(number=first, data=_record(header, fields))
+
+
+class _CsvLines:
+    """The physical lines handed to the csv reader, with their numbers: those
+    of the record being read (``handed``), those too long to hand over
+    (``skipped``), those not UTF-8 (``bad``, with the reason), and lines put
+    back to be read again (after a quote that was never closed)."""
+
+    def __init__(self, lines: Iterator[tuple[int, bytes | None]]) -> None:
+        self._lines = lines
+        self._again: deque[tuple[int, str]] = deque()
+        self.handed: list[tuple[int, str]] = []
+        self.skipped: list[int] = []
+        self.bad: dict[int, str] = {}
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        while not self._again:
+            number, line = next(self._lines)
+            if line is None:
+                self.skipped.append(number)
+                continue
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                # Hand the line over anyway so the csv reader stays in step,
+                # and reject the record it belongs to.
+                text = line.decode("utf-8", "replace")
+                self.bad[number] = _not_utf8(exc)
+            self._again.append((number, text))
+        number, text = self._again.popleft()
+        self.handed.append((number, text))
+        return text
+
+    def unclosed_quote(self) -> SourceRow:
+        """The record just read began with a quote never closed: its first line
+        rejected as malformed CSV, the lines it swallowed put back to be read
+        as rows of their own."""
+        (number, text), swallowed = self.handed[0], self.handed[1:]
+        self._again.extendleft(reversed(swallowed))
+        last = swallowed[-1][0] if swallowed else number
+        after = "" if last == number else f" (it would have swallowed line {last})" \
+            if last == number + 1 else f" (it would have swallowed lines {number + 1}-{last})"
+        return SourceRow(number=number, data={"_line": clip(text.strip())},
+                         error=f"malformed CSV: a quoted field on line {number} is never "
+                               f"closed{after}")
+
+
+def _unclosed_quote(fields: list[str], header: list[str], lines: int) -> bool:
+    """Whether a record ran on past its line because a quote was never closed:
+    a line break inside a field of a one-line record (only the file's end
+    closed it), or a record of several lines with the wrong number of fields."""
+    broken = any("\n" in field or "\r" in field for field in fields)
+    return broken and (lines == 1 or len(fields) != len(header))
 
 
 def _record(header: list[str], fields: list[str]) -> dict[str, Any]:

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import math
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 
+from restyle._ingestion.prices import read_price
 from restyle._ingestion.rejections import clip, preview
 from restyle._ingestion.rows import (
     ListingLimits,
@@ -87,12 +88,8 @@ def _validate(source: SourceRow, *, base: Path, images_root: Path,
         raise Refused("missing title")
     if image is None:
         raise Refused("missing image")
-    currency = (value("currency", limit=_CURRENCY_CHARS, clean=False) or "USD").upper()
-    try:
-        Money(amount=Decimal(0), currency=currency)
-    except ValueError as exc:
-        raise Refused(f"bad currency {currency!r}: not a 3-letter ISO 4217 code") from exc
-    price = _price(raw.get("price"), currency, limits)
+    price, currency = _price(raw.get("price"),
+                             value("currency", limit=_CURRENCY_CHARS, clean=False), limits)
     url = value("url", limit=limits.url, clean=False)
     if url is not None and not is_url(url):
         raise Refused(f"bad url: must be an http(s) URL, not {_scheme(url)}")
@@ -134,7 +131,9 @@ def _text(raw: object, column: str) -> str | None:
     raise Refused(f"{column} must be text or a number, not {type(raw).__name__}")
 
 
-def _price(raw: object, currency: str, limits: ListingLimits) -> Decimal:
+def _price(raw: object, column: str | None, limits: ListingLimits) -> tuple[Decimal, str]:
+    """The price and its currency: the currency column's, else the one the
+    price's symbol or code names, else USD; the two must agree."""
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         raise Refused("missing price")
     if isinstance(raw, bool):
@@ -145,10 +144,9 @@ def _price(raw: object, currency: str, limits: ListingLimits) -> Decimal:
     shown = clip(text.strip(), _PRICE_CHARS)
     if len(text) > _PRICE_CHARS:
         raise Refused(f"bad price {shown!r}: longer than {_PRICE_CHARS} characters")
-    try:
-        price = Decimal(text.strip())
-    except InvalidOperation as exc:
-        raise Refused(f"bad price {shown!r}: not a number") from exc
+    read = read_price(text.strip(), shown)
+    currency = _currency(column, read.currencies, shown)
+    price = read.amount
     if not price.is_finite():
         raise Refused(f"bad price {shown!r}: not a finite number")
     if price < limits.min_price:
@@ -157,7 +155,19 @@ def _price(raw: object, currency: str, limits: ListingLimits) -> Decimal:
     if price > ceiling:
         raise Refused(f"bad price {shown!r}: above the {currency} maximum of {ceiling:,}")
     # Plain digits from here on ("1E+3" is stored as "1000").
-    return Decimal(format(price, "f"))
+    return Decimal(format(price, "f")), currency
+
+
+def _currency(column: str | None, marked: tuple[str, ...], shown: str) -> str:
+    currency = (column or (marked[0] if marked else "USD")).upper()
+    try:
+        Money(amount=Decimal(0), currency=currency)
+    except ValueError as exc:
+        raise Refused(f"bad currency {currency!r}: not a 3-letter ISO 4217 code") from exc
+    if marked and currency not in marked:
+        raise Refused(f"bad price {shown!r}: its currency mark is not the currency "
+                      f"column's {currency}")
+    return currency
 
 
 def _scheme(text: str) -> str:
@@ -172,7 +182,8 @@ def _image_location(image: str, *, base: Path, images_root: Path) -> str:
     if _URL_SCHEME.match(image):
         raise Refused(f"bad image: must be a file path or an http(s) URL, not {_scheme(image)}")
     refusal = (f"image not found: {clip(image, 200)} (images must be files inside "
-               f"{images_root}; see images_root)")
+               f"{images_root}; another folder is named by --images-root, images_root= "
+               "in Python)")
     try:
         path = Path(image).expanduser() if image.startswith("~") else Path(image)
         resolved = resolve_inside(images_root, path, base=base)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import warnings
 from collections.abc import Iterable, Mapping
@@ -46,6 +47,8 @@ def _build(args: argparse.Namespace, directory: Path) -> int:
     if not listings.is_file():  # before the model loads: one clear error, at once
         raise CatalogError(f"listings file not found: {listings}")
     args.catalog = str(directory)
+    new = not Catalog.exists(directory)
+    there = {e.name for e in directory.iterdir()} if directory.is_dir() else None
     engine = make_engine(args, experts=[], marketplaces=[])
     report = engine.build_catalog(listings, progress=None, images_root=args.images_root,
                                   executor=ray_executor(args))
@@ -55,9 +58,36 @@ def _build(args: argparse.Namespace, directory: Path) -> int:
         details.append(f"  ... {report.rejected_count - SHOWN} more")
     if report.rejected_file:
         details.append(f"  rejected rows written to {report.rejected_file}")
-    return _tell(args, {"catalog": str(directory), **report.to_dict()},
+    kept = report.added + report.updated + report.skipped
+    data = {"catalog": str(directory), **report.to_dict()}
+    if kept == 0:
+        if new:  # no empty catalog is left behind as if one were built
+            engine.catalog.close()
+            _remove_made(directory, there, report.rejected_file)
+            data["catalog"] = None
+        details.append(f"restyle: error: no listing was stored: {_nothing_kept(report.rows)}"
+                       + (f"; no catalog was made at {directory}" if new else ""))
+    return _tell(args, data,
                  f"catalog {directory}: {report.added} added, {report.updated} updated, "
-                 f"{report.skipped} unchanged, {report.rejected_count} rejected\n", details)
+                 f"{report.skipped} skipped (stored already), {report.rejected_count} "
+                 "rejected\n", details, ok=kept > 0)
+
+
+def _remove_made(directory: Path, there: set[str] | None, kept: Path | None) -> None:
+    """What a build made in ``directory`` (``there``: what it held before, None
+    if it did not exist) removed, all but ``kept``; the folder too if it made
+    it and nothing is kept."""
+    for entry in directory.iterdir():
+        if (kept is None or entry.name != kept.name) and entry.name not in (there or ()):
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink(missing_ok=True)
+    if there is None and kept is None:
+        directory.rmdir()
+
+
+def _nothing_kept(rows: int) -> str:
+    if rows == 0:
+        return "the listings file has no rows"
+    return "every row was rejected" if rows > 1 else "its one row was rejected"
 
 
 def _stats(args: argparse.Namespace, directory: Path) -> int:
