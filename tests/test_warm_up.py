@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from restyle import Engine, RestyleError
+from restyle._pipeline import prompts
 from restyle.experts import clip
 from restyle.testing import ColorEncoder
 from tests.conftest import wait_until
@@ -26,8 +27,8 @@ PHOTO = Image.new("RGB", (64, 64), (200, 30, 30))
 
 
 @pytest.fixture(autouse=True)
-def fresh_prompt_vectors(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(clip, "_TAXONOMY_VECTORS", {})
+def fresh_prompt_vectors() -> None:
+    prompts.forget()
 
 
 class SlowTexts(ColorEncoder):
@@ -89,7 +90,7 @@ def test_prompt_vectors_are_kept_on_disk_and_damage_is_recomputed(
     assert len(kept) == 1
     first = clip.taxonomy_vectors(encoder)
 
-    monkeypatch.setattr(clip, "_TAXONOMY_VECTORS", {})  # a new process
+    prompts.forget()  # a new process
     again = SlowTexts(0.0, "kept-prompts")
     clip_engine(again).warm_up()
     assert again.text_calls == 0  # read back, not encoded
@@ -98,7 +99,7 @@ def test_prompt_vectors_are_kept_on_disk_and_damage_is_recomputed(
         np.testing.assert_array_equal(vectors, first[facet][1])
 
     np.save(kept[0], np.full((3, 64), np.nan, np.float32))  # damaged
-    monkeypatch.setattr(clip, "_TAXONOMY_VECTORS", {})
+    prompts.forget()
     damaged = SlowTexts(0.0, "kept-prompts")
     clip_engine(damaged).warm_up()
     assert damaged.text_calls == 1

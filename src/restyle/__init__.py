@@ -56,6 +56,7 @@ from restyle._evaluation.backtest import BacktestGroup, BacktestItem, BacktestRe
 from restyle._indexes.flat import VectorIndex
 from restyle._input.fetching import Fetcher, FetchLimits
 from restyle._input.imaging import ImageInput, Photo, load_photo
+from restyle._input.item import ITEM_MAX_PHOTOS, Item
 from restyle._pipeline.pricing import MAXIMUM_PRICE, MINIMUM_COMPS, estimate_price
 from restyle._pipeline.query import build_query, relaxed_queries
 from restyle._pipeline.rerank import Reranker, RerankResult
@@ -105,6 +106,7 @@ from restyle._types import (
     Opinion,
     OpinionStatus,
     PhotoInfo,
+    PhotoRole,
     PriceBand,
     PriceBasis,
     PricedComp,
@@ -118,6 +120,7 @@ from restyle._version import __version__
 logging.getLogger("restyle").addHandler(logging.NullHandler())
 
 __all__ = [
+    "ITEM_MAX_PHOTOS",
     "MAXIMUM_PRICE",
     "MINIMUM_COMPS",
     "Analysis",
@@ -154,6 +157,7 @@ __all__ = [
     "Identification",
     "ImageError",
     "ImageInput",
+    "Item",
     "Listing",
     "ListingLimits",
     "Marketplace",
@@ -168,6 +172,7 @@ __all__ = [
     "OpinionStatus",
     "Photo",
     "PhotoInfo",
+    "PhotoRole",
     "PluginContractError",
     "PluginError",
     "PluginLoadWarning",

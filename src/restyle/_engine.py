@@ -19,7 +19,8 @@ import numpy as np
 from restyle import _settings
 from restyle._errors import ConfigurationError, EncoderError, PluginError, RestyleError
 from restyle._input.fetching import Fetcher
-from restyle._input.imaging import ImageInput, Photo, load_photo
+from restyle._input.imaging import ImageInput, Photo
+from restyle._input.item import Item, as_item, load_item
 from restyle._options import (
     check_count,
     check_identification,
@@ -50,6 +51,7 @@ from restyle._pipeline.pricing import (
     estimate_price,
 )
 from restyle._pipeline.rerank import Reranker, RerankResult
+from restyle._pipeline.roles import find_roles
 from restyle._pipeline.search import SearchResult, search_marketplaces
 from restyle._pipeline.trace import Trace, write_recording
 from restyle._plugin.components import (
@@ -62,6 +64,7 @@ from restyle._plugin.components import (
     activate,
     deactivate,
 )
+from restyle._plugin.contracts import check_vectors
 from restyle._plugin.registry import PluginRegistry
 from restyle._progress import progress_bar
 from restyle._ray.executor import Executor, RayExecutor, analyze_on_ray
@@ -74,7 +77,7 @@ from restyle._store.catalog import (
     ListingLimits,
 )
 from restyle._store.holdout import HeldOutCatalog, catalog_ids
-from restyle._types import Analysis, Comp, Identification, Opinion
+from restyle._types import Analysis, Comp, Identification, Opinion, PhotoRole
 
 # The store sits below Ray and takes an executor by what it does: the name
 # "ray" of Catalog.build(executor="ray") is given it here, above both.
@@ -86,6 +89,9 @@ DEFAULT_DEADLINE = 60.0
 __all__ = ["BATCH_PHOTOS", "DEFAULT_DEADLINE", "Engine"]
 
 logger = logging.getLogger("restyle")
+
+#: Longest side of the thumbnails of an analysis's strip of photos (``Analysis.photos``).
+STRIP_SIDE = 96
 
 class Engine:
     """One configured pipeline. Thread-safe; build one per process and share it.
@@ -323,18 +329,48 @@ class Engine:
     def _budget(self, deadline: float | None) -> Budget:
         return Budget.of(self.deadline if deadline is None else check_seconds("deadline", deadline))
 
-    @staticmethod
-    def _load_photo(image: ImageInput | Photo, budget: Budget) -> Photo:
-        """The photo read and decoded through the input gate, by the end of the
-        experts' stage (reading it is part of the analysis)."""
-        return load_photo(image, deadline=budget.stage("experts").end)
+    def _load_item(self, image: ImageInput | Photo | Item, budget: Budget,
+                   problems: list[str] | None = None) -> list[Photo]:
+        """The item's photos read and decoded through the input gate by the end
+        of the experts' stage (reading is part of the analysis), each with its
+        role: the photos that show the item whole first. A photo that could
+        not be read is told in ``problems`` (the item fails only when none can)."""
+        loaded = load_item(as_item(image), deadline=budget.stage("experts").end)
+        if problems is not None:
+            problems.extend(loaded.problems)
+        photos = list(loaded.photos)
+        vectors: list[np.ndarray | None] = [None] * len(photos)
+        if len(photos) > 1 and any(p.role is None for p in photos):
+            vectors = self._item_vectors(photos, budget.stage("experts").end)
+        placed = find_roles(photos, vectors, self.encoder)
+        return ([p for p in placed if p.role is PhotoRole.WHOLE]
+                + [p for p in placed if p.role is not PhotoRole.WHOLE])
+
+    def _item_vectors(self, photos: Sequence[Photo], deadline: float) -> list[np.ndarray | None]:
+        """The photos' vectors, those not kept yet encoded in one batch (and
+        kept on the photos); None for each when the batch fails."""
+        encoder = self.encoder
+        missing = [p for p in photos if p.vector(encoder.model_id) is None]
+        if missing:
+            try:
+                rows = _budget.call(
+                    encoder, f"encoder {encoder.name}", encoder.encode_images,
+                    [p.image for p in missing], deadline=deadline,
+                    check=partial(check_vectors, encoder, count=len(missing)))
+            except Exception as exc:
+                logger.info("the item's photos were not encoded together: %s", describe(exc))
+                return [p.vector(encoder.model_id) for p in photos]
+            for photo, row in zip(missing, rows, strict=True):
+                photo.keep_vector(encoder.model_id, row)
+        return [p.vector(encoder.model_id) for p in photos]
 
     def _experts_deadline(self, budget: Budget) -> float:
         return budget.stage("experts", cap=self.identify_budget).end
 
-    def examine(self, image: ImageInput | Photo, *,
+    def examine(self, image: ImageInput | Photo | Item, *,
                 deadline: float | None = None) -> tuple[Opinion, ...]:
-        """Every expert's Opinion of the photo, gathered concurrently.
+        """Every expert's Opinion of the photo (of each photo of an
+        :class:`~restyle.Item`, each naming its photo), gathered concurrently.
 
         Each expert runs under its own ``timeout`` within the experts' share
         of ``deadline`` (seconds; the Engine's by default). One that raises,
@@ -343,25 +379,26 @@ class Engine:
         """
         with self._running("examine"):
             budget = self._budget(deadline)
-            photo = self._load_photo(image, budget)
-            return examine(self.experts, photo, deadline=self._experts_deadline(budget))
+            photos = self._load_item(image, budget)
+            return examine(self.experts, photos, deadline=self._experts_deadline(budget))
 
-    def identify(self, image: ImageInput | Photo, *,
+    def identify(self, image: ImageInput | Photo | Item, *,
                  deadline: float | None = None) -> Identification:
-        """What the item in the photo is."""
+        """What the item in the photo (or the photos of an Item) is."""
         with self._running("identify"):
             budget = self._budget(deadline)
-            return self._identify(self._load_photo(image, budget), budget).identification
+            return self._identify(self._load_item(image, budget), budget).identification
 
-    def _identify(self, photo: Photo, budget: Budget) -> IdentifyResult:
-        opinions = examine(self.experts, photo, deadline=self._experts_deadline(budget))
+    def _identify(self, photos: Sequence[Photo], budget: Budget) -> IdentifyResult:
+        opinions = examine(self.experts, sorted(photos, key=lambda p: p.index),
+                           deadline=self._experts_deadline(budget))
         identification = synthesize(
-            self.synthesizer, opinions, photo, deadline=budget.stage("synthesize").end,
+            self.synthesizer, opinions, photos, deadline=budget.stage("synthesize").end,
             fallback=self._fallback_synthesizer, borrow_until=budget.stage("search").end,
         )
         return IdentifyResult(opinions=opinions, identification=identification)
 
-    def synthesize(self, opinions: Sequence[Opinion], image: ImageInput | Photo, *,
+    def synthesize(self, opinions: Sequence[Opinion], image: ImageInput | Photo | Item, *,
                    deadline: float | None = None) -> Identification:
         """The Identification this Engine's synthesizer makes of ``opinions``
         (experts' opinions of the photo, e.g. recorded ones), falling back to
@@ -371,9 +408,9 @@ class Engine:
         opinions = check_opinions(opinions)
         with self._running("synthesize"):
             budget = self._budget(deadline)
-            photo = self._load_photo(image, budget)
+            photos = self._load_item(image, budget)
             return synthesize(
-                self.synthesizer, opinions, photo,
+                self.synthesizer, opinions, photos,
                 deadline=budget.start + 0.8 * budget.total,
                 fallback=self._fallback_synthesizer, borrow_until=budget.end,
             )
@@ -404,14 +441,14 @@ class Engine:
     # -- comps ---------------------------------------------------------------
 
     def find_comps(
-        self, image: ImageInput | Photo, identification: Identification, *,
+        self, image: ImageInput | Photo | Item, identification: Identification, *,
         deadline: float | None = None,
     ) -> list[Comp]:
         """Comparable listings for the identified item, most alike first."""
         check_identification(identification)
         with self._running("find_comps"):
             budget = self._budget(deadline)
-            _, reranked, _ = self._find_comps(self._load_photo(image, budget), identification,
+            _, reranked, _ = self._find_comps(self._load_item(image, budget), identification,
                                               budget)
             return list(reranked.comps)
 
@@ -435,31 +472,47 @@ class Engine:
         return vector
 
     def _find_comps(
-        self, photo: Photo, identification: Identification, budget: Budget,
+        self, photos: Sequence[Photo], identification: Identification, budget: Budget,
         hidden: frozenset[str] = frozenset(),
     ) -> tuple[SearchResult, RerankResult, np.ndarray]:
+        """Search with the photos that show the item whole (all of them when
+        none does), by their vectors' normalised mean; re-rank each comp by its
+        best match among them. Returns their vectors, one row each."""
         search_deadline = budget.stage("search").end
-        embedding = self._photo_embedding(photo, search_deadline)
+        whole = [p for p in photos if p.role is PhotoRole.WHOLE] or list(photos)
+        rows = np.stack([self._photo_embedding(p, search_deadline) for p in whole])
+        embedding = rows[0]
+        if len(rows) > 1:
+            mean = rows.mean(axis=0)
+            embedding = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
         search = search_marketplaces(
-            self.marketplaces, photo, identification, embedding=embedding,
+            self.marketplaces, whole[0], identification, embedding=embedding,
             model_id=self.encoder.model_id, wanted=self.comps_wanted, limit=self.max_comps,
             deadline=search_deadline, exclude=hidden,
         )
         reranked = self.reranker.rerank(
-            embedding, [(f.listing, f.step) for f in search.found], encoder=self.encoder,
+            rows, [(f.listing, f.step) for f in search.found], encoder=self.encoder,
             known_vectors=search.known_vectors, identification=identification,
             deadline=budget.stage("rerank").end,
         )
-        return search, reranked, embedding
+        return search, reranked, rows
 
     # -- analyze -------------------------------------------------------------
 
     def analyze(
-        self, image: ImageInput | Photo, *, deadline: float | None = None,
+        self, image: ImageInput | Photo | Item, *, deadline: float | None = None,
         exclude: Iterable[str] = (), record: str | os.PathLike[str] | None = None,
         as_of: datetime | None = None,
     ) -> Analysis:
         """Identify the item, find and re-rank comps, and estimate a price.
+
+        ``image`` is one photo, or an :class:`~restyle.Item` of up to
+        :data:`~restyle.ITEM_MAX_PHOTOS` photos of one item (the whole item,
+        its brand tag, its care label, details, flaws): every expert examines
+        every photo, the synthesizer fuses what they saw, and the comps are
+        found and re-ranked with the photos that show the item whole. A
+        photo of an item that cannot be read is told in the warnings; the
+        analysis fails only when none can.
 
         The whole analysis ends by ``deadline`` seconds (the Engine's
         ``deadline`` by default), whatever the components and servers do: each
@@ -480,26 +533,30 @@ class Engine:
         moment = check_moment("as_of", as_of)
         with self._running("analyze", hidden=hidden):
             budget = self._budget(deadline)
-            photo = self._load_photo(image, budget)
-            identified = self._identify(photo, budget)
+            problems: list[str] = []
+            photos = self._load_item(image, budget, problems)
+            identified = self._identify(photos, budget)
             search, reranked, embedding = self._find_comps(
-                photo, identified.identification, budget, hidden)
+                photos, identified.identification, budget, hidden)
             price = estimate_price(reranked.comps, minimum_comps=self.minimum_comps,
                                    half_life_days=self.half_life_days, now=moment)
             analysis = Analysis(
-                photo=photo.info(),
+                photo=photos[0].info(),
+                photos=tuple(p.info(thumbnail_side=STRIP_SIDE)
+                             for p in sorted(photos, key=lambda p: p.index)),
                 opinions=identified.opinions,
                 identification=identified.identification,
                 query=search.query,
                 comps=reranked.comps,
                 price=price,
                 model_id=self.encoder.model_id,
-                warnings=search.warnings + reranked.warnings,
+                warnings=(*problems, *search.warnings, *reranked.warnings),
                 elapsed=round(time.monotonic() - budget.start, 4),
             )
             if record is not None:
                 write_recording(record, Trace(
-                    photo=photo, analysis=analysis, found=search.found,
+                    photo=photos[0], photos=tuple(sorted(photos, key=lambda p: p.index)),
+                    analysis=analysis, found=search.found,
                     search_warnings=search.warnings, rerank_warnings=reranked.warnings,
                     embedding=embedding, vectors=reranked.vectors,
                     settings=self._recorded_settings(),

@@ -15,7 +15,9 @@ __all__ = [
     "clean_text",
     "map_category",
     "map_facet_term",
+    "materials",
     "model_numbers",
+    "registration_numbers",
     "sizes",
 ]
 
@@ -202,3 +204,31 @@ def model_numbers(text: str) -> list[str]:
         if token not in found:
             found.append(token)
     return found
+
+
+# "60% COTTON", "100 % Polyester", "40%POLYESTER" on a care label.
+_COMPOSITION = re.compile(r"(\d{1,3}(?:[.,]\d)?)\s?%\s*([A-Za-z][A-Za-z\- ]{1,29}[A-Za-z])")
+# US (RN) and Canadian (CA) registration numbers printed on care labels.
+_REGISTRATION = re.compile(r"\b(RN|CA)\s*#?\s*:?\s*(\d{4,6})\b")
+
+
+def materials(text: str) -> list[tuple[str, float]]:
+    """The fibres of a care label's composition line with their shares (0 to
+    1): "60% COTTON 40% POLYESTER" gives [("cotton", 0.6), ("polyester", 0.4)];
+    a known material term is given in the taxonomy's words."""
+    found: list[tuple[str, float]] = []
+    for share, name in _COMPOSITION.findall(text):
+        value = float(share.replace(",", ".")) / 100.0
+        if not 0 < value <= 1:
+            continue
+        words = _SPACES.sub(" ", name).strip().lower()
+        term = map_facet_term(words) or map_facet_term(words.split(" ")[0])
+        fibre = term[1] if term and term[0] == "material" else words.split(" ")[0]
+        found.append((fibre, value))
+    return found
+
+
+def registration_numbers(text: str) -> list[tuple[str, str]]:
+    """RN and CA numbers printed in ``text``: ``("rn_number", "12345")``."""
+    return [(f"{kind.lower()}_number", number)
+            for kind, number in _REGISTRATION.findall(text.upper())]

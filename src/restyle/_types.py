@@ -35,6 +35,7 @@ __all__ = [
     "Opinion",
     "OpinionStatus",
     "PhotoInfo",
+    "PhotoRole",
     "PriceBand",
     "PriceBasis",
     "PriceEstimate",
@@ -120,9 +121,27 @@ class OpinionStatus(str, enum.Enum):
     BUSY = "busy"
 
 
+class PhotoRole(str, enum.Enum):
+    """What one photo of an item shows."""
+
+    #: The whole item: what the comps should look like.
+    WHOLE = "whole"
+    #: The brand tag or logo.
+    TAG = "tag"
+    #: The care or size label (size, material, RN/CA numbers).
+    LABEL = "label"
+    #: A close-up: a detail, the sole, a serial plate, the fabric.
+    DETAIL = "detail"
+    #: A flaw: a stain, a tear, wear.
+    FLAW = "flaw"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Opinion(Value):
-    """What one expert saw in the photo, or why it saw nothing."""
+    """What one expert saw in one photo of the item, or why it saw nothing.
+
+    ``photo`` is that photo's place in the item (0 for the first, and for a
+    photo analysed alone)."""
 
     expert: str
     status: OpinionStatus = OpinionStatus.OK
@@ -135,6 +154,7 @@ class Opinion(Value):
     similar_images: tuple[str, ...] = ()
     error: str | None = None
     latency: float = 0.0
+    photo: int = 0
 
     @property
     def ok(self) -> bool:
@@ -171,12 +191,14 @@ class Attribute(Value):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Evidence(Value):
-    """Which expert supported a field's value, and how strongly."""
+    """Which expert supported a field's value, how strongly, and in which photo
+    of the item (its place; None when not known)."""
 
     field: str
     value: str
     expert: str
     score: float
+    photo: int | None = None
 
     def __post_init__(self) -> None:
         _check_score("Evidence", "score", self.score)
@@ -505,7 +527,9 @@ class PriceEstimate(Value):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PhotoInfo(Value):
-    """What restyle kept of the analysed photo."""
+    """What restyle kept of an analysed photo: ``index`` is its place in the
+    item, ``role`` what it shows (``role_score`` how sure restyle is when it
+    found the role itself; None when the role was given)."""
 
     sha256: str
     width: int
@@ -513,11 +537,18 @@ class PhotoInfo(Value):
     format: str
     source: str | None = None
     thumbnail: str | None = field(default=None, repr=False)
+    index: int = 0
+    role: PhotoRole | None = None
+    role_score: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Analysis(Value):
-    """Everything restyle found out about one photo."""
+    """Everything restyle found out about one item.
+
+    ``photo`` is the photo that shows the item whole (the first such); ``photos``
+    every photo of the item in the order given, each with its role and a small
+    thumbnail (one entry for a photo analysed alone)."""
 
     photo: PhotoInfo
     opinions: tuple[Opinion, ...]
@@ -529,6 +560,7 @@ class Analysis(Value):
     warnings: tuple[str, ...] = ()
     elapsed: float = 0.0
     created_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    photos: tuple[PhotoInfo, ...] = ()
 
     @property
     def failed_experts(self) -> dict[str, str]:

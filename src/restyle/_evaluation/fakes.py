@@ -30,16 +30,17 @@ def _pixel_digest(image: Image.Image) -> str:
 
 
 class RecordedEncoder(Encoder):
-    """The recorded photo's vector for the recorded photo, under the recorded
+    """The recorded photos' vectors for the recorded photos, under the recorded
     model id; any other image, and any text, is an EncoderError (a recording
     holds no model)."""
 
     name = "recorded"
 
-    def __init__(self, model_id: str, photo: Photo, vector: np.ndarray) -> None:
+    def __init__(self, model_id: str, photos: Sequence[tuple[Photo, np.ndarray]]) -> None:
         self._model_id = model_id
-        self._digest = _pixel_digest(photo.image)
-        self._vector = np.asarray(vector, dtype=np.float32)
+        self._vectors = {_pixel_digest(photo.image): np.asarray(vector, dtype=np.float32)
+                         for photo, vector in photos}
+        self._dim = int(next(iter(self._vectors.values())).shape[0])
 
     @property
     def model_id(self) -> str:
@@ -47,14 +48,15 @@ class RecordedEncoder(Encoder):
 
     @property
     def dim(self) -> int:
-        return int(self._vector.shape[0])
+        return self._dim
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         rows = []
         for image in images:
-            if _pixel_digest(image.convert("RGB")) != self._digest:
-                raise EncoderError("a recording can encode only its own photo")
-            rows.append(self._vector)
+            vector = self._vectors.get(_pixel_digest(image.convert("RGB")))
+            if vector is None:
+                raise EncoderError("a recording can encode only its own photos")
+            rows.append(vector)
         return np.stack(rows) if rows else np.zeros((0, self.dim), np.float32)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -62,14 +64,17 @@ class RecordedEncoder(Encoder):
 
 
 class RecordedExpert(Expert):
-    """Gives the recorded opinion of the expert it is named after."""
+    """Gives the recorded opinion of the expert it is named after, of each photo
+    of the item (``opinions``: that expert's, one per photo)."""
 
-    def __init__(self, opinion: Opinion) -> None:
-        self.name = opinion.expert
-        self.opinion = opinion
+    def __init__(self, opinions: Opinion | Sequence[Opinion]) -> None:
+        recorded = [opinions] if isinstance(opinions, Opinion) else list(opinions)
+        self.name = recorded[0].expert
+        self.opinions = {o.photo: o for o in recorded}
+        self.opinion = recorded[0]
 
     def examine(self, photo: Photo) -> Opinion:
-        return self.opinion
+        return self.opinions.get(photo.index, self.opinion)
 
 
 class RecordedSynthesizer(Synthesizer):

@@ -55,6 +55,7 @@ from restyle._evaluation.reading import (
 )
 from restyle._input.fetching import Fetcher
 from restyle._input.imaging import load_photo
+from restyle._input.item import ITEM_MAX_PHOTOS, Item
 from restyle._pipeline.pricing import (
     DEFAULT_HALF_LIFE_DAYS,
     check_half_life_days,
@@ -63,7 +64,7 @@ from restyle._pipeline.pricing import (
 from restyle._pipeline.rerank import Reranker
 from restyle._pipeline.trace import FORMAT, RECORDING_NAME, Trace, write_recording
 from restyle._plugin.components import Expert, Synthesizer
-from restyle._types import Analysis, Value
+from restyle._types import Analysis, PhotoRole, Value
 
 if TYPE_CHECKING:
     from restyle._engine import Engine
@@ -162,17 +163,62 @@ class Recording:
         comps = check.mapping(check.member(vectors, "comps", "vectors"), "vectors.comps")
         comp_rows = {key: check.whole(row, f"vectors.comps[{shown(key)}]", minimum=0)
                      for key, row in comps.items()}
+        others = self._other_photos(check, manifest)
 
         self.analysis = read_analysis(folder)
         rows = read_vectors(folder, vectors_file)
         for where, row in [("vectors.photo", photo_row),
-                           *((f"vectors.comps[{shown(k)}]", r) for k, r in comp_rows.items())]:
+                           *((f"vectors.comps[{shown(k)}]", r) for k, r in comp_rows.items()),
+                           *((f"photos[{i}].vector", o[3]) for i, o in enumerate(others)
+                             if o[3] is not None)]:
             if row >= len(rows):
                 raise check.fail(where, f"a row of {vectors_file} (0 to {len(rows) - 1})", row)
         self.photo_vector = rows[photo_row].copy()
         self.vectors = {key: rows[row].copy() for key, row in comp_rows.items()}
         with open_recorded(folder, photo_file, "the photo") as handle:
             self.photo = load_photo(handle)
+        index = check.whole(photo.get("index", 0), "photo.index", minimum=0)
+        role = photo.get("role")
+        if role is not None and role not in {r.value for r in PhotoRole}:
+            raise check.fail("photo.role", "a photo role", role)
+        placed = [(index, self.photo, role, self.photo_vector)]
+        for name, other_index, other_role, other_row in others:
+            with open_recorded(folder, name, f"photo {other_index}") as handle:
+                placed.append((other_index, load_photo(handle), other_role,
+                               None if other_row is None else rows[other_row].copy()))
+        placed.sort(key=lambda entry: entry[0])
+        #: Every photo of the recorded item, in the item's order, with its role and vector.
+        self.photos = tuple(p for _, p, _, _ in placed)
+        self.roles = tuple(r for _, _, r, _ in placed)
+        self.photo_vectors = tuple(v for _, _, _, v in placed)
+
+    @staticmethod
+    def _other_photos(check: Checked, manifest: dict[str, Any]
+                      ) -> list[tuple[str, int, str | None, int | None]]:
+        """The item's other photos: file, place, role and vector row of each."""
+        listed = manifest.get("photos", [])
+        if not isinstance(listed, list) or len(listed) >= ITEM_MAX_PHOTOS:
+            raise check.fail("photos", f"a list of at most {ITEM_MAX_PHOTOS - 1}", listed)
+        others = []
+        for i, entry in enumerate(listed):
+            entry = check.mapping(entry, f"photos[{i}]")
+            name = check.text(check.member(entry, "file", f"photos[{i}]"), f"photos[{i}].file",
+                              empty=False)
+            index = check.whole(check.member(entry, "index", f"photos[{i}]"),
+                                f"photos[{i}].index", minimum=0)
+            role = entry.get("role")
+            if role is not None and role not in {r.value for r in PhotoRole}:
+                raise check.fail(f"photos[{i}].role", "a photo role", role)
+            row = entry.get("vector")
+            others.append((name, index, role,
+                           None if row is None else check.whole(row, f"photos[{i}].vector",
+                                                                minimum=0)))
+        return others
+
+    @property
+    def item(self) -> Item:
+        """The recorded item: every photo, with the role it was found or given."""
+        return Item(*self.photos, roles=list(self.roles))
 
     def __repr__(self) -> str:
         return f"<Recording {str(self.directory)!r} comps={len(self.analysis.comps)}>"
@@ -181,8 +227,10 @@ class Recording:
 
     @property
     def experts(self) -> tuple[Expert, ...]:
-        """One RecordedExpert per recorded opinion, giving that opinion."""
-        return tuple(RecordedExpert(o) for o in self.analysis.opinions)
+        """One RecordedExpert per recorded expert, giving its opinion of each photo."""
+        names = dict.fromkeys(o.expert for o in self.analysis.opinions)
+        return tuple(RecordedExpert([o for o in self.analysis.opinions if o.expert == name])
+                     for name in names)
 
     @property
     def synthesizer(self) -> RecordedSynthesizer:
@@ -195,7 +243,8 @@ class Recording:
     @property
     def encoder(self) -> RecordedEncoder:
         model_id = self.analysis.model_id or str(self.settings.get("model_id") or "recorded")
-        return RecordedEncoder(model_id, self.photo, self.photo_vector)
+        return RecordedEncoder(model_id, [(p, v) for p, v in zip(
+            self.photos, self.photo_vectors, strict=True) if v is not None])
 
     @property
     def fetcher(self) -> Fetcher:
@@ -217,7 +266,7 @@ class Recording:
 
     def engine(self, **options: Any) -> Engine:
         """An offline Engine of the recorded components (``options`` override
-        any Engine option): ``engine().analyze(recording.photo)`` runs the whole
+        any Engine option): ``engine().analyze(recording.item)`` runs the whole
         pipeline again on what was recorded."""
         from restyle._engine import Engine
 
@@ -287,7 +336,7 @@ class Recording:
         # The Engine's own pipeline, on the recorded components: the recorded
         # opinions, the recorded search's listings step by step, the recorded
         # vectors, priced as of the recorded moment.
-        again = engine.analyze(self.photo, deadline=_REPLAY_SECONDS,
+        again = engine.analyze(self.item, deadline=_REPLAY_SECONDS,
                                as_of=before.price.as_of or before.created_at)
         query = before.query
         if identification_fields(again.identification) != identification_fields(

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from restyle._types import PhotoInfo
+from restyle._types import PhotoInfo, PhotoRole
 
 __all__ = ["Photo"]
 
@@ -45,8 +45,8 @@ class Photo:
     all need the photo's vector compute it once.
     """
 
-    __slots__ = ("_computing", "_data", "_embeddings", "_format", "_image", "_lock", "_sha256",
-                 "_source")
+    __slots__ = ("_computing", "_data", "_embeddings", "_format", "_image", "_index", "_lock",
+                 "_role", "_role_score", "_sha256", "_source")
 
     def __init__(
         self, *, image: Image.Image, data: bytes | None, fmt: str, source: str | None,
@@ -63,6 +63,37 @@ class Photo:
         self._embeddings: dict[str, np.ndarray] = {}
         self._computing: dict[str, Future[np.ndarray]] = {}
         self._lock = threading.Lock()
+        self._index = 0
+        self._role: PhotoRole | None = None
+        self._role_score: float | None = None
+
+    def placed(self, index: int, role: PhotoRole | None,
+               role_score: float | None = None) -> Photo:
+        """This photo as photo ``index`` of an item, showing it as ``role``
+        (found with ``role_score``, None when given): the same pixels and the
+        same kept vectors, shared, in a Photo of its own."""
+        twin = object.__new__(Photo)
+        for name in Photo.__slots__:
+            object.__setattr__(twin, name, object.__getattribute__(self, name))
+        object.__setattr__(twin, "_index", index)
+        object.__setattr__(twin, "_role", role)
+        object.__setattr__(twin, "_role_score", role_score)
+        return twin
+
+    @property
+    def index(self) -> int:
+        """Which photo of its item this is (0 for the first, and for a photo alone)."""
+        return self._index
+
+    @property
+    def role(self) -> PhotoRole | None:
+        """What this photo of an item shows (None until known)."""
+        return self._role
+
+    @property
+    def role_score(self) -> float | None:
+        """How sure restyle is of :attr:`role` when it found it (None when given)."""
+        return self._role_score
 
     def __repr__(self) -> str:
         return (
@@ -179,4 +210,7 @@ class Photo:
             format=self._format,
             source=self._source,
             thumbnail="data:image/jpeg;base64," + base64.b64encode(thumb).decode("ascii"),
+            index=self._index,
+            role=self._role,
+            role_score=self._role_score,
         )

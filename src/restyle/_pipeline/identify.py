@@ -3,6 +3,7 @@ synthesizer merges their opinions, falling back to consensus if it fails."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -16,7 +17,7 @@ from restyle._plugin.contracts import check_identification, check_opinion
 from restyle._secrets import describe
 from restyle._types import Identification, Opinion, OpinionStatus
 
-__all__ = ["IdentifyResult", "examine", "synthesize"]
+__all__ = ["IdentifyResult", "examine", "synthesize", "takes_photos"]
 
 logger = logging.getLogger("restyle")
 
@@ -62,31 +63,41 @@ def _failed(expert: Expert, status: OpinionStatus, message: str, waited: float) 
     return Opinion.failure(expert.name, message, status=status, latency=waited)
 
 
-def examine(experts: Sequence[Expert], photo: Photo, *, deadline: float) -> tuple[Opinion, ...]:
-    """Every expert's Opinion, each answered by ``deadline`` or its own
-    ``timeout``, whichever comes first. One that fails, overruns, is busy or
-    answers off its contract gives an Opinion saying so."""
-    started = [_start(expert, photo, deadline) for expert in experts]  # all at once
+def examine(experts: Sequence[Expert], photos: Photo | Sequence[Photo], *,
+            deadline: float) -> tuple[Opinion, ...]:
+    """Every expert's Opinion of every photo (photo by photo, each in the
+    experts' order, each naming its photo), all asked at once and each answered
+    by ``deadline`` or the expert's own ``timeout``, whichever comes first. One
+    that fails, overruns, is busy or answers off its contract gives an Opinion
+    saying so."""
+    item = [photos] if isinstance(photos, Photo) else list(photos)
+    asked = [(expert, photo) for photo in item for expert in experts]
+    started = [_start(expert, photo, deadline) for expert, photo in asked]  # all at once
     return tuple(
-        call if isinstance(call, Opinion) else _finish(expert, call)
-        for expert, call in zip(experts, started, strict=True)
+        replace(call if isinstance(call, Opinion) else _finish(expert, call), photo=photo.index)
+        for (expert, photo), call in zip(asked, started, strict=True)
     )
 
 
 def synthesize(
-    synthesizer: Synthesizer, opinions: Sequence[Opinion], photo: Photo, *,
+    synthesizer: Synthesizer, opinions: Sequence[Opinion], photos: Photo | Sequence[Photo], *,
     deadline: float, fallback: Callable[[], Synthesizer | None], borrow_until: float,
 ) -> Identification:
     """The synthesizer's Identification; if it raises, overruns, is busy or
     answers off its contract, ``fallback()``'s, with ``fallback_reason`` set.
+
+    ``photos`` are the item's photos, the first showing it whole: a
+    synthesizer is handed that one as ``photo``, and all of them as ``photos``
+    when its ``synthesize`` takes that keyword (see :func:`takes_photos`).
 
     A synthesizer that used all its time leaves none for the fallback, so the
     fallback (consensus: milliseconds) may borrow up to
     :data:`FALLBACK_SECONDS` until ``borrow_until``, the next stage's deadline.
     When the fallback fails too, or there is none, the first failure is raised.
     """
+    item = (photos,) if isinstance(photos, Photo) else tuple(photos)
     try:
-        return _synthesize_with(synthesizer, opinions, photo, deadline)
+        return _synthesize_with(synthesizer, opinions, item, deadline)
     except Exception as exc:
         backup = fallback()
         if backup is None or backup is synthesizer:
@@ -95,15 +106,29 @@ def synthesize(
         logger.warning("%s; falling back to %s", reason, backup.name)
         backup_deadline = max(deadline, min(time.monotonic() + FALLBACK_SECONDS, borrow_until))
         try:
-            identification = _synthesize_with(backup, opinions, photo, backup_deadline)
+            identification = _synthesize_with(backup, opinions, item, backup_deadline)
         except Exception:
             raise exc from None
         return replace(identification, fallback_reason=reason)
 
 
-def _synthesize_with(synthesizer: Synthesizer, opinions: Sequence[Opinion], photo: Photo,
-                     deadline: float) -> Identification:
+def takes_photos(synthesizer: Synthesizer) -> bool:
+    """Whether ``synthesizer.synthesize`` takes the item's photos (a ``photos``
+    keyword): a plugin written for one photo is never handed a keyword it
+    does not know."""
+    try:
+        parameters = inspect.signature(synthesizer.synthesize).parameters
+    except (TypeError, ValueError):
+        return False
+    return "photos" in parameters and parameters["photos"].kind in (
+        inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+def _synthesize_with(synthesizer: Synthesizer, opinions: Sequence[Opinion],
+                     photos: tuple[Photo, ...], deadline: float) -> Identification:
+    extra = {"photos": photos} if takes_photos(synthesizer) else {}
     identification: Identification = _budget.call(
         synthesizer, f"synthesizer {synthesizer.name}", synthesizer.synthesize, opinions,
-        photo=photo, deadline=deadline, check=partial(check_identification, synthesizer))
+        photo=photos[0], deadline=deadline, check=partial(check_identification, synthesizer),
+        **extra)
     return identification

@@ -171,6 +171,10 @@ class Reranker:
     ) -> RerankResult:
         """``found`` (listing, query step) pairs as Comps, best first.
 
+        ``embedding`` is the photo's vector, or the vectors (one row each) of
+        the item's photos that show it whole: a comp's similarity is then its
+        best match among them.
+
         ``known_vectors`` are image vectors already known by listing key (the
         marketplaces'); the other images come from the cache or are fetched and
         encoded. Everything is done by ``deadline`` (a :func:`time.monotonic`
@@ -179,6 +183,7 @@ class Reranker:
         """
         if deadline is None:
             deadline = time.monotonic() + self.fetcher.limits.batch_timeout
+        embedding = np.atleast_2d(np.asarray(embedding, dtype=np.float32))
         warnings: list[str] = []
         if not found:
             return RerankResult(comps=())
@@ -186,7 +191,7 @@ class Reranker:
         images = self._known(listings, known_vectors or {})
         self._from_cache(images, encoder.model_id)
         if images.urls:
-            self._fetch_and_encode(images, encoder, len(embedding), deadline, warnings)
+            self._fetch_and_encode(images, encoder, embedding.shape[1], deadline, warnings)
         text = self._text_similarities(listings, encoder, identification, deadline, warnings)
         comps = self._score(found, embedding, images, text)
         return RerankResult(comps=tuple(self._flag(comps, images.vectors, images.hashes)),
@@ -300,7 +305,7 @@ class Reranker:
             vector = images.vectors.get(listing.key)
             text_sim = None if text is None else float(text[index])
             if vector is not None:
-                similarity = float(np.clip(np.dot(vector, embedding), -1.0, 1.0))
+                similarity = float(np.clip((embedding @ vector).max(), -1.0, 1.0))
                 visual = max(similarity, 0.0)
                 score = visual if text_sim is None else (
                     (1 - weight) * visual + weight * max(text_sim, 0.0)

@@ -9,8 +9,10 @@ A recording directory holds:
   (with the relaxation step and rank of each), the warnings of each stage
   and where each vector is in ``vectors.npy``;
 - ``analysis.json``: the Analysis;
-- ``vectors.npy``: the photo's vector, then the comps' image vectors;
-- ``photo.jpg`` (or ``.png``, ``.webp``): the photo.
+- ``vectors.npy``: the photo's vector, then the other photos' of an item,
+  then the comps' image vectors;
+- ``photo.jpg`` (or ``.png``, ``.webp``): the photo that shows the item
+  whole, and ``photo-N.jpg`` each other photo of an item (N its place).
 
 Every text is redacted before it is written: no key or token of the cloud
 components reaches the disk.
@@ -58,6 +60,7 @@ class Trace:
 
     photo: Photo
     analysis: Analysis
+    photos: tuple[Photo, ...] = ()
     found: tuple[Found, ...]
     search_warnings: tuple[str, ...]
     rerank_warnings: tuple[str, ...]
@@ -98,16 +101,32 @@ def write_recording(directory: str | os.PathLike[str], trace: Trace) -> Path:
     return target
 
 
+def _photo_file(photo: Photo, stem: str) -> tuple[str, bytes]:
+    suffix = PHOTO_SUFFIXES.get(photo.format) if photo.data is not None else None
+    if suffix is not None and photo.data is not None:
+        return f"{stem}{suffix}", photo.data
+    return f"{stem}.png", photo.encoded(fmt="PNG")  # a PIL image given in code: losslessly
+
+
 def _write(target: Path, trace: Trace, version: str) -> None:
     target.mkdir(parents=True, exist_ok=True)
     photo = trace.photo
-    suffix = PHOTO_SUFFIXES.get(photo.format) if photo.data is not None else None
-    if suffix is not None and photo.data is not None:
-        photo_name, photo_bytes = f"photo{suffix}", photo.data
-    else:  # a PIL image given in code: its pixels, losslessly
-        photo_name, photo_bytes = "photo.png", photo.encoded(fmt="PNG")
+    photo_name, photo_bytes = _photo_file(photo, "photo")
+    others = [p for p in trace.photos if p.index != photo.index]
     keys = [key for key in (c.listing.key for c in trace.analysis.comps) if key in trace.vectors]
-    rows = [np.asarray(trace.embedding, dtype=np.float32)]
+    rows = [np.atleast_2d(np.asarray(trace.embedding, dtype=np.float32))[0]]
+    photos: list[dict[str, Any]] = []
+    for other in others:
+        name, data = _photo_file(other, f"photo-{other.index}")
+        (target / name).write_bytes(data)
+        model_id = trace.analysis.model_id
+        vector = None if model_id is None else other.vector(model_id)
+        photos.append({"file": name, "sha256": other.sha256, "index": other.index,
+                       "role": other.role.value if other.role else None,
+                       "vector": None if vector is None else len(rows)})
+        if vector is not None:
+            rows.append(np.asarray(vector, dtype=np.float32))
+    first_comp = len(rows)
     rows += [np.asarray(trace.vectors[key], dtype=np.float32) for key in keys]
     np.save(target / VECTORS_NAME, np.stack(rows), allow_pickle=False)
     (target / photo_name).write_bytes(photo_bytes)
@@ -117,13 +136,15 @@ def _write(target: Path, trace: Trace, version: str) -> None:
         "restyle": version,
         "recorded_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         "engine": dict(trace.settings),
-        "photo": {"file": photo_name, "sha256": photo.sha256},
+        "photo": {"file": photo_name, "sha256": photo.sha256, "index": photo.index,
+                  "role": photo.role.value if photo.role else None},
+        "photos": photos,
         "found": [{"listing": f.listing.to_dict(), "step": f.step, "step_index": f.step_index,
                    "rank": f.rank} for f in trace.found],
         "warnings": {"search": list(trace.search_warnings),
                      "rerank": list(trace.rerank_warnings)},
         "vectors": {"file": VECTORS_NAME, "photo": 0,
-                    "comps": {key: row for row, key in enumerate(keys, start=1)}},
+                    "comps": {key: row for row, key in enumerate(keys, start=first_comp)}},
     })
 
 

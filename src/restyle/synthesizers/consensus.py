@@ -7,6 +7,11 @@ is calibrated on agreement between independent experts (see
 :func:`field_confidence`): one expert alone never gets above 0.5, however sure
 it is; each further expert that agrees halves the remaining doubt; experts
 that name something else lower it.
+
+With several photos of one item, each vote is weighed by what its photo shows
+(:data:`ROLE_WEIGHTS`): a brand read on the tag outweighs a brand guessed
+from the whole item, a colour seen on the whole item outweighs the tag's
+colour; every piece of evidence names its photo.
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ from restyle._taxonomy import (
     clean_text,
     map_category,
     map_facet_term,
+    materials,
     model_numbers,
+    registration_numbers,
     sizes,
 )
-from restyle._types import Attribute, Evidence, Identification, Observation, Opinion
+from restyle._types import Attribute, Evidence, Identification, Observation, Opinion, PhotoRole
 
 if TYPE_CHECKING:
     from restyle._input.imaging import Photo
@@ -37,7 +44,7 @@ __all__ = ["ConsensusSynthesizer", "field_confidence", "supporters"]
 #: Weight of each main field in the overall confidence.
 FIELD_WEIGHTS = {"brand": 0.35, "category": 0.35, "product_name": 0.30}
 #: Attributes reported, in this order.
-ATTRIBUTES: tuple[str, ...] = (*FACETS, "size", "model_number")
+ATTRIBUTES: tuple[str, ...] = (*FACETS, "size", "model_number", "rn_number", "ca_number")
 #: An attribute is reported only when its confidence reaches this.
 MIN_ATTRIBUTE_CONFIDENCE = 0.1
 #: No field is ever more certain than this, however many experts agree.
@@ -50,6 +57,19 @@ MENTION_WEIGHT = 0.5
 SUPPORT_SLACK_WORDS = 6
 #: Score given to a brand read in the photo's text when the reader gave no score.
 TEXT_SCORE = 0.5
+
+#: How much a vote counts by what its photo shows, per field (``"*"``: any
+#: other field), when an item has several photos; a photo alone counts whole.
+ROLE_WEIGHTS: dict[PhotoRole, dict[str, float]] = {
+    PhotoRole.WHOLE: {"brand": 0.6, "model_number": 0.7, "size": 0.6, "material": 0.8,
+                      "rn_number": 0.6, "ca_number": 0.6, "*": 1.0},
+    PhotoRole.TAG: {"brand": 1.0, "model_number": 1.0, "size": 1.0, "material": 0.8,
+                    "rn_number": 1.0, "ca_number": 1.0, "*": 0.2},
+    PhotoRole.LABEL: {"brand": 0.9, "model_number": 1.0, "size": 1.0, "material": 1.0,
+                      "rn_number": 1.0, "ca_number": 1.0, "*": 0.2},
+    PhotoRole.DETAIL: {"brand": 0.8, "model_number": 1.0, "material": 0.9, "*": 0.5},
+    PhotoRole.FLAW: {"brand": 0.5, "*": 0.3},
+}
 
 _PRODUCT_FACETS = {"product", "product_name", "best_guess", "title"}
 _MODEL_FACETS = {"model", "model_number", "style_number", "sku"}
@@ -70,6 +90,8 @@ _CONFLICT_FIELDS = {
 @dataclass
 class _Vote:
     by_expert: dict[str, float] = field(default_factory=dict)
+    # The photo each expert's best vote came from.
+    photos: dict[str, int] = field(default_factory=dict)
     # Every spelling seen, with its best score, so the display is order-independent.
     spellings: dict[str, float] = field(default_factory=dict)
 
@@ -86,13 +108,16 @@ class _Vote:
 class _Ballot:
     votes: dict[str, dict[str, _Vote]] = field(default_factory=lambda: defaultdict(dict))
 
-    def add(self, field_name: str, value: str, expert: str, score: float) -> None:
+    def add(self, field_name: str, value: str, expert: str, score: float,
+            photo: int = 0) -> None:
         value = value.strip()
         if not value:
             return
         key = _norm(value)
         vote = self.votes[field_name].setdefault(key, _Vote())
-        vote.by_expert[expert] = max(vote.by_expert.get(expert, 0.0), score)
+        if score > vote.by_expert.get(expert, -1.0):
+            vote.by_expert[expert] = score
+            vote.photos[expert] = photo
         vote.spellings[value] = max(vote.spellings.get(value, 0.0), score)
 
     def merge_refinements(self, field_name: str) -> None:
@@ -104,7 +129,9 @@ class _Ballot:
             for long_key, longer in candidates.items():
                 if long_key.startswith(short_key + " "):
                     for expert, score in longer.by_expert.items():
-                        short.by_expert[expert] = max(short.by_expert.get(expert, 0.0), score)
+                        if score > short.by_expert.get(expert, -1.0):
+                            short.by_expert[expert] = score
+                            short.photos[expert] = longer.photos.get(expert, 0)
 
     def ranked(self, field_name: str) -> list[_Vote]:
         candidates = self.votes.get(field_name, {})
@@ -144,6 +171,24 @@ def _mentions(text: str, name: str) -> bool:
 
 
 @dataclass
+class _Speaker:
+    """One opinion's voice: its votes go on the ballot under its expert, from
+    its photo, weighed by what that photo shows (``role``; None: unweighed)."""
+
+    ballot: _Ballot
+    expert: str
+    photo: int = 0
+    role: PhotoRole | None = None
+
+    def add(self, field_name: str, value: str, score: float) -> None:
+        weight = 1.0
+        if self.role is not None:
+            weights = ROLE_WEIGHTS[self.role]
+            weight = weights.get(field_name, weights["*"])
+        self.ballot.add(field_name, value, self.expert, score * weight, self.photo)
+
+
+@dataclass
 class _Pending:
     """What one opinion said that can only be placed once every opinion is read."""
 
@@ -152,9 +197,8 @@ class _Pending:
     mentions: list[tuple[str, float]] = field(default_factory=list)
 
 
-def _read(opinion: Opinion, ballot: _Ballot) -> _Pending:
+def _read(opinion: Opinion, ballot: _Speaker) -> _Pending:
     pending = _Pending()
-    expert = opinion.expert
     for group in _GROUPS:
         obs: Observation
         for obs in getattr(opinion, group):
@@ -164,26 +208,30 @@ def _read(opinion: Opinion, ballot: _Ballot) -> _Pending:
             facet = (obs.facet or "").lower() or None
             score = obs.score
             if facet == "brand" or group == "logos":
-                ballot.add("brand", text, expert, score)
+                ballot.add("brand", text, score)
             elif facet in _PRODUCT_FACETS:
-                ballot.add("product_name", text, expert, score)
+                ballot.add("product_name", text, score)
                 pending.mentions.append((text, score))
             elif facet == "category":
-                ballot.add("category", map_category(text) or text.lower(), expert, score)
+                ballot.add("category", map_category(text) or text.lower(), score)
             elif facet in FACETS:
                 term = map_facet_term(text)
                 ballot.add(facet, term[1] if term and term[0] == facet else text.lower(),
-                           expert, score)
+                           score)
             elif facet == "size":
-                ballot.add("size", text.upper(), expert, score)
+                ballot.add("size", text.upper(), score)
             elif facet in _MODEL_FACETS:
-                ballot.add("model_number", text.upper(), expert, score)
+                ballot.add("model_number", text.upper(), score)
             elif group == "texts" or facet == "text":
                 text_score = score if score > 0 else TEXT_SCORE
                 for size in sizes(text):
-                    ballot.add("size", size, expert, text_score)
+                    ballot.add("size", size, text_score)
                 for number in model_numbers(text):
-                    ballot.add("model_number", number, expert, text_score)
+                    ballot.add("model_number", number, text_score)
+                for fibre, share in materials(text):
+                    ballot.add("material", fibre, text_score * share)
+                for name, number in registration_numbers(text):
+                    ballot.add(name, number, text_score)
                 pending.texts.append((text, text_score))
             elif group == "pages":
                 pending.mentions.append((text, score))
@@ -193,9 +241,9 @@ def _read(opinion: Opinion, ballot: _Ballot) -> _Pending:
                 # A long web entity ending in a category word is a product name
                 # ("Nike Air Max 90 sneaker"), not a vote for the category.
                 if category is not None and (group != "entities" or len(text.split()) <= 2):
-                    ballot.add("category", category, expert, score)
+                    ballot.add("category", category, score)
                 elif term is not None:
-                    ballot.add(term[0], term[1], expert, score)
+                    ballot.add(term[0], term[1], score)
                 elif group == "entities":
                     pending.entities.append((text, score))
                 # Other labels and objects ("Clothing", "Footwear") are too generic to use.
@@ -203,7 +251,7 @@ def _read(opinion: Opinion, ballot: _Ballot) -> _Pending:
 
 
 def _place_entities(
-    opinion: Opinion, pending: _Pending, known_brands: set[str], ballot: _Ballot
+    opinion: Opinion, pending: _Pending, known_brands: set[str], ballot: _Speaker
 ) -> None:
     """Web entities are brands or products; the service does not say which.
 
@@ -221,15 +269,15 @@ def _place_entities(
         # "Nike Air Max" beside a known brand "Nike" is a product line, not a brand.
         has_prefix = any(key.startswith(other + " ") for other in [*keys, *known_brands])
         if key in known_brands or (len(key.split()) <= 4 and starts_longer and not has_prefix):
-            ballot.add("brand", text, opinion.expert, score)
+            ballot.add("brand", text, score)
         elif len(key.split()) >= 2:
-            ballot.add("product_name", text, opinion.expert, score)
+            ballot.add("product_name", text, score)
             pending.mentions.append((text, score))
 
 
-def _corroborate(opinion: Opinion, pending: _Pending, ballot: _Ballot) -> None:
+def _corroborate(opinion: Opinion, pending: _Pending, ballot: _Speaker) -> None:
     """Brands this expert read in the photo's text or mentioned in passing count as votes."""
-    for key, vote in list(ballot.votes.get("brand", {}).items()):
+    for key, vote in list(ballot.ballot.votes.get("brand", {}).items()):
         name = vote.display
         best = 0.0
         for text, score in pending.texts:
@@ -239,7 +287,7 @@ def _corroborate(opinion: Opinion, pending: _Pending, ballot: _Ballot) -> None:
             if _norm(text) != key and _mentions(text, name):
                 best = max(best, MENTION_WEIGHT * score)
         if best > 0:
-            ballot.add("brand", name, opinion.expert, best)
+            ballot.add("brand", name, best)
 
 
 def supporters(opinions: Sequence[Opinion], field_name: str, value: str | None) -> list[Evidence]:
@@ -251,6 +299,7 @@ def supporters(opinions: Sequence[Opinion], field_name: str, value: str | None) 
     if not value:
         return []
     best: dict[str, float] = {}
+    where: dict[str, int] = {}
     for opinion in opinions:
         if not opinion.ok:
             continue
@@ -265,9 +314,12 @@ def supporters(opinions: Sequence[Opinion], field_name: str, value: str | None) 
                 hit = _mentions(text, value) and extra_words <= SUPPORT_SLACK_WORDS
             if hit:
                 score = obs.score if obs.score > 0 else TEXT_SCORE
-                best[opinion.expert] = max(best.get(opinion.expert, 0.0), score)
+                if score > best.get(opinion.expert, -1.0):
+                    best[opinion.expert] = score
+                    where[opinion.expert] = opinion.photo
     return [
-        Evidence(field=field_name, value=value, expert=expert, score=score)
+        Evidence(field=field_name, value=value, expert=expert, score=score,
+                 photo=where[expert])
         for expert, score in sorted(best.items())
     ]
 
@@ -278,16 +330,19 @@ class ConsensusSynthesizer(Synthesizer):
     name = "consensus"
 
     def synthesize(
-        self, opinions: Sequence[Opinion], *, photo: Photo | None = None
+        self, opinions: Sequence[Opinion], *, photo: Photo | None = None,
+        photos: Sequence[Photo] = (),
     ) -> Identification:
-        answered = sorted((o for o in opinions if o.ok), key=lambda o: o.expert)
+        answered = sorted((o for o in opinions if o.ok), key=lambda o: (o.expert, o.photo))
+        roles = {p.index: p.role for p in photos} if len(photos) > 1 else {}
         ballot = _Ballot()
-        pending = {o.expert: _read(o, ballot) for o in answered}
+        speakers = [_Speaker(ballot, o.expert, o.photo, roles.get(o.photo)) for o in answered]
+        pending = [_read(o, speaker) for o, speaker in zip(answered, speakers, strict=True)]
         known_brands = set(ballot.votes.get("brand", {}))
-        for opinion in answered:
-            _place_entities(opinion, pending[opinion.expert], known_brands, ballot)
-        for opinion in answered:
-            _corroborate(opinion, pending[opinion.expert], ballot)
+        for opinion, said, speaker in zip(answered, pending, speakers, strict=True):
+            _place_entities(opinion, said, known_brands, speaker)
+        for opinion, said, speaker in zip(answered, pending, speakers, strict=True):
+            _corroborate(opinion, said, speaker)
         ballot.merge_refinements("product_name")
 
         chosen, evidence, conflicts = _elect(ballot)
@@ -316,7 +371,8 @@ class ConsensusSynthesizer(Synthesizer):
             synthesizer=self.name,
             suggested_photos=tuple(suggestions),
         )
-        return with_summary(identification, answered=len(answered), asked=len(opinions))
+        return with_summary(identification, answered=len({o.expert for o in answered}),
+                            asked=len({o.expert for o in opinions}))
 
 
 def _elect(
@@ -342,7 +398,8 @@ def _elect(
             continue
         chosen[field_name] = (winner.display, confidence)
         evidence.extend(
-            Evidence(field=field_name, value=winner.display, expert=expert, score=score)
+            Evidence(field=field_name, value=winner.display, expert=expert,
+                     score=score, photo=winner.photos.get(expert))
             for expert, score in sorted(winner.by_expert.items())
         )
         if field_name in _CONFLICT_FIELDS and _disagree(ranked):

@@ -1,0 +1,114 @@
+"""Which photo of an item shows what: the whole item, the brand tag, the care
+label, a detail or a flaw, found from each photo's vector by the encoder's
+text tower (zero-shot, as the ``clip`` expert labels a photo), when the
+caller did not say. Roles the caller gave always win.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+from restyle._input.imaging import Photo
+from restyle._pipeline.prompts import prompt_vectors
+from restyle._plugin.components import Encoder
+from restyle._secrets import describe
+from restyle._types import PhotoRole
+
+__all__ = ["ROLE_PROMPTS", "find_roles", "role_prompts"]
+
+logger = logging.getLogger("restyle")
+
+#: What each role is called to the text tower; a role's score is the best of its prompts'.
+ROLE_PROMPTS: dict[PhotoRole, tuple[str, ...]] = {
+    PhotoRole.WHOLE: (
+        "a product photo of a whole item for sale",
+        "a photo of a whole garment, shoe, bag or object on a plain background",
+    ),
+    PhotoRole.TAG: (
+        "a close-up photo of a brand tag sewn into clothing",
+        "a close-up photo of a brand logo label",
+    ),
+    PhotoRole.LABEL: (
+        "a close-up photo of a care label with washing instructions and fabric content",
+        "a close-up photo of a size label with small printed text",
+    ),
+    PhotoRole.DETAIL: (
+        "a close-up photo of a detail, texture or fabric of an item",
+        "a close-up photo of the sole of a shoe or a serial number plate",
+    ),
+    PhotoRole.FLAW: (
+        "a close-up photo of a stain, tear, hole or damage on an item",
+        "a close-up photo of wear and scuffs on an item",
+    ),
+}
+
+# CLIP's learned logit scale is about 100; it turns cosine gaps into probabilities.
+_LOGIT_SCALE = 100.0
+
+
+def role_prompts() -> list[str]:
+    return [prompt for prompts in ROLE_PROMPTS.values() for prompt in prompts]
+
+
+def _scores(vector: np.ndarray, texts: np.ndarray) -> dict[PhotoRole, float]:
+    """Each role's probability for one photo's vector."""
+    logits = (texts @ vector) * _LOGIT_SCALE
+    best: list[float] = []
+    start = 0
+    for prompts in ROLE_PROMPTS.values():
+        best.append(float(logits[start : start + len(prompts)].max()))
+        start += len(prompts)
+    values = np.asarray(best)
+    probabilities = np.exp(values - values.max())
+    probabilities /= probabilities.sum()
+    return {role: float(p) for role, p in zip(ROLE_PROMPTS, probabilities, strict=True)}
+
+
+def find_roles(photos: Sequence[Photo], vectors: Sequence[np.ndarray | None],
+               encoder: Encoder) -> list[Photo]:
+    """``photos`` with each missing role found (and its score), given roles kept.
+
+    A photo alone shows the item whole. When the role prompts cannot be had in
+    time (or the encoder has no text tower), or a photo has no vector, the
+    first photo without a given role is taken for the whole item and the others
+    for details, with no score. At least one photo always shows the item
+    whole when its role was found: when none does, the one most like a whole
+    item is taken for it.
+    """
+    if len(photos) == 1:
+        photo = photos[0]
+        return [photo if photo.role is not None else photo.placed(photo.index, PhotoRole.WHOLE)]
+    scores: list[dict[PhotoRole, float] | None] = [None] * len(photos)
+    if any(p.role is None for p in photos):
+        try:
+            texts = prompt_vectors(encoder, role_prompts(), what="the photo roles' vectors")
+            scores = [None if v is None else _scores(v, texts) for v in vectors]
+        except Exception as exc:
+            logger.info("photo roles not found (%s): the first photo is taken for the "
+                        "whole item", describe(exc))
+    placed: list[Photo] = []
+    for photo, score in zip(photos, scores, strict=True):
+        if photo.role is not None:
+            placed.append(photo)
+        elif score is None:
+            role = PhotoRole.WHOLE if not any(
+                p.role is PhotoRole.WHOLE for p in placed) else PhotoRole.DETAIL
+            placed.append(photo.placed(photo.index, role))
+        else:
+            role = max(score, key=lambda r: score[r])
+            placed.append(photo.placed(photo.index, role, round(score[role], 4)))
+    if not any(p.role is PhotoRole.WHOLE for p in placed):
+        # None shows the item whole: the found one most like a whole item does
+        # (a role the caller gave is never overruled).
+        found = [(s[PhotoRole.WHOLE], i) for i, (p, s) in enumerate(zip(photos, scores,
+                                                                          strict=True))
+                 if s is not None and p.role is None]
+        if found:
+            index = max(found)[1]
+            chosen = placed[index]
+            placed[index] = chosen.placed(chosen.index, PhotoRole.WHOLE,
+                                          round(found[[i for _, i in found].index(index)][0], 4))
+    return placed
