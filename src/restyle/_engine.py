@@ -564,7 +564,7 @@ class Engine:
             return analysis
 
     def analyze_iter(
-        self, images: Iterable[ImageInput], *, deadline: float | None = None,
+        self, images: Iterable[ImageInput | Item], *, deadline: float | None = None,
         executor: Executor = None,
     ) -> Iterator[Analysis | RestyleError]:
         """Analyze photos as :meth:`analyze_many` does, yielding each photo's
@@ -599,20 +599,20 @@ class Engine:
 
     @overload
     def analyze_many(
-        self, images: Iterable[ImageInput], *, progress: bool | None = ...,
+        self, images: Iterable[ImageInput | Item], *, progress: bool | None = ...,
         return_exceptions: Literal[False] = ..., deadline: float | None = ...,
         executor: Executor = ...,
     ) -> list[Analysis]: ...
 
     @overload
     def analyze_many(
-        self, images: Iterable[ImageInput], *, progress: bool | None = ...,
+        self, images: Iterable[ImageInput | Item], *, progress: bool | None = ...,
         return_exceptions: Literal[True], deadline: float | None = ...,
         executor: Executor = ...,
     ) -> list[Analysis | RestyleError]: ...
 
     def analyze_many(
-        self, images: Iterable[ImageInput], *, progress: bool | None = None,
+        self, images: Iterable[ImageInput | Item], *, progress: bool | None = None,
         return_exceptions: bool = False, deadline: float | None = None,
         executor: Executor = None,
     ) -> list[Analysis] | list[Analysis | RestyleError]:

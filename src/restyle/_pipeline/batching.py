@@ -17,6 +17,7 @@ from functools import partial
 
 from restyle._errors import RestyleError
 from restyle._input.imaging import ImageInput, Photo, load_photo
+from restyle._input.item import Item, as_item
 from restyle._pipeline import budget as _budget
 from restyle._pipeline.budget import STAGE_MARKS, Pending
 from restyle._plugin.components import Encoder
@@ -39,7 +40,7 @@ class _StartedBatch:
     """Photos of a batch decoded (or why not), and their embeddings under way in
     one encoder call (None when not started)."""
 
-    photos: list[Photo | RestyleError]
+    photos: list[Photo | Item | RestyleError]
     embeddings: Pending | None
 
 
@@ -53,14 +54,14 @@ class Batches:
     context an encoder call runs in (the components' context, the call limit).
     """
 
-    analyze_one: Callable[[Photo, float | None], Analysis]
+    analyze_one: Callable[[Photo | Item, float | None], Analysis]
     encoder: Encoder
     deadline: float
     running: Callable[[], AbstractContextManager[None]]
     size: int = BATCH_PHOTOS
     workers: int = ANALYSIS_WORKERS
 
-    def analyze(self, images: Iterable[ImageInput | Photo], *,
+    def analyze(self, images: Iterable[ImageInput | Photo | Item], *,
                 deadline: float | None) -> Iterator[Analysis | RestyleError]:
         """Each photo's Analysis or RestyleError, in input order, a batch at a time.
 
@@ -68,7 +69,7 @@ class Batches:
         analyses run, so the model works while they search: at most two batches
         are held at once."""
         started: _StartedBatch | None = None
-        batch: list[ImageInput | Photo] = []
+        batch: list[ImageInput | Photo | Item] = []
         for image in images:
             batch.append(image)
             if len(batch) == self.size:
@@ -82,14 +83,19 @@ class Batches:
         if last is not None:
             yield from self._finish(last, deadline)
 
-    def _start(self, images: Sequence[ImageInput | Photo],
+    def _start(self, images: Sequence[ImageInput | Photo | Item],
                deadline: float | None) -> _StartedBatch:
-        """Decode the photos and start their embeddings in one encoder call."""
-        photos: list[Photo | RestyleError] = []
+        """Decode the photos and start their embeddings in one encoder call (an
+        item of several photos is read and encoded by its own analysis)."""
+        photos: list[Photo | Item | RestyleError] = []
         seconds = self.deadline if deadline is None else deadline
         for image in images:
             try:
-                photos.append(load_photo(image, deadline=time.monotonic()
+                item = as_item(image)
+                if len(item) > 1 or item.roles[0] is not None:
+                    photos.append(item)
+                    continue
+                photos.append(load_photo(item.photos[0], deadline=time.monotonic()
                                          + seconds * STAGE_MARKS["experts"]))
             except RestyleError as exc:
                 photos.append(exc)
@@ -117,7 +123,7 @@ class Batches:
             self._remember_embeddings(started.embeddings,
                                       [p for p in photos if isinstance(p, Photo)])
 
-        def one(photo: Photo | RestyleError) -> Analysis | RestyleError:
+        def one(photo: Photo | Item | RestyleError) -> Analysis | RestyleError:
             if isinstance(photo, RestyleError):
                 return photo
             try:
