@@ -227,3 +227,41 @@ def test_six_photos_and_a_hung_expert_end_by_the_deadline() -> None:
     assert good.calls == 6 and analysis.identification.brand == "Acme"
     assert {o.photo for o in analysis.opinions if o.expert == "hung" and not o.ok} == set(
         range(6))
+
+
+MEMORY_SCRIPT = r"""
+import resource, sys, numpy as np
+from PIL import Image
+from restyle import Engine, Item
+from restyle.testing import ColorEncoder
+paths = sys.argv[1:]
+engine = Engine(experts=[], encoder=ColorEncoder(), marketplaces=[], load_entrypoints=False)
+engine.analyze(Image.new("RGB", (64, 64), (1, 2, 3)))  # everything imported and warm
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+analysis = engine.analyze(Item(*paths), deadline=120)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(len(analysis.photos), after - before)
+"""
+
+
+def test_twelve_large_photos_stay_within_the_item_bound(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    from restyle._input.item import ITEM_MAX_PIXEL_BYTES
+
+    rng = np.random.default_rng(7)
+    noise = Image.fromarray(rng.integers(0, 255, (750, 1000, 3), dtype=np.uint8))
+    paths = []
+    for i in range(ITEM_MAX_PHOTOS):
+        path = tmp_path / f"photo-{i:02}.jpg"
+        noise.resize((4000, 3000)).save(path, quality=90)  # 12 MP each
+        paths.append(str(path))
+    files = sum((tmp_path / p).stat().st_size for p in paths)
+    done = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, *paths], capture_output=True,
+                          text=True, timeout=300, check=True)
+    count, grown = (int(v) for v in done.stdout.split())
+    assert count == ITEM_MAX_PHOTOS
+    # The decoded pixels (each photo at most 2048 a side) and the files' bytes,
+    # with room for the interpreter's own arenas.
+    assert grown <= ITEM_MAX_PIXEL_BYTES + files + 64 * 2**20, (grown, files)
