@@ -358,7 +358,8 @@ def test_a_folder_of_20_photos_is_one_model_load_and_20_json_lines(
 
     code, out, err = run(capsys, "analyze", str(folder), "--json", "--catalog",
                          str(catalog_copy), "--no-plugins")
-    assert (code, err) == (0, "")  # and no progress bar when stderr is not a terminal
+    # No progress bar when stderr is not a terminal; the tally beside the JSON Lines.
+    assert (code, err) == (0, "20 analysed (0 degraded), 0 failed\n")
     assert len(model_loads) == 1
     lines = json_lines(out)
     assert len(lines) == 20
@@ -378,20 +379,29 @@ def test_a_folder_of_20_photos_is_one_model_load_and_20_json_lines(
     assert len(model_loads) == 1
 
 
+def comp_ranks(summary: str) -> list[str]:
+    """The ranks of the comps a summary lists under its headed columns."""
+    lines = summary.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["#", "alike"])
+    rows = [line.split() for line in lines[start + 1:] if line.startswith("  ")]
+    return [row[1] if row[0] == "*" else row[0] for row in rows if row[0] != "also"]
+
+
 def test_several_photos_give_a_summary_each_under_its_name(
     tiny_env: None, catalog_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     first, second = CATALOG_IMAGES[:2]
     code, out, err = run(capsys, "analyze", str(first), str(second), "--top", "1",
-                         "--catalog", str(catalog_copy), "--no-plugins")
+                         "--format", "summary", "--catalog", str(catalog_copy), "--no-plugins")
     assert (code, err) == (0, "")
+    out, tally = out.rsplit("\n\n", 1)
+    assert tally == "2 analysed (0 degraded), 0 failed\n"
     blocks = out.split("\n\n==> ")
     assert len(blocks) == 2
     assert blocks[0].startswith(f"==> {first} <==\n") and blocks[1].startswith(f"{second} <==\n")
     for block in blocks:
         assert "Price:" in block and "brand:" in block
-        assert [line for line in block.splitlines() if line.startswith("   1. ")]
-        assert not [line for line in block.splitlines() if line.startswith("   2. ")]
+        assert comp_ranks(block) == ["1"]
 
 
 def test_a_glob_is_expanded_by_restyle_sorted_and_always_jsonl(
@@ -434,12 +444,15 @@ def test_a_glob_or_folder_with_no_photos_is_an_error_line_and_the_rest_go_on(
         {"photo": str(tmp_path / "empty"), "error": "no JPEG, PNG or WebP files in this folder"},
         {"photo": str(tmp_path / "nested"), "error": "no JPEG, PNG or WebP files in this folder "
                                                      "(--recursive looks in its subfolders)"}]
-    assert err.splitlines() == [f"restyle: error: {line['photo']}: {line['error']}"
-                                for line in json_lines(out)]
+    errors = [f"restyle: error: {line['photo']}: {line['error']}" for line in json_lines(out)]
+    assert err.splitlines() == [*errors, "0 analysed (0 degraded), 3 failed", "failed:",
+                                *[f"  {line['photo']}: {line['error']}"
+                                  for line in json_lines(out)]]
 
     code, out, err = run(capsys, "analyze", pattern, str(SAMPLE_PHOTO), "--json",
                          "--catalog", str(catalog_copy), "--no-plugins")
-    assert code == 1 and err == f"restyle: error: {pattern}: no JPEG, PNG or WebP files match\n"
+    assert code == 1 and err.startswith(
+        f"restyle: error: {pattern}: no JPEG, PNG or WebP files match\n1 analysed")
     assert [sorted(line) for line in json_lines(out)] == [["error", "photo"],
                                                           ["analysis", "photo"]]
 
@@ -460,14 +473,18 @@ def test_a_corrupt_photo_in_a_folder_fails_alone_with_exit_status_1(
     assert broken["photo"] == str(folder / "broken.jpg")
     assert "broken.jpg" in str(broken["error"]) and "truncated" in str(broken["error"])
     assert sum("analysis" in line for line in lines) == 4
-    assert err == f"restyle: error: {folder / 'broken.jpg'}: {broken['error']}\n"
+    assert err == (f"restyle: error: {folder / 'broken.jpg'}: {broken['error']}\n"
+                   f"4 analysed (0 degraded), 1 failed\nfailed:\n"
+                   f"  {folder / 'broken.jpg'}: {broken['error']}\n")
 
     (folder / "a-broken.jpg").write_bytes(b"")  # failures first: no gap before the first summary
-    code, out, err = run(capsys, "analyze", str(folder), "--catalog", str(catalog_copy),
-                         "--no-plugins")
-    assert code == 1 and out.count("==> ") == 4 and "broken.jpg" not in out
+    code, out, err = run(capsys, "analyze", str(folder), "--format", "summary", "--catalog",
+                         str(catalog_copy), "--no-plugins")
+    assert code == 1 and out.count("==> ") == 4
+    assert out.split("\n\n4 analysed")[0].count("broken.jpg") == 0
     assert out.startswith(f"==> {folder / names[0]} <==\n")
-    first, second = err.splitlines()
+    first, second = err.splitlines()  # the tally, with the failures again, on stdout
+    assert "\n4 analysed (0 degraded), 2 failed\nfailed:\n" in out
     assert first.startswith(f"restyle: error: {folder / 'a-broken.jpg'}: ")
     assert second.startswith(f"restyle: error: {folder / 'broken.jpg'}: ")
 
@@ -487,7 +504,7 @@ def test_one_photo_on_stdin(
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(photo.read_bytes())))
     code, out, err = run(capsys, "analyze", "-", str(SAMPLE_PHOTO), "--json", "--catalog",
                          str(catalog_copy), "--no-plugins")
-    assert (code, err) == (0, "")
+    assert (code, err) == (0, "2 analysed (0 degraded), 0 failed\n")
     assert [line["photo"] for line in json_lines(out)] == ["-", str(SAMPLE_PHOTO)]
 
 

@@ -1,12 +1,24 @@
-"""Progress bars for long work: a widget in a notebook, text on a terminal, nothing when piped."""
+"""Progress bars for long work: a widget in a notebook, text on a terminal, nothing when piped.
+
+Beside the bars: :func:`status_line`, a line saying what is under way and for
+how long (a model loading), and :func:`logging_through_bars`, log lines
+written above a bar instead of through it.
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import sys
-from typing import Any
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TextIO
 
-__all__ = ["in_kernel", "progress_bar"]
+__all__ = ["BarSafeStream", "in_kernel", "logging_through_bars", "progress_bar", "status_line"]
+
+#: Seconds between redraws of a status line.
+STATUS_REFRESH = 0.5
 
 
 def progress_bar(*, total: int | None, desc: str, unit: str, enabled: bool | None) -> Any:
@@ -29,6 +41,76 @@ def progress_bar(*, total: int | None, desc: str, unit: str, enabled: bool | Non
 
     return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=False,
                 file=sys.stderr)
+
+
+@contextmanager
+def status_line(desc: str, *, enabled: bool | None) -> Iterator[None]:
+    """``desc`` and the seconds it has taken, redrawn every :data:`STATUS_REFRESH`
+    seconds on a terminal (``enabled=None``: where someone is watching, as
+    :func:`progress_bar`), cleared when the work is done."""
+    if enabled is None:
+        enabled = _stderr_is_terminal()
+    if not enabled:
+        yield
+        return
+    from tqdm.std import tqdm
+
+    bar = tqdm(total=None, desc=desc, bar_format="{desc}... {elapsed}", leave=False,
+               file=sys.stderr)
+    done = threading.Event()
+
+    def redraw() -> None:
+        while not done.wait(STATUS_REFRESH):
+            bar.refresh()
+
+    thread = threading.Thread(target=redraw, name="restyle status", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+        bar.close()
+
+
+class BarSafeStream:
+    """A text stream whose writes clear the progress bars drawn on it first and
+    redraw them after: a log line appears above the bar, never through it."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        from tqdm.std import tqdm
+
+        with tqdm.external_write_mode(file=self.stream):
+            return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        try:
+            return self.stream.isatty()
+        except (AttributeError, ValueError):
+            return False
+
+
+@contextmanager
+def logging_through_bars(logger: logging.Logger | None = None) -> Iterator[None]:
+    """For its length, the stream handlers of ``logger`` (default: the root)
+    that write to stderr or stdout write around the progress bars."""
+    target = logger or logging.getLogger()
+    swapped: list[tuple[logging.StreamHandler[Any], Any]] = []
+    for handler in target.handlers:
+        if (type(handler) is logging.StreamHandler
+                and handler.stream in (sys.stderr, sys.stdout)):
+            swapped.append((handler, handler.setStream(BarSafeStream(handler.stream))))
+    try:
+        yield
+    finally:
+        for handler, stream in swapped:
+            handler.setStream(stream)
 
 
 def in_kernel() -> bool:

@@ -4,12 +4,9 @@ summaries or JSON, each photo's failure on its own line."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import glob
-import json
 import os
 import sys
-from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TextIO
@@ -18,17 +15,24 @@ from restyle import _settings
 from restyle._engine import Engine
 from restyle._errors import CatalogError, RestyleError
 from restyle._input.imaging import load_photo
-from restyle._progress import progress_bar
+from restyle._progress import logging_through_bars, progress_bar, status_line
 from restyle._store.catalog import Catalog
 from restyle._types import Analysis
-from restyle.cli.common import UsageError, catalog_dir, make_engine, ray_executor, split_names
+from restyle.cli.background import Background
+from restyle.cli.common import (
+    UsageError,
+    catalog_dir,
+    make_engine,
+    pricing_rules,
+    ray_executor,
+    split_names,
+)
+from restyle.cli.outputs import RunOutputs
 
-__all__ = ["PHOTO_SUFFIXES", "SUMMARY_COMPS", "analyze_command"]
+__all__ = ["PHOTO_SUFFIXES", "analyze_command"]
 
 #: What a folder or a glob contributes: files with these suffixes, in any case.
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
-#: Comps the summary lists unless --top says otherwise.
-SUMMARY_COMPS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +51,8 @@ def analyze_command(args: argparse.Namespace) -> int:
 
     A single photo file keeps the one-photo output (the Analysis as JSON, the
     summary alone) and fails as a whole; otherwise each photo gets its own
-    JSON line or summary, and a photo that fails is one line on stderr while
-    the rest go on."""
+    table line, JSON line or summary, a photo that fails is one line on
+    stderr while the rest go on, and the run ends with its tally."""
     inputs, single = _photo_inputs(args)
     if args.record and not single:
         raise UsageError("--record records the analysis of a single photo file")
@@ -60,18 +64,18 @@ def analyze_command(args: argparse.Namespace) -> int:
         args, split_names(args.experts), split_names(args.marketplaces))
     options: dict[str, object] = {} if args.deadline is None else {"deadline": args.deadline}
     engine = make_engine(args, experts=experts, synthesizer=args.synthesizer,
-                     marketplaces=marketplaces, **options)
+                         marketplaces=marketplaces, **pricing_rules(args), **options)
     # The model and the prompt vectors before the first photo, outside its deadline:
     # one clear error if the model cannot load, and a first answer as full as the next.
-    engine.warm_up()
-    if "catalog" in [c.name for c in (*engine.experts, *engine.marketplaces)]:
-        engine.catalog  # noqa: B018 - open it first: one clear error if it is damaged
+    with status_line("Loading the model", enabled=None):
+        engine.warm_up()
+        if "catalog" in [c.name for c in (*engine.experts, *engine.marketplaces)]:
+            engine.catalog  # noqa: B018 - open it first: one clear error if it is damaged
     if photo is not None:
         analysis = engine.analyze(photo, record=args.record)
-        if args.json:
-            sys.stdout.write(_with_top(analysis, args.top).to_json(indent=2) + "\n")
-        else:
-            sys.stdout.write(_summary(analysis, _summary_top(args)))
+        outputs = RunOutputs(args, single=True)
+        outputs.add(inputs[0].name, analysis)
+        outputs.finish(total=1, done=1)
         if args.record:
             (sys.stderr if args.json else sys.stdout).write(f"recorded in {args.record}\n")
         return 0
@@ -81,36 +85,27 @@ def analyze_command(args: argparse.Namespace) -> int:
 def _analyze_batch(
     args: argparse.Namespace, engine: Engine | None, inputs: list[_PhotoInput]
 ) -> int:
-    failures = summaries = 0
     sources = [item.source for item in inputs if item.source is not None]
     analyses = iter(()) if engine is None else engine.analyze_iter(
         sources, executor=ray_executor(args))
+    outputs = RunOutputs(args, single=False)
     bar = progress_bar(total=len(inputs), desc="Analyzing", unit="photo", enabled=None)
-    try:
-        for item in inputs:
-            result: Analysis | RestyleError | str = (
-                item.problem or "no photo" if item.source is None else next(analyses))
-            if isinstance(result, Analysis):
-                if args.json:
-                    line = {"photo": item.name, "analysis": _with_top(result, args.top).to_dict()}
-                    _write(sys.stdout, json.dumps(line) + "\n")
-                else:
-                    gap = "\n" if summaries else ""
-                    _write(sys.stdout, f"{gap}==> {item.name} <==\n"
-                           + _summary(result, _summary_top(args)))
-                    summaries += 1
-            else:
-                failures += 1
-                if args.json:
-                    _write(sys.stdout, json.dumps({"photo": item.name, "error": str(result)})
-                           + "\n")
-                _write(sys.stderr, f"restyle: error: {item.name}: {result}\n")
-            bar.update(1)
-    finally:
-        bar.close()
-        if isinstance(analyses, Generator):
-            analyses.close()  # on Ray, while the cluster is up
-    return 1 if failures else 0
+    done, interrupted = 0, False
+    with Background(analyses) as results, logging_through_bars():
+        try:
+            for item in inputs:
+                result: Analysis | RestyleError | str = (
+                    item.problem or "no photo" if item.source is None else results.next())
+                outputs.add(item.name, result if isinstance(result, Analysis) else str(result))
+                done += 1
+                bar.update(1)
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
+        finally:
+            bar.close()
+            outputs.finish(total=len(inputs), done=done, interrupted=interrupted)
+    return 1 if outputs.tally.failed else 0
 
 
 def _photo_inputs(args: argparse.Namespace) -> tuple[list[_PhotoInput], bool]:
@@ -213,60 +208,3 @@ def _without_missing_catalog(
     )
     return ([e for e in chosen_experts if e != "catalog"],
             [m for m in chosen_markets if m != "catalog"])
-
-
-def _summary(analysis: Analysis, top: int) -> str:
-    ident = analysis.identification
-    lines = [ident.summary,
-             f"  brand:      {ident.brand or '-'}",
-             f"  product:    {ident.product_name or '-'}",
-             f"  category:   {ident.category or '-'}"]
-    if ident.attributes:
-        lines.append("  attributes: " + ", ".join(f"{a.name} {a.value}" for a in ident.attributes))
-    lines.append(f"  confidence: {ident.confidence:.2f}")
-    if ident.fallback_reason:
-        lines.append(f"  synthesizer: {ident.synthesizer or '-'} (fallback: "
-                     f"{ident.fallback_reason})")
-    lines += [f"  to be surer, add {suggestion}" for suggestion in ident.suggested_photos]
-    lines += [f"  expert {expert} failed: {reason}"
-              for expert, reason in analysis.failed_experts.items()]
-    lines += [f"  warning: {warning}" for warning in analysis.warnings]
-    price = analysis.price
-    if price.ok:
-        lines.append(f"\nPrice: {price.estimate} {price.currency} (range {price.low}-"
-                     f"{price.high}, from {price.comps_used} comps)")
-    else:
-        lines.append(f"\nPrice: not enough data ({price.comps_used} usable comps, "
-                     f"{price.minimum_comps} needed)")
-    if price.basis is not None:
-        lines.append(f"  basis: {price.basis.value} ({price.basis_detail})")
-    if analysis.comps:
-        lines.append(f"\nComps ({len(analysis.comps)} found, most alike first):")
-        for i, comp in enumerate(analysis.comps[:top], start=1):
-            listing = comp.listing
-            price_text = str(listing.price) if listing.price else "no price"
-            sim = f"{comp.similarity:.3f}" if comp.similarity is not None else "  n/a"
-            flags = f"  ({', '.join(comp.flags)})" if comp.flags else ""
-            lines.append(f"  {i:>2}. {sim}  {price_text:>14}  {listing.title}  "
-                         f"[{listing.marketplace}]{flags}")
-    else:
-        lines.append("\nNo comps found.")
-    return "\n".join(lines) + "\n"
-
-
-def _with_top(analysis: Analysis, top: int | None) -> Analysis:
-    return analysis if top is None else dataclasses.replace(analysis, comps=analysis.comps[:top])
-
-
-def _summary_top(args: argparse.Namespace) -> int:
-    return SUMMARY_COMPS if args.top is None else int(args.top)
-
-
-def _write(stream: TextIO, text: str) -> None:
-    """Write ``text`` and flush, around the progress bar if one is drawn: each
-    photo's result shows (or reaches the pipe) as soon as it is known."""
-    from tqdm.std import tqdm
-
-    with tqdm.external_write_mode(file=stream):
-        stream.write(text)
-        stream.flush()

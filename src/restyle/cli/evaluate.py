@@ -11,23 +11,14 @@ from pathlib import Path
 from restyle._errors import ConfigurationError
 from restyle._evaluation.backtest import backtest
 from restyle._evaluation.recording import load_recording
-from restyle.cli.common import make_engine, split_names
+from restyle.cli.common import make_engine, pricing_rules, split_names
 
 __all__ = ["backtest_command", "replay_command"]
 
 
-def _pricing_rules(args: argparse.Namespace) -> dict[str, object]:
-    rules: dict[str, object] = {}
-    if args.minimum_comps is not None:
-        rules["minimum_comps"] = args.minimum_comps
-    if args.half_life_days is not None:
-        rules["half_life_days"] = args.half_life_days
-    return rules
-
-
 def backtest_command(args: argparse.Namespace) -> int:
     engine = make_engine(args, experts=split_names(args.experts), synthesizer=args.synthesizer,
-                     marketplaces=split_names(args.marketplaces), **_pricing_rules(args))
+                     marketplaces=split_names(args.marketplaces), **pricing_rules(args))
     # The model and the prompt vectors before the first photo, outside its deadline:
     # one clear error if the model cannot load, and a first answer as full as the next.
     engine.warm_up()
@@ -48,6 +39,8 @@ def backtest_command(args: argparse.Namespace) -> int:
 
 def replay_command(args: argparse.Namespace) -> int:
     recording = load_recording(args.recording)
+    # Only what the options change: the pricing variables would make a replay
+    # differ from its recording unasked.
     replay = recording.replay(
         synthesizer=args.synthesizer, minimum_comps=args.minimum_comps,
         half_life_days=args.half_life_days, cutoff=False if args.no_cutoff else None,
