@@ -9,6 +9,7 @@ import re
 from collections.abc import Sequence
 from typing import TypeAlias
 
+from restyle import _settings
 from restyle._version import __version__
 
 __all__ = ["command_parser", "ray_values_attached"]
@@ -31,16 +32,28 @@ def command_parser() -> argparse.ArgumentParser:
     _analyze_command(sub, common)
     _catalog_commands(sub, common)
     _plugins_command(sub)
+    _model_command(sub)
     _evaluation_commands(sub, common)
     _logs_command(sub)
     return parser
 
 
+#: The built-in components' names, for the help (tests/test_model_cli.py checks
+#: them against the registry).
+BUILT_IN = {
+    "expert": ("clip", "catalog", "google-vision", "aws-rekognition"),
+    "synthesizer": ("consensus", "gemini", "openai-compatible"),
+    "marketplace": ("catalog", "ebay", "ebay-sold"),
+}
+def _catalog_help() -> str:
+    return (f"local catalog directory (default: {_settings.catalog_dir()}, from "
+            "$RESTYLE_CATALOG, else $RESTYLE_HOME/catalog)")
+
+
 def _common_options() -> argparse.ArgumentParser:
     """The options of every command that makes an Engine."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--catalog", metavar="DIR",
-                        help="local catalog directory (default: $RESTYLE_CATALOG)")
+    common.add_argument("--catalog", metavar="DIR", help=_catalog_help())
     common.add_argument("--model", metavar="SPEC",
                         help="open_clip model, e.g. ViT-B-32/laion2b_s34b_b79k or local-dir:PATH "
                         "(default: $RESTYLE_MODEL)")
@@ -71,11 +84,20 @@ def _analyze_command(sub: _Commands, common: argparse.ArgumentParser) -> None:
         help="print JSON: the Analysis of a single photo file; with several photos, a folder or "
         'a glob, one line per photo (JSONL): {"photo": PATH, "analysis": {...}} or '
         '{"photo": PATH, "error": MESSAGE}')
-    analyze.add_argument("--experts", metavar="A,B", help="comma-separated expert names")
+    analyze.add_argument(
+        "--experts", metavar="A,B",
+        help=f"comma-separated expert names (default: {','.join(_settings.DEFAULT_EXPERTS)}; "
+        f"built in: {', '.join(BUILT_IN['expert'])}; 'restyle plugins' lists all, and which "
+        "are ready)")
     analyze.add_argument("--synthesizer", metavar="NAME",
                          help="the synthesizer that merges the experts' opinions (default: "
-                         "$RESTYLE_SYNTHESIZER, else consensus)")
-    analyze.add_argument("--marketplaces", metavar="A,B", help="comma-separated marketplaces")
+                         "$RESTYLE_SYNTHESIZER, else consensus; built in: "
+                         f"{', '.join(BUILT_IN['synthesizer'])})")
+    analyze.add_argument(
+        "--marketplaces", metavar="A,B",
+        help="comma-separated marketplaces (default: "
+        f"{','.join(_settings.DEFAULT_MARKETPLACES)}; built in: "
+        f"{', '.join(BUILT_IN['marketplace'])})")
     analyze.add_argument("--top", type=_count_argument, metavar="N",
                          help="comps to list, most alike first: in the summary (default 10) and "
                          "in the JSON (default all)")
@@ -122,16 +144,27 @@ def _catalog_commands(sub: _Commands, common: argparse.ArgumentParser) -> None:
                        help="images per encoder call on Ray (default 64)")
 
     only_catalog = argparse.ArgumentParser(add_help=False)
-    only_catalog.add_argument("--catalog", metavar="DIR",
-                              help="local catalog directory (default: $RESTYLE_CATALOG)")
+    only_catalog.add_argument("--catalog", metavar="DIR", help=_catalog_help())
     only_catalog.add_argument("--json", action="store_true", help="print the result as JSON")
-    catalog_sub.add_parser("stats", parents=[only_catalog],
-                           help="listings, vectors, model, size on disk, listings per category")
-    catalog_sub.add_parser("check", parents=[only_catalog],
-                           help="check the database, the stored vectors and the index")
+    catalog_sub.add_parser(
+        "stats", parents=[only_catalog],
+        help="listings, vectors, model, size on disk, listings per category",
+        description="Show what the catalog holds: its listings and vectors, the model that "
+        "made them, its size on disk and its listings per category. Reads only.")
+    catalog_sub.add_parser(
+        "check", parents=[only_catalog],
+        help="check the database, the stored vectors and the index",
+        description="Check the catalog: the database opens and has the schema restyle "
+        "writes, every listing has a vector, and the index holds the same vectors. Reads "
+        "only.",
+        epilog="Exit status: 0 when the catalog is sound; 1 with one line per problem, "
+        "each saying what to do (often: restyle catalog repair).")
     repair = catalog_sub.add_parser(
         "repair", parents=[only_catalog],
-        help="rebuild the vector index from the database, re-embedding what is missing")
+        help="rebuild the vector index from the database, re-embedding what is missing",
+        description="Rebuild the vector index from the vectors stored in the database, "
+        "re-embed listings that have none (this loads the catalog's model), and remove "
+        "listings whose image can no longer be read.")
     repair.add_argument("--model", metavar="SPEC",
                         help="the catalog's model, to re-embed listings (default: $RESTYLE_MODEL)")
     repair.add_argument("--encoder", metavar="NAME",
@@ -139,12 +172,48 @@ def _catalog_commands(sub: _Commands, common: argparse.ArgumentParser) -> None:
 
 
 def _plugins_command(sub: _Commands) -> None:
-    plugins = sub.add_parser("plugins", help="list registered components and their plugins")
+    plugins = sub.add_parser(
+        "plugins", help="list the components, which are ready, and their plugins",
+        description="List every registered component (encoder, expert, synthesizer, "
+        "marketplace) and whether it is ready, lacks credentials (naming the environment "
+        "variables to set, never their values) or lacks a package; then the third-party "
+        "plugins with their hooks, components and problems.")
     plugins.add_argument("--no-plugins", action="store_true", help="load no third-party plugins")
     plugins.add_argument("--json", action="store_true",
-                         help="print the plugins, their hooks, components and errors as JSON")
+                         help='print {"components": [...], "plugins": [...]} as JSON')
     plugins.add_argument("--all", action="store_true",
                          help="include the built-in plugins in the list of plugins")
+
+
+def _model_command(sub: _Commands) -> None:
+    model = sub.add_parser(
+        "model", help="list, fetch, export and verify models (for an offline machine)",
+        description="Manage open_clip models: list the published ones and which are cached, "
+        "fetch one into the cache, export one to a folder that a machine with no network "
+        "loads as RESTYLE_MODEL=local-dir:DIR, verify one loads from this machine alone.")
+    actions = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="the published models and which are cached")
+    listing.add_argument("--cached", action="store_true", help="only the cached models")
+    listing.add_argument("--json", action="store_true", help="print the list as JSON")
+    default = f"(default: $RESTYLE_MODEL, else {_settings.DEFAULT_MODEL})"
+    fetch = actions.add_parser(
+        "fetch", help="download a model into the local cache",
+        description="Download a model's weights into the local cache, unless they are there. "
+        "Fails within seconds when the Hugging Face Hub (HF_ENDPOINT) cannot be reached.")
+    fetch.add_argument("spec", nargs="?", metavar="MODEL", help=f"the model {default}")
+    export = actions.add_parser(
+        "export", help="write a model to a folder for a machine with no network",
+        description="Write a model's config and weights to DIR (fetching them first if they "
+        "are not cached). Copy DIR to the offline machine and set RESTYLE_MODEL=local-dir:DIR "
+        "there.")
+    export.add_argument("spec", metavar="MODEL", help="the model, e.g. " + _settings.DEFAULT_MODEL)
+    export.add_argument("folder", metavar="DIR", help="an empty or new folder")
+    verify = actions.add_parser(
+        "verify", help="load a model from this machine alone and encode a picture",
+        description="Load a model offline (nothing is downloaded) and encode a picture: "
+        "what an offline machine checks before its first analysis.")
+    verify.add_argument("spec", nargs="?", metavar="MODEL", help=f"the model {default}")
+    verify.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def _evaluation_commands(sub: _Commands, common: argparse.ArgumentParser) -> None:

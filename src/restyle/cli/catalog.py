@@ -1,4 +1,4 @@
-"""``restyle catalog`` (build, stats, check, repair) and ``restyle plugins``."""
+"""``restyle catalog``: build, stats, check, repair."""
 
 from __future__ import annotations
 
@@ -6,17 +6,15 @@ import argparse
 import json
 import shutil
 import sys
-import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from restyle._errors import CatalogError
 from restyle._ingestion.listings import listings_format
-from restyle._plugin.registry import PluginLoadWarning, PluginRegistry
 from restyle._store.catalog import Catalog
 from restyle.cli.common import catalog_dir, make_engine, ray_executor
 
-__all__ = ["SHOWN", "catalog_command", "plugins_command"]
+__all__ = ["SHOWN", "catalog_command"]
 
 
 #: Rejected rows, or removed listings, named one a line on stderr; the rest are counted.
@@ -135,42 +133,3 @@ def _size(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{n} bytes"  # pragma: no cover
-
-
-def plugins_command(args: argparse.Namespace) -> int:
-    """List components, then plugins with their hooks, components and problems.
-
-    Nothing a plugin does wrong stops the listing: every problem is shown."""
-    with warnings.catch_warnings():
-        # Each problem is printed below, once, where it belongs.
-        warnings.simplefilter("ignore", PluginLoadWarning)
-        registry = PluginRegistry(load_entrypoints=not args.no_plugins, raise_errors=False)
-    plugins = [p for p in registry.plugins if args.all or not p.builtin]
-    unowned = [e for e in registry.errors if e.plugin is None]
-    for error in unowned:
-        sys.stderr.write(f"restyle: warning: {error}\n")
-    if args.json:
-        sys.stdout.write(json.dumps([p.to_dict() for p in plugins], indent=2) + "\n")
-        return 0
-    out = sys.stdout.write
-    rows = list(registry)
-    width = max(len(r.name) for r in rows)
-    usable = {(r.kind, r.name): r for r in rows if registry.get(r.kind, r.name) is r}
-    for r in rows:
-        note = "" if (r.kind, r.name) in usable else "  (ambiguous: registered twice)"
-        out(f"{r.kind:<12} {r.name:<{width}}  {r.distribution} ({r.plugin}){note}\n")
-    if plugins:
-        out("\n")
-    for plugin in plugins:
-        version = f" {plugin.version}" if plugin.version else ""
-        origin = (f"entry point {plugin.entry_point} = {plugin.target}"
-                  if plugin.entry_point is not None else f"module {plugin.module}")
-        out(f"{plugin.distribution}{version}  {origin}\n")
-        out(f"  hooks:      {', '.join(plugin.hooks) or '-'}\n")
-        provides = ", ".join(f"{r.kind} {r.name}" for r in plugin.components)
-        out(f"  components: {provides or '-'}\n")
-        for error in plugin.errors:
-            out(f"  error:      {error}\n")
-    if not plugins and not args.all:
-        out("\nno third-party plugins loaded\n")
-    return 0
