@@ -25,6 +25,7 @@ from restyle.cli.arguments import command_parser, ray_values_attached
 from restyle.cli.catalog import catalog_command
 from restyle.cli.common import UsageError
 from restyle.cli.evaluate import backtest_command, replay_command
+from restyle.cli.logs import logs_command
 from restyle.cli.model import model_command
 from restyle.cli.plugins import plugins_command
 
@@ -45,7 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     abort the process (exit 134) after its output is written.
     """
     status = _command(sys.argv[1:] if argv is None else argv)
-    if argv is None and _budget.abandoned_calls() > 0:
+    # Interrupted, it ends now too, not once the analyses under way finish.
+    if argv is None and (status == 130 or _budget.abandoned_calls() > 0):
         _flush()
         os._exit(status)
     return status
@@ -83,6 +85,8 @@ def _run(args: argparse.Namespace) -> int:
         return replay_command(args)
     if args.command == "model":
         return model_command(args)
+    if args.command == "logs":
+        return logs_command(args)
     raise AssertionError(args)  # pragma: no cover - argparse enforces the commands
 
 
