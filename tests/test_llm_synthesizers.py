@@ -7,6 +7,8 @@ exception, a repr or the fallback reason.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import logging
 import subprocess
@@ -16,12 +18,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from restyle import (
     ConfigurationError,
     Engine,
+    Item,
     Observation,
     Opinion,
     SynthesizerError,
@@ -458,3 +462,44 @@ def test_planted_instructions_stay_data_and_an_obedient_model_changes_nothing(
     assert "://" not in query.text
     assert ident.brand == "PWNED"
     assert ident.confidence <= 0.5  # nothing but the category is backed by an expert
+
+
+def _noisy(seed: int, side: int = 800) -> bytes:
+    rng = np.random.default_rng(seed)
+    out = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8)).save(
+        out, format="JPEG", quality=95)
+    return out.getvalue()
+
+
+ITEM_OPINIONS = (GOOGLE, AWS)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS, ids=lambda p: p.name)
+def test_an_item_is_sent_as_several_photos_within_a_byte_budget(provider: Provider) -> None:
+    item = Item(_noisy(1), _noisy(2), _noisy(3, 400), roles=["whole", "tag", "label"])
+    budget = 120_000
+    with FakeServer(provider.json(ANSWER)) as server:
+        engine = engine_with(provider.make(server.base_url, max_photo_bytes=budget))
+        analysis = engine.analyze(item)
+    assert analysis.identification.synthesizer == provider.name
+    (request,) = server.requests
+    body = request.json()
+    if provider is GEMINI:
+        parts = body["contents"][0]["parts"]
+        images = [base64.urlsafe_b64decode(p["inlineData"]["data"] + "==")
+                  for p in parts if "inlineData" in p]
+        text = next(p["text"] for p in parts if "text" in p)
+    else:
+        content = body["messages"][1]["content"]
+        images = [base64.b64decode(c["image_url"]["url"].split(",", 1)[1])
+                  for c in content if c["type"] == "image_url"]
+        text = next(c["text"] for c in content if c["type"] == "text")
+    assert len(images) == 3
+    assert sum(map(len, images)) <= budget
+    sides = [max(Image.open(io.BytesIO(i)).size) for i in images]
+    assert max(sides[:2]) < 800  # the largest were sent smaller
+    assert "photo 2 (tag)" in text and "photo 3 (label)" in text
+    reports = json.loads(text.split("<expert_data>")[1].split("</expert_data>")[0])
+    assert {r["photo"] for r in reports} == {1, 2, 3}
+    assert len(reports) == 3 * len(ITEM_OPINIONS)

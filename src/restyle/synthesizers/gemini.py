@@ -10,6 +10,7 @@ from restyle._plugin.hookspecs import hookimpl
 from restyle._secrets import redact
 from restyle._taxonomy import clean_text
 from restyle.synthesizers._llm import (
+    MAX_PHOTO_BYTES,
     Completion,
     LLMSynthesizer,
     Request,
@@ -59,10 +60,12 @@ class GeminiSynthesizer(LLMSynthesizer):
         send_photo: bool = True,
         photo_side: int = 1024,
         temperature: float = 0.0,
+        max_photo_bytes: int = MAX_PHOTO_BYTES,
     ) -> None:
         super().__init__(
             api_key=api_key, timeout=timeout, retries=retries,
             send_photo=send_photo, photo_side=photo_side, temperature=temperature,
+            max_photo_bytes=max_photo_bytes,
         )
         self.retry_delay = retry_delay
         self._model = model
@@ -103,8 +106,8 @@ class GeminiSynthesizer(LLMSynthesizer):
         from google.genai import errors, types
 
         parts = []
-        if request.image is not None:
-            parts.append(types.Part.from_bytes(data=request.image, mime_type=request.image_mime))
+        for image in request.images:
+            parts.append(types.Part.from_bytes(data=image, mime_type=request.image_mime))
         parts.append(types.Part.from_text(text=request.prompt))
         contents = [types.Content(role="user", parts=parts)]
         if request.repair is not None:

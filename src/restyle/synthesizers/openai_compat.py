@@ -12,6 +12,7 @@ from restyle._errors import ConfigurationError
 from restyle._plugin.hookspecs import hookimpl
 from restyle._secrets import redact
 from restyle.synthesizers._llm import (
+    MAX_PHOTO_BYTES,
     Completion,
     LLMSynthesizer,
     Request,
@@ -59,6 +60,7 @@ class OpenAICompatibleSynthesizer(LLMSynthesizer):
         send_photo: bool = True,
         photo_side: int = 1024,
         temperature: float = 0.0,
+        max_photo_bytes: int = MAX_PHOTO_BYTES,
     ) -> None:
         if response_format not in ("auto", "json_schema", "json_object"):
             raise ConfigurationError(
@@ -68,6 +70,7 @@ class OpenAICompatibleSynthesizer(LLMSynthesizer):
         super().__init__(
             api_key=api_key, timeout=timeout, retries=retries,
             send_photo=send_photo, photo_side=photo_side, temperature=temperature,
+            max_photo_bytes=max_photo_bytes,
         )
         self._model = model
         self._base_url = base_url
@@ -114,8 +117,8 @@ class OpenAICompatibleSynthesizer(LLMSynthesizer):
 
     def _messages(self, request: Request) -> list[dict[str, Any]]:
         content: list[dict[str, Any]] = [{"type": "text", "text": request.prompt}]
-        if request.image is not None:
-            data = base64.b64encode(request.image).decode("ascii")
+        for image in request.images:
+            data = base64.b64encode(image).decode("ascii")
             content.append({
                 "type": "image_url",
                 "image_url": {"url": f"data:{request.image_mime};base64,{data}"},
