@@ -189,3 +189,72 @@ def test_a_history_that_cannot_be_written_is_one_warning(
                          "--no-plugins")
     assert code == 1 and "3 analysed" in out
     assert err.count("warning: not logged to the history") == 1
+
+
+def test_the_summary_heads_its_columns_marks_the_counted_comps_and_never_miscounts(
+    tiny_env: None, catalog_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from restyle import Analysis
+    from restyle.cli.summary import summary_text
+
+    photo = CATALOG_IMAGES[0]
+    code, out, _ = run(capsys, "analyze", str(photo), "--json", "--catalog", str(catalog_copy),
+                       "--no-plugins", "--no-log")
+    assert code == 0
+    analysis = Analysis.from_json(out)
+    assert analysis.price.ok and analysis.price.comps_used >= 3
+    counted = {p.listing_key for p in analysis.price.counted}
+    text = summary_text(analysis, 1)
+    assert "  #  alike" in text.replace("   #", "  #") and " condition " in text
+    lines = text.splitlines()
+    price_line = next(line for line in lines if line.startswith("Price: "))
+    shown_counted = int(analysis.comps[0].listing.key in counted)
+    assert (f"from {analysis.price.comps_used} comps ({shown_counted} of them shown below"
+            in price_line)
+    hidden = [i for i, c in enumerate(analysis.comps, start=1)
+              if i > 1 and c.listing.key in counted]
+    assert f"also counted in the price, not shown: #{hidden[0]}" in text
+    full = summary_text(analysis, len(analysis.comps))
+    marked = [line for line in full.splitlines() if line.startswith("  * ")]
+    assert len(marked) == len(counted)
+    assert "(marked * below)" in full
+    for raw in ("duplicate_image", "below_cutoff", "like_new"):
+        assert raw not in full
+
+
+def test_pricing_options_and_variables_reach_analyze_and_not_enough_data_has_no_basis(
+    tiny_env: None, catalog_copy: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    photo = str(CATALOG_IMAGES[0])
+    base = ["analyze", photo, "--catalog", str(catalog_copy), "--no-plugins", "--no-log"]
+    code, out, _ = run(capsys, *base, "--minimum-comps", "99")
+    assert code == 0 and "Price: not enough data (" in out and "99 needed" in out
+    assert "basis:" not in out
+    monkeypatch.setenv("RESTYLE_MINIMUM_COMPS", "98")
+    code, out, _ = run(capsys, *base, "--json")
+    assert json.loads(out)["price"]["minimum_comps"] == 98
+    code, out, _ = run(capsys, *base, "--json", "--minimum-comps", "2")
+    assert json.loads(out)["price"]["minimum_comps"] == 2  # the option wins
+    monkeypatch.setenv("RESTYLE_MINIMUM_COMPS", "three")
+    code, _, err = run(capsys, *base)
+    assert code == 1 and "RESTYLE_MINIMUM_COMPS must be a whole number" in err
+    monkeypatch.delenv("RESTYLE_MINIMUM_COMPS")
+    monkeypatch.setenv("RESTYLE_HALF_LIFE_DAYS", "7")
+    code, out, _ = run(capsys, *base, "--json")
+    assert json.loads(out)["price"]["half_life_days"] == 7.0
+
+
+def test_the_notebook_view_says_the_basis_and_marks_counted_comps(
+    tiny_env: None, catalog_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from restyle import Analysis
+
+    code, out, _ = run(capsys, "analyze", str(CATALOG_IMAGES[0]), "--json", "--catalog",
+                       str(catalog_copy), "--no-plugins", "--no-log")
+    assert code == 0
+    analysis = Analysis.from_json(out)
+    page = analysis._repr_html_()
+    assert f"basis: {analysis.price.basis.value}" in page  # type: ignore[union-attr]
+    assert page.count("counted in the price") == min(
+        len(analysis.price.counted), 24)
