@@ -51,7 +51,7 @@ from restyle._pipeline.pricing import (
     estimate_price,
 )
 from restyle._pipeline.rerank import Reranker, RerankResult
-from restyle._pipeline.roles import find_roles
+from restyle._pipeline.roles import find_roles, warm_up_roles
 from restyle._pipeline.search import SearchResult, search_marketplaces
 from restyle._pipeline.trace import Trace, write_recording
 from restyle._plugin.components import (
@@ -241,7 +241,8 @@ class Engine:
 
     def warm_up(self) -> None:
         """Load now what the first analysis would otherwise load inside its own
-        deadline: the encoder's model, the ``clip`` expert's prompt vectors,
+        deadline: the encoder's model, the photo roles' and the ``clip``
+        expert's prompt vectors,
         whatever each component's :meth:`~restyle.Component.warm_up` does.
 
         Call it once at start-up (a web app's worker, a notebook's first cell;
@@ -253,6 +254,10 @@ class Engine:
         call that comes too early degrades only its own answer."""
         with self._running("warm_up"):
             self.encoder.warm_up()
+            try:
+                warm_up_roles(self.encoder)
+            except Exception as exc:
+                logger.info("the photo roles' vectors are not ready: %s", describe(exc))
             for component in (*self.experts, self.synthesizer, *self.marketplaces):
                 try:
                     component.warm_up()

@@ -17,7 +17,7 @@ from restyle._plugin.components import Encoder
 from restyle._secrets import describe
 from restyle._types import PhotoRole
 
-__all__ = ["ROLE_PROMPTS", "find_roles", "role_prompts"]
+__all__ = ["ROLE_PROMPTS", "find_roles", "role_prompts", "warm_up_roles"]
 
 logger = logging.getLogger("restyle")
 
@@ -51,6 +51,11 @@ _LOGIT_SCALE = 100.0
 
 def role_prompts() -> list[str]:
     return [prompt for prompts in ROLE_PROMPTS.values() for prompt in prompts]
+
+
+def warm_up_roles(encoder: Encoder) -> None:
+    """Have the role prompts' vectors ready (waits for them, with no deadline)."""
+    prompt_vectors(encoder, role_prompts(), what="the photo roles' vectors")
 
 
 def _scores(vector: np.ndarray, texts: np.ndarray) -> dict[PhotoRole, float]:
