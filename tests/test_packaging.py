@@ -6,6 +6,7 @@ so the build's egg-info never lands in the working tree's src/.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -148,3 +149,41 @@ def test_the_package_and_a_user_script_pass_mypy_strict() -> None:
         env={**os.environ, "MYPYPATH": str(root / "src")},
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_demo_installs_only_the_library_and_lists_what_it_installed(
+    tmp_path: Path,
+) -> None:
+    """`make demo-install` in a fresh virtual environment: the library and its
+    default dependencies only (no extras, no dev group), with pip's progress
+    shown and a list of what was installed. The fresh environment sees this
+    one's packages (a .pth file), so nothing is downloaded: pip resolves the
+    same requirements and installs only what is missing, restyle itself."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    if importlib.util.find_spec("setuptools") is None:
+        pytest.skip("setuptools (the build backend, in the dev group) is not installed")
+    fresh = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(fresh)], check=True)
+    site = next((fresh / "lib").glob("python3*/site-packages"))
+    ours = next(p for p in map(Path, sys.path) if p.name == "site-packages" and p.is_dir()
+                and (p / "numpy").is_dir())
+    (site / "ours.pth").write_text(f"{ours}\n")
+    # pip runs from the environment it installs into, as the Makefile's $(BIN)/python -m pip.
+    (site / "pip.pth").write_text(f"{Path(__import__('pip').__file__).parent.parent}\n")
+    # (pip reads PIP_NO_BUILD_ISOLATION=0 as --no-build-isolation.)
+    env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_NO_BUILD_ISOLATION": "0",
+           "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    planned = subprocess.run(["make", "-n", "demo", f"VENV={fresh}"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=60)
+    installs = [line for line in planned.stdout.splitlines() if " pip install " in line]
+    assert len(installs) == 1 and installs[0].endswith(" -e ."), planned.stdout
+    done = subprocess.run(["make", "demo-install", f"VENV={fresh}"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "== installing restyle for the demo" in done.stdout
+    listed = next(line for line in done.stdout.splitlines() if line.startswith("installed:"))
+    assert listed == f"installed: restyle {restyle.__version__}"
+    own = {p.name.split("-")[0].lower() for p in site.iterdir()}
+    assert not own & {"django", "fastapi", "ray", "moto", "mypy", "pytest", "boto3"}
+    assert (fresh / "bin" / "restyle").is_file()
