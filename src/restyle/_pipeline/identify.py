@@ -65,13 +65,15 @@ def _failed(expert: Expert, status: OpinionStatus, message: str, waited: float) 
 
 def examine(experts: Sequence[Expert], photos: Photo | Sequence[Photo], *,
             deadline: float) -> tuple[Opinion, ...]:
-    """Every expert's Opinion of every photo (photo by photo, each in the
-    experts' order, each naming its photo), all asked at once and each answered
+    """Every expert's Opinion of every photo it examines (its ``photo_roles``;
+    photo by photo, each in the experts' order, each naming its photo), all
+    asked at once and each answered
     by ``deadline`` or the expert's own ``timeout``, whichever comes first. One
     that fails, overruns, is busy or answers off its contract gives an Opinion
     saying so."""
     item = [photos] if isinstance(photos, Photo) else list(photos)
-    asked = [(expert, photo) for photo in item for expert in experts]
+    asked = [(expert, photo) for photo in item for expert in experts
+             if len(item) == 1 or expert.photo_roles is None or photo.role in expert.photo_roles]
     started = [_start(expert, photo, deadline) for expert, photo in asked]  # all at once
     return tuple(
         replace(call if isinstance(call, Opinion) else _finish(expert, call), photo=photo.index)

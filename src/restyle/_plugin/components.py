@@ -30,7 +30,7 @@ import numpy as np
 
 from restyle._errors import ConfigurationError, EncoderError
 from restyle._plugin.contracts import check_vectors
-from restyle._types import Identification, Listing, Opinion, Query
+from restyle._types import Identification, Listing, Opinion, PhotoRole, Query
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -268,10 +268,18 @@ class Expert(Component):
     ``timeout`` is this expert's own deadline in seconds; an expert that takes
     longer is reported as timed out and the pipeline goes on without it.
     Raising any exception is fine: the Engine records it in the Opinion.
+
+    With several photos of one item, ``examine`` is called once per photo
+    (concurrently, under the analysis's one budget); ``photo.role`` and
+    ``photo.index`` say which photo it is. ``photo_roles`` names the roles of
+    the photos this expert is asked about (None, the default: every photo): an
+    expert that has nothing to say about a brand tag need not be asked. A
+    photo analysed alone is always asked about.
     """
 
     kind: ClassVar[str] = "expert"
     timeout: float = 20.0
+    photo_roles: ClassVar[frozenset[PhotoRole] | None] = None
 
     @abstractmethod
     def examine(self, photo: Photo) -> Opinion:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from restyle._plugin.components import Expert
 from restyle._plugin.hookspecs import hookimpl
-from restyle._types import Observation, Opinion
+from restyle._types import Observation, Opinion, PhotoRole
 
 if TYPE_CHECKING:
     from restyle._input.imaging import Photo
@@ -24,6 +24,8 @@ class CatalogExpert(Expert):
 
     name = "catalog"
     timeout = 60.0
+    # The catalog's look-alikes of a tag or a label are other tags, not the item.
+    photo_roles = frozenset({PhotoRole.WHOLE})
 
     def __init__(self, *, neighbours: int = 5) -> None:
         self.neighbours = neighbours

@@ -23,7 +23,7 @@ from restyle._pipeline.prompts import prompt_vectors
 from restyle._plugin.components import Encoder, Expert
 from restyle._plugin.hookspecs import hookimpl
 from restyle._taxonomy import CATEGORIES, FACETS, PROMPTS
-from restyle._types import Observation, Opinion
+from restyle._types import Observation, Opinion, PhotoRole
 
 if TYPE_CHECKING:
     from restyle._input.imaging import Photo
@@ -39,6 +39,8 @@ class ClipExpert(Expert):
 
     name = "clip"
     timeout = 60.0  # the first call may load the model
+    # A tag's or a label's colour and material are not the item's.
+    photo_roles = frozenset({PhotoRole.WHOLE})
 
     def __init__(self, *, encoder: Encoder | None = None, top_k: int = 3) -> None:
         self._encoder = encoder
