@@ -142,6 +142,8 @@ def _catalog_commands(sub: _Commands, common: argparse.ArgumentParser) -> None:
                        help="encoder actors on Ray (default: one per GPU, or per two CPUs)")
     build.add_argument("--ray-batch-size", type=int, metavar="N", default=64,
                        help="images per encoder call on Ray (default 64)")
+    build.add_argument("--checkpoint-every", type=int, metavar="N", default=2000,
+                       help="listings stored between checkpoints (default 2000; see docs/scale.md)")
 
     only_catalog = argparse.ArgumentParser(add_help=False)
     only_catalog.add_argument("--catalog", metavar="DIR", help=_catalog_help())
