@@ -365,3 +365,21 @@ def test_analyze_prices_as_of_a_given_moment() -> None:
     assert engine.analyze(colored((200, 30, 30))).price.as_of != analysis.price.as_of
     with pytest.raises(ConfigurationError, match="as_of must be a datetime"):
         engine.analyze(colored((200, 30, 30)), as_of="2024-01-10")
+
+
+def test_analyze_iter_yields_each_photo_as_soon_as_it_is_done() -> None:
+    released = threading.Event()
+
+    def look(photo: object) -> Opinion:
+        if photo.image.getpixel((20, 20)) == (0, 0, 200):  # type: ignore[attr-defined]
+            released.wait(5)  # the slow photo: done only once the fast one was handed out
+        return Opinion(expert="waiter")
+
+    engine = Engine(experts=[ScriptedExpert("waiter", result=look, timeout=4)],
+                    encoder=ColorEncoder(), marketplaces=[], load_entrypoints=False)
+    stream = engine.analyze_iter([colored((200, 0, 0)), colored((0, 0, 200))], deadline=10)
+    first = next(stream)
+    released.set()
+    second = next(stream)
+    assert isinstance(first, Analysis) and isinstance(second, Analysis)
+    assert second.opinions[0].ok, second.opinions[0].error  # not timed out waiting for the first

@@ -116,8 +116,9 @@ class Batches:
         return _StartedBatch(photos=photos, embeddings=pending)
 
     def _finish(self, started: _StartedBatch,
-                deadline: float | None) -> list[Analysis | RestyleError]:
-        """The batch's analyses, run concurrently once its embeddings are in."""
+                deadline: float | None) -> Iterator[Analysis | RestyleError]:
+        """The batch's analyses, run concurrently once its embeddings are in,
+        each yielded (in input order) as soon as it and those before it are done."""
         photos = started.photos
         if started.embeddings is not None:
             self._remember_embeddings(started.embeddings,
@@ -132,10 +133,11 @@ class Batches:
                 return exc
 
         if len(photos) == 1:
-            return [one(photos[0])]
+            yield one(photos[0])
+            return
         with ThreadPoolExecutor(max_workers=min(self.workers, len(photos)),
                                 thread_name_prefix="restyle analyze") as pool:
-            return list(pool.map(one, photos))
+            yield from pool.map(one, photos)
 
     def _remember_embeddings(self, pending: Pending, photos: Sequence[Photo]) -> None:
         """Give each photo its vector from the batch; on any failure each
