@@ -9,6 +9,9 @@ identification, the price and the comps, with only http(s) links.
 The FastAPI example uses :class:`PublicAnalysis` as its ``response_model``;
 the Django example returns ``public_analysis(analysis).model_dump(mode="json")``.
 ``analysis-response.schema.json`` beside this file is its JSON schema.
+
+An error is :class:`PublicError` in both, ``{"error": {"code": ..., "message":
+...}}``, its code one of :data:`ERRORS` (``error-response.schema.json``).
 """
 
 from __future__ import annotations
@@ -17,18 +20,34 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
-from restyle import Analysis, Condition, PriceStatus
+from restyle import Analysis, Condition, PriceBasis, PriceStatus
 
 __all__ = [
+    "ERRORS",
     "PublicAnalysis",
     "PublicAttribute",
     "PublicComp",
+    "PublicError",
     "PublicIdentification",
     "PublicMoney",
     "PublicPrice",
+    "error_body",
+    "error_schema",
     "public_analysis",
     "schema",
 ]
+
+#: Every error a client can get: code -> (HTTP status, message). The messages
+#: are fixed: what went wrong inside goes to the server's log.
+ERRORS: dict[str, tuple[int, str]] = {
+    "no_image": (400, "No image was uploaded: send the photo as the multipart field 'image'."),
+    "unreadable_image": (400, "The upload is not a JPEG, PNG, WebP, HEIC or AVIF photo we "
+                              "can read."),
+    "method_not_allowed": (405, "Only POST is allowed here."),
+    "too_large": (413, "The photo is larger than 10 MB."),
+    "invalid_request": (422, "The request is not a multipart form with an 'image' file."),
+    "unavailable": (503, "The analysis is unavailable."),
+}
 
 
 class PublicMoney(BaseModel):
@@ -55,6 +74,10 @@ class PublicIdentification(BaseModel):
 
 class PublicPrice(BaseModel):
     status: PriceStatus = Field(description="'ok', or 'not_enough_data' (amounts are then null).")
+    basis: PriceBasis | None = Field(
+        description="What the estimate rests on: 'sold' (prices items sold for), 'asking' "
+                    "(asking prices only) or 'mixed' (too few sold, mixed with asking "
+                    "prices); null without an estimate.")
     currency: str | None
     estimate: str | None = Field(description="A decimal number as a string.")
     low: str | None
@@ -78,6 +101,23 @@ class PublicComp(BaseModel):
         description="How much the listing's photo looks like the upload, or null when its "
                     "photo could not be used.")
     score: float = Field(description="What orders the comps, best first.")
+
+
+class PublicErrorDetail(BaseModel):
+    code: str = Field(description="What went wrong, for programs: " + ", ".join(ERRORS) + ".")
+    message: str = Field(description="What went wrong, in words, for people.")
+
+
+class PublicError(BaseModel):
+    """The response to a request that could not be analysed."""
+
+    error: PublicErrorDetail
+
+
+def error_body(code: str) -> tuple[int, dict[str, object]]:
+    """The HTTP status and JSON body of the error ``code`` (one of :data:`ERRORS`)."""
+    status, message = ERRORS[code]
+    return status, PublicError(error=PublicErrorDetail(code=code, message=message)).model_dump()
 
 
 class PublicAnalysis(BaseModel):
@@ -118,7 +158,9 @@ def public_analysis(analysis: Analysis) -> PublicAnalysis:
             suggested_photos=list(ident.suggested_photos),
         ),
         price=PublicPrice(
-            status=price.status, currency=price.currency, estimate=_amount(price.estimate),
+            status=price.status,
+            basis=price.basis if price.estimate is not None else None,
+            currency=price.currency, estimate=_amount(price.estimate),
             low=_amount(price.low), high=_amount(price.high), comps_used=price.comps_used,
             minimum_comps=price.minimum_comps,
         ),
@@ -146,3 +188,8 @@ def public_analysis(analysis: Analysis) -> PublicAnalysis:
 def schema() -> dict[str, object]:
     """The JSON schema of a response, as ``analysis-response.schema.json`` holds it."""
     return PublicAnalysis.model_json_schema(mode="serialization")
+
+
+def error_schema() -> dict[str, object]:
+    """The JSON schema of an error, as ``error-response.schema.json`` holds it."""
+    return PublicError.model_json_schema(mode="serialization")

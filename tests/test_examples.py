@@ -79,3 +79,20 @@ def test_quickstart_notebook_runs(
     # The sample catalog went to a temporary directory; the notebook's folder is unchanged.
     assert [p.name for p in temp.glob("restyle-quickstart-*/catalog.sqlite")] == ["catalog.sqlite"]
     assert sorted(p.relative_to(here) for p in here.rglob("*")) == before
+
+
+def test_the_examples_readmes_use_the_documented_options() -> None:
+    for readme in EXAMPLES.rglob("README.md"):
+        assert " --dir " not in readme.read_text(), f"{readme} uses the hidden --dir"
+
+
+def test_the_notebook_extra_runs_the_notebook_headless() -> None:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    pyproject = tomllib.loads((EXAMPLES.parent / "pyproject.toml").read_text())
+    notebook = " ".join(pyproject["project"]["optional-dependencies"]["notebook"])
+    assert "nbconvert" in notebook and "ipywidgets" in notebook and "ipykernel" in notebook
+    guide = " ".join((EXAMPLES.parent / "docs" / "getting-started.md").read_text().split())
+    assert "`jupyter nbconvert --to notebook --execute quickstart.ipynb" in guide

@@ -92,16 +92,57 @@ def test_the_answer_has_no_server_paths_and_no_copy_of_the_upload(
 
 
 def test_missing_and_bad_images_are_400(client: Client) -> None:
-    assert client.post(URL, {}).status_code == 400
+    response = client.post(URL, {})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "no_image"
     response = client.post(URL, {"image": upload(b"GIF89a....")})
     assert response.status_code == 400
-    assert response.json() == {"error": "The upload is not a JPEG, PNG or WebP photo we can read."}
-    assert client.get(URL).status_code == 405
+    assert response.json() == {"error": {
+        "code": "unreadable_image",
+        "message": "The upload is not a JPEG, PNG, WebP, HEIC or AVIF photo we can read."}}
+
+
+def test_get_is_405_with_the_error_shape(client: Client) -> None:
+    response = client.get(URL)
+    assert response.status_code == 405 and response["Allow"] == "POST"
+    assert response.json() == {"error": {"code": "method_not_allowed",
+                                         "message": "Only POST is allowed here."}}
 
 
 def test_oversized_upload_is_413(client: Client) -> None:
     with override_settings(RESTYLE_MAX_UPLOAD_BYTES=100):
-        assert client.post(URL, {"image": upload(jpeg())}).status_code == 413
+        response = client.post(URL, {"image": upload(jpeg())})
+    assert response.status_code == 413
+    assert response.json()["error"] == {"code": "too_large",
+                                        "message": "The photo is larger than 10 MB."}
+
+
+class Body(io.BytesIO):
+    """A request body that counts what the server reads of it."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.taken = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        chunk = super().read(size)
+        self.taken += len(chunk)
+        return chunk
+
+    def readline(self, size: int | None = -1) -> bytes:
+        chunk = super().readline(size)
+        self.taken += len(chunk)
+        return chunk
+
+
+def test_an_upload_over_the_limit_is_refused_from_its_content_length_unread(
+    client: Client,
+) -> None:
+    body = Body(b"")
+    response = client.generic("POST", URL, b"", CONTENT_TYPE="multipart/form-data; boundary=x",
+                              CONTENT_LENGTH=str(52 * 1024 * 1024), **{"wsgi.input": body})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "too_large"
+    assert body.taken == 0
 
 
 def test_internal_errors_are_not_leaked(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,32 +3,91 @@
 Run with ``uvicorn app:app`` from this directory (see README.md). One Engine
 per process, created at start-up; analysis runs in a worker thread so the
 event loop stays free. The answer is a :class:`PublicAnalysis`, never the
-whole Analysis: no server paths, no copy of the upload. Clients get clear 4xx
-answers for bad uploads and never see internal error text.
+whole Analysis: no server paths, no copy of the upload. Every error is
+``{"error": {"code": ..., "message": ...}}`` (:class:`PublicError`, the same
+as the Django example's) with a fixed message: clients never see internal
+error text. An upload over the limit is refused from its Content-Length
+before its body is read, and the body is never read past the limit.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from restyle import Engine, ImageError, RestyleError
 
-# The response schema is shared with the Django example: examples/public_analysis.py.
+# The response schemas are shared with the Django example: examples/public_analysis.py.
 sys.path.append(str(Path(__file__).resolve().parent.parent))
-from public_analysis import PublicAnalysis, public_analysis
+from public_analysis import ERRORS, PublicAnalysis, PublicError, error_body, public_analysis
 
 logger = logging.getLogger(__name__)
 
 #: Largest upload accepted, in bytes.
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+#: What a request body may hold besides the photo: the multipart form around it.
+FORM_BYTES = 64 * 1024
+
+
+class ApiError(Exception):
+    """An answer of :data:`ERRORS`, raised anywhere in a request."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class UploadLimit:
+    """Refuses a request body over the photo's limit and its form: at once
+    from its Content-Length, before a byte of it is read, and otherwise as
+    soon as the bytes received pass the limit (a chunked upload), reading no
+    further."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = MAX_UPLOAD_BYTES + FORM_BYTES
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            await _send_error(send, "too_large")
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                # FastAPI passes an HTTPException raised while it reads the form.
+                raise HTTPException(status_code=413, detail="too_large")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+async def _send_error(send: Send, code: str) -> None:
+    status, body = error_body(code)
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
+                            (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})
 
 
 @asynccontextmanager
@@ -41,6 +100,47 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 app = FastAPI(title="restyle", lifespan=lifespan)
+app.add_middleware(UploadLimit)
+
+# Starlette's own errors (404, 405, 413 above) by the status they carry.
+_BY_STATUS = {status: code for code, (status, _) in ERRORS.items() if code != "no_image"}
+
+
+def _answer(code: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    status, body = error_body(code)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+@app.exception_handler(ApiError)
+async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+    return _answer(exc.code)
+
+
+@app.exception_handler(StarletteHTTPException)
+async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = exc.detail if exc.detail in ERRORS else _BY_STATUS.get(exc.status_code)
+    if code is None:  # a 404 and the like: the same shape
+        body = PublicError.model_validate(
+            {"error": {"code": "not_found" if exc.status_code == 404 else "error",
+                       "message": str(exc.detail)}}).model_dump()
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+    return _answer(code, headers=exc.headers)
+
+
+@app.exception_handler(RequestValidationError)
+async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    return _answer("invalid_request")
+
+
+def _documented(*codes: str) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI entries of the errors ``codes``, one a status."""
+    entries: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        status, message = ERRORS[code]
+        entry = entries.setdefault(status, {"model": PublicError, "description": ""})
+        entry["description"] = " / ".join(filter(None, [entry["description"],
+                                                        f"{code}: {message}"]))
+    return entries
 
 
 def get_engine(request: Request) -> Engine:
@@ -48,23 +148,24 @@ def get_engine(request: Request) -> Engine:
     return engine
 
 
-@app.post("/analyze", response_model=PublicAnalysis)
+@app.post("/analyze", response_model=PublicAnalysis,
+          responses=_documented("no_image", "unreadable_image", "too_large",
+                                "invalid_request", "unavailable"))
 async def analyze(
-    image: Annotated[UploadFile, File(description="a JPEG, PNG or WebP photo of the item")],
+    image: Annotated[UploadFile, File(description="a JPEG, PNG, WebP, HEIC or AVIF photo of "
+                                                  "the item")],
     engine: Annotated[Engine, Depends(get_engine)],
 ) -> PublicAnalysis:
     data = await image.read(MAX_UPLOAD_BYTES + 1)
     if not data:
-        raise HTTPException(status_code=400, detail="No image was uploaded.")
+        raise ApiError("no_image")
     if len(data) > MAX_UPLOAD_BYTES:
-        raise HTTPException(status_code=413, detail="The photo is larger than 10 MB.")
+        raise ApiError("too_large")
     try:
         analysis = await run_in_threadpool(engine.analyze, data)
     except ImageError as exc:
-        raise HTTPException(
-            status_code=400, detail="The upload is not a JPEG, PNG or WebP photo we can read."
-        ) from exc
+        raise ApiError("unreadable_image") from exc
     except RestyleError as exc:
         logger.exception("analysis failed")
-        raise HTTPException(status_code=503, detail="The analysis is unavailable.") from exc
+        raise ApiError("unavailable") from exc
     return public_analysis(analysis)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import select
+import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -87,20 +90,119 @@ def test_the_answer_matches_the_documented_schema(catalog_client: TestClient) ->
 
     documented = json.loads((EXAMPLES / "analysis-response.schema.json").read_text())
     assert documented == public_analysis.schema(), "regenerate analysis-response.schema.json"
+    documented = json.loads((EXAMPLES / "error-response.schema.json").read_text())
+    assert documented == public_analysis.error_schema(), "regenerate error-response.schema.json"
     openapi = catalog_client.get("/openapi.json").json()
-    answer = openapi["paths"]["/analyze"]["post"]["responses"]["200"]["content"]
+    responses = openapi["paths"]["/analyze"]["post"]["responses"]
+    answer = responses["200"]["content"]
     assert answer["application/json"]["schema"] == {"$ref": "#/components/schemas/PublicAnalysis"}
+    for status in ("400", "413", "422", "503"):
+        assert responses[status]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/PublicError"}, status
+    assert "no_image" in responses["400"]["description"]
+    assert "unreadable_image" in responses["400"]["description"]
 
 
-def test_bad_uploads_get_clear_4xx(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_price_says_what_it_rests_on(catalog_client: TestClient) -> None:
+    photo = (EXAMPLES / "photo.jpg").read_bytes()
+    price = catalog_client.post("/analyze", files={"image": ("a.jpg", photo, "image/jpeg")}).json()[
+        "price"]
+    assert price["basis"] in ("sold", "mixed", "asking")
+    assert (price["basis"] is None) == (price["estimate"] is None)
+
+
+def error(code: str, message: str) -> dict[str, object]:
+    return {"error": {"code": code, "message": message}}
+
+
+def test_bad_uploads_get_clear_4xx_in_one_shape(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch,
+) -> None:
     response = client.post("/analyze", files={"image": ("x.jpg", b"%PDF-1.7 ...", "image/jpeg")})
     assert response.status_code == 400
-    assert response.json()["detail"] == "The upload is not a JPEG, PNG or WebP photo we can read."
-    assert client.post("/analyze", files={"image": ("x.jpg", b"", "image/jpeg")}).status_code == 400
+    assert response.json() == error(
+        "unreadable_image", "The upload is not a JPEG, PNG, WebP, HEIC or AVIF photo we can read.")
+    response = client.post("/analyze", files={"image": ("x.jpg", b"", "image/jpeg")})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "no_image"
+    response = client.post("/analyze")
+    assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_request"
+    response = client.get("/analyze")
+    assert response.status_code == 405
+    assert response.json() == error("method_not_allowed", "Only POST is allowed here.")
     monkeypatch.setattr(example, "MAX_UPLOAD_BYTES", 100)
-    assert client.post("/analyze", files={"image": ("x.jpg", jpeg(),
-                                                    "image/jpeg")}).status_code == 413
-    assert client.post("/analyze").status_code == 422
+    response = client.post("/analyze", files={"image": ("x.jpg", jpeg(), "image/jpeg")})
+    assert response.status_code == 413
+    assert response.json() == error("too_large", "The photo is larger than 10 MB.")
+
+
+@pytest.fixture
+def server(client: TestClient) -> Iterator[int]:
+    """The app served by uvicorn on a real socket (the client's Engine), its port."""
+    import threading
+
+    import uvicorn
+
+    config = uvicorn.Config(example.app, host="127.0.0.1", port=0, log_level="warning",
+                            lifespan="off")
+    served = uvicorn.Server(config)
+    thread = threading.Thread(target=served.run, daemon=True)
+    thread.start()
+    while not served.started and thread.is_alive():
+        time.sleep(0.02)
+    yield served.servers[0].sockets[0].getsockname()[1]
+    served.should_exit = True
+    thread.join(10)
+
+
+def answer(sock: socket.socket) -> tuple[int, dict[str, object]]:
+    """The status and JSON body of the HTTP response read from ``sock``."""
+    data = b""
+    while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < int(
+            next((line.split(b":")[1] for line in data.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:")), b"0")):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+def test_an_upload_over_the_limit_is_refused_from_its_content_length_unsent(
+    server: int,
+) -> None:
+    with socket.create_connection(("127.0.0.1", server), timeout=10) as sock:
+        sock.sendall(b"POST /analyze HTTP/1.1\r\nHost: test\r\n"
+                     b"Content-Type: multipart/form-data; boundary=x\r\n"
+                     b"Content-Length: 52428800\r\n\r\n")  # 50 MB announced, none sent
+        status, body = answer(sock)
+    assert status == 413 and body == error("too_large", "The photo is larger than 10 MB.")
+
+
+def test_a_chunked_upload_is_not_read_past_the_limit(
+    server: int, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(example, "MAX_UPLOAD_BYTES", 100_000)
+    sent = 0
+    with socket.create_connection(("127.0.0.1", server), timeout=10) as sock:
+        sock.sendall(b"POST /analyze HTTP/1.1\r\nHost: test\r\n"
+                     b"Content-Type: multipart/form-data; boundary=x\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
+        part = (b'--x\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n'
+                b"Content-Type: image/jpeg\r\n\r\n")
+        sock.sendall(b"%x\r\n%s\r\n" % (len(part), part))
+        chunk = b"%x\r\n%s\r\n" % (65536, b"\xff" * 65536)
+        while sent < 50 * 1024 * 1024:
+            if select.select([sock], [], [], 0)[0]:
+                break  # the answer came: stop sending
+            try:
+                sock.sendall(chunk)
+            except OSError:  # the server closed the connection
+                break
+            sent += 65536
+        status, body = answer(sock)
+    assert status == 413 and body["error"]["code"] == "too_large"  # type: ignore[index]
+    assert sent < 16 * 1024 * 1024  # the limit (164 KB), plus what the sockets buffer
 
 
 def test_internal_errors_are_not_leaked(

@@ -1,10 +1,13 @@
 """``AIImageSearchView`` rebuilt on restyle's Engine.
 
 One Engine per process, created on first use and shared by every request
-(Engine is thread-safe). Uploads are size-limited; bad photos get a clear 400;
-clients never see internal error text, which goes to the log instead. The
-answer has the shape of ``PublicAnalysis`` (see README.md), the same as the
-FastAPI example's: no server paths, no copy of the upload.
+(Engine is thread-safe). An upload over the limit is refused from its
+Content-Length before its body is read (Django reads no more than that), and
+a photo is read only to the limit; bad photos get a clear 400. Every error is
+``{"error": {"code": ..., "message": ...}}`` (``PublicError``, the same as
+the FastAPI example's) with a fixed message: clients never see internal error
+text, which goes to the log instead. The answer has the shape of
+``PublicAnalysis`` (see README.md): no server paths, no copy of the upload.
 """
 
 from __future__ import annotations
@@ -13,18 +16,19 @@ import logging
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
 from restyle import Engine, ImageError, RestyleError
 
-# The response schema is shared with the FastAPI example: examples/public_analysis.py.
+# The response schemas are shared with the FastAPI example: examples/public_analysis.py.
 sys.path.append(str(Path(__file__).resolve().parents[2]))
-from public_analysis import public_analysis
+from public_analysis import error_body, public_analysis
 
 logger = logging.getLogger(__name__)
 
@@ -45,27 +49,44 @@ def get_engine() -> Engine:
         return _engine
 
 
+#: What a request body may hold besides the photo: the multipart form around it.
+FORM_BYTES = 64 * 1024
+
+
+def error(code: str, **headers: str) -> JsonResponse:
+    """The answer of the error ``code`` (examples/public_analysis.py's ERRORS)."""
+    status, body = error_body(code)
+    response = JsonResponse(body, status=status)
+    for name, value in headers.items():
+        response[name] = value
+    return response
+
+
 @method_decorator(csrf_exempt, name="dispatch")  # an API endpoint; protect it with your auth
 class AIImageSearchView(View):
     http_method_names = ("post",)  # type: ignore[assignment]
 
+    def http_method_not_allowed(self, request: HttpRequest, *args: Any,
+                                **kwargs: Any) -> HttpResponse:
+        return error("method_not_allowed", Allow="POST")
+
     def post(self, request: HttpRequest) -> JsonResponse:
-        upload = request.FILES.get("image")
-        if upload is None:
-            return JsonResponse({"error": "No image file provided."}, status=400)
         limit = settings.RESTYLE_MAX_UPLOAD_BYTES
-        if upload.size is not None and upload.size > limit:
-            return JsonResponse({"error": "The photo is larger than 10 MB."}, status=413)
+        declared = request.META.get("CONTENT_LENGTH") or "0"
+        if declared.isdigit() and int(declared) > limit + FORM_BYTES:
+            return error("too_large")  # before a byte of the body is read
+        # Django reads no more of the body than its Content-Length.
+        upload = request.FILES.get("image")
+        if upload is None or not upload.size:
+            return error("no_image")
         data = upload.read(limit + 1)
         if len(data) > limit:
-            return JsonResponse({"error": "The photo is larger than 10 MB."}, status=413)
+            return error("too_large")
         try:
             analysis = get_engine().analyze(data)
         except ImageError:
-            return JsonResponse(
-                {"error": "The upload is not a JPEG, PNG or WebP photo we can read."}, status=400
-            )
+            return error("unreadable_image")
         except RestyleError:
             logger.exception("analysis failed")
-            return JsonResponse({"error": "The analysis is unavailable."}, status=503)
+            return error("unavailable")
         return JsonResponse(public_analysis(analysis).model_dump(mode="json"))
