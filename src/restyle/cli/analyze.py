@@ -14,10 +14,11 @@ from typing import IO, TextIO
 from restyle import _settings
 from restyle._engine import Engine
 from restyle._errors import CatalogError, RestyleError
-from restyle._input.imaging import load_photo
+from restyle._input.imaging import Photo, load_photo
+from restyle._input.item import ITEM_MAX_PHOTOS, Item
 from restyle._progress import logging_through_bars, progress_bar, status_line
 from restyle._store.catalog import Catalog
-from restyle._types import Analysis
+from restyle._types import Analysis, PhotoRole
 from restyle.cli.background import Background
 from restyle.cli.common import (
     UsageError,
@@ -42,7 +43,7 @@ class _PhotoInput:
     and says why in ``problem``."""
 
     name: str
-    source: Path | IO[bytes] | None
+    source: Path | IO[bytes] | Item | None
     problem: str | None = None
 
 
@@ -53,11 +54,18 @@ def analyze_command(args: argparse.Namespace) -> int:
     summary alone) and fails as a whole; otherwise each photo gets its own
     table line, JSON line or summary, a photo that fails is one line on
     stderr while the rest go on, and the run ends with its tally."""
-    inputs, single = _photo_inputs(args)
+    if args.item:
+        inputs, single = [_item_input(args.photo)], True
+    elif args.items:
+        inputs, single = _folder_items(args.photo), False
+    else:
+        inputs, single = _photo_inputs(args)
     if args.record and not single:
-        raise UsageError("--record records the analysis of a single photo file")
+        raise UsageError("--record records the analysis of a single photo file or --item")
     first = inputs[0].source
-    photo = load_photo(first) if single and first is not None else None  # the basic mistake first
+    photo: Path | IO[bytes] | Item | Photo | None = None
+    if single and first is not None:  # the basic mistake first
+        photo = first if isinstance(first, Item) else load_photo(first)
     if all(item.source is None for item in inputs):  # nothing to analyse: no model load
         return _analyze_batch(args, None, inputs)
     experts, marketplaces = _without_missing_catalog(
@@ -139,6 +147,52 @@ def _photo_inputs(args: argparse.Namespace) -> tuple[list[_PhotoInput], bool]:
         else:
             inputs.append(_PhotoInput(arg, path))
     return inputs, single
+
+
+def _item_input(arguments: list[str]) -> _PhotoInput:
+    """The PHOTO arguments as one item: ``ROLE=PATH`` gives a photo's role."""
+    paths: list[Path] = []
+    roles: list[str | None] = []
+    for arg in arguments:
+        role, _, rest = arg.partition("=")
+        known = rest and role.lower() in {r.value for r in PhotoRole}
+        path = Path(os.path.expanduser(rest if known else arg))
+        if arg == "-" or path.is_dir():
+            raise UsageError(f"--item takes photo files, not {arg!r}")
+        paths.append(path)
+        roles.append(role.lower() if known else None)
+    if len(paths) > ITEM_MAX_PHOTOS:
+        raise UsageError(f"an item has at most {ITEM_MAX_PHOTOS} photos, got {len(paths)}")
+    return _PhotoInput(str(paths[0]), Item(*paths, roles=roles))
+
+
+def _folder_items(arguments: list[str]) -> list[_PhotoInput]:
+    """Each subfolder of each FOLDER as one item; its loose photos as items of one."""
+    inputs: list[_PhotoInput] = []
+    for arg in arguments:
+        folder = Path(os.path.expanduser(arg))
+        if not folder.is_dir():
+            raise UsageError(f"--items takes folders, not {arg!r}")
+        for entry in sorted(folder.iterdir()):
+            name = os.path.join(arg, entry.name)
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                photos = _folder_photos(entry, recursive=False)
+                if not photos:
+                    inputs.append(_PhotoInput(name, None, "no JPEG, PNG or WebP files in this "
+                                                          "item's folder"))
+                elif len(photos) > ITEM_MAX_PHOTOS:
+                    inputs.append(_PhotoInput(name, None, f"{len(photos)} photos: an item has "
+                                                          f"at most {ITEM_MAX_PHOTOS}"))
+                else:
+                    inputs.append(_PhotoInput(name, Item(*(entry / p for p in photos))))
+            elif _is_photo_file(entry):
+                inputs.append(_PhotoInput(name, entry))
+    if not inputs:
+        raise UsageError("--items found no item folders or photos in "
+                         + ", ".join(repr(a) for a in arguments))
+    return inputs
 
 
 def _stdin_photo() -> IO[bytes]:

@@ -79,6 +79,16 @@ def _analyze_command(sub: _Commands, common: argparse.ArgumentParser) -> None:
         "such as 'shots/*.jpg' (** matches any depth); or - for one photo on stdin")
     analyze.add_argument("--recursive", action="store_true",
                          help="also take the photos in a folder's subfolders")
+    items = analyze.add_mutually_exclusive_group()
+    items.add_argument(
+        "--item", action="store_true",
+        help="the PHOTOs are several photos of ONE item (at most 12: the whole item, its "
+        "brand tag, its care label, details, flaws), analysed together; give a photo's role "
+        "as ROLE=PATH (whole, tag, label, detail, flaw), else restyle finds it")
+    items.add_argument(
+        "--items", action="store_true",
+        help="each subfolder of a FOLDER is one item (its photos, by name); a photo directly "
+        "in the FOLDER is an item of its own")
     analyze.add_argument(
         "--json", action="store_true",
         help="print JSON: the Analysis of a single photo file; with several photos, a folder or "
