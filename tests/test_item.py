@@ -265,3 +265,14 @@ def test_twelve_large_photos_stay_within_the_item_bound(tmp_path: Any) -> None:
     # The decoded pixels (each photo at most 2048 a side) and the files' bytes,
     # with room for the interpreter's own arenas.
     assert grown <= ITEM_MAX_PIXEL_BYTES + files + 64 * 2**20, (grown, files)
+
+
+def test_the_notebook_view_shows_the_strip_and_which_photo_backs_each_field(
+        vision: VisionByPhoto) -> None:
+    analysis = engine_for(vision).analyze(item(roles=["whole", "tag", "label"]))
+    html = analysis._repr_html_()
+    for words in ("photo 1: whole", "photo 2: tag", "photo 3: label"):
+        assert f"alt='{words}'" in html and f">{words}</figcaption>" in html
+    assert "brand = Nike: google-vision" in html and "photo 2, tag)" in html
+    alone = engine_for(vision).analyze(picture(FRONT))._repr_html_()
+    assert "figcaption" not in alone and "photo 1" not in alone

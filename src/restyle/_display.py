@@ -14,6 +14,7 @@ import binascii
 import functools
 import os
 import stat
+from collections.abc import Sequence
 from html import escape
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
@@ -21,7 +22,7 @@ from urllib.request import url2pathname
 from restyle._errors import ImageError
 from restyle._input.imaging import DEFAULT_MAX_BYTES, decode
 from restyle._input.vouched import is_vouched
-from restyle._types import Analysis, Comp, Identification, PriceEstimate
+from restyle._types import Analysis, Comp, Identification, PhotoInfo, PriceEstimate
 
 __all__ = ["CONDITION_WORDS", "EXCLUSION_WORDS", "FLAG_WORDS", "analysis_html", "comp_html",
            "comp_note", "counted_keys", "degradations", "identification_html", "page_html",
@@ -48,6 +49,8 @@ EXCLUSION_WORDS = {
 CONDITION_WORDS = {"new": "new", "like_new": "like new", "used": "used",
                    "for_parts": "for parts", "unknown": ""}
 
+#: Height of the thumbnails of an item's strip of photos, in pixels.
+STRIP_SIDE = 72
 #: Longest side of a comp's thumbnail, and of the analysed photo's, in pixels.
 THUMBNAIL_SIDE = 160
 PHOTO_SIDE = 256
@@ -191,12 +194,22 @@ def _image_src(url: str | None, budget: _Budget, *, side: int = THUMBNAIL_SIDE) 
     return None
 
 
-def identification_html(ident: Identification) -> str:
+def _photo_words(photo: int | None, photos: Sequence[PhotoInfo]) -> str:
+    """" (photo 2, tag)" for evidence from photo 2 of an item; "" for a photo alone."""
+    if photo is None or len(photos) <= 1:
+        return ""
+    info = next((p for p in photos if p.index == photo), None)
+    role = f", {info.role.value}" if info is not None and info.role is not None else ""
+    return f", photo {photo + 1}{role}"
+
+
+def identification_html(ident: Identification, photos: Sequence[PhotoInfo] = ()) -> str:
     rows = [("brand", ident.brand), ("product", ident.product_name), ("category", ident.category)]
     rows += [(a.name, f"{a.value} ({a.confidence:.2f})") for a in ident.attributes]
     body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v or '-')}</td></tr>" for k, v in rows)
     evidence = "".join(
-        f"<li>{_e(e.field)} = {_e(e.value)}: {_e(e.expert)} ({e.score:.2f})</li>"
+        f"<li>{_e(e.field)} = {_e(e.value)}: {_e(e.expert)} ({e.score:.2f}"
+        f"{_e(_photo_words(e.photo, photos))})</li>"
         for e in ident.evidence
     )
     extra = ""
@@ -261,12 +274,29 @@ def _price_strip(price: PriceEstimate, comps: tuple[Comp, ...]) -> str:
             f"prices'>{band}{dots}{mid}{labels}</svg>")
 
 
+def _photo_strip(photos: Sequence[PhotoInfo], budget: _Budget) -> str:
+    """The item's photos in a row, each with its place and role."""
+    if len(photos) <= 1:
+        return ""
+    cells = []
+    for info in photos:
+        src = _image_src(info.thumbnail, budget, side=STRIP_SIDE)
+        role = info.role.value if info.role is not None else "?"
+        found = "" if info.role_score is None else f" ({info.role_score:.2f})"
+        words = f"photo {info.index + 1}: {role}{found}"
+        image = (f"<img src='{_e(src)}' alt='{_e(words)}' style='height:{STRIP_SIDE}px'>"
+                 if src else "")
+        cells.append(f"<figure style='margin:0'>{image}<figcaption class='muted'>{_e(words)}"
+                     "</figcaption></figure>")
+    return f"<div style='display:flex;gap:8px;flex-wrap:wrap'>{''.join(cells)}</div>"
+
+
 def analysis_html(analysis: Analysis, *, max_comps: int = 24) -> str:
     budget = _Budget()
     photo_src = _image_src(analysis.photo.thumbnail, budget, side=PHOTO_SIDE)
     photo = (
-        f"<img src='{_e(photo_src)}' style='max-width:220px;height:auto;"
-        "align-self:flex-start;border-radius:6px'>" if photo_src else ""
+        f"<img src='{_e(photo_src)}' alt='the analysed photo' style='max-width:220px;"
+        "height:auto;align-self:flex-start;border-radius:6px'>" if photo_src else ""
     )
     price = analysis.price
     if price.ok:
@@ -289,10 +319,11 @@ def analysis_html(analysis: Analysis, *, max_comps: int = 24) -> str:
     more = len(analysis.comps) - max_comps
     return (
         f"<div class='restyle'>{_STYLE}<div style='display:flex;gap:16px'>{photo}"
-        f"<div>{identification_html(analysis.identification)}{price_text}"
+        f"<div>{identification_html(analysis.identification, analysis.photos)}{price_text}"
         f"{_price_strip(price, analysis.comps)}"
         + (f"<ul>{failed}{warnings}</ul>" if failed or warnings else "")
-        + f"</div></div><h4>Comps ({len(analysis.comps)})</h4><div class='grid'>{grid}</div>"
+        + f"</div></div>{_photo_strip(analysis.photos, budget)}"
+        f"<h4>Comps ({len(analysis.comps)})</h4><div class='grid'>{grid}</div>"
         + (f"<p class='muted'>and {more} more</p>" if more > 0 else "")
         + "</div>"
     )
