@@ -345,7 +345,10 @@ _PAGE_STYLE = (
     "th[data-sortable]{cursor:pointer;user-select:none;background:#f3f4f6}"
     "th[aria-sort=ascending]::after{content:' \\25B2'}"
     "th[aria-sort=descending]::after{content:' \\25BC'}"
-    ".wrap{overflow-wrap:anywhere}.muted{color:#777}.flag{color:#b45309}"
+    # Ids, titles and messages (an absolute path, say) wrap anywhere rather
+    # than widen a table past the page.
+    ".wrap{overflow-wrap:anywhere;word-break:break-word}.muted{color:#777}.flag{color:#b45309}"
+    "svg{display:block;margin:1em 0;font-size:12px}"
     ".counted{outline:2px solid #15803d}.comps{display:flex;gap:4px}"
     "td img{display:block;object-fit:cover;background:#f4f4f4}"
 )

@@ -13,7 +13,6 @@ set, the Engine's own catalog is the data set, one item left out at a time.
 from __future__ import annotations
 
 import html
-import io
 import itertools
 import logging
 import math
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from restyle._display import page_html
 from restyle._errors import ConfigurationError, RestyleError
 from restyle._ingestion.listings import (
     FORMATS,
@@ -565,22 +565,17 @@ def render_html(report: BacktestReport) -> str:
         for i in report.items
     )
     summary = _summary_html(report)
-    out = io.StringIO()
-    out.write(
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>restyle backtest"
-        "</title><style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
-        "table{border-collapse:collapse;max-width:100%}td,th{border:1px solid #ccc;"
-        "padding:2px 8px;text-align:right}td:nth-child(-n+2){text-align:left}"
-        # Ids, titles and failure messages (an absolute path, say) wrap
-        # anywhere rather than widen the table past the page.
-        "td.wrap{text-align:left;overflow-wrap:anywhere;word-break:break-word}"
-        "svg{display:block;margin:1em 0;font-size:12px}</style></head><body>\n"
-        f"<h1>restyle backtest</h1><p>{html.escape(report.source)}</p><ul>{summary}</ul>\n"
+    body = (
+        f"<p>{html.escape(report.source)}</p><ul>{summary}</ul>\n"
         + "\n".join(charts)
-        + "\n<h2>By group</h2><table><tr><th>by</th><th>group</th><th>items</th>"
-        "<th>priced</th><th>median error</th><th>coverage</th></tr>"
-        f"{table}</table>\n<h2>Items</h2><table><tr><th>id</th><th>title</th>"
-        "<th>sold for</th><th>estimate</th><th>range</th><th>error</th><th>basis</th></tr>"
-        f"{items}</table>\n</body></html>\n"
+        + "\n<h2>By group</h2><table class=\"sortable\"><tr><th data-sortable>by</th>"
+        "<th data-sortable>group</th><th data-sortable>items</th>"
+        "<th data-sortable>priced</th><th data-sortable>median error</th>"
+        "<th data-sortable>coverage</th></tr>"
+        f"{table}</table>\n<h2>Items</h2><table class=\"sortable\"><tr>"
+        "<th data-sortable>id</th><th data-sortable>title</th><th data-sortable>sold for</th>"
+        "<th data-sortable>estimate</th><th>range</th><th data-sortable>error</th>"
+        "<th data-sortable>basis</th></tr>"
+        f"{items}</table>"
     )
-    return out.getvalue()
+    return page_html("restyle backtest", body)
