@@ -40,7 +40,8 @@ def _isolated_environment(
     """Keep tests away from the developer's own catalog, plugins and settings."""
     for name in ("RESTYLE_MODEL", "RESTYLE_WEIGHTS", "RESTYLE_CATALOG", "RESTYLE_EXPERTS",
                  "RESTYLE_MARKETPLACES", "RESTYLE_SYNTHESIZER", "RESTYLE_ENCODER",
-                 "RESTYLE_LOAD_PLUGINS", "RESTYLE_DEVICE", "RESTYLE_PRECISION"):
+                 "RESTYLE_LOAD_PLUGINS", "RESTYLE_DEVICE", "RESTYLE_PRECISION",
+                 "RESTYLE_MINIMUM_COMPS", "RESTYLE_HALF_LIFE_DAYS", "RESTYLE_NO_LOG"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("RESTYLE_HOME", str(tmp_path_factory.mktemp("restyle-home")))
     monkeypatch.setenv("RESTYLE_DEVICE", "cpu")
