@@ -1,8 +1,9 @@
-"""restyle: from one photo of a secondhand item to what it is, its comps and a price.
+"""restyle: from photos of a secondhand item to what it is, its comps and a price.
 
 ```python
-from restyle import Engine
+from restyle import Engine, Item
 analysis = Engine().analyze("jacket.jpg")
+analysis = Engine().analyze(Item("front.jpg", "tag.jpg", "label.jpg"))
 ```
 
 Where each stage lives (floors, lowest first; a module imports only from its
@@ -11,21 +12,25 @@ see docs/architecture.md):
 
 - ``_types _errors _serde _settings _secrets _progress _openmp _version
   _taxonomy``: the ground floor, flat.
-- ``_input/``: the one gate for untrusted bytes (photos, comp images, files).
-- ``_display``: HTML views of the values, for notebooks.
+- ``_input/``: the one gate for untrusted bytes (photos, an item's photos,
+  comp images, files).
+- ``_display _history``: HTML views of the values and reports; the command
+  line's history of analyses.
 - ``_plugin/``: the plugin contract (components and their context, hooks,
   the registry, the checks on what components return, the remote base).
 - ``_indexes/``: the flat and sharded vector indexes.
 - ``_ingestion/``: reading and validating listings files.
 - ``_store/``: the local catalog on disk, the embedding cache, held-out views.
-- ``_pipeline/``: one analysis's stages: budget, identify, query, search,
-  re-rank, price, batching (many photos), and the run trace.
+- ``_pipeline/``: one analysis's stages: budget, an item's photo roles,
+  identify, query, search, re-rank, price, batching (many items), and the
+  run trace.
 - ``_ray/``: the stages run on Ray (builds, bulk analysis), handed to it.
 - ``experts/ synthesizers/ marketplaces/ encoders/``: built-in plugins.
 - ``_options``: the checks of the Engine's arguments and options.
 - ``_engine``: the Engine, which composes the pipeline.
 - ``_evaluation/``: recordings and their replay, backtests.
-- ``cli/`` (arguments, analyze, catalog, evaluate), ``testing/``: the
+- ``cli/`` (arguments, analyze and its outputs, catalog, model, logs,
+  evaluate, plugins), ``testing/``: the
   outermost floor.
 """
 
