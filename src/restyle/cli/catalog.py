@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from restyle._errors import CatalogError
+from restyle._errors import CatalogError, ConfigurationError
 from restyle._ingestion.listings import listings_format
 from restyle._store.catalog import Catalog
 from restyle.cli.common import catalog_dir, make_engine, ray_executor
@@ -44,12 +44,19 @@ def _build(args: argparse.Namespace, directory: Path) -> int:
     listings_format(listings)
     if not listings.is_file():  # before the model loads: one clear error, at once
         raise CatalogError(f"listings file not found: {listings}")
+    if args.checkpoint_every < 1:
+        raise ConfigurationError("--checkpoint-every must be at least 1")
+    executor = ray_executor(args)
+    if executor is not None:  # before the catalog is made: a failed connection leaves none
+        executor.connect()
     args.catalog = str(directory)
     new = not Catalog.exists(directory)
     there = {e.name for e in directory.iterdir()} if directory.is_dir() else None
     engine = make_engine(args, experts=[], marketplaces=[])
-    report = engine.build_catalog(listings, progress=None, images_root=args.images_root,
-                                  executor=ray_executor(args))
+    with Catalog.open(directory, engine.encoder, create=True) as catalog:
+        report = catalog.build(listings, engine.encoder, progress=None, executor=executor,
+                               images_root=args.images_root, fetcher=engine.fetcher,
+                               checkpoint_every=args.checkpoint_every)
     details = [f"  row {rejection.row} rejected: {rejection.reason}"
                for rejection in report.rejected[:SHOWN]]
     if report.rejected_count > SHOWN:
