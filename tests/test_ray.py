@@ -17,6 +17,7 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +49,14 @@ SMALL = RayExecutor(actors=2, actor_cpus=0.25, task_cpus=0.25, batch_size=16)
 LOCAL_NET = Fetcher(trusted_networks=["127.0.0.0/8"])
 
 
-@pytest.fixture(scope="session")
-def ray_address() -> Iterator[str]:
+@contextmanager
+def local_ray() -> Iterator[str]:
     """One local Ray for the whole session (4 logical CPUs whatever the machine),
-    in a temporary directory of its own, never a cluster found on the machine."""
+    in a temporary directory of its own, never a cluster found on the machine;
+    the one another test module started, if it did."""
+    if ray.is_initialized():
+        yield ray.get_runtime_context().gcs_address
+        return
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
     ray.init(address="local", num_cpus=4, include_dashboard=False, _temp_dir=temp,
              object_store_memory=300 * 1024 * 1024, configure_logging=False)
@@ -60,6 +65,12 @@ def ray_address() -> Iterator[str]:
     finally:
         ray.shutdown()
         shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ray_address() -> Iterator[str]:
+    with local_ray() as address:
+        yield address
 
 
 # -- what a catalog holds ----------------------------------------------------------

@@ -54,6 +54,8 @@ from restyle._ingestion.listings import (
 )
 from restyle._input.fetching import Fetcher
 from restyle._ray.cluster import (
+    ACTOR_OPTIONS,
+    TASK_OPTIONS,
     Failure,
     Pool,
     adopt,
@@ -62,6 +64,7 @@ from restyle._ray.cluster import (
     on_actors,
     ordered,
     results,
+    run_failed,
 )
 from restyle._types import Condition
 
@@ -95,6 +98,20 @@ MAX_PART_BYTES = 64 << 20
 
 _RUN_FILE = "RUN"
 _LOCK_FILE = ".lock"
+
+#: Each stage by the name Ray's messages give it, as a failure names it.
+STAGES = {
+    "_read_part": "reading the listings file",
+    "_load_rows": "validating, fetching and decoding images",
+    "_StoredImages": "looking up the images the catalog holds",
+    "_Embedder": "encoding images",
+    "_write_shard": "writing shards",
+    "train_shard_template": "training the index",
+    "_encode": "adding vectors to the index",
+}
+#: What a failed build tells to do.
+RERUN = ("; the catalog keeps its last checkpoint: run the same build again and it "
+         "resumes from there")
 
 #: One source row's outcome, as the store's write loop takes it: a rejection,
 #: a listing stored already with this image, or a listing and its vector.
@@ -282,11 +299,16 @@ def _write_shard(batch: Mapping[str, Any], *, directory: str, run: str) -> dict[
     except OSError:
         visible = False
     if visible:
+        # Named by its rows: a task run again (its worker lost) writes the same
+        # file again, never a second one; a temporary of its own until renamed.
         first = items[0].row if isinstance(items[0], Rejection) else items[0].row.number
-        target = folder / f"rows-{first:012d}-{uuid.uuid4().hex[:8]}.parquet"
-        tmp = folder / f".{target.name}.tmp"
-        pq.write_table(table, tmp)
-        os.replace(tmp, target)
+        target = folder / f"rows-{first:012d}.parquet"
+        tmp = folder / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
         path = str(target)
     else:
         sink = io.BytesIO()
@@ -422,15 +444,16 @@ def encoded_listings(
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
             here = ray.get_runtime_context().get_node_id()
+            # Restarted if lost (it opens the lookup again), its calls sent again.
             stored = ray.remote(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
-                here, soft=False))(_StoredImages).remote(stored_images)
+                here, soft=False), **ACTOR_OPTIONS)(_StoredImages).remote(stored_images)
         ds = ray.data.from_items(
             [{"start": p.start, "stop": -1 if p.stop is None else p.stop,
               "first_row": p.first_row} for p in parts],
             override_num_blocks=len(parts),
         )
         ds = ds.map_batches(_read_part, batch_size=1, num_cpus=READ_CPUS,
-                            fn_kwargs={"source": str(source), "limits": limits})
+                            fn_kwargs={"source": str(source), "limits": limits}, **TASK_OPTIONS)
         # Blocks of one batch: a task's input is whole blocks, and a slice's rows
         # would otherwise be one block, fetched and decoded by one task.
         ds = ds.repartition(target_num_rows_per_block=batch_size)
@@ -440,13 +463,15 @@ def encoded_listings(
             fn_kwargs={"base": str(base), "images_root": str(images_root), "limits": limits,
                        "fetcher": fetcher or Fetcher(), "stored": stored,
                        "side": draft_side(encoder)},
+            **TASK_OPTIONS,
         )
         ds = on_actors(ray, ds, _Embedder, pool, size=pool.actors, batch_size=encoder_batch,
                        encoder=encoder)
         # A shard holds no more than a checkpoint, so checkpoints come as often as asked.
         shard_rows = max(1, min(SHARD_ROWS, checkpoint_every))
         ds = ds.map_batches(_write_shard, batch_size=shard_rows, num_cpus=READ_CPUS,
-                            fn_kwargs={"directory": str(staging.directory), "run": staging.run})
+                            fn_kwargs={"directory": str(staging.directory), "run": staging.run},
+                            **TASK_OPTIONS)
         yield RayBuild(batches=_shards(ordered(ds)), index_runner=_runner(ray))
     finally:
         staging.close()
@@ -457,7 +482,7 @@ def encoded_listings(
 
 def _shards(ds: Any) -> Iterator[EncodedShard]:
     """The shards' rows, in source order; a stage's RestyleError raised as it was."""
-    return results(ds.iter_rows(), "the catalog build", _shard)
+    return results(ds.iter_rows(), "the catalog build", _shard, stages=STAGES, advice=RERUN)
 
 
 def _shard(shard: Mapping[str, Any]) -> EncodedShard:
@@ -499,7 +524,13 @@ def _runner(ray: Any) -> Runner:
     def run(fn: Callable[[Any, Any], Any], shared: Any, items: Sequence[Any]) -> list[Any]:
         if shipped["object"] is not shared:  # the trained index, put once
             shipped.update(object=shared, ref=ray.put(shared))
-        task = ray.remote(num_cpus=train_cpus if fn is train_shard_template else 1)(fn)
-        return list(ray.get([task.remote(shipped["ref"], item) for item in items]))
+        task = ray.remote(num_cpus=train_cpus if fn is train_shard_template else 1,
+                          **TASK_OPTIONS)(fn)
+        try:
+            return list(ray.get([task.remote(shipped["ref"], item) for item in items]))
+        except RestyleError:
+            raise
+        except Exception as exc:
+            raise run_failed("the catalog build", exc, stages=STAGES, advice=RERUN) from exc
 
     return run

@@ -68,6 +68,13 @@ class RayExecutor:
         if self.actor_gpus is not None and self.actor_gpus < 0:
             raise ConfigurationError("RayExecutor.actor_gpus must not be negative")
 
+    def connect(self) -> None:
+        """Connect to the cluster now, and fit the pool to it (a job does both
+        itself): what the command line does before it creates a catalog, so
+        that a cluster out of reach, or one that wants a token this process
+        lacks, leaves nothing behind."""
+        self._connect()
+
     def _connect(self) -> tuple[Any, Pool]:
         ray = connect(self.address)
         return ray, fit_pool(ray, actors=self.actors, actor_cpus=self.actor_cpus,
