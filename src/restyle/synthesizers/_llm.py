@@ -16,7 +16,7 @@ import threading
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
 
 from restyle import _settings
 from restyle._errors import ConfigurationError, SynthesizerError
@@ -29,6 +29,18 @@ from restyle.synthesizers.consensus import supporters
 
 if TYPE_CHECKING:
     from restyle._input.imaging import Photo
+
+
+class ModelOptions(TypedDict, total=False):
+    """The options every model-backed synthesizer takes (see :class:`LLMSynthesizer`)."""
+
+    api_key: str | None
+    timeout: float
+    retries: int
+    send_photo: bool
+    photo_side: int
+    temperature: float
+    max_photo_bytes: int
 
 __all__ = [
     "ANSWER_LIMITS",

@@ -3,20 +3,23 @@ structured output, validated here, through the ``google-genai`` SDK."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from restyle import _settings
 from restyle._plugin.hookspecs import hookimpl
 from restyle._secrets import redact
 from restyle._taxonomy import clean_text
 from restyle.synthesizers._llm import (
-    MAX_PHOTO_BYTES,
     Completion,
     LLMSynthesizer,
+    ModelOptions,
     Request,
     answer_schema,
     is_timeout,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["DEFAULT_GEMINI_MODEL", "GeminiSynthesizer"]
 
@@ -50,23 +53,14 @@ class GeminiSynthesizer(LLMSynthesizer):
         self,
         *,
         model: str | None = None,
-        api_key: str | None = None,
         base_url: str | None = None,
         api_version: str | None = None,
-        timeout: float = 60.0,
-        retries: int = 2,
         retry_delay: float = 1.0,
         max_output_tokens: int = 8192,
-        send_photo: bool = True,
-        photo_side: int = 1024,
-        temperature: float = 0.0,
-        max_photo_bytes: int = MAX_PHOTO_BYTES,
+        **options: Unpack[ModelOptions],
     ) -> None:
-        super().__init__(
-            api_key=api_key, timeout=timeout, retries=retries,
-            send_photo=send_photo, photo_side=photo_side, temperature=temperature,
-            max_photo_bytes=max_photo_bytes,
-        )
+        options.setdefault("timeout", 60.0)
+        super().__init__(**options)
         self.retry_delay = retry_delay
         self._model = model
         self.base_url = base_url

@@ -5,20 +5,19 @@ from __future__ import annotations
 
 import base64
 import threading
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from restyle import _settings
 from restyle._errors import ConfigurationError
 from restyle._plugin.hookspecs import hookimpl
 from restyle._secrets import redact
-from restyle.synthesizers._llm import (
-    MAX_PHOTO_BYTES,
-    Completion,
-    LLMSynthesizer,
-    Request,
-    answer_schema,
-    is_timeout,
-)
+from restyle.synthesizers import _llm
+from restyle.synthesizers._llm import Completion, LLMSynthesizer, Request
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from restyle.synthesizers._llm import ModelOptions
 
 __all__ = ["DEFAULT_OPENAI_MODEL", "OpenAICompatibleSynthesizer"]
 
@@ -52,26 +51,17 @@ class OpenAICompatibleSynthesizer(LLMSynthesizer):
         *,
         model: str | None = None,
         base_url: str | None = None,
-        api_key: str | None = None,
         response_format: ResponseFormat = "auto",
-        timeout: float = 60.0,
-        retries: int = 2,
         max_tokens: int = 2048,
-        send_photo: bool = True,
-        photo_side: int = 1024,
-        temperature: float = 0.0,
-        max_photo_bytes: int = MAX_PHOTO_BYTES,
+        **options: Unpack[ModelOptions],
     ) -> None:
         if response_format not in ("auto", "json_schema", "json_object"):
             raise ConfigurationError(
                 f"{self.name}: response_format must be auto, json_schema or json_object, "
                 f"got {response_format!r}"
             )
-        super().__init__(
-            api_key=api_key, timeout=timeout, retries=retries,
-            send_photo=send_photo, photo_side=photo_side, temperature=temperature,
-            max_photo_bytes=max_photo_bytes,
-        )
+        options.setdefault("timeout", 60.0)
+        super().__init__(**options)
         self._model = model
         self._base_url = base_url
         self.response_format: ResponseFormat = response_format
@@ -110,7 +100,7 @@ class OpenAICompatibleSynthesizer(LLMSynthesizer):
                 "json_schema": {
                     "name": "identification",
                     "strict": True,
-                    "schema": answer_schema("json-schema"),
+                    "schema": _llm.answer_schema("json-schema"),
                 },
             }
         return {"type": "json_object"}
@@ -163,7 +153,7 @@ class OpenAICompatibleSynthesizer(LLMSynthesizer):
                     f"HTTP {exc.status_code}" + (f": {message}" if message else ""), exc
                 )
             except Exception as exc:
-                if is_timeout(exc):
+                if _llm.is_timeout(exc):
                     failure = self._failure(f"no answer within {self.timeout:g} s", exc)
                 else:
                     failure = self._failure(f"request failed ({type(exc).__name__})", exc)
