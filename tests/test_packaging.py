@@ -187,3 +187,22 @@ def test_the_demo_installs_only_the_library_and_lists_what_it_installed(
     own = {p.name.split("-")[0].lower() for p in site.iterdir()}
     assert not own & {"django", "fastapi", "ray", "moto", "mypy", "pytest", "boto3"}
     assert (fresh / "bin" / "restyle").is_file()
+
+
+def test_clean_keeps_the_environment_and_the_demo_keeps_a_catalog_per_model() -> None:
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+
+    def planned(*args: str) -> str:
+        done = subprocess.run(["make", "-n", *args], cwd=ROOT, capture_output=True, text=True,
+                              timeout=60, env={**os.environ, "RESTYLE_MODEL": ""})
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert ".venv" not in planned("clean") and "rm -rf .venv" in planned("distclean")
+    assert ".restyle-demo" in planned("clean")
+    default = planned("demo", "VENV=/nonexistent/venv")
+    other = planned("demo", "VENV=/nonexistent/venv", "RESTYLE_MODEL=local-dir:/models/tiny")
+    assert "--catalog '.restyle-demo/catalog-ViT-B-32_laion2b_s34b_b79k'" in default
+    assert "--catalog '.restyle-demo/catalog-local-dir__models_tiny'" in other
+    assert "RESTYLE_MODEL='local-dir:/models/tiny'" in other
