@@ -67,7 +67,6 @@ def _build(args: argparse.Namespace, directory: Path) -> int:
     data = {"catalog": str(directory), **report.to_dict()}
     if kept == 0:
         if new:  # no empty catalog is left behind as if one were built
-            engine.catalog.close()
             _remove_made(directory, there, report.rejected_file)
             data["catalog"] = None
         details.append(f"restyle: error: no listing was stored: {_nothing_kept(report.rows)}"
