@@ -438,6 +438,7 @@ def test_past_the_threshold_a_ray_build_trains_and_encodes_the_index_in_ray_task
     from tests.test_shards import listings
 
     monkeypatch.setattr(_shards, "SHARDED_ABOVE", 100)
+    monkeypatch.setattr(_shards, "SHARDED_AT_LEAST", 0)
     monkeypatch.setattr(_shards, "SHARD_IDS", 64)
     monkeypatch.setattr(_shards, "FLUSH_AT", 50)
     monkeypatch.setattr(_shards, "ENCODE_CHUNK", 20)
@@ -459,7 +460,7 @@ def test_past_the_threshold_a_ray_build_trains_and_encodes_the_index_in_ray_task
     local = build(tmp_path / "local", source, encoder, checkpoint_every=150)
     distributed = build(tmp_path / "ray", source, encoder, checkpoint_every=150, executor=SMALL)
     assert distributed == local
-    assert {"train_shard_template", "_encode"} <= set(calls)
+    assert {"train_shard_template", "encode_codes"} <= set(calls)
     assert (tmp_path / "ray" / "vectors.shards" / "manifest.json").is_file()
     a, b = snapshot_sharded(tmp_path / "local"), snapshot_sharded(tmp_path / "ray")
     assert a == b

@@ -26,6 +26,7 @@ def small_shards(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_shards, "SHARD_IDS", 64)
     monkeypatch.setattr(_shards, "FLUSH_AT", 50)
     monkeypatch.setattr(_shards, "ENCODE_CHUNK", 20)
+    monkeypatch.setattr(_shards, "SHARDED_AT_LEAST", 0)
 
 
 def clustered(n: int, dim: int = 24, seed: int = 0) -> np.ndarray:
@@ -73,7 +74,7 @@ def test_a_sharded_index_finds_the_exact_neighbours_after_re_ranking() -> None:
     ids = np.arange(1, 2001, dtype=np.int64)
     table = Table(ids, vectors)
     index = sharded(vectors, ids, table)
-    assert len(index) == 2000 and len(index._shards) == 32 and index.code_size <= 56
+    assert len(index) == 2000 and len(index.segments()) == 32 and index.code_size <= 56
     queries = chooser.probes_near(vectors, 100, seed=3)
     flat = VectorIndex(24, approximate_above=10**9)
     flat.upsert(ids, vectors)
@@ -97,7 +98,7 @@ def test_updates_removals_and_saves_keep_a_loadable_index(tmp_path: Path) -> Non
     save_index(index, path)
     assert not path.exists() and (shards_path(path) / MANIFEST).is_file()
     loaded = load_index(path, dim=24, exact=table)
-    assert isinstance(loaded, ShardedIndex) and loaded._mapped  # shards mapped, not read
+    assert isinstance(loaded, ShardedIndex) and loaded.mapped()  # mapped, not read
     assert len(loaded) == 600 and 5 in loaded and 0 not in loaded and 601 not in loaded
     np.testing.assert_array_equal(np.sort(loaded.ids()), ids)
 
@@ -213,7 +214,7 @@ def test_a_catalog_past_the_threshold_gets_a_sharded_index(
     assert (directory / "vectors.shards" / MANIFEST).is_file()
 
     with Catalog.open(directory, ENCODER) as catalog:  # read-only: shards mapped
-        assert isinstance(catalog.index, ShardedIndex) and catalog.index._mapped
+        assert isinstance(catalog.index, ShardedIndex) and catalog.index.mapped()
         for listing_id in ("L0", "L150", "L299"):
             found = catalog.search_vector(stored_vector(catalog, listing_id), limit=3)
             assert found[0][0].listing_id == listing_id
@@ -263,3 +264,120 @@ def test_an_interrupted_build_keeps_the_sharded_index_of_its_last_checkpoint(
         resumed = catalog.build(source, ENCODER, progress=False)
         assert 256 < resumed.skipped < 400 and resumed.skipped + resumed.added == 400
     assert Catalog.check(directory).ok
+
+
+# -- growing ---------------------------------------------------------------------
+
+
+def exact_truth(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    flat = VectorIndex(vectors.shape[1], approximate_above=10**9)
+    flat.upsert(ids, vectors)
+    return flat.search(queries, 10)[1]
+
+
+def test_an_index_grown_tenfold_keeps_its_recall(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Trained at 3,000 vectors, grown by checkpoints to 30,000: tuned again as
+    it doubles, trained again past eight times its training, recall@10 >= 0.95
+    at every checkpoint."""
+    monkeypatch.setattr(_shards, "SHARD_IDS", 8192)
+    everything = clustered(30_000, seed=5)
+    ids = np.arange(1, 30_001, dtype=np.int64)
+    table = Table(ids, everything)
+    rng = np.random.default_rng(2)
+    index: Any = VectorIndex(24, approximate_above=10**9)
+    trained_for = []
+    for stop in (3_000, 6_000, 12_000, 24_000, 30_000):
+        start = len(index)
+        index.upsert(ids[start:stop], everything[start:stop])
+        held = everything[:stop]
+        index = grow_index(
+            index, vectors=lambda held=held: [(ids[: len(held)], held)], exact=table,
+            above=100, sample=lambda n, held=held: held[rng.choice(len(held), n, replace=False)])
+        assert isinstance(index, ShardedIndex)
+        trained_for.append(index.trained_size)
+        queries = chooser.probes_near(held, 100, seed=stop)
+        assert recall(index.search(queries, 10)[1], exact_truth(held, ids[:stop], queries)) >= 0.95
+    assert trained_for[0] == 3_000 and trained_for[-1] > 24_000  # trained again once
+    assert index.tuned_size >= 24_000
+
+
+def test_the_chooser_keeps_flat_search_where_it_is_faster(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_shards, "SHARDED_AT_LEAST", 20_000)
+    vectors = clustered(3_000)
+    flat = VectorIndex(24)
+    flat.upsert(np.arange(3_000), vectors)
+    grown = grow_index(flat, vectors=lambda: [(np.arange(3_000), vectors)], exact=None,
+                       above=100, sample=lambda n: vectors[:n])
+    assert grown is flat
+
+
+def skewed(n: int, dim: int = 24, seed: int = 0) -> np.ndarray:
+    """Half the vectors in one tight cluster, the rest spread: a catalog where
+    half the items look alike."""
+    rng = np.random.default_rng(seed)
+    dense = rng.standard_normal(dim) + 0.02 * rng.standard_normal((n // 2, dim))
+    x = np.vstack([dense, clustered(n - n // 2, dim, seed)]).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_dense_clusters_get_lists_of_their_own() -> None:
+    from restyle._indexes.training import SPLIT_ABOVE, _kmeans, split_dense_lists
+
+    x = skewed(8_000)
+    # Lists drawn from the spread half, and one for the whole dense half: what a
+    # k-means whose start missed the dense cluster leaves.
+    centroids = np.vstack([_kmeans(x[4_000:], 31), x[:1].copy()])
+    split = split_dense_lists(x, centroids, limit=64)
+    assert 32 < len(split) <= 64
+    search = VectorIndex(24, approximate_above=10**9)
+    search.upsert(np.arange(len(split)), split)
+    counts = np.bincount(search.search(x, 1)[1][:, 0], minlength=len(split))
+    before = VectorIndex(24, approximate_above=10**9)
+    before.upsert(np.arange(32), centroids)
+    counts_before = np.bincount(before.search(x, 1)[1][:, 0], minlength=32)
+    assert counts.max() < counts_before.max()
+    assert counts_before.max() > SPLIT_ABOVE * len(x) / 32
+
+
+def test_tuning_that_falls_short_says_so(caplog: pytest.LogCaptureFixture,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A target no nprobe and no re-ranking can reach: a warning names the recall reached."""
+    vectors = clustered(2_000)
+    ids = np.arange(1, 2_001, dtype=np.int64)
+    index = sharded(vectors, ids, None)  # codes alone: re-ranking cannot help
+    queries = chooser.probes_near(vectors, 100, seed=4)
+    truth = exact_truth(vectors, ids, queries)
+    with caplog.at_level("WARNING", logger="restyle.catalog"):
+        index.tune(queries, truth, target=1.01)
+    assert index.nprobe == index.nlist and index.short_of_target is not None
+    assert any(f"recall@10 {index.short_of_target:.3f}, short of its target 1.01" in
+               r.getMessage() for r in caplog.records)
+
+
+def test_checkpoints_append_segments_and_save_unencoded_ids(tmp_path: Path) -> None:
+    """A save writes the codes added since the last one as a new segment and
+    leaves the files written before untouched; vectors not yet encoded are
+    saved as ids and read back from the exact vectors."""
+    vectors = clustered(1_410)
+    ids = np.arange(1, 1_411, dtype=np.int64)
+    table = Table(ids, vectors)
+    index = sharded(vectors[:600], ids[:600], table)
+    path = tmp_path / "vectors.faiss"
+    save_index(index, path)
+    folder = shards_path(path)
+    # Shards 0 to 8 are full (64 ids each); 9 onwards take the new ids.
+    first = {p.name: p.stat().st_ino for p in folder.glob("shard-0000[0-8]*")}
+    for start in range(600, 1_400, 40):  # checkpoints of 40 listings
+        index.upsert(ids[start : start + 40], vectors[start : start + 40])
+        save_index(index, path)
+    assert {p.name: p.stat().st_ino for p in folder.glob("shard-*")
+            if p.name in first} == first  # never written again
+    assert max(index.segments().values()) <= 3
+    index.upsert(ids[1_400:], vectors[1_400:])  # ten, under FLUSH_AT: not encoded
+    save_index(index, path)
+    assert json.loads((folder / MANIFEST).read_text())["pending"] == "pending.npy"
+    np.testing.assert_array_equal(np.load(folder / "pending.npy"), ids[1_400:])
+    again = load_index(path, dim=24, exact=table)
+    assert len(again) == 1_410 and 1_410 in again
+    np.testing.assert_array_equal(np.sort(again.ids()), ids)
+    assert len(load_index(path, dim=24)) == 1_410  # without the vectors: counted

@@ -10,6 +10,7 @@ temporaries that stopped saves left behind.
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 from collections.abc import Callable, Iterable
@@ -27,6 +28,7 @@ from restyle._indexes.flat import (
 from restyle._indexes.sharded import (
     MANIFEST,
     MINIMUM_SIZE,
+    PENDING,
     TRAIN_MAX,
     TRAIN_PER_LIST,
     ExactVectors,
@@ -38,6 +40,7 @@ from restyle._indexes.sharded import (
 )
 
 __all__ = [
+    "TUNING_SAMPLE",
     "NearestIds",
     "grow_index",
     "index_present",
@@ -46,7 +49,13 @@ __all__ = [
     "remove_stale_index_temporaries",
     "save_index",
     "stale_index_temporaries",
+    "training_size",
 ]
+
+logger = logging.getLogger("restyle.catalog")
+
+#: Stored vectors drawn to tune a grown index's nprobe (its probes are 200 of them).
+TUNING_SAMPLE = 2_000
 
 
 def index_present(path: Path) -> bool:
@@ -64,7 +73,8 @@ def load_index(path: Path, *, dim: int,
 
 def _temporary_patterns(path: Path) -> list[tuple[Path, list[re.Pattern[str]]]]:
     """Where the saves of the index for ``path`` put their temporaries, and their names."""
-    shard_files = r"(?:trained\.faiss|" + re.escape(MANIFEST) + r"|shard-\d+\.g\d+\.faiss)"
+    shard_files = (r"(?:trained(?:-[0-9a-f]+)?\.faiss|" + re.escape(MANIFEST) + "|"
+                   + re.escape(PENDING) + r"|shard-\d+\.g\d+(?:\.\d+)?\.faiss)")
     return [(path.parent, [temporary_pattern(re.escape(path.name))]),
             (shards_path(path), [temporary_pattern(shard_files)])]
 
@@ -134,22 +144,53 @@ def grow_index(
     sample: Callable[[int], np.ndarray], exact: ExactVectors | None,
     runner: Runner = run_here, above: int | None = None,
 ) -> VectorIndex | ShardedIndex:
-    """``index``, or, once it holds more than ``above`` (default
-    :data:`~restyle._indexes.sharded.SHARDED_ABOVE`, at least
-    :data:`~restyle._indexes.sharded.MINIMUM_SIZE`) vectors, a sharded
-    IVF-PQ index of the same vectors: trained on ``sample(n)`` (n stored
-    vectors drawn at random), filled from ``vectors()`` (all of them, in chunks
-    of ids and vectors) and tuned."""
-    limit = max(MINIMUM_SIZE, sharded_index.SHARDED_ABOVE if above is None else above)
-    if isinstance(index, ShardedIndex) or len(index) <= limit:
+    """``index``, kept fit for its size (what a checkpoint calls).
+
+    A flat index that holds more than ``above`` vectors (default
+    :data:`~restyle._indexes.sharded.SHARDED_ABOVE`, never below
+    :data:`~restyle._indexes.sharded.SHARDED_AT_LEAST`, under which flat
+    search is faster) becomes a sharded IVF-PQ index of the same vectors:
+    trained on ``sample(n)`` (n stored vectors drawn at random across the
+    catalog), filled from ``vectors()`` (all of them, in chunks of ids and
+    vectors) and tuned. A sharded index is tuned again once it holds
+    :data:`~restyle._indexes.sharded.RETUNE_GROWTH` times the vectors it was
+    tuned with, and trained again from a fresh sample once it holds more than
+    :data:`~restyle._indexes.sharded.RETRAIN_GROWTH` times the vectors it was
+    trained for."""
+    if isinstance(index, ShardedIndex):
+        size = len(index)
+        if size > sharded_index.RETRAIN_GROWTH * max(index.trained_size, 1):
+            logger.info("the sharded index holds %d vectors, trained for %d: training it again",
+                        size, index.trained_size)
+            return _trained(size, vectors=vectors, sample=sample, exact=exact, runner=runner)
+        if size >= sharded_index.RETUNE_GROWTH * max(index.tuned_size, 1):
+            nearest = NearestIds(probes_near(sample(min(size, TUNING_SAMPLE))))
+            for ids, chunk in vectors():
+                nearest.add(ids, chunk)
+            index.tune(nearest.probes, nearest.ids)
         return index
-    size = len(index)
-    nlist = nlist_for(size)
-    training = sample(min(size, TRAIN_MAX, TRAIN_PER_LIST * nlist))
+    limit = max(MINIMUM_SIZE, sharded_index.SHARDED_AT_LEAST,
+                sharded_index.SHARDED_ABOVE if above is None else above)
+    if len(index) <= limit:
+        return index
+    return _trained(len(index), vectors=vectors, sample=sample, exact=exact, runner=runner)
+
+
+def _trained(size: int, *, vectors: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]],
+             sample: Callable[[int], np.ndarray], exact: ExactVectors | None,
+             runner: Runner) -> ShardedIndex:
+    """A sharded index of every vector, trained for ``size`` on a sample, and tuned."""
+    training = sample(training_size(size))
     grown = ShardedIndex.train(training, size=size, exact=exact, runner=runner)
     nearest = NearestIds(probes_near(training))
     for ids, chunk in vectors():
         grown.upsert(ids, chunk)
         nearest.add(ids, chunk)
+    grown.flush()
     grown.tune(nearest.probes, nearest.ids)
     return grown
+
+
+def training_size(size: int) -> int:
+    """The sample an index for ``size`` vectors is trained on."""
+    return min(size, TRAIN_MAX, TRAIN_PER_LIST * nlist_for(size))

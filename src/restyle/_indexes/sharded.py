@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,22 +35,42 @@ from restyle._indexes.flat import (
     _fsync_dir,
     as_rows,
     ids_and_rows,
-    temporary_for,
+)
+from restyle._indexes.shardfiles import (
+    Segment,
+    by_shard,
+    list_ids,
+    npy,
+    positions_by_shard,
+    write_atomically,
+)
+from restyle._indexes.training import (
+    CODE_BYTES,
+    code_bytes_for,
+    encode_codes,
+    nlist_for,
+    train_shard_template,
 )
 
 __all__ = [
+    "CODE_BYTES",
     "SHARDED_ABOVE",
+    "SHARDED_AT_LEAST",
     "Runner",
     "ShardedIndex",
+    "code_bytes_for",
+    "nlist_for",
     "train_shard_template",
 ]
 
 #: Catalogs with more vectors than this get a sharded IVF-PQ index.
 SHARDED_ABOVE = 1_000_000
+#: Below this many vectors flat search is faster than the sharded index (whose
+#: query reads ``REFINE * k`` exact vectors from the database): the chooser
+#: never makes one smaller, whatever threshold it is given (bench/index_scale.py).
+SHARDED_AT_LEAST = 20_000
 #: Consecutive ids per shard (about 300 MB of codes and ids at 64 bytes a vector).
 SHARD_IDS = 1 << 22
-#: Bytes of PQ code per vector (ids add 8 more).
-CODE_BYTES = 56
 #: Candidates per wanted result that are re-ranked with exact vectors.
 REFINE = 10
 #: Vectors the coarse quantizer and PQ are trained on: per inverted list, and at most.
@@ -63,9 +84,27 @@ ENCODE_CHUNK = 2_500
 FLUSH_AT = 100_000
 #: Recall@10 that nprobe is tuned to, on held-out queries, after re-ranking.
 TARGET_RECALL = 0.95
+#: When even every list probed falls short of the target, more candidates per
+#: wanted result are re-ranked, up to this many.
+MAX_REFINE = 8 * REFINE
+#: nprobe is tuned again once the index holds this many times the vectors it
+#: was tuned with, and the index trained again (lists, OPQ and PQ, on a fresh
+#: sample, every vector encoded again) once it holds this many times the vectors
+#: it was trained for.
+RETUNE_GROWTH = 2
+RETRAIN_GROWTH = 8
+#: A shard is a list of segments, each written once: a checkpoint writes the
+#: codes added since the last one as a new segment, and the newest segment is
+#: merged into the one before it while that one is no larger than it (so a
+#: shard has about log2(shard / checkpoint) segments, and a code is rewritten
+#: about as many times, not once per checkpoint).
+MERGE_RATIO = 1
 
 MANIFEST = "manifest.json"
-_FORMAT = 1
+PENDING = "pending.npy"
+_FORMAT = 2
+
+logger = logging.getLogger("restyle.catalog")
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -83,54 +122,6 @@ def run_here(fn: Callable[[Any, Any], _R], shared: Any, items: Sequence[Any]) ->
 def shards_path(path: Path) -> Path:
     """Where the sharded form of the index at ``path`` (``vectors.faiss``) lives."""
     return path.with_suffix(".shards")
-
-
-def nlist_for(n: int) -> int:
-    """Inverted lists for ``n`` vectors: about 4 * sqrt(n), a power of two of at
-    most 65,536, with at least 8 vectors per list to train on."""
-    lists = 2 ** min(16, round(math.log2(4 * math.sqrt(max(n, 1)))))
-    return int(max(1, min(lists, 2 ** int(math.log2(max(n // 8, 1))))))
-
-
-def code_bytes_for(dim: int) -> tuple[int, int]:
-    """(PQ sub-quantizers, dimensions kept by OPQ): at most :data:`CODE_BYTES`
-    bytes, with at least 2 dimensions per sub-quantizer."""
-    m = max(1, min(CODE_BYTES, dim // 2))
-    kept = min(dim, m * max(1, dim // m))
-    return m, kept
-
-
-def train_shard_template(_: Any, job: tuple[np.ndarray, int]) -> bytes:
-    """Train OPQ, the coarse quantizer and PQ on ``sample``; the empty trained
-    index, serialized (run by a runner, anywhere)."""
-    sample, nlist = job
-    faiss = _faiss()
-    dim = sample.shape[1]
-    m, kept = code_bytes_for(dim)
-    # "np": no polysemous training, which costs much and serves only Hamming filtering.
-    index = faiss.index_factory(dim, f"OPQ{m}_{kept},IVF{nlist},PQ{m}np",
-                                faiss.METRIC_INNER_PRODUCT)
-    ivf = faiss.extract_index_ivf(index)
-    ivf.cp.niter = 10
-    index.train(np.ascontiguousarray(sample, dtype=np.float32))
-    return bytes(faiss.serialize_index(index))
-
-
-_TEMPLATES: dict[str, Any] = {}
-
-
-def _encode(template: tuple[str, bytes], vectors: np.ndarray) -> np.ndarray:
-    """Codes (list number and PQ code) of rotated ``vectors`` (run by a runner,
-    anywhere). The trained index is read once per process, by its digest."""
-    faiss = _faiss()
-    digest, data = template
-    index = _TEMPLATES.get(digest)
-    if index is None:
-        _TEMPLATES.clear()
-        index = _TEMPLATES[digest] = faiss.deserialize_index(np.frombuffer(data, np.uint8))
-    ivf = faiss.extract_index_ivf(index)
-    codes: np.ndarray = ivf.sa_encode(np.ascontiguousarray(vectors, dtype=np.float32))
-    return codes
 
 
 class ShardedIndex:
@@ -159,14 +150,20 @@ class ShardedIndex:
         self.exact = exact
         self.runner = runner
         self._nprobe = nprobe
-        # shard number -> (faiss objects kept alive, the shard's IVF index)
-        self._shards: dict[int, tuple[list[Any], Any]] = {}
-        self._folder: Path | None = None  # where the shards were loaded from
-        self._files: dict[int, str] = {}  # shard number -> file name in the folder
-        self._mapped: set[int] = set()  # shards read from disk as they are searched
-        self._dirty: set[int] = set()
+        #: Candidates re-ranked per wanted result (tuned with nprobe).
+        self.refine = REFINE
+        #: Vectors the index was trained for, and held when nprobe was last tuned.
+        self.trained_size = 0
+        self.tuned_size = 0
+        #: The recall@10 the last tuning reached, when it fell short of its target.
+        self.short_of_target: float | None = None
+        self._segments: dict[int, list[Segment]] = {}
+        self._folder: Path | None = None  # where the segments were loaded from
         self._present: dict[int, np.ndarray] = {}
         self._pending: dict[int, np.ndarray] = {}  # added, not yet encoded
+        self._saved_pending: np.ndarray = np.zeros(0, np.int64)
+        # Ids saved as not yet encoded, loaded without the exact vectors to encode them.
+        self._unencoded: set[int] = set()
         self._generation = 0
         self._lock = threading.RLock()
 
@@ -181,16 +178,19 @@ class ShardedIndex:
         if len(sample) < nlist:
             raise ValueError(f"{len(sample)} training vectors for {nlist} lists; need more")
         (template,) = runner(train_shard_template, None, [(sample, nlist)])
-        return cls(template, exact=exact, runner=runner)
+        index = cls(template, exact=exact, runner=runner)
+        index.trained_size = size
+        return index
 
     def __len__(self) -> int:
         with self._lock:
-            stored = sum(int(ivf.ntotal) for _, ivf in self._shards.values())
-            return stored + sum(1 for i in self._pending if not self._stored(i))
+            stored = sum(seg.size for segs in self._segments.values() for seg in segs)
+            waiting = self._unencoded.union(self._pending)
+            return stored + sum(1 for i in waiting if not self._stored(i))
 
     def __repr__(self) -> str:
         return (f"<ShardedIndex ivfpq dim={self.dim} nlist={self.nlist} code={self.code_size}B "
-                f"shards={len(self._shards)} size={len(self)}>")
+                f"shards={len(self._segments)} size={len(self)}>")
 
     @property
     def kind(self) -> str:
@@ -208,9 +208,23 @@ class ShardedIndex:
         """Code and id bytes per stored vector, as held in the inverted lists."""
         return float(self.code_size + 8)
 
-    # -- shards -----------------------------------------------------------------
+    @property
+    def _trained_name(self) -> str:
+        return f"trained-{self._shared[0][:16]}.faiss"
 
-    def _new_shard(self) -> tuple[list[Any], Any]:
+    def segments(self) -> dict[int, int]:
+        """The number of segments of each shard."""
+        with self._lock:
+            return {shard: len(segs) for shard, segs in sorted(self._segments.items())}
+
+    def mapped(self) -> int:
+        """The segments mapped from disk (read as searched, not held in memory)."""
+        with self._lock:
+            return sum(seg.mapped for segs in self._segments.values() for seg in segs)
+
+    # -- segments -----------------------------------------------------------------
+
+    def _new_ivf(self) -> tuple[list[Any], Any]:
         faiss = _faiss()
         m = self._ivf.pq.M
         ivf = faiss.IndexIVFPQ(self._quantizer, self._ivf.d, self.nlist, m, self._ivf.pq.nbits,
@@ -220,18 +234,21 @@ class ShardedIndex:
         ivf.is_trained = True
         return [ivf], ivf
 
-    def _writable(self, shard: int) -> Any:
-        """The shard, in memory (created, or read whole if it was mapped from disk)."""
-        held = self._shards.get(shard)
-        if held is None:
-            held = self._new_shard()
-        elif shard in self._mapped:
-            assert self._folder is not None
-            held = self._read(str(self._folder / self._files[shard]), mmap=False)
-            self._mapped.discard(shard)
-        self._shards[shard] = held
-        self._dirty.add(shard)
-        return held[1]
+    def _in_memory(self, segment: Segment) -> Segment:
+        """``segment``, read whole if it was mapped from disk, to be changed."""
+        if segment.mapped:
+            assert self._folder is not None and segment.name is not None
+            segment.keep, segment.ivf = self._read(str(self._folder / segment.name), mmap=False)
+            segment.mapped = False
+        return segment
+
+    def _tail(self, shard: int) -> Segment:
+        """Where the shard's new codes go: its newest segment while it is unwritten,
+        else a new one (written segments are never appended to)."""
+        segs = self._segments.setdefault(shard, [])
+        if not segs or segs[-1].name is not None:
+            segs.append(Segment(*self._new_ivf(), None, mapped=False))
+        return segs[-1]
 
     def _read(self, path: str, *, mmap: bool) -> tuple[list[Any], Any]:
         faiss = _faiss()
@@ -254,15 +271,14 @@ class ShardedIndex:
         bitmap = self._present.get(shard)
         if bitmap is None:
             bitmap = np.zeros(SHARD_IDS // 8, dtype=np.uint8)
-            held = self._shards.get(shard)
-            if held is not None:
-                ids = _list_ids(held[1]) - shard * SHARD_IDS
+            for segment in self._segments.get(shard, []):
+                ids = list_ids(segment.ivf) - shard * SHARD_IDS
                 np.bitwise_or.at(bitmap, ids >> 3, (1 << (ids & 7)).astype(np.uint8))
             self._present[shard] = bitmap
         return bitmap
 
     def _mark(self, ids: np.ndarray, *, present: bool) -> None:
-        for shard, part in _by_shard(ids):
+        for shard, part in by_shard(ids, SHARD_IDS):
             if shard not in self._present:
                 continue  # made from the shard when first needed
             bitmap = self._present[shard]
@@ -272,6 +288,23 @@ class ShardedIndex:
                 np.bitwise_or.at(bitmap, offsets >> 3, bits)
             else:
                 np.bitwise_and.at(bitmap, offsets >> 3, ~bits)
+
+    def _remove_stored(self, shard: int, ids: np.ndarray) -> int:
+        """Remove ``ids`` from the shard's segments; only those the bitmap holds
+        are looked for (a build adds new ids: nothing is scanned)."""
+        stored = ids[[self._stored(int(i)) for i in ids]] if len(ids) else ids
+        removed = 0
+        if not len(stored):
+            return 0
+        for segment in self._segments.get(shard, []):
+            if not segment.size:
+                continue
+            held = self._in_memory(segment)
+            gone = int(held.ivf.remove_ids(np.ascontiguousarray(stored)))
+            if gone:
+                held.name = None  # written again at the next save
+                removed += gone
+        return removed
 
     # -- updating ---------------------------------------------------------------
 
@@ -287,15 +320,16 @@ class ShardedIndex:
         or here when there are fewer (a task would cost more than it saves)."""
         rotated = self._rotate(self._check(vectors))
         if len(rotated) <= ENCODE_CHUNK:
-            return _encode(self._shared, rotated)
+            return encode_codes(self._shared, rotated)
         chunks = [rotated[i : i + ENCODE_CHUNK] for i in range(0, len(rotated), ENCODE_CHUNK)]
-        return np.concatenate(self.runner(_encode, self._shared, chunks))
+        return np.concatenate(self.runner(encode_codes, self._shared, chunks))
 
     def upsert(self, ids: np.ndarray | list[int], vectors: np.ndarray) -> None:
         """Add vectors under ``ids``, replacing any already stored under those ids.
 
         Vectors are encoded :data:`FLUSH_AT` at a time (see :meth:`flush`); until
-        then they count as stored."""
+        then they count as stored, and a save records their ids, not their codes
+        (the exact vectors give them back when the index is loaded)."""
         id_array, vectors = ids_and_rows(ids, vectors, self.dim)
         if len(id_array) and id_array.min() < 0:
             raise ValueError("ids must not be negative")
@@ -312,12 +346,10 @@ class ShardedIndex:
                 return
             id_array = np.fromiter(self._pending, dtype=np.int64, count=len(self._pending))
             codes = self.encode(np.stack(list(self._pending.values())))
-            for shard, selected in _positions_by_shard(id_array):
-                ivf = self._writable(shard)
+            for shard, selected in positions_by_shard(id_array, SHARD_IDS):
                 part = id_array[selected]
-                if ivf.ntotal:
-                    ivf.remove_ids(part)
-                ivf.add_sa_codes(np.ascontiguousarray(codes[selected]), part)
+                self._remove_stored(shard, part)
+                self._tail(shard).ivf.add_sa_codes(np.ascontiguousarray(codes[selected]), part)
             self._mark(id_array, present=True)
             self._pending.clear()
 
@@ -326,17 +358,21 @@ class ShardedIndex:
         removed = 0
         with self._lock:
             for item_id in id_array.tolist():
-                if self._pending.pop(item_id, None) is not None and not self._stored(item_id):
+                waiting = self._pending.pop(item_id, None) is not None
+                if item_id in self._unencoded:
+                    self._unencoded.discard(item_id)
+                    waiting = True
+                if waiting and not self._stored(item_id):
                     removed += 1
-            for shard, part in _by_shard(id_array):
-                if shard in self._shards:
-                    removed += int(self._writable(shard).remove_ids(part))
+            for shard, part in by_shard(id_array, SHARD_IDS):
+                if shard in self._segments:
+                    removed += self._remove_stored(shard, part)
             self._mark(id_array, present=False)
         return removed
 
     def _stored(self, item_id: int) -> bool:
         shard, offset = divmod(item_id, SHARD_IDS)
-        if shard not in self._shards:
+        if shard not in self._segments:
             return False
         return bool(self._present_in(shard)[offset >> 3] & (1 << (offset & 7)))
 
@@ -344,7 +380,8 @@ class ShardedIndex:
         if not isinstance(item_id, (int, np.integer)) or item_id < 0:
             return False
         with self._lock:
-            return int(item_id) in self._pending or self._stored(int(item_id))
+            item = int(item_id)
+            return item in self._pending or item in self._unencoded or self._stored(item)
 
     def reconstruct(self, item_id: int) -> np.ndarray | None:
         """The stored vector of ``item_id`` (from ``exact``), or None if the index
@@ -357,7 +394,7 @@ class ShardedIndex:
     def ids(self) -> np.ndarray:
         with self._lock:
             self.flush()
-            parts = [_list_ids(ivf) for _, ivf in self._shards.values()]
+            parts = [list_ids(seg.ivf) for segs in self._segments.values() for seg in segs]
         return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
     # -- searching --------------------------------------------------------------
@@ -368,7 +405,7 @@ class ShardedIndex:
         Scores are exact inner products when ``exact`` is set, else estimates."""
         queries = self._check(queries)
         k = max(1, min(k, max(len(self), 1)))
-        wanted = k * REFINE if self.exact is not None else k
+        wanted = k * self.refine if self.exact is not None else k
         with self._lock:
             self.flush()
             scores, ids = self._candidates(self._rotate(queries), wanted)
@@ -381,13 +418,15 @@ class ShardedIndex:
         nprobe = min(self._nprobe, self.nlist)
         coarse_scores, coarse = self._quantizer.search(rotated, nprobe)
         found_scores, found_ids = [], []
-        for _, ivf in self._shards.values():
-            if not ivf.ntotal:
-                continue
-            ivf.nprobe = nprobe
-            scores, ids = ivf.search_preassigned(rotated, wanted, coarse, coarse_scores)
-            found_scores.append(scores)
-            found_ids.append(ids)
+        for segs in self._segments.values():
+            for segment in segs:
+                if not segment.size:
+                    continue
+                segment.ivf.nprobe = nprobe
+                scores, ids = segment.ivf.search_preassigned(rotated, wanted, coarse,
+                                                             coarse_scores)
+                found_scores.append(scores)
+                found_ids.append(ids)
         if not found_ids:
             return np.full((n, wanted), -np.inf, np.float32), np.full((n, wanted), -1, np.int64)
         scores = np.concatenate(found_scores, axis=1)
@@ -417,121 +456,198 @@ class ShardedIndex:
             out_ids[q, : keep.sum()] = found[best][keep]
         return out_scores, out_ids
 
+    def recall(self, probes: np.ndarray, truth: np.ndarray) -> float:
+        """Recall@10 of ``probes`` against ``truth`` (their exact 10 nearest ids)."""
+        truth_ids = [set(row[row >= 0].tolist()) for row in truth]
+        wanted = max(1, sum(len(t) for t in truth_ids))
+        _, found = self.search(self._check(probes), 10)
+        hits = sum(len(t & set(f.tolist())) for t, f in zip(truth_ids, found, strict=True))
+        return hits / wanted
+
     def tune(self, probes: np.ndarray, truth: np.ndarray, *,
              target: float = TARGET_RECALL) -> int:
         """Set nprobe to the smallest that gives ``target`` recall@10 for ``probes``
         against ``truth`` (their exact 10 nearest ids, see :class:`NearestIds`),
-        with a margin; returns it."""
-        probes = self._check(probes)
-        truth_ids = [set(row[row >= 0].tolist()) for row in truth]
-        wanted = sum(len(t) for t in truth_ids)
+        with a margin; returns it. Where every list probed falls short, more
+        candidates are re-ranked (up to :data:`MAX_REFINE` a result); where even
+        that falls short, a warning names the recall reached, which
+        :attr:`short_of_target` keeps."""
+        with self._lock:
+            self.tuned_size = len(self)
+            self.short_of_target = None
+            reached = 0.0
+            for refine in _refines():
+                self.refine = refine
+                nprobe, reached = self._smallest_nprobe(probes, truth, target)
+                if reached >= target:
+                    self.nprobe = math.ceil(nprobe * 1.25)  # a margin: the probes are a sample
+                    return self.nprobe
+            self.short_of_target = reached
+            logger.warning(
+                "the sharded index reaches recall@10 %.3f, short of its target %.2f, with all "
+                "%d lists probed and %d candidates re-ranked per result: its lists do not "
+                "separate these vectors (see docs/scale.md)", reached, target, self.nlist,
+                self.refine)
+            return self.nprobe
+
+    def _smallest_nprobe(self, probes: np.ndarray, truth: np.ndarray,
+                         target: float) -> tuple[int, float]:
         nprobe = 1
         while True:
             self.nprobe = nprobe
-            _, found = self.search(probes, 10)
-            hits = sum(len(t & set(f.tolist())) for t, f in zip(truth_ids, found, strict=True))
-            if hits >= target * wanted or nprobe >= self.nlist:
-                # A margin: the probes are only a sample.
-                self.nprobe = math.ceil(nprobe * 1.25)
-                return self.nprobe
+            reached = self.recall(probes, truth)
+            if reached >= target or nprobe >= self.nlist:
+                return nprobe, reached
             nprobe = math.ceil(nprobe * (2 if nprobe < 8 else 1.5))
 
     # -- persistence ------------------------------------------------------------
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write changed shards and then the manifest, atomically: a crash leaves
-        the previous manifest and the files it names intact."""
+    def _merged(self, shard: int) -> None:
+        """Merge the shard's newest segment into the one before it while that one
+        is no larger than :data:`MERGE_RATIO` times it."""
+        segs = self._segments[shard]
+        while len(segs) >= 2 and segs[-2].size <= MERGE_RATIO * segs[-1].size:
+            last = segs.pop()
+            into = self._in_memory(segs[-1])
+            into.ivf.merge_from(self._in_memory(last).ivf, 0)
+            into.name = None
+
+    def merge(self) -> None:
+        """Make each shard one segment again (written at the next save): what a
+        build does once it has added everything."""
+        with self._lock:
+            self.flush()
+            for segs in self._segments.values():
+                while len(segs) >= 2:
+                    last = segs.pop()
+                    into = self._in_memory(segs[-1])
+                    into.ivf.merge_from(self._in_memory(last).ivf, 0)
+                    into.name = None
+
+    def _write_segment(self, folder: Path, shard: int, position: int, segment: Segment,
+                       generation: int) -> None:
         faiss = _faiss()
+        name = f"shard-{shard:05d}.g{generation}.{position}.faiss"
+        ivf = segment.ivf
+        ivf.quantizer = faiss.IndexFlatIP(ivf.d)  # the shared quantizer is not copied in
+        try:
+            data = bytes(faiss.serialize_index(ivf))
+        finally:
+            ivf.quantizer = self._quantizer
+        write_atomically(folder / name, data)
+        segment.name = name
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the segments not yet written (the codes added since the last
+        save, and segments merged or changed), the ids added but not yet
+        encoded, and then the manifest, atomically: a crash leaves the previous
+        manifest and the files it names intact. A segment once written is
+        never written again unless merged or changed."""
         folder = shards_path(Path(path))
         folder.mkdir(parents=True, exist_ok=True)
         with self._lock:
-            self.flush()
+            if len(self._pending) >= FLUSH_AT or self.exact is None:
+                self.flush()  # without exact vectors, pending ones could not be read back
             if self._folder is not None and self._folder.resolve() != folder.resolve():
-                self._dirty.update(self._shards)  # saved elsewhere: every shard is written
-            generation = self._generation + 1
-            written: dict[int, str] = {}
-            if not (folder / "trained.faiss").is_file():
-                _write_atomically(folder / "trained.faiss", self._template)
-            for shard in sorted(self._dirty):
-                _, ivf = self._shards[shard]
-                name = f"shard-{shard:05d}.g{generation}.faiss"
-                stand_in = faiss.IndexFlatIP(ivf.d)  # the shared quantizer is not copied in
-                ivf.quantizer = stand_in
-                try:
-                    data = bytes(faiss.serialize_index(ivf))
-                finally:
-                    ivf.quantizer = self._quantizer
-                _write_atomically(folder / name, data)
-                written[shard] = name
-            files = {**self._files, **written}
-            manifest = {"format": _FORMAT, "dim": self.dim, "nprobe": self._nprobe,
-                        "generation": generation, "shard_ids": SHARD_IDS,
-                        "shards": {str(s): name for s, name in sorted(files.items())}}
-            _write_atomically(folder / MANIFEST, json.dumps(manifest, indent=1).encode())
-            _fsync_dir(folder)
-            self._files, self._folder, self._generation = files, folder, generation
-            self._dirty.clear()
-            # The previous files of the shards written now. One still mapped by
-            # this process stays readable until unmapped (POSIX).
-            replaced = {name.split(".g")[0] for name in written.values()}
-            for stale in folder.glob("shard-*.faiss"):
-                if stale.name not in files.values() and stale.name.split(".g")[0] in replaced:
+                for segs in self._segments.values():  # saved elsewhere: every segment written
+                    for segment in segs:
+                        self._in_memory(segment).name = None
+            generation = max(self._generation, _saved_generation(folder)) + 1
+            if not (folder / self._trained_name).is_file():
+                write_atomically(folder / self._trained_name, self._template)
+            for shard in sorted(self._segments):
+                if self._segments[shard] and self._segments[shard][-1].name is None:
+                    self._merged(shard)
+                for position, segment in enumerate(self._segments[shard]):
+                    if segment.name is None:
+                        self._write_segment(folder, shard, position, segment, generation)
+            pending = np.array(sorted(self._unencoded.union(self._pending)), dtype=np.int64)
+            if len(pending) or len(self._saved_pending):
+                write_atomically(folder / PENDING, npy(pending))
+            self._write_manifest(folder, generation)
+            self._folder, self._generation, self._saved_pending = folder, generation, pending
+            named = {seg.name for segs in self._segments.values() for seg in segs}
+            named.add(self._trained_name)
+            # Files no manifest names any more (an index trained again leaves all
+            # of them). One still mapped by this process stays readable until
+            # unmapped (POSIX).
+            for stale in [*folder.glob("shard-*.faiss"), *folder.glob("trained*.faiss")]:
+                if stale.name not in named:
                     stale.unlink(missing_ok=True)
+
+    def _write_manifest(self, folder: Path, generation: int) -> None:
+        manifest = {
+            "format": _FORMAT, "dim": self.dim, "nprobe": self._nprobe, "refine": self.refine,
+            "trained_size": self.trained_size, "tuned_size": self.tuned_size,
+            "generation": generation, "shard_ids": SHARD_IDS, "trained": self._trained_name,
+            "pending": PENDING if self._pending or self._unencoded else None,
+            "shards": {str(shard): [seg.name for seg in segs]
+                       for shard, segs in sorted(self._segments.items()) if segs},
+        }
+        write_atomically(folder / MANIFEST, json.dumps(manifest, indent=1).encode())
+        _fsync_dir(folder)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, dim: int,
              exact: ExactVectors | None = None, mmap: bool = True) -> ShardedIndex:
-        """Open the sharded index saved for ``path``; shards are mapped from disk
+        """Open the sharded index saved for ``path``; segments are mapped from disk
         unless ``mmap=False``, and read whole only when changed."""
         folder = shards_path(Path(path))
         try:
             manifest = json.loads((folder / MANIFEST).read_text())
-            template = (folder / "trained.faiss").read_bytes()
+            template = (folder / manifest.get("trained", "trained.faiss")).read_bytes()
         except (OSError, ValueError) as exc:
             raise CatalogError(f"sharded vector index {folder} cannot be read: {exc}") from exc
-        if manifest.get("format") != _FORMAT or manifest.get("shard_ids") != SHARD_IDS:
+        if manifest.get("format") not in (1, _FORMAT) or manifest.get("shard_ids") != SHARD_IDS:
             raise CatalogError(f"sharded vector index {folder} has a format this restyle "
                                "does not read")
         self = cls(template, exact=exact, nprobe=int(manifest.get("nprobe", 16)))
         if self.dim != dim:
             raise CatalogError(f"vector index {folder} has dimension {self.dim}, expected {dim}")
+        self.refine = int(manifest.get("refine", REFINE))
         self._generation = int(manifest.get("generation", 0))
         self._folder = folder
-        for key, name in manifest["shards"].items():
-            self._shards[int(key)] = self._read(str(folder / name), mmap=mmap)
-            self._files[int(key)] = name
-            if mmap:
-                self._mapped.add(int(key))
+        for key, names in manifest["shards"].items():
+            self._segments[int(key)] = [
+                Segment(*self._read(str(folder / name), mmap=mmap), name, mapped=mmap)
+                for name in ([names] if isinstance(names, str) else names)]
+        size = sum(seg.size for segs in self._segments.values() for seg in segs)
+        self.trained_size = int(manifest.get("trained_size", size))
+        self.tuned_size = int(manifest.get("tuned_size", size))
+        if manifest.get("pending"):
+            self._load_pending(folder / manifest["pending"], exact)
         return self
 
+    def _load_pending(self, path: Path, exact: ExactVectors | None) -> None:
+        """The ids saved as added but not yet encoded, their vectors read back."""
+        try:
+            ids = np.load(path, allow_pickle=False).astype(np.int64)
+        except (OSError, ValueError) as exc:
+            raise CatalogError(f"vector index file {path} cannot be read: {exc}") from exc
+        if not len(ids):
+            return
+        self._saved_pending = ids
+        if exact is None:  # counted, not searched, until opened with the vectors
+            self._unencoded.update(ids.tolist())
+            return
+        vectors = exact(ids)
+        found = np.all(np.isfinite(vectors), axis=1)
+        for item_id, vector in zip(ids[found].tolist(), vectors[found], strict=True):
+            self._pending[item_id] = vector
 
-def _write_atomically(target: Path, data: bytes) -> None:
-    fd, tmp = temporary_for(target)
+
+def _refines() -> list[int]:
+    """The candidates per result tuning tries, fewest first."""
+    out = [REFINE]
+    while out[-1] < MAX_REFINE:
+        out.append(min(MAX_REFINE, out[-1] * 2))
+    return out
+
+
+def _saved_generation(folder: Path) -> int:
+    """The generation of the manifest saved in ``folder`` (0 if none): a save's
+    file names never reuse one the saved manifest may name."""
     try:
-        with os.fdopen(fd, "wb") as fh:  # closed, and unlocked, after the rename
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-            os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _list_ids(ivf: Any) -> np.ndarray:
-    faiss = _faiss()
-    invlists = ivf.invlists
-    parts = [faiss.rev_swig_ptr(invlists.get_ids(n), invlists.list_size(n)).copy()
-             for n in range(ivf.nlist) if invlists.list_size(n)]
-    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
-
-
-def _positions_by_shard(ids: np.ndarray) -> Iterable[tuple[int, np.ndarray]]:
-    shards = ids // SHARD_IDS
-    for shard in np.unique(shards):
-        yield int(shard), np.flatnonzero(shards == shard)
-
-
-def _by_shard(ids: np.ndarray) -> Iterable[tuple[int, np.ndarray]]:
-    for shard, positions in _positions_by_shard(ids):
-        yield shard, ids[positions]
+        return int(json.loads((folder / MANIFEST).read_text()).get("generation", 0))
+    except (OSError, ValueError, AttributeError):
+        return 0

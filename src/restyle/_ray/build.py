@@ -107,7 +107,7 @@ STAGES = {
     "_Embedder": "encoding images",
     "_write_shard": "writing shards",
     "train_shard_template": "training the index",
-    "_encode": "adding vectors to the index",
+    "encode_codes": "adding vectors to the index",
 }
 #: What a failed build tells to do.
 RERUN = ("; the catalog keeps its last checkpoint: run the same build again and it "
