@@ -22,6 +22,7 @@ from PIL import Image
 from restyle import Analysis, Engine
 from restyle.cli import main
 from restyle.cli.arguments import command_parser, ray_values_attached
+from restyle.testing import load_recording
 from tests.conftest import EXAMPLES, SAMPLE_LISTINGS, SAMPLE_PHOTO
 
 
@@ -93,8 +94,8 @@ def test_catalog_build_names_twenty_rejected_rows_and_counts_the_rest(
         for i in range(23)))
     code, out, err = run(capsys, "catalog", "build", str(listings), "--catalog",
                          str(tmp_path / "cat"), "--no-plugins")
-    assert code == 0
-    assert out.endswith("0 added, 0 updated, 0 unchanged, 23 rejected\n")
+    assert code == 1
+    assert out.endswith("0 added, 0 updated, 0 skipped (stored already), 23 rejected\n")
     lines = err.splitlines()
     assert [line for line in lines if "rejected:" in line][-1].startswith("  row 20 rejected:")
     assert sum("rejected:" in line for line in lines) == 20
@@ -102,7 +103,7 @@ def test_catalog_build_names_twenty_rejected_rows_and_counts_the_rest(
     assert f"  rejected rows written to {tmp_path / 'cat' / 'rejected.jsonl'}" in lines
     code, out, err = run(capsys, "catalog", "build", str(listings), "--catalog",
                          str(tmp_path / "cat"), "--no-plugins", "--json")
-    assert code == 0 and json.loads(out)["rejected"] == 23 and err == ""
+    assert code == 1 and json.loads(out)["rejected"] == 23
 
 
 def test_plugins_lists_every_builtin(capsys: pytest.CaptureFixture[str]) -> None:
@@ -125,7 +126,7 @@ def test_user_mistakes_print_one_line_and_fail(
     not_image = tmp_path / "notes.jpg"
     not_image.write_text("hello")
     code, _, err = run(capsys, "analyze", str(not_image), "--no-plugins")
-    assert code == 1 and "not a JPEG, PNG or WebP" in err
+    assert code == 1 and "not a JPEG, PNG, WebP, HEIC/HEIF or AVIF" in err
 
     code, _, err = run(capsys, "analyze", str(SAMPLE_PHOTO), "--experts", "nonesuch",
                        "--no-plugins")
@@ -220,9 +221,10 @@ def test_catalog_build_images_root(
     listings.write_text(SAMPLE_LISTINGS.read_text().replace('"images/', '"../store/'))
     code, out, err = run(capsys, "catalog", "build", str(listings), "--catalog",
                          str(tmp_path / "cat"), "--no-plugins")
-    assert out.endswith("0 added, 0 updated, 0 unchanged, 12 rejected\n")
+    assert code == 1
+    assert out.endswith("0 added, 0 updated, 0 skipped (stored already), 12 rejected\n")
     assert f"image not found: ../store/nw-jacket-blue.jpg (images must be files inside " \
-           f"{tmp_path / 'exports'}; see images_root)" in err
+           f"{tmp_path / 'exports'}; another folder is named by --images-root" in err
     code, out, _ = run(capsys, "catalog", "build", str(listings), "--catalog",
                        str(tmp_path / "cat"), "--images-root", str(tmp_path / "store"),
                        "--no-plugins")
@@ -439,10 +441,11 @@ def test_a_glob_or_folder_with_no_photos_is_an_error_line_and_the_rest_go_on(
                          str(tmp_path / "nested"), "--json", "--catalog", str(catalog_copy),
                          "--no-plugins")
     assert (code, model_loads) == (1, [])  # nothing to analyse: no model is loaded
+    none = "no JPEG, PNG, WebP, HEIC/HEIF or AVIF files"
     assert json_lines(out) == [
-        {"photo": pattern, "error": "no JPEG, PNG or WebP files match"},
-        {"photo": str(tmp_path / "empty"), "error": "no JPEG, PNG or WebP files in this folder"},
-        {"photo": str(tmp_path / "nested"), "error": "no JPEG, PNG or WebP files in this folder "
+        {"photo": pattern, "error": f"{none} match"},
+        {"photo": str(tmp_path / "empty"), "error": f"{none} in this folder"},
+        {"photo": str(tmp_path / "nested"), "error": f"{none} in this folder "
                                                      "(--recursive looks in its subfolders)"}]
     errors = [f"restyle: error: {line['photo']}: {line['error']}" for line in json_lines(out)]
     assert err.splitlines() == [*errors, "0 analysed (0 degraded), 3 failed", "failed:",
@@ -452,7 +455,7 @@ def test_a_glob_or_folder_with_no_photos_is_an_error_line_and_the_rest_go_on(
     code, out, err = run(capsys, "analyze", pattern, str(SAMPLE_PHOTO), "--json",
                          "--catalog", str(catalog_copy), "--no-plugins")
     assert code == 1 and err.startswith(
-        f"restyle: error: {pattern}: no JPEG, PNG or WebP files match\n1 analysed")
+        f"restyle: error: {pattern}: no JPEG, PNG, WebP, HEIC/HEIF or AVIF files match\n1 analysed")
     assert [sorted(line) for line in json_lines(out)] == [["error", "photo"],
                                                           ["analysis", "photo"]]
 
@@ -531,8 +534,25 @@ def test_record_takes_a_single_photo(
     code, out, err = run(capsys, "analyze", str(SAMPLE_PHOTO), str(SAMPLE_PHOTO), "--record",
                          str(tmp_path / "run"), "--no-plugins")
     assert (code, out) == (2, "")
-    assert err == "restyle analyze: error: --record records the analysis of a single photo file\n"
+    assert err == ("restyle analyze: error: --record records the analysis of a single photo "
+                   "file or --item\n")
     assert not (tmp_path / "run").exists()
+
+
+def test_an_item_is_recorded_with_every_photo_and_replayed(
+    tiny_env: None, catalog_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    front, tag = CATALOG_IMAGES[:2]
+    code, _, _ = run(capsys, "analyze", "--item", str(front), f"tag={tag}", "--record",
+                     str(tmp_path / "run"), "--catalog", str(catalog_copy), "--no-plugins",
+                     "--no-log")
+    assert code == 0
+    names = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert names == ["analysis.json", "photo-1.jpg", "photo.jpg", "recording.json",
+                     "vectors.npy"]
+    recording = load_recording(tmp_path / "run")
+    assert [r for r in recording.roles] == ["whole", "tag"]
+    assert recording.replay(load_entrypoints=False).same
 
 
 def test_top_limits_the_summary_and_the_json_and_must_not_be_negative(

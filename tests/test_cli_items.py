@@ -57,4 +57,4 @@ def test_each_subfolder_is_an_item_and_each_item_one_json_line(
     assert len(by_name["item-0"]["analysis"]["photos"]) == 2
     assert len(by_name["item-1"]["analysis"]["photos"]) == 3
     assert len(by_name["loose.jpg"]["analysis"]["photos"]) == 1
-    assert "no JPEG, PNG or WebP files" in by_name["empty"]["error"]
+    assert "no JPEG, PNG, WebP, HEIC/HEIF or AVIF files" in by_name["empty"]["error"]

@@ -572,7 +572,7 @@ def test_plugins_command_shows_every_plugin_and_problem_as_json(
     monkeypatch.setenv("RESTYLE_LOAD_PLUGINS", "hello,bad-name,broken,restyle-helo")
     assert main(["plugins", "--json"]) == 0  # named plugins that fail still only get listed
     captured = capsys.readouterr()
-    plugins = {p["name"]: p for p in json.loads(captured.out)}
+    plugins = {p["name"]: p for p in json.loads(captured.out)["plugins"]}
     assert set(plugins) == {"bad-name", "broken", "hello"}
     assert plugins["hello"] == {
         "name": "hello", "distribution": "restyle-hello", "version": "0.1.0",
@@ -594,7 +594,7 @@ def test_plugins_command_shows_every_plugin_and_problem_as_json(
                             "(restyle-broken), hello (restyle-hello))\n")
 
     assert main(["plugins", "--json", "--all"]) == 0
-    everything = json.loads(capsys.readouterr().out)
+    everything = json.loads(capsys.readouterr().out)["plugins"]
     clip = next(p for p in everything if p["name"] == "restyle.experts.clip")
     assert clip["builtin"] and clip["components"] == [{"kind": "expert", "name": "clip"}]
 

@@ -6,7 +6,7 @@ RestyleError
 ├── PluginError             a plugin failed to load or registered something invalid
 │   ├── DuplicateComponentError
 │   └── PluginContractError  a component handed back something off its contract
-├── ImageError              input that is not a usable JPEG, PNG or WebP photo
+├── ImageError              input that is not a usable JPEG, PNG, WebP, HEIC or AVIF photo
 ├── FetchError              a remote image could not be downloaded safely
 ├── ExpertError             an expert could not examine the photo
 ├── SynthesizerError        a synthesizer could not merge the opinions

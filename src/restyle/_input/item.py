@@ -15,7 +15,7 @@ from pathlib import Path
 
 from restyle._errors import ConfigurationError, ImageError, RestyleError
 from restyle._input.imaging import ImageInput, load_photo
-from restyle._input.limits import WORKING_SIDE
+from restyle._input.limits import FORMAT_NAMES, PHOTO_SUFFIXES, WORKING_SIDE
 from restyle._input.photo import Photo
 from restyle._types import PhotoRole
 
@@ -23,7 +23,6 @@ __all__ = [
     "ITEM_MAX_BYTES",
     "ITEM_MAX_PHOTOS",
     "ITEM_MAX_PIXEL_BYTES",
-    "PHOTO_SUFFIXES",
     "Item",
     "LoadedItem",
     "load_item",
@@ -37,8 +36,6 @@ ITEM_MAX_BYTES = 120 * 1024 * 1024
 #: Most bytes of decoded pixels one item holds: each photo is kept at most
 #: :data:`WORKING_SIDE` a side, in RGB.
 ITEM_MAX_PIXEL_BYTES = ITEM_MAX_PHOTOS * WORKING_SIDE * WORKING_SIDE * 3
-#: The files a folder of photos is read for (lower case).
-PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 _ROLE_WORDS = ", ".join(role.value for role in PhotoRole)
 
@@ -111,20 +108,20 @@ class Item:
 
     @classmethod
     def from_folder(cls, folder: str | os.PathLike[str]) -> Item:
-        """The photos of ``folder`` (JPEG, PNG, WebP; not its sub-folders), in
-        name order, as one item whose roles restyle finds."""
+        """The photos of ``folder`` (not its sub-folders), in name order, as one
+        item whose roles restyle finds."""
         return cls(*photo_files(folder))
 
 
 def photo_files(folder: str | os.PathLike[str]) -> list[Path]:
-    """The photo files directly in ``folder``, in name order."""
+    """The photo files directly in ``folder`` (hidden ones left out), in name order."""
     path = Path(folder).expanduser()
     if not path.is_dir():
         raise ConfigurationError(f"{path} is not a folder")
-    files = sorted(p for p in path.iterdir()
-                   if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file())
+    files = sorted(p for p in path.iterdir() if not p.name.startswith(".")
+                   and p.suffix.lower() in PHOTO_SUFFIXES and p.is_file())
     if not files:
-        raise ConfigurationError(f"no photo files ({', '.join(PHOTO_SUFFIXES)}) in {path}")
+        raise ConfigurationError(f"no {FORMAT_NAMES} files in {path}")
     return files
 
 

@@ -16,6 +16,8 @@ from restyle._engine import Engine
 from restyle._errors import CatalogError, RestyleError
 from restyle._input.imaging import Photo, load_photo
 from restyle._input.item import ITEM_MAX_PHOTOS, Item
+from restyle._input.limits import FORMAT_NAMES
+from restyle._input.limits import PHOTO_SUFFIXES as _SUFFIXES
 from restyle._progress import logging_through_bars, progress_bar, status_line
 from restyle._store.catalog import Catalog
 from restyle._types import Analysis, PhotoRole
@@ -33,7 +35,7 @@ from restyle.cli.outputs import RunOutputs
 __all__ = ["PHOTO_SUFFIXES", "analyze_command"]
 
 #: What a folder or a glob contributes: files with these suffixes, in any case.
-PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+PHOTO_SUFFIXES = tuple(sorted(_SUFFIXES))
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,14 +138,14 @@ def _photo_inputs(args: argparse.Namespace) -> tuple[list[_PhotoInput], bool]:
                 hint = "" if args.recursive or not _has_subfolders(path) else (
                     " (--recursive looks in its subfolders)")
                 inputs.append(_PhotoInput(arg, None,
-                                          f"no JPEG, PNG or WebP files in this folder{hint}"))
+                                          f"no {FORMAT_NAMES} files in this folder{hint}"))
         elif not path.exists() and any(c in arg for c in "*?["):
             single = False
             matches = sorted(glob.glob(os.path.expanduser(arg), recursive=True))
             matched = [m for m in matches if _is_photo_file(Path(m))]
             inputs += [_PhotoInput(match, Path(match)) for match in matched]
             if not matched:
-                inputs.append(_PhotoInput(arg, None, "no JPEG, PNG or WebP files match"))
+                inputs.append(_PhotoInput(arg, None, f"no {FORMAT_NAMES} files match"))
         else:
             inputs.append(_PhotoInput(arg, path))
     return inputs, single
@@ -180,7 +182,7 @@ def _folder_items(arguments: list[str]) -> list[_PhotoInput]:
             if entry.is_dir():
                 photos = _folder_photos(entry, recursive=False)
                 if not photos:
-                    inputs.append(_PhotoInput(name, None, "no JPEG, PNG or WebP files in this "
+                    inputs.append(_PhotoInput(name, None, f"no {FORMAT_NAMES} files in this "
                                                           "item's folder"))
                 elif len(photos) > ITEM_MAX_PHOTOS:
                     inputs.append(_PhotoInput(name, None, f"{len(photos)} photos: an item has "

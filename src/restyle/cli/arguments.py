@@ -75,8 +75,8 @@ def _analyze_command(sub: _Commands, common: argparse.ArgumentParser) -> None:
         "is one line on stderr; the other photos are still analysed), 2 for a usage error.")
     analyze.add_argument(
         "photo", nargs="+", metavar="PHOTO",
-        help="a JPEG, PNG or WebP file; a folder (its photos, sorted by name); a quoted glob "
-        "such as 'shots/*.jpg' (** matches any depth); or - for one photo on stdin")
+        help="a JPEG, PNG, WebP, HEIC or AVIF file; a folder (its photos, sorted by name); a "
+        "quoted glob such as 'shots/*.jpg' (** matches any depth); or - for one photo on stdin")
     analyze.add_argument("--recursive", action="store_true",
                          help="also take the photos in a folder's subfolders")
     items = analyze.add_mutually_exclusive_group()
