@@ -237,12 +237,14 @@ def test_catalog_stats_check_and_repair(
     code, out, _ = run(capsys, "catalog", "stats", "--catalog", str(catalog_copy))
     assert code == 0
     lines = out.splitlines()
-    assert lines[:3] == [f"catalog {catalog_copy}", "  listings:     12", "  vectors:      12"]
+    assert lines[:3] == [f"catalog {catalog_copy}", "  listings:     12 (0 sold, 12 asking)",
+                         "  vectors:      12"]
     assert lines[3].startswith("  model:        local:") and lines[3].endswith("(dimension 64)")
     assert lines[4].startswith("  size on disk: ") and "KiB" in lines[4]
     assert lines[5:7] == ["  categories:", "    jacket    5"]
     code, out, _ = run(capsys, "catalog", "stats", "--catalog", str(catalog_copy), "--json")
     assert json.loads(out)["categories"]["jacket"] == 5
+    assert (json.loads(out)["sold"], json.loads(out)["asking"]) == (0, 12)
 
     code, out, err = run(capsys, "catalog", "check", "--catalog", str(catalog_copy))
     assert (code, out, err) == (0, f"catalog {catalog_copy}: ok (12 listings, 12 vectors)\n", "")

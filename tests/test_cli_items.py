@@ -48,7 +48,7 @@ def test_each_subfolder_is_an_item_and_each_item_one_json_line(
             shutil.copy(image, folder / image.name)
     shutil.copy(CATALOG_IMAGES[5], shoot / "loose.jpg")
     (shoot / "empty").mkdir()
-    code, out, err = run(capsys, "analyze", "--items", str(shoot), "--json", "--catalog",
+    code, out, _ = run(capsys, "analyze", "--items", str(shoot), "--json", "--catalog",
                          str(catalog_copy), "--no-plugins", "--no-log")
     assert code == 1  # the empty item folder
     lines = [json.loads(line) for line in out.splitlines()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,7 @@ def test_a_catalog_of_another_model_is_refused(catalog_copy: Path, tiny_encoder:
     with pytest.raises(ConfigurationError, match="holds vectors of model"):
         Engine(encoder=ColorEncoder(), catalog=opened, experts=[], marketplaces=[],
                load_entrypoints=False)
-    with pytest.raises(ConfigurationError, match="restyle.Catalog or its directory"):
+    with pytest.raises(ConfigurationError, match=r"restyle\.Catalog or its directory"):
         Engine(catalog=42, load_entrypoints=False)  # type: ignore[arg-type]
     opened.close()
 
@@ -45,3 +46,22 @@ def test_build_catalog_takes_a_source_as_catalog_build_does(tmp_path: Path) -> N
     with pytest.raises(ConfigurationError, match="needs the listings file"):
         engine.build_catalog()
     engine.catalog.close()
+
+
+def test_stats_count_sold_and_asking_listings(tmp_path: Path) -> None:
+    rows = [json.loads(line) for line in SAMPLE_LISTINGS.read_text().splitlines()]
+    for row in rows[:3]:
+        row["sold"] = True
+    rows[3]["sold"] = False
+    source = tmp_path / "listings.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    for image in (SAMPLE_LISTINGS.parent / "images").iterdir():
+        (tmp_path / "images").mkdir(exist_ok=True)
+        (tmp_path / "images" / image.name).write_bytes(image.read_bytes())
+    engine = Engine(encoder=ColorEncoder(), catalog=tmp_path / "c", experts=[],
+                    marketplaces=[], load_entrypoints=False)
+    assert engine.build_catalog(source, progress=False).added == 12
+    engine.catalog.close()
+    stats = Catalog.stats(tmp_path / "c")
+    assert (stats.rows, stats.sold, stats.asking) == (12, 3, 9)
+    assert stats.to_dict()["sold"] == 3

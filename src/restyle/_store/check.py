@@ -59,7 +59,9 @@ logger = logging.getLogger("restyle.catalog")
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CatalogStats:
-    """The size of a catalog: listings, vectors, model, bytes on disk, listings per category."""
+    """The size of a catalog: listings (``sold`` of them at the price they sold
+    for, ``asking`` at an asking price), vectors, model, bytes on disk,
+    listings per category."""
 
     directory: Path
     rows: int
@@ -69,6 +71,8 @@ class CatalogStats:
     schema_version: int
     bytes_on_disk: int
     categories: dict[str, int]
+    sold: int = 0
+    asking: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -133,7 +137,8 @@ def stats(directory: Path) -> CatalogStats:
     try:
         version = schema_version(db, db_path)
         model_id, dim = meta(db, "model_id"), meta(db, "dim")
-        (rows,) = db.execute("SELECT COUNT(*) FROM items").fetchone()
+        rows, sold = db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(sold = 1), 0) FROM items").fetchone()
         categories = {
             str(name): int(count) for name, count in db.execute(
                 "SELECT COALESCE(category, ''), COUNT(*) FROM items GROUP BY 1 "
@@ -152,6 +157,7 @@ def stats(directory: Path) -> CatalogStats:
         directory=directory, rows=int(rows), vectors=vectors, model_id=model_id or "",
         dim=int(dim) if dim and dim.isdigit() else 0, schema_version=version,
         bytes_on_disk=_bytes_on_disk(directory), categories=categories,
+        sold=int(sold), asking=int(rows) - int(sold),
     )
 
 

@@ -97,7 +97,7 @@ def _nothing_kept(rows: int) -> str:
 def _stats(args: argparse.Namespace, directory: Path) -> int:
     stats = Catalog.stats(directory)
     summary = (f"catalog {directory}\n"
-               f"  listings:     {stats.rows}\n"
+               f"  listings:     {stats.rows} ({stats.sold} sold, {stats.asking} asking)\n"
                f"  vectors:      {stats.vectors}\n"
                f"  model:        {stats.model_id} (dimension {stats.dim})\n"
                f"  size on disk: {_size(stats.bytes_on_disk)}\n")
