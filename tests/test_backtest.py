@@ -381,3 +381,36 @@ def test_a_data_set_is_checked_as_a_catalog_build_checks_listings(tmp_path: Path
     sales, rejected = read_sales(dataset, images_root=tmp_path)
     assert [s.listing.listing_id for s in sales] == ["a"] and rejected == []
     assert sales[0].image == str(outside.resolve()) and sales[0].listing.sold is True
+
+
+@pytest.mark.parametrize("form", ["jsonl", "csv"])
+def test_a_sale_may_give_several_photos_of_its_item(
+    colour_catalog: Path, tmp_path: Path, form: str
+) -> None:
+    from restyle.testing import ScriptedExpert
+
+    source = write_listings(tmp_path / "sales", sold=True)
+    rows = [json.loads(line) for line in source.read_text().splitlines()]
+    for row in rows:
+        row["photos"] = [f"tag={row['image']}", row["image"]]  # the same file: any picture will do
+    (tmp_path / "outside.png").write_bytes((source.parent / rows[0]["image"]).read_bytes())
+    rows[1]["photos"] = ["../outside.png"]
+    if form == "jsonl":
+        source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        dataset = source
+    else:
+        dataset = source.with_suffix(".csv")
+        with dataset.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows({**r, "sold": "true", "photos": "|".join(r["photos"])}
+                             for r in rows)
+    looker = ScriptedExpert("looker")
+    report = backtest(engine_on(colour_catalog, experts=[looker]), dataset, progress=False)
+    assert [r for r in report.rejected if "photos" in r] == [
+        f"row {2 if form == 'jsonl' else 3}: photos: image not found: ../outside.png "
+        "(images must be files inside "
+        f"{source.parent}; another folder is named by --images-root, images_root= in Python)"]
+    analysed = len(report.items)
+    assert analysed == len(rows) - 1 and not [i for i in report.items if i.failure]
+    assert looker.calls == 3 * analysed  # every photo of every item examined

@@ -29,11 +29,14 @@ from restyle._errors import ConfigurationError, RestyleError
 from restyle._ingestion.listings import (
     FORMATS,
     ListingRow,
+    Refused,
     Rejection,
+    image_location,
     read_listings,
     validate_listing,
 )
 from restyle._input.imaging import Photo, load_photo
+from restyle._input.item import ITEM_MAX_PHOTOS, Item
 from restyle._progress import progress_bar
 from restyle._store.catalog import MARKETPLACE_NAME, image_hashes
 from restyle._store.holdout import (
@@ -47,6 +50,7 @@ from restyle._types import (
     Analysis,
     Listing,
     Money,
+    PhotoRole,
     PriceBasis,
     PriceStatus,
     Query,
@@ -85,10 +89,12 @@ ERROR_BINS = (0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Sale:
     """One item of a backtest: the listing as it sold (``price`` is what it sold
-    for) and where its photo is (a path or an http(s) URL)."""
+    for), where its photo is (a path or an http(s) URL) and where the item's
+    other photos are, each with its role when the data set gives one."""
 
     listing: Listing
     image: str
+    photos: tuple[tuple[str, PhotoRole | None], ...] = ()
 
     @property
     def realised(self) -> Money:
@@ -213,9 +219,39 @@ def read_sales(
         elif row.listing_id in seen:
             rejected.append(f"row {row.number}: id {row.listing_id} seen before")
         else:
+            try:
+                photos = _other_photos(raw.data.get("photos"), base=source.parent,
+                                       images_root=root or source.parent)
+            except Refused as exc:
+                rejected.append(f"row {row.number}: photos: {exc}")
+                continue
             seen.add(row.listing_id)
-            sales.append(Sale(listing=_sold_listing(row), image=row.image))
+            sales.append(Sale(listing=_sold_listing(row), image=row.image, photos=photos))
     return sales, rejected
+
+
+def _other_photos(value: object, *, base: Path, images_root: Path
+                  ) -> tuple[tuple[str, PhotoRole | None], ...]:
+    """A data set's ``photos`` column: the item's other photos, a list (JSONL)
+    or ``|``-separated (CSV), each a path or URL as ``image`` is, optionally
+    ``ROLE=`` first (``tag=tag.jpg``)."""
+    if value is None or value == "":
+        return ()
+    entries = value.split("|") if isinstance(value, str) else value
+    if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+        raise Refused("must be a list of paths or URLs (in CSV: separated by |)")
+    if len(entries) >= ITEM_MAX_PHOTOS:
+        raise Refused(f"at most {ITEM_MAX_PHOTOS - 1} other photos, got {len(entries)}")
+    photos = []
+    for entry in entries:
+        word, _, rest = entry.strip().partition("=")
+        role = PhotoRole(word.lower()) if rest and word.lower() in _ROLES else None
+        where = rest if role is not None else entry.strip()
+        photos.append((image_location(where, base=base, images_root=images_root), role))
+    return tuple(photos)
+
+
+_ROLES = {role.value for role in PhotoRole}
 
 
 def _sold_listing(row: ListingRow) -> Listing:
@@ -332,8 +368,15 @@ def _one(engine: Engine, sale: Sale, by_image: dict[str, set[str]], images: dict
     near = sorted(set(near) - ids)
     held_out = tuple(sorted(f"{m}:{i}" for m in marketplaces for i in {*ids, *near}))
     base = _replace(base, near_duplicates=tuple(near))
+    item: Photo | Item = photo
+    if sale.photos:
+        try:
+            others = [_load(engine, where) for where, _ in sale.photos]
+        except RestyleError as exc:
+            return _replace(base, held_out=held_out, failure=f"photos: {exc}")
+        item = Item(photo, *others, roles=[PhotoRole.WHOLE, *(r for _, r in sale.photos)])
     try:
-        analysis = engine.analyze(photo, exclude=held_out, deadline=deadline)
+        analysis = engine.analyze(item, exclude=held_out, deadline=deadline)
     except RestyleError as exc:
         return _replace(base, held_out=held_out, failure=str(exc))
     return _compare(base, analysis, held_out)

@@ -44,13 +44,14 @@ from restyle._ingestion.rows import (
     ListingLimits,
     ListingRow,
     LoadedImage,
+    Refused,
     Rejection,
     SourcePart,
     SourceRow,
     StoredAlready,
     batches,
 )
-from restyle._ingestion.validation import validate_listing
+from restyle._ingestion.validation import image_location, validate_listing
 
 __all__ = [
     "COLUMNS",
@@ -61,6 +62,7 @@ __all__ = [
     "ListingLimits",
     "ListingRow",
     "LoadedImage",
+    "Refused",
     "Rejection",
     "SourcePart",
     "SourceRow",
@@ -70,6 +72,7 @@ __all__ = [
     "decode_listing_image",
     "draft_side",
     "embed_listings",
+    "image_location",
     "listings_format",
     "load_images",
     "load_unstored",

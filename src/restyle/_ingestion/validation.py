@@ -22,7 +22,7 @@ from restyle._ingestion.rows import (
 from restyle._input.confined import Unsafe, resolve_inside
 from restyle._types import Condition, Money
 
-__all__ = ["validate_listing"]
+__all__ = ["image_location", "validate_listing"]
 
 _PRICE_CHARS = 40
 _CURRENCY_CHARS = 40
@@ -104,7 +104,7 @@ def _validate(source: SourceRow, *, base: Path, images_root: Path,
         price=price,
         currency=currency,
         url=url,
-        image=_image_location(image, base=base, images_root=images_root),
+        image=image_location(image, base=base, images_root=images_root),
         image_as_written=image,
         sold=None if sold_text is None else sold_text.lower() in {"1", "true", "yes", "sold"},
         preview=preview(raw),
@@ -176,7 +176,10 @@ def _scheme(text: str) -> str:
     return f"a {scheme[:20]!r} URL" if scheme and scheme.isascii() else "a URL"
 
 
-def _image_location(image: str, *, base: Path, images_root: Path) -> str:
+def image_location(image: str, *, base: Path, images_root: Path) -> str:
+    """A row's image as it is read: an http(s) URL as it is, a path resolved
+    inside ``images_root`` (relative to ``base``); anything else raises
+    :class:`Refused` saying why, a path outside the root as if it were missing."""
     if is_url(image):
         return image
     if _URL_SCHEME.match(image):
