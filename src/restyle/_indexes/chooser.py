@@ -49,6 +49,7 @@ __all__ = [
     "remove_stale_index_temporaries",
     "save_index",
     "stale_index_temporaries",
+    "training_schedule",
     "training_size",
 ]
 
@@ -194,3 +195,20 @@ def _trained(size: int, *, vectors: Callable[[], Iterable[tuple[np.ndarray, np.n
 def training_size(size: int) -> int:
     """The sample an index for ``size`` vectors is trained on."""
     return min(size, TRAIN_MAX, TRAIN_PER_LIST * nlist_for(size))
+
+
+def training_schedule(final: int, *, checkpoint_every: int) -> list[tuple[int, int, int]]:
+    """When a catalog built from empty to ``final`` vectors, a checkpoint every
+    ``checkpoint_every``, trains its sharded index: (vectors held, lists, sample)
+    at each training (what docs/scale.md's plan quotes)."""
+    out: list[tuple[int, int, int]] = []
+    size = 0
+    while size < final:
+        size = min(final, size + checkpoint_every)
+        trained = out[-1][0] if out else 0
+        if (not out and size > sharded_index.SHARDED_ABOVE) or (
+                out and size > sharded_index.RETRAIN_GROWTH * trained):
+            out.append((size, nlist_for(size), training_size(size)))
+            # The next training comes past RETRAIN_GROWTH times this one.
+            size = max(size, sharded_index.RETRAIN_GROWTH * size - checkpoint_every)
+    return out
