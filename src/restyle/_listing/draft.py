@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from restyle._errors import ConfigurationError, RestyleError
@@ -90,23 +91,24 @@ def _ask_category(taxonomy: Taxonomy, analysis: Analysis, marketplace_id: str, e
     try:
         tree_id: str
         suggestions: tuple[CategorySuggestion, ...]
-        tree_id, suggestions = _budget.call(
-            taxonomy, label, taxonomy.category_suggestions, query,
-            marketplace_id=marketplace_id, deadline=end)
+        tree_id, suggestions = _budget.call(taxonomy, label, partial(
+            taxonomy.category_suggestions, query, marketplace_id=marketplace_id,
+            deadline=end), deadline=end)
         if not suggestions:
             problems.append(f"no category: the marketplace suggests none for {query!r}")
             return None
         leaf = _leaf(suggestions, supported(analysis.identification, "category"))
-        specs: tuple[AspectSpec, ...] = _budget.call(
-            taxonomy, label, taxonomy.item_aspects, tree_id, leaf.category_id, deadline=end)
-    except RestyleError as exc:
+        specs: tuple[AspectSpec, ...] = _budget.call(taxonomy, label, partial(
+            taxonomy.item_aspects, tree_id, leaf.category_id, deadline=end), deadline=end)
+    except Exception as exc:  # a failed or stuck marketplace: the draft goes on offline
         problems.append(f"no category: the marketplace could not be asked ({describe(exc)})")
         return None
     conditions: tuple[ConditionOption, ...] | None = None
     try:
-        conditions = _budget.call(taxonomy, label, taxonomy.item_conditions, leaf.category_id,
-                                  marketplace_id=marketplace_id, deadline=end)
-    except RestyleError as exc:
+        conditions = _budget.call(taxonomy, label, partial(
+            taxonomy.item_conditions, leaf.category_id, marketplace_id=marketplace_id,
+            deadline=end), deadline=end)
+    except Exception as exc:
         problems.append(f"the category's conditions could not be asked ({describe(exc)}): "
                         "the condition is eBay's usual id, unchecked")
     choice = CategoryChoice(category_id=leaf.category_id, name=leaf.name, tree_id=tree_id,
