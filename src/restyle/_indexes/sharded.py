@@ -39,9 +39,13 @@ from restyle._indexes.flat import (
 from restyle._indexes.shardfiles import (
     Segment,
     by_shard,
+    candidates,
     list_ids,
     npy,
     positions_by_shard,
+    refines,
+    rerank,
+    saved_generation,
     write_atomically,
 )
 from restyle._indexes.training import (
@@ -411,50 +415,12 @@ class ShardedIndex:
             scores, ids = self._candidates(self._rotate(queries), wanted)
         if self.exact is None:
             return scores[:, :k], ids[:, :k]
-        return self._rerank(queries, ids, k)
+        return rerank(self.exact, queries, ids, k)
 
     def _candidates(self, rotated: np.ndarray, wanted: int) -> tuple[np.ndarray, np.ndarray]:
-        n = len(rotated)
-        nprobe = min(self._nprobe, self.nlist)
-        coarse_scores, coarse = self._quantizer.search(rotated, nprobe)
-        found_scores, found_ids = [], []
-        for segs in self._segments.values():
-            for segment in segs:
-                if not segment.size:
-                    continue
-                segment.ivf.nprobe = nprobe
-                scores, ids = segment.ivf.search_preassigned(rotated, wanted, coarse,
-                                                             coarse_scores)
-                found_scores.append(scores)
-                found_ids.append(ids)
-        if not found_ids:
-            return np.full((n, wanted), -np.inf, np.float32), np.full((n, wanted), -1, np.int64)
-        scores = np.concatenate(found_scores, axis=1)
-        ids = np.concatenate(found_ids, axis=1)
-        scores[ids < 0] = -np.inf
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :wanted]
-        return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
-
-    def _rerank(self, queries: np.ndarray, candidates: np.ndarray,
-                k: int) -> tuple[np.ndarray, np.ndarray]:
-        assert self.exact is not None
-        unique = np.unique(candidates[candidates >= 0])
-        out_scores = np.full((len(queries), k), -np.inf, np.float32)
-        out_ids = np.full((len(queries), k), -1, np.int64)
-        if not len(unique):
-            return out_scores, out_ids
-        vectors = self.exact(unique)
-        row_of = {int(item): row for row, item in enumerate(unique)}
-        for q, row in enumerate(candidates):
-            found = row[row >= 0]
-            rows = np.array([row_of[int(i)] for i in found], dtype=np.int64)
-            scores = vectors[rows] @ queries[q]
-            scores[~np.isfinite(scores)] = -np.inf  # ids the database no longer holds
-            best = np.argsort(-scores, kind="stable")[:k]
-            keep = np.isfinite(scores[best])
-            out_scores[q, : keep.sum()] = scores[best][keep]
-            out_ids[q, : keep.sum()] = found[best][keep]
-        return out_scores, out_ids
+        segments = [seg.ivf for segs in self._segments.values() for seg in segs if seg.size]
+        return candidates(self._quantizer, segments, min(self._nprobe, self.nlist), rotated,
+                          wanted)
 
     def recall(self, probes: np.ndarray, truth: np.ndarray) -> float:
         """Recall@10 of ``probes`` against ``truth`` (their exact 10 nearest ids)."""
@@ -476,7 +442,7 @@ class ShardedIndex:
             self.tuned_size = len(self)
             self.short_of_target = None
             reached = 0.0
-            for refine in _refines():
+            for refine in refines(REFINE, MAX_REFINE):
                 self.refine = refine
                 nprobe, reached = self._smallest_nprobe(probes, truth, target)
                 if reached >= target:
@@ -552,7 +518,7 @@ class ShardedIndex:
                 for segs in self._segments.values():  # saved elsewhere: every segment written
                     for segment in segs:
                         self._in_memory(segment).name = None
-            generation = max(self._generation, _saved_generation(folder)) + 1
+            generation = max(self._generation, saved_generation(folder, MANIFEST)) + 1
             if not (folder / self._trained_name).is_file():
                 write_atomically(folder / self._trained_name, self._template)
             for shard in sorted(self._segments):
@@ -634,20 +600,3 @@ class ShardedIndex:
         found = np.all(np.isfinite(vectors), axis=1)
         for item_id, vector in zip(ids[found].tolist(), vectors[found], strict=True):
             self._pending[item_id] = vector
-
-
-def _refines() -> list[int]:
-    """The candidates per result tuning tries, fewest first."""
-    out = [REFINE]
-    while out[-1] < MAX_REFINE:
-        out.append(min(MAX_REFINE, out[-1] * 2))
-    return out
-
-
-def _saved_generation(folder: Path) -> int:
-    """The generation of the manifest saved in ``folder`` (0 if none): a save's
-    file names never reuse one the saved manifest may name."""
-    try:
-        return int(json.loads((folder / MANIFEST).read_text()).get("generation", 0))
-    except (OSError, ValueError, AttributeError):
-        return 0
