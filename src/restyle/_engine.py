@@ -21,6 +21,7 @@ from restyle._errors import ConfigurationError, EncoderError, PluginError, Resty
 from restyle._input.fetching import Fetcher
 from restyle._input.imaging import ImageInput, Photo
 from restyle._input.item import Item, as_item, load_item
+from restyle._listing import DRAFT_DEADLINE, ListingDraft, Taxonomy, make_draft
 from restyle._options import (
     check_count,
     check_identification,
@@ -654,3 +655,55 @@ class Engine:
             if isinstance(stream, Generator):
                 stream.close()
         return results
+
+    # -- listing drafts --------------------------------------------------------
+
+    def draft(
+        self, analysis: Analysis, *, price: str = "market", marketplace_id: str | None = None,
+        condition: str | None = None, taxonomy: Taxonomy | None = None, offline: bool = False,
+        write: bool = False, deadline: float | None = None,
+    ) -> ListingDraft:
+        """A listing draft of ``analysis`` a reseller can post (docs/listing.md).
+
+        A method of the Engine, not of the Analysis: an analysis is a plain
+        value that must stay readable anywhere, while a draft asks the
+        marketplace (eBay's Taxonomy and Metadata APIs, with this process's
+        eBay keys) and, with ``write=True``, this Engine's synthesizer, all
+        under one deadline, as :meth:`analyze` does.
+
+        ``price`` is ``"quick"``, ``"market"`` or ``"patient"``;
+        ``marketplace_id`` eBay's (``EBAY_MARKETPLACE_ID`` or ``EBAY_US``);
+        ``condition`` the item's condition when the photos do not tell it
+        (``"new with tags"``, ``"used"``). ``taxonomy`` answers the category
+        questions; by default eBay's, when ``EBAY_CLIENT_ID`` and
+        ``EBAY_CLIENT_SECRET`` are set, and none (offline: a generic list of
+        item specifics) otherwise or when ``offline``. ``write=True`` has the
+        synthesizer write the description (its ``write_description``), checked
+        against the evidence. Every call ends by ``deadline`` seconds
+        (:data:`~restyle._listing.DRAFT_DEADLINE` or the Engine's, the
+        shorter); what could not be decided is in ``problems``.
+        """
+        from restyle.marketplaces.ebay import MARKETPLACE_CURRENCIES, EbayTaxonomy
+
+        marketplace = marketplace_id or _settings.env_str("EBAY_MARKETPLACE_ID") or "EBAY_US"
+        if marketplace not in MARKETPLACE_CURRENCIES:
+            raise ConfigurationError(f"unknown eBay marketplace id {marketplace!r}; use one of "
+                                     f"{', '.join(sorted(MARKETPLACE_CURRENCIES))}")
+        seconds = min(self.deadline, DRAFT_DEADLINE) if deadline is None else check_seconds(
+            "deadline", deadline)
+        if taxonomy is None and not offline and _settings.env_str("EBAY_CLIENT_ID") \
+                and _settings.env_str("EBAY_CLIENT_SECRET"):
+            # Kept, so that its cache of categories serves every draft of this Engine.
+            taxonomy = self.__dict__.setdefault("_draft_taxonomy", EbayTaxonomy())
+        writer = getattr(self.synthesizer, "write_description", None) if write else None
+        if write and not callable(writer):
+            name = self.synthesizer.name
+
+            def writer(facts: Any) -> Any:
+                raise ConfigurationError(f"the {name} synthesizer writes no descriptions")
+
+        with self._running("draft"):
+            return make_draft(analysis, price=price, marketplace_id=marketplace,
+                              taxonomy=None if offline else taxonomy, condition=condition,
+                              currency=MARKETPLACE_CURRENCIES[marketplace], writer=writer,
+                              deadline=seconds)
