@@ -25,6 +25,8 @@ see docs/architecture.md):
   identify, query, search, re-rank, price, batching (many items), and the
   run trace.
 - ``_ray/``: the stages run on Ray (builds, bulk analysis), handed to it.
+- ``_listing/``: from an analysis to a listing draft (title, item specifics,
+  condition, price, description, CSV), asking a marketplace's taxonomy.
 - ``experts/ synthesizers/ marketplaces/ encoders/``: built-in plugins.
 - ``_options``: the checks of the Engine's arguments and options.
 - ``_engine``: the Engine, which composes the pipeline.
@@ -62,6 +64,7 @@ from restyle._indexes.flat import VectorIndex
 from restyle._input.fetching import Fetcher, FetchLimits
 from restyle._input.imaging import ImageInput, Photo, load_photo
 from restyle._input.item import ITEM_MAX_PHOTOS, Item
+from restyle._listing import ListingDraft, PriceStrategy, drafts_csv, make_draft
 from restyle._pipeline.pricing import MAXIMUM_PRICE, MINIMUM_COMPS, estimate_price
 from restyle._pipeline.query import build_query, relaxed_queries
 from restyle._pipeline.rerank import Reranker, RerankResult
@@ -164,6 +167,7 @@ __all__ = [
     "ImageInput",
     "Item",
     "Listing",
+    "ListingDraft",
     "ListingLimits",
     "Marketplace",
     "MarketplaceAuthError",
@@ -185,6 +189,7 @@ __all__ = [
     "PriceBasis",
     "PriceEstimate",
     "PriceStatus",
+    "PriceStrategy",
     "PricedComp",
     "Query",
     "RayExecutor",
@@ -206,8 +211,10 @@ __all__ = [
     "__version__",
     "backtest",
     "build_query",
+    "drafts_csv",
     "estimate_price",
     "hookimpl",
     "load_photo",
+    "make_draft",
     "relaxed_queries",
 ]
