@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
-from restyle import Analysis, Condition, PriceBasis, PriceStatus
+from restyle import ITEM_MAX_PHOTOS, Analysis, Condition, Item, PhotoRole, PriceBasis, PriceStatus
 
 __all__ = [
     "ERRORS",
@@ -30,9 +30,11 @@ __all__ = [
     "PublicError",
     "PublicIdentification",
     "PublicMoney",
+    "PublicPhoto",
     "PublicPrice",
     "error_body",
     "error_schema",
+    "item_from_uploads",
     "public_analysis",
     "schema",
 ]
@@ -40,11 +42,16 @@ __all__ = [
 #: Every error a client can get: code -> (HTTP status, message). The messages
 #: are fixed: what went wrong inside goes to the server's log.
 ERRORS: dict[str, tuple[int, str]] = {
-    "no_image": (400, "No image was uploaded: send the photo as the multipart field 'image'."),
+    "no_image": (400, "No image was uploaded: send the photo as the multipart field 'image' "
+                      "(repeat the field for several photos of one item)."),
+    "too_many_photos": (400, "An item has at most 12 photos."),
+    "bad_roles": (400, "'roles' must be one role per photo, separated by commas: whole, tag, "
+                       "label, detail or flaw (or empty where unknown)."),
     "unreadable_image": (400, "The upload is not a JPEG, PNG, WebP, HEIC or AVIF photo we "
                               "can read."),
     "method_not_allowed": (405, "Only POST is allowed here."),
-    "too_large": (413, "The photo is larger than 10 MB."),
+    "too_large": (413, "A photo is larger than 10 MB, or the photos are larger than 30 MB in "
+                       "all."),
     "invalid_request": (422, "The request is not a multipart form with an 'image' file."),
     "unavailable": (503, "The analysis is unavailable."),
 }
@@ -103,6 +110,14 @@ class PublicComp(BaseModel):
     score: float = Field(description="What orders the comps, best first.")
 
 
+class PublicPhoto(BaseModel):
+    index: int = Field(description="The photo's place among the uploads, from 0.")
+    role: PhotoRole | None = Field(
+        description="What it shows: 'whole', 'tag', 'label', 'detail' or 'flaw'.")
+    role_score: float | None = Field(
+        description="How sure the role is when it was found, not given (0 to 1).")
+
+
 class PublicErrorDetail(BaseModel):
     code: str = Field(description="What went wrong, for programs: " + ", ".join(ERRORS) + ".")
     message: str = Field(description="What went wrong, in words, for people.")
@@ -126,6 +141,9 @@ class PublicAnalysis(BaseModel):
     identification: PublicIdentification
     price: PublicPrice
     comps: list[PublicComp] = Field(description="Comparable listings, most alike first.")
+    photos: list[PublicPhoto] = Field(
+        description="Every photo of the item, in the order uploaded, with what it shows; "
+                    "a photo that could not be read is missing (see warnings).")
     failed_experts: list[str] = Field(
         description="Experts that failed for this photo; their errors stay in the server's log.")
 
@@ -181,8 +199,27 @@ def public_analysis(analysis: Analysis) -> PublicAnalysis:
             )
             for comp in analysis.comps
         ],
+        photos=[PublicPhoto(index=p.index, role=p.role, role_score=p.role_score)
+                for p in analysis.photos],
         failed_experts=sorted(analysis.failed_experts),
     )
+
+
+def item_from_uploads(photos: list[bytes], roles: str | None) -> Item:
+    """An item from a request's uploads, read already within their limits, and
+    its ``roles`` field (comma-separated, one per photo, empty where unknown);
+    raises ValueError with the error code (``too_many_photos``, ``bad_roles``)."""
+    if len(photos) > ITEM_MAX_PHOTOS:
+        raise ValueError("too_many_photos")
+    given: list[str | None] | None = None
+    if roles:
+        given = [r.strip().lower() or None for r in roles.split(",")]
+        if len(given) != len(photos) or any(r not in _ROLES for r in given if r):
+            raise ValueError("bad_roles")
+    return Item(*photos, roles=given)
+
+
+_ROLES = {role.value for role in PhotoRole}
 
 
 def schema() -> dict[str, object]:

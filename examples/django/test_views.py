@@ -24,6 +24,7 @@ from restyle.testing import ScriptedExpert, sample_image  # noqa: E402
 URL = "/api/ai-image-search/"
 EXAMPLES = Path(__file__).resolve().parent.parent
 
+TOO_LARGE = "A photo is larger than 10 MB, or the photos are larger than 30 MB in all."
 
 @pytest.fixture
 def client(
@@ -77,7 +78,7 @@ def test_the_answer_has_no_server_paths_and_no_copy_of_the_upload(
     assert response.status_code == 200
     body = response.json()
     PublicAnalysis.model_validate(body)  # the shape the FastAPI example documents
-    assert set(body) == {"identification", "price", "comps", "failed_experts"}
+    assert set(body) == {"identification", "price", "comps", "photos", "failed_experts"}
     assert body["identification"]["brand"] == "Northwind"
     assert body["comps"], "the catalog serves comps"
     assert set(body["comps"][0]) == {"marketplace", "listing_id", "title", "price", "condition",
@@ -114,7 +115,7 @@ def test_oversized_upload_is_413(client: Client) -> None:
         response = client.post(URL, {"image": upload(jpeg())})
     assert response.status_code == 413
     assert response.json()["error"] == {"code": "too_large",
-                                        "message": "The photo is larger than 10 MB."}
+                                        "message": TOO_LARGE}
 
 
 class Body(io.BytesIO):
@@ -166,3 +167,27 @@ def test_one_engine_per_process_warmed_up_once(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(views, "Engine", Counted)
     assert views.get_engine() is views.get_engine()
     assert Counted.warm_ups == 1
+
+
+def colour_jpeg(colour: tuple[int, int, int]) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), colour).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def test_several_photos_of_one_item_with_their_roles(client: Client) -> None:
+    photos = [upload(colour_jpeg(c), f"{i}.jpg")
+              for i, c in enumerate([(200, 30, 30), (20, 20, 20), (240, 240, 240)])]
+    response = client.post(URL, {"image": photos, "roles": "whole,tag,"})
+    assert response.status_code == 200, response.content
+    photos_back = response.json()["photos"]
+    assert [(p["index"], p["role"]) for p in photos_back[:2]] == [(0, "whole"), (1, "tag")]
+    assert len(photos_back) == 3
+
+    response = client.post(URL, {"image": [upload(jpeg())], "roles": "whole,tag"})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "bad_roles"
+    response = client.post(URL, {"image": [upload(jpeg(), f"{i}.jpg") for i in range(13)]})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "too_many_photos"

@@ -1,4 +1,4 @@
-"""restyle behind an async FastAPI endpoint: ``POST /analyze`` with a photo upload.
+"""restyle behind an async FastAPI endpoint: ``POST /analyze`` with the photos of one item.
 
 Run with ``uvicorn app:app`` from this directory (see README.md). One Engine
 per process, created at start-up; analysis runs in a worker thread so the
@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, File, HTTPException, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -31,12 +31,21 @@ from restyle import Engine, ImageError, RestyleError
 
 # The response schemas are shared with the Django example: examples/public_analysis.py.
 sys.path.append(str(Path(__file__).resolve().parent.parent))
-from public_analysis import ERRORS, PublicAnalysis, PublicError, error_body, public_analysis
+from public_analysis import (
+    ERRORS,
+    PublicAnalysis,
+    PublicError,
+    error_body,
+    item_from_uploads,
+    public_analysis,
+)
 
 logger = logging.getLogger(__name__)
 
-#: Largest upload accepted, in bytes.
+#: Largest photo accepted, in bytes.
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+#: An item's photos together: at most this many times :data:`MAX_UPLOAD_BYTES`.
+ITEM_PHOTOS_BYTES = 3
 #: What a request body may hold besides the photo: the multipart form around it.
 FORM_BYTES = 64 * 1024
 
@@ -62,7 +71,7 @@ class UploadLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = MAX_UPLOAD_BYTES + FORM_BYTES
+        limit = ITEM_PHOTOS_BYTES * MAX_UPLOAD_BYTES + FORM_BYTES
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
             await _send_error(send, "too_large")
@@ -149,20 +158,32 @@ def get_engine(request: Request) -> Engine:
 
 
 @app.post("/analyze", response_model=PublicAnalysis,
-          responses=_documented("no_image", "unreadable_image", "too_large",
-                                "invalid_request", "unavailable"))
+          responses=_documented("no_image", "too_many_photos", "bad_roles", "unreadable_image",
+                                "too_large", "invalid_request", "unavailable"))
 async def analyze(
-    image: Annotated[UploadFile, File(description="a JPEG, PNG, WebP, HEIC or AVIF photo of "
-                                                  "the item")],
+    image: Annotated[list[UploadFile], File(
+        description="a JPEG, PNG, WebP, HEIC or AVIF photo of the item; repeat the field for "
+                    "several photos of one item (the whole item, its tag, its label...)")],
     engine: Annotated[Engine, Depends(get_engine)],
+    roles: Annotated[str | None, Form(
+        description="one role per photo, comma-separated: whole, tag, label, detail, flaw "
+                    "(empty where unknown: restyle finds it)")] = None,
 ) -> PublicAnalysis:
-    data = await image.read(MAX_UPLOAD_BYTES + 1)
-    if not data:
-        raise ApiError("no_image")
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise ApiError("too_large")
+    photos: list[bytes] = []
+    for upload in image:
+        data = await upload.read(MAX_UPLOAD_BYTES + 1)
+        if not data:
+            raise ApiError("no_image")
+        if len(data) > MAX_UPLOAD_BYTES or (
+                sum(map(len, photos)) + len(data) > ITEM_PHOTOS_BYTES * MAX_UPLOAD_BYTES):
+            raise ApiError("too_large")
+        photos.append(data)
     try:
-        analysis = await run_in_threadpool(engine.analyze, data)
+        item = item_from_uploads(photos, roles)
+    except ValueError as exc:
+        raise ApiError(str(exc)) from None
+    try:
+        analysis = await run_in_threadpool(engine.analyze, item)
     except ImageError as exc:
         raise ApiError("unreadable_image") from exc
     except RestyleError as exc:

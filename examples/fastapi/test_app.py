@@ -21,6 +21,7 @@ from restyle.testing import ScriptedExpert, sample_image
 
 EXAMPLES = Path(__file__).resolve().parent.parent
 
+TOO_LARGE = "A photo is larger than 10 MB, or the photos are larger than 30 MB in all."
 
 @pytest.fixture
 def client(restyle_engine: Callable[..., Engine],
@@ -70,7 +71,8 @@ def test_the_answer_has_no_server_paths_and_no_copy_of_the_upload(
     response = catalog_client.post("/analyze", files={"image": ("item.jpg", photo, "image/jpeg")})
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"identification", "price", "comps", "failed_experts"}
+    assert set(body) == {"identification", "price", "comps", "photos", "failed_experts"}
+    assert body["photos"] == [{"index": 0, "role": "whole", "role_score": None}]
     assert body["identification"]["brand"] == "Northwind"
     assert set(body["price"]) >= {"status", "currency", "estimate", "low", "high", "comps_used"}
     assert body["comps"], "the catalog serves comps"
@@ -132,7 +134,7 @@ def test_bad_uploads_get_clear_4xx_in_one_shape(
     monkeypatch.setattr(example, "MAX_UPLOAD_BYTES", 100)
     response = client.post("/analyze", files={"image": ("x.jpg", jpeg(), "image/jpeg")})
     assert response.status_code == 413
-    assert response.json() == error("too_large", "The photo is larger than 10 MB.")
+    assert response.json() == error("too_large", TOO_LARGE)
 
 
 @pytest.fixture
@@ -176,7 +178,7 @@ def test_an_upload_over_the_limit_is_refused_from_its_content_length_unsent(
                      b"Content-Type: multipart/form-data; boundary=x\r\n"
                      b"Content-Length: 52428800\r\n\r\n")  # 50 MB announced, none sent
         status, body = answer(sock)
-    assert status == 413 and body == error("too_large", "The photo is larger than 10 MB.")
+    assert status == 413 and body == error("too_large", TOO_LARGE)
 
 
 def test_a_chunked_upload_is_not_read_past_the_limit(
@@ -222,3 +224,26 @@ def test_upload_png(client: TestClient) -> None:
     Image.new("RGB", (10, 10), "red").save(buf, format="PNG")
     response = client.post("/analyze", files={"image": ("a.png", buf.getvalue(), "image/png")})
     assert response.status_code == 200
+
+
+def colour_jpeg(colour: tuple[int, int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), colour).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def test_several_photos_of_one_item_with_their_roles(client: TestClient) -> None:
+    files = [("image", (f"{i}.jpg", colour_jpeg(c), "image/jpeg"))
+             for i, c in enumerate([(200, 30, 30), (20, 20, 20), (240, 240, 240)])]
+    response = client.post("/analyze", files=files, data={"roles": "whole,tag,"})
+    assert response.status_code == 200, response.text
+    photos = response.json()["photos"]
+    assert [(p["index"], p["role"]) for p in photos[:2]] == [(0, "whole"), (1, "tag")]
+    assert len(photos) == 3
+
+    response = client.post("/analyze", files=files[:1], data={"roles": "whole,tag"})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "bad_roles"
+    many = [("image", (f"{i}.jpg", jpeg(), "image/jpeg")) for i in range(13)]
+    response = client.post("/analyze", files=many)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "too_many_photos"

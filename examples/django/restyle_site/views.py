@@ -28,7 +28,7 @@ from restyle import Engine, ImageError, RestyleError
 
 # The response schemas are shared with the FastAPI example: examples/public_analysis.py.
 sys.path.append(str(Path(__file__).resolve().parents[2]))
-from public_analysis import error_body, public_analysis
+from public_analysis import error_body, item_from_uploads, public_analysis
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +49,10 @@ def get_engine() -> Engine:
         return _engine
 
 
-#: What a request body may hold besides the photo: the multipart form around it.
+#: What a request body may hold besides the photos: the multipart form around them.
 FORM_BYTES = 64 * 1024
+#: An item's photos together: at most this many times the one photo's limit.
+ITEM_PHOTOS = 3
 
 
 def error(code: str, **headers: str) -> JsonResponse:
@@ -73,17 +75,24 @@ class AIImageSearchView(View):
     def post(self, request: HttpRequest) -> JsonResponse:
         limit = settings.RESTYLE_MAX_UPLOAD_BYTES
         declared = request.META.get("CONTENT_LENGTH") or "0"
-        if declared.isdigit() and int(declared) > limit + FORM_BYTES:
+        if declared.isdigit() and int(declared) > ITEM_PHOTOS * limit + FORM_BYTES:
             return error("too_large")  # before a byte of the body is read
         # Django reads no more of the body than its Content-Length.
-        upload = request.FILES.get("image")
-        if upload is None or not upload.size:
+        uploads = request.FILES.getlist("image")  # several: the photos of one item
+        if not uploads or not all(upload.size for upload in uploads):
             return error("no_image")
-        data = upload.read(limit + 1)
-        if len(data) > limit:
-            return error("too_large")
+        photos: list[bytes] = []
+        for upload in uploads:
+            data = upload.read(limit + 1)
+            if len(data) > limit or sum(map(len, photos)) + len(data) > ITEM_PHOTOS * limit:
+                return error("too_large")
+            photos.append(data)
         try:
-            analysis = get_engine().analyze(data)
+            item = item_from_uploads(photos, request.POST.get("roles"))
+        except ValueError as exc:
+            return error(str(exc))
+        try:
+            analysis = get_engine().analyze(item)
         except ImageError:
             return error("unreadable_image")
         except RestyleError:
