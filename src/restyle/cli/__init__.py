@@ -2,9 +2,9 @@
 
 ``main`` runs a command and is its last line of defence: every error becomes
 one line on stderr and an exit status. The commands live beside it:
-``arguments`` (the table of commands and options), ``analyze``, ``catalog``
-(and ``plugins``), ``evaluate`` (``backtest``, ``replay``), and ``common``
-(what they share).
+``arguments`` (the table of commands and options), ``analyze``, ``draft``
+(listing drafts), ``catalog`` (and ``plugins``), ``evaluate`` (``backtest``,
+``replay``), and ``common`` (what they share).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from restyle.cli.analyze import analyze_command
 from restyle.cli.arguments import command_parser, ray_values_attached
 from restyle.cli.catalog import catalog_command
 from restyle.cli.common import UsageError
+from restyle.cli.draft import draft_command
 from restyle.cli.evaluate import backtest_command, replay_command
 from restyle.cli.logs import logs_command
 from restyle.cli.model import model_command
@@ -75,6 +76,8 @@ def _command(argv: Sequence[str]) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "analyze":
         return analyze_command(args)
+    if args.command == "draft":
+        return draft_command(args)
     if args.command == "catalog":
         return catalog_command(args)
     if args.command == "plugins":

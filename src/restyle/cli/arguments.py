@@ -11,6 +11,7 @@ from typing import TypeAlias
 
 from restyle import _settings
 from restyle._version import __version__
+from restyle.cli.draft import add_draft_command
 
 __all__ = ["command_parser", "ray_values_attached"]
 
@@ -30,6 +31,7 @@ def command_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = _common_options()
     _analyze_command(sub, common)
+    add_draft_command(sub, common)
     _catalog_commands(sub, common)
     _plugins_command(sub)
     _model_command(sub)
