@@ -32,6 +32,11 @@ def test_one_item_of_several_photos_with_roles_given_and_found(
     assert {o["photo"] for o in analysis["opinions"]} <= {0, 1, 2}
     assert analysis["comps"]
 
+    code, out, _ = run(capsys, "analyze", "--item", str(front), f"tag={tag}",
+                       "--catalog", str(catalog_copy), "--no-plugins", "--no-log")
+    (photos,) = [line for line in out.splitlines() if line.startswith("  photos:")]
+    assert f"2 tag {tag.name}" in photos and f" {front.name}" in photos
+
     code, _, err = run(capsys, "analyze", "--item", str(front), str(tmp_path),
                        "--catalog", str(catalog_copy), "--no-plugins", "--no-log")
     assert code == 2 and "--item takes photo files" in err

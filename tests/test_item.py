@@ -227,6 +227,7 @@ def test_six_photos_and_a_hung_expert_end_by_the_deadline() -> None:
     assert good.calls == 6 and analysis.identification.brand == "Acme"
     assert {o.photo for o in analysis.opinions if o.expert == "hung" and not o.ok} == set(
         range(6))
+    assert set(analysis.failed_experts) == {f"hung (photo {i})" for i in range(1, 7)}
 
 
 MEMORY_SCRIPT = r"""

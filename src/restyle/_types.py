@@ -564,8 +564,11 @@ class Analysis(Value):
 
     @property
     def failed_experts(self) -> dict[str, str]:
-        """The experts that failed, with the reason each gave."""
-        return {o.expert: o.error or o.status.value for o in self.opinions if not o.ok}
+        """The experts that failed, with the reason each gave (of an item of
+        several photos, named with the photo: ``"google-vision (photo 2)"``)."""
+        several = len({o.photo for o in self.opinions}) > 1
+        return {(f"{o.expert} (photo {o.photo + 1})" if several else o.expert):
+                o.error or o.status.value for o in self.opinions if not o.ok}
 
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.to_dict(), **kwargs)

@@ -4,8 +4,10 @@ price counts marked."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from restyle._display import CONDITION_WORDS, comp_note, counted_keys, price_words
-from restyle._types import Analysis, Comp
+from restyle._types import Analysis, Comp, PhotoInfo
 
 __all__ = ["COUNTED_MARK", "summary_text"]
 
@@ -30,6 +32,8 @@ def _identification_lines(analysis: Analysis) -> list[str]:
     if ident.attributes:
         lines.append("  attributes: " + ", ".join(f"{a.name} {a.value}" for a in ident.attributes))
     lines.append(f"  confidence: {ident.confidence:.2f}")
+    if len(analysis.photos) > 1:
+        lines.append("  photos:     " + ", ".join(_photo_words(p) for p in analysis.photos))
     if ident.fallback_reason:
         lines.append(f"  synthesizer: {ident.synthesizer or '-'} (fallback: "
                      f"{ident.fallback_reason})")
@@ -38,6 +42,14 @@ def _identification_lines(analysis: Analysis) -> list[str]:
               for expert, reason in analysis.failed_experts.items()]
     lines += [f"  warning: {warning}" for warning in analysis.warnings]
     return lines
+
+
+def _photo_words(photo: PhotoInfo) -> str:
+    """"2 tag (tag.jpg)" for photo 2 of an item, a tag; "(found, 0.83)" when restyle found it."""
+    role = photo.role.value if photo.role is not None else "?"
+    found = "" if photo.role_score is None else f" found {photo.role_score:.2f}"
+    name = f" {Path(photo.source).name}" if photo.source else ""
+    return f"{photo.index + 1} {role}{found}{name}"
 
 
 def _price_lines(analysis: Analysis, top: int) -> list[str]:
