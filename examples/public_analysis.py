@@ -20,18 +20,30 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
-from restyle import ITEM_MAX_PHOTOS, Analysis, Condition, Item, PhotoRole, PriceBasis, PriceStatus
+from restyle import (
+    ITEM_MAX_PHOTOS,
+    Analysis,
+    Condition,
+    Item,
+    ListingDraft,
+    PhotoRole,
+    PriceBasis,
+    PriceStatus,
+    PriceStrategy,
+)
 
 __all__ = [
     "ERRORS",
     "PublicAnalysis",
     "PublicAttribute",
     "PublicComp",
+    "PublicDraft",
     "PublicError",
     "PublicIdentification",
     "PublicMoney",
     "PublicPhoto",
     "PublicPrice",
+    "draft_strategy",
     "error_body",
     "error_schema",
     "item_from_uploads",
@@ -47,6 +59,7 @@ ERRORS: dict[str, tuple[int, str]] = {
     "too_many_photos": (400, "An item has at most 12 photos."),
     "bad_roles": (400, "'roles' must be one role per photo, separated by commas: whole, tag, "
                        "label, detail or flaw (or empty where unknown)."),
+    "bad_draft": (400, "'draft' must be quick, market or patient."),
     "unreadable_image": (400, "The upload is not a JPEG, PNG, WebP, HEIC or AVIF photo we "
                               "can read."),
     "method_not_allowed": (405, "Only POST is allowed here."),
@@ -135,6 +148,22 @@ def error_body(code: str) -> tuple[int, dict[str, object]]:
     return status, PublicError(error=PublicErrorDetail(code=code, message=message)).model_dump()
 
 
+class PublicDraft(BaseModel):
+    """A listing draft of the item (docs/listing.md)."""
+
+    title: str = Field(description="At most 80 characters, only words the evidence supports.")
+    category_id: str | None = Field(description="eBay's leaf category, when one was chosen.")
+    category_name: str | None
+    item_specifics: dict[str, list[str]]
+    condition: Condition
+    condition_id: str | None = Field(description="eBay's condition id.")
+    condition_description: str
+    price: PublicMoney | None = Field(description="The asking price; null without an estimate.")
+    price_strategy: PriceStrategy
+    description: str = Field(description="Simple HTML: p, ul, li and b only, every text escaped.")
+    problems: list[str] = Field(description="What to settle before posting.")
+
+
 class PublicAnalysis(BaseModel):
     """The response to an uploaded photo."""
 
@@ -146,6 +175,8 @@ class PublicAnalysis(BaseModel):
                     "a photo that could not be read is missing (see warnings).")
     failed_experts: list[str] = Field(
         description="Experts that failed for this photo; their errors stay in the server's log.")
+    draft: PublicDraft | None = Field(
+        default=None, description="The listing draft, when the request asked for one ('draft').")
 
 
 def _link(url: str | None) -> str | None:
@@ -160,8 +191,34 @@ def _amount(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-def public_analysis(analysis: Analysis) -> PublicAnalysis:
-    """The client's view of ``analysis``: no server paths, no copy of the upload."""
+def public_draft(draft: ListingDraft) -> PublicDraft:
+    """The client's view of a listing draft: its photos (server paths) left out."""
+    amount = draft.price.amount
+    return PublicDraft(
+        title=draft.title, category_id=draft.category.category_id,
+        category_name=draft.category.name,
+        item_specifics={a.name: list(a.values) for a in draft.aspects},
+        condition=draft.condition, condition_id=draft.condition_id,
+        condition_description=draft.condition_description,
+        price=None if amount is None else PublicMoney(amount=str(amount.amount),
+                                                      currency=amount.currency),
+        price_strategy=draft.price.strategy, description=draft.description,
+        problems=list(draft.problems))
+
+
+def draft_strategy(value: str | None) -> str | None:
+    """The request's ``draft`` field: None (no draft) or a price strategy;
+    raises ValueError("bad_draft") for anything else."""
+    if not value:
+        return None
+    if value not in {s.value for s in PriceStrategy}:
+        raise ValueError("bad_draft")
+    return value
+
+
+def public_analysis(analysis: Analysis, draft: ListingDraft | None = None) -> PublicAnalysis:
+    """The client's view of ``analysis`` (and of its ``draft``): no server
+    paths, no copy of the upload."""
     ident = analysis.identification
     price = analysis.price
     return PublicAnalysis(
@@ -202,6 +259,7 @@ def public_analysis(analysis: Analysis) -> PublicAnalysis:
         photos=[PublicPhoto(index=p.index, role=p.role, role_score=p.role_score)
                 for p in analysis.photos],
         failed_experts=sorted(analysis.failed_experts),
+        draft=None if draft is None else public_draft(draft),
     )
 
 

@@ -78,7 +78,8 @@ def test_the_answer_has_no_server_paths_and_no_copy_of_the_upload(
     assert response.status_code == 200
     body = response.json()
     PublicAnalysis.model_validate(body)  # the shape the FastAPI example documents
-    assert set(body) == {"identification", "price", "comps", "photos", "failed_experts"}
+    assert set(body) == {"identification", "price", "comps", "photos", "failed_experts",
+                         "draft"}
     assert body["identification"]["brand"] == "Northwind"
     assert body["comps"], "the catalog serves comps"
     assert set(body["comps"][0]) == {"marketplace", "listing_id", "title", "price", "condition",
@@ -191,3 +192,15 @@ def test_several_photos_of_one_item_with_their_roles(client: Client) -> None:
     response = client.post(URL, {"image": [upload(jpeg(), f"{i}.jpg") for i in range(13)]})
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "too_many_photos"
+
+
+def test_a_listing_draft_comes_back_when_asked(client: Client,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EBAY_CLIENT_ID", raising=False)  # offline: a generic list of specifics
+    assert client.post(URL, {"image": upload(jpeg())}).json()["draft"] is None
+    response = client.post(URL, {"image": upload(jpeg()), "draft": "patient"})
+    assert response.status_code == 200, response.content
+    draft = response.json()["draft"]
+    assert draft["title"] == "Acme" and draft["price_strategy"] == "patient"
+    response = client.post(URL, {"image": upload(jpeg()), "draft": "cheap"})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "bad_draft"

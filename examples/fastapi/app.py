@@ -35,6 +35,7 @@ from public_analysis import (
     ERRORS,
     PublicAnalysis,
     PublicError,
+    draft_strategy,
     error_body,
     item_from_uploads,
     public_analysis,
@@ -158,8 +159,9 @@ def get_engine(request: Request) -> Engine:
 
 
 @app.post("/analyze", response_model=PublicAnalysis,
-          responses=_documented("no_image", "too_many_photos", "bad_roles", "unreadable_image",
-                                "too_large", "invalid_request", "unavailable"))
+          responses=_documented("no_image", "too_many_photos", "bad_roles", "bad_draft",
+                                "unreadable_image", "too_large", "invalid_request",
+                                "unavailable"))
 async def analyze(
     image: Annotated[list[UploadFile], File(
         description="a JPEG, PNG, WebP, HEIC or AVIF photo of the item; repeat the field for "
@@ -168,6 +170,9 @@ async def analyze(
     roles: Annotated[str | None, Form(
         description="one role per photo, comma-separated: whole, tag, label, detail, flaw "
                     "(empty where unknown: restyle finds it)")] = None,
+    draft: Annotated[str | None, Form(
+        description="also make a listing draft, priced quick, market or patient "
+                    "(docs/listing.md)")] = None,
 ) -> PublicAnalysis:
     photos: list[bytes] = []
     for upload in image:
@@ -180,13 +185,16 @@ async def analyze(
         photos.append(data)
     try:
         item = item_from_uploads(photos, roles)
+        strategy = draft_strategy(draft)
     except ValueError as exc:
         raise ApiError(str(exc)) from None
     try:
         analysis = await run_in_threadpool(engine.analyze, item)
+        listing = None if strategy is None else await run_in_threadpool(
+            lambda: engine.draft(analysis, price=strategy))
     except ImageError as exc:
         raise ApiError("unreadable_image") from exc
     except RestyleError as exc:
         logger.exception("analysis failed")
         raise ApiError("unavailable") from exc
-    return public_analysis(analysis)
+    return public_analysis(analysis, listing)

@@ -71,7 +71,8 @@ def test_the_answer_has_no_server_paths_and_no_copy_of_the_upload(
     response = catalog_client.post("/analyze", files={"image": ("item.jpg", photo, "image/jpeg")})
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"identification", "price", "comps", "photos", "failed_experts"}
+    assert set(body) == {"identification", "price", "comps", "photos", "failed_experts",
+                         "draft"}
     assert body["photos"] == [{"index": 0, "role": "whole", "role_score": None}]
     assert body["identification"]["brand"] == "Northwind"
     assert set(body["price"]) >= {"status", "currency", "estimate", "low", "high", "comps_used"}
@@ -247,3 +248,18 @@ def test_several_photos_of_one_item_with_their_roles(client: TestClient) -> None
     response = client.post("/analyze", files=many)
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "too_many_photos"
+
+
+def test_a_listing_draft_comes_back_when_asked(client: TestClient,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EBAY_CLIENT_ID", raising=False)  # offline: a generic list of specifics
+    files = {"image": ("item.jpg", jpeg(), "image/jpeg")}
+    assert client.post("/analyze", files=files).json()["draft"] is None
+    response = client.post("/analyze", files=files, data={"draft": "quick"})
+    assert response.status_code == 200, response.text
+    draft = response.json()["draft"]
+    assert draft["title"] == "Acme" and draft["item_specifics"]["Brand"] == ["Acme"]
+    assert draft["price_strategy"] == "quick" and draft["price"] is None
+    assert any("offline" in p for p in draft["problems"])
+    response = client.post("/analyze", files=files, data={"draft": "cheap"})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "bad_draft"

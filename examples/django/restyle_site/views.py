@@ -28,7 +28,7 @@ from restyle import Engine, ImageError, RestyleError
 
 # The response schemas are shared with the FastAPI example: examples/public_analysis.py.
 sys.path.append(str(Path(__file__).resolve().parents[2]))
-from public_analysis import error_body, item_from_uploads, public_analysis
+from public_analysis import draft_strategy, error_body, item_from_uploads, public_analysis
 
 logger = logging.getLogger(__name__)
 
@@ -89,13 +89,15 @@ class AIImageSearchView(View):
             photos.append(data)
         try:
             item = item_from_uploads(photos, request.POST.get("roles"))
+            strategy = draft_strategy(request.POST.get("draft"))
         except ValueError as exc:
             return error(str(exc))
         try:
             analysis = get_engine().analyze(item)
+            listing = None if strategy is None else get_engine().draft(analysis, price=strategy)
         except ImageError:
             return error("unreadable_image")
         except RestyleError:
             logger.exception("analysis failed")
             return error("unavailable")
-        return JsonResponse(public_analysis(analysis).model_dump(mode="json"))
+        return JsonResponse(public_analysis(analysis, listing).model_dump(mode="json"))
