@@ -4,8 +4,7 @@ condition, price, description (as text, never as live HTML) and problems."""
 from __future__ import annotations
 
 from html import escape
-
-from restyle._listing.values import ListingDraft
+from typing import Any
 
 __all__ = ["draft_html"]
 
@@ -14,9 +13,11 @@ def _row(name: str, value: str) -> str:
     return f"<tr><th style='text-align:left'>{escape(name)}</th><td>{value}</td></tr>"
 
 
-def draft_html(draft: ListingDraft) -> str:
-    """The draft as an HTML fragment; every text escaped, the photos as their
-    own small thumbnails (no image is fetched)."""
+def draft_html(draft: Any) -> str:
+    """A :class:`~restyle._listing.values.ListingDraft` as an HTML fragment;
+    every text escaped, the photos as their own small thumbnails (no image is
+    fetched). It takes the draft untyped: the draft imports this module when
+    asked to render, and no import circle is allowed."""
     thumbs = "".join(
         f"<img src='{escape(p.thumbnail)}' alt='photo {p.index + 1}' "
         "style='max-height:64px;margin-right:4px'>"
