@@ -71,7 +71,7 @@ def test_analysis_comes_back_as_json(client: Client) -> None:
 def test_the_answer_has_no_server_paths_and_no_copy_of_the_upload(
     catalog_client: Client, tmp_path: Path
 ) -> None:
-    from public_analysis import PublicAnalysis  # importable once the view is
+    from restyle.serve.schema import PublicAnalysis
 
     photo = (EXAMPLES / "photo.jpg").read_bytes()
     response = catalog_client.post(URL, {"image": upload(photo)})

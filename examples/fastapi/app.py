@@ -12,27 +12,24 @@ before its body is read, and the body is never read past the limit.
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from restyle import Engine, ImageError, RestyleError
 
-# The response schemas are shared with the Django example: examples/public_analysis.py.
-sys.path.append(str(Path(__file__).resolve().parent.parent))
-from public_analysis import (
+# The response schema, shared with the Django example and restyle serve, and
+# the upload limit, shared with restyle serve: pip install 'restyle[serve]'.
+from restyle.serve.schema import (
     ERRORS,
+    FORM_BYTES,
     PublicAnalysis,
     PublicError,
     draft_strategy,
@@ -40,15 +37,14 @@ from public_analysis import (
     item_from_uploads,
     public_analysis,
 )
+from restyle.serve.uploads import UploadLimit
 
 logger = logging.getLogger(__name__)
 
 #: Largest photo accepted, in bytes.
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 #: An item's photos together: at most this many times :data:`MAX_UPLOAD_BYTES`.
-ITEM_PHOTOS_BYTES = 3
-#: What a request body may hold besides the photo: the multipart form around it.
-FORM_BYTES = 64 * 1024
+ITEM_PHOTOS = 3
 
 
 class ApiError(Exception):
@@ -57,47 +53,6 @@ class ApiError(Exception):
     def __init__(self, code: str) -> None:
         super().__init__(code)
         self.code = code
-
-
-class UploadLimit:
-    """Refuses a request body over the photo's limit and its form: at once
-    from its Content-Length, before a byte of it is read, and otherwise as
-    soon as the bytes received pass the limit (a chunked upload), reading no
-    further."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = ITEM_PHOTOS_BYTES * MAX_UPLOAD_BYTES + FORM_BYTES
-        declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > limit:
-            await _send_error(send, "too_large")
-            return
-        received = 0
-
-        async def limited() -> Message:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > limit:
-                # FastAPI passes an HTTPException raised while it reads the form.
-                raise HTTPException(status_code=413, detail="too_large")
-            return message
-
-        await self.app(scope, limited, send)
-
-
-async def _send_error(send: Send, code: str) -> None:
-    status, body = error_body(code)
-    data = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
-                            (b"content-length", str(len(data)).encode())]})
-    await send({"type": "http.response.body", "body": data})
 
 
 @asynccontextmanager
@@ -110,10 +65,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 app = FastAPI(title="restyle", lifespan=lifespan)
-app.add_middleware(UploadLimit)
+# The photos and their form, the limit read at each request.
+app.add_middleware(UploadLimit, limit=lambda: ITEM_PHOTOS * MAX_UPLOAD_BYTES + FORM_BYTES)
 
-# Starlette's own errors (404, 405, 413 above) by the status they carry.
-_BY_STATUS = {status: code for code, (status, _) in ERRORS.items() if code != "no_image"}
+# Starlette's own errors (405, 413 above, 422) by the status they carry.
+_BY_STATUS = {status: code for code, (status, _) in ERRORS.items()
+              if code in ("method_not_allowed", "too_large", "invalid_request")}
 
 
 def _answer(code: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -180,7 +137,7 @@ async def analyze(
         if not data:
             raise ApiError("no_image")
         if len(data) > MAX_UPLOAD_BYTES or (
-                sum(map(len, photos)) + len(data) > ITEM_PHOTOS_BYTES * MAX_UPLOAD_BYTES):
+                sum(map(len, photos)) + len(data) > ITEM_PHOTOS * MAX_UPLOAD_BYTES):
             raise ApiError("too_large")
         photos.append(data)
     try:

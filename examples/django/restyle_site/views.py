@@ -13,9 +13,7 @@ text, which goes to the log instead. The answer has the shape of
 from __future__ import annotations
 
 import logging
-import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -26,9 +24,8 @@ from django.views.decorators.csrf import csrf_exempt
 
 from restyle import Engine, ImageError, RestyleError
 
-# The response schemas are shared with the FastAPI example: examples/public_analysis.py.
-sys.path.append(str(Path(__file__).resolve().parents[2]))
-from public_analysis import draft_strategy, error_body, item_from_uploads, public_analysis
+# The response schema, shared with the FastAPI example and restyle serve.
+from restyle.serve.schema import draft_strategy, error_body, item_from_uploads, public_analysis
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +53,7 @@ ITEM_PHOTOS = 3
 
 
 def error(code: str, **headers: str) -> JsonResponse:
-    """The answer of the error ``code`` (examples/public_analysis.py's ERRORS)."""
+    """The answer of the error ``code`` (restyle.serve.schema's ERRORS)."""
     status, body = error_body(code)
     response = JsonResponse(body, status=status)
     for name, value in headers.items():
