@@ -503,3 +503,25 @@ def test_an_item_is_sent_as_several_photos_within_a_byte_budget(provider: Provid
     reports = json.loads(text.split("<expert_data>")[1].split("</expert_data>")[0])
     assert {r["photo"] for r in reports} == {1, 2, 3}
     assert len(reports) == 3 * len(ITEM_OPINIONS)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS, ids=lambda p: p.name)
+def test_a_model_writes_a_listing_description_under_its_schema(provider: Provider) -> None:
+    written = {"paragraphs": ["A blue jacket in good condition."], "highlights": ["blue"]}
+    facts = {"title": "Northwind jacket blue", "item_specifics": {"Colour": ["Blue"]},
+             "condition": "Used", "flaws": "", "rules": "Use only these facts."}
+    with FakeServer(provider.json(written), provider.text("not json")) as server:
+        synthesizer = provider.make(server.base_url)
+        assert synthesizer.write_description(facts) == written
+        with pytest.raises(SynthesizerError, match="not valid JSON"):
+            synthesizer.write_description(facts)
+    body = server.requests[0].json()
+    if provider is GEMINI:
+        schema = body["generationConfig"]["responseSchema"]
+        prompt = json.dumps(body["contents"])
+    else:
+        schema = body["response_format"]["json_schema"]["schema"]
+        assert body["response_format"]["json_schema"]["name"] == "description"
+        prompt = json.dumps(body["messages"])
+    assert set(schema["properties"]) == {"paragraphs", "highlights"}
+    assert "Northwind jacket blue" in prompt and "<expert_data>" in prompt

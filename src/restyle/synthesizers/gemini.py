@@ -14,7 +14,6 @@ from restyle.synthesizers._llm import (
     LLMSynthesizer,
     ModelOptions,
     Request,
-    answer_schema,
     is_timeout,
 )
 
@@ -114,7 +113,7 @@ class GeminiSynthesizer(LLMSynthesizer):
         config = types.GenerateContentConfig(
             system_instruction=request.system,
             response_mime_type="application/json",
-            response_schema=answer_schema("openapi"),
+            response_schema=request.schema("openapi"),
             temperature=self.temperature,
             max_output_tokens=self.max_output_tokens,
             candidate_count=1,

@@ -89,7 +89,7 @@ class OpenAICompatibleSynthesizer(LLMSynthesizer):
             api_key=key, base_url=base_url, timeout=self.timeout, max_retries=self.retries
         )
 
-    def _format(self) -> dict[str, Any]:
+    def _format(self, request: Request) -> dict[str, Any]:
         with self._format_lock:
             use_schema = self.response_format == "json_schema" or (
                 self.response_format == "auto" and not self._schema_unsupported
@@ -98,9 +98,9 @@ class OpenAICompatibleSynthesizer(LLMSynthesizer):
             return {
                 "type": "json_schema",
                 "json_schema": {
-                    "name": "identification",
+                    "name": request.answer,
                     "strict": True,
-                    "schema": _llm.answer_schema("json-schema"),
+                    "schema": request.schema("json-schema"),
                 },
             }
         return {"type": "json_object"}
@@ -129,7 +129,7 @@ class OpenAICompatibleSynthesizer(LLMSynthesizer):
         # Errors are raised after the except blocks so that the SDK's exception
         # (whose text may quote the key) is not kept as their __context__.
         while True:
-            response_format = self._format()
+            response_format = self._format(request)
             failure = None
             downgrade = False
             try:
