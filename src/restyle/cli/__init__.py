@@ -29,6 +29,7 @@ from restyle.cli.evaluate import backtest_command, replay_command
 from restyle.cli.logs import logs_command
 from restyle.cli.model import model_command
 from restyle.cli.plugins import plugins_command
+from restyle.cli.serve import serve_command
 
 __all__ = ["main"]
 
@@ -90,6 +91,8 @@ def _run(args: argparse.Namespace) -> int:
         return model_command(args)
     if args.command == "logs":
         return logs_command(args)
+    if args.command == "serve":
+        return serve_command(args)
     raise AssertionError(args)  # pragma: no cover - argparse enforces the commands
 
 

@@ -12,6 +12,7 @@ from typing import TypeAlias
 from restyle import _settings
 from restyle._version import __version__
 from restyle.cli.draft import add_draft_command
+from restyle.cli.serve import add_serve_command
 
 __all__ = ["command_parser", "ray_values_attached"]
 
@@ -37,6 +38,7 @@ def command_parser() -> argparse.ArgumentParser:
     _model_command(sub)
     _evaluation_commands(sub, common)
     _logs_command(sub)
+    add_serve_command(sub, common)
     return parser
 
 
