@@ -21,10 +21,10 @@ from restyle import _settings
 from restyle._errors import EncoderError
 from restyle._input.imaging import encoder_input
 from restyle._plugin.components import Encoder
+from restyle.encoders.openclip.load import create_model
 from restyle.encoders.openclip.pixels import _Pixels, _preparers
 from restyle.encoders.openclip.sources import _model_source
 from restyle.encoders.openclip.spec import (
-    _OPEN_CLIP_PRECISION,
     _PRECISIONS,
     ModelSpec,
     cpu_has_bf16,
@@ -77,6 +77,8 @@ class OpenClipEncoder(Encoder):
             raise EncoderError(
                 f"precision must be one of {sorted(_PRECISIONS)}, got {self._precision!r}"
             )
+        if self._precision == "int8" and self._device not in (None, "cpu"):
+            raise EncoderError(f"precision int8 runs on the CPU only, not on {self._device!r}")
         self._offline = offline
         self._cache_dir = str(cache_dir) if cache_dir is not None else None
         if batch_size < 1:
@@ -95,6 +97,11 @@ class OpenClipEncoder(Encoder):
 
     @property
     def model_id(self) -> str:
+        """The id recorded with every vector: the model's, and for the int8
+        path ``int8:`` before it (its vectors are near fp32's but not the same:
+        a catalog built at one is not searched with the other's unnoticed)."""
+        if self.precision == "int8":
+            return f"int8:{self.spec.model_id}"
         return self.spec.model_id
 
     @property
@@ -103,7 +110,7 @@ class OpenClipEncoder(Encoder):
 
     @property
     def device(self) -> str:
-        return select_device(self._device)
+        return "cpu" if self._precision == "int8" else select_device(self._device)
 
     @property
     def precision(self) -> str:
@@ -159,14 +166,10 @@ class OpenClipEncoder(Encoder):
             "loading open_clip model %s on %s (%s)", spec.model_id, self.device, self.precision
         )
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                source.model_name,
-                pretrained=source.pretrained,
-                device=self.device,
-                precision=_OPEN_CLIP_PRECISION[self.precision],
-                cache_dir=self._cache_dir,
-                **source.preprocess,
-            )
+            model, preprocess = create_model(
+                source.model_name, source.pretrained, device=self.device,
+                precision=self.precision, cache_dir=self._cache_dir,
+                preprocess=source.preprocess)
             tokenizer = open_clip.get_tokenizer(source.model_name, cache_dir=self._cache_dir)
         except Exception as exc:  # open_clip raises many kinds; users need one
             raise EncoderError(
@@ -174,7 +177,6 @@ class OpenClipEncoder(Encoder):
                 "If this machine is offline, run once with network access to cache the "
                 "weights, or pass a local model ('local-dir:/path' or weights=PATH)"
             ) from exc
-        model.eval()
         with torch.inference_mode():
             dim = int(model.encode_text(tokenizer(["a"]).to(self.device)).shape[-1])
         return _Loaded(model=model, preprocess=preprocess, tokenizer=tokenizer, dim=dim,

@@ -15,10 +15,12 @@ from restyle._errors import EncoderError
 
 __all__ = ["ModelSpec", "cpu_has_bf16", "parse_model_spec", "select_device"]
 
-_PRECISIONS = {"fp32", "fp16", "bf16"}
+_PRECISIONS = {"fp32", "fp16", "bf16", "int8"}
 # Low precision casts the whole model (open_clip's "pure_*"): its default
 # mixed mode keeps fp32 islands that cost more in conversions than they save.
-_OPEN_CLIP_PRECISION = {"fp32": "fp32", "fp16": "pure_fp16", "bf16": "pure_bf16"}
+# int8 is made from the fp32 model (see ``quantize``).
+_OPEN_CLIP_PRECISION = {"fp32": "fp32", "fp16": "pure_fp16", "bf16": "pure_bf16",
+                        "int8": "fp32"}
 
 
 @dataclass(frozen=True, slots=True)
