@@ -17,11 +17,12 @@ from typing import Any, Literal, overload
 import numpy as np
 
 from restyle import _settings
-from restyle._errors import ConfigurationError, EncoderError, PluginError, RestyleError
+from restyle._engine.drafting import DraftTaxonomies
+from restyle._errors import ConfigurationError, PluginError, RestyleError
 from restyle._input.fetching import Fetcher
 from restyle._input.imaging import ImageInput, Photo
-from restyle._input.item import Item, as_item, load_item
-from restyle._listing import DRAFT_DEADLINE, ListingDraft, Taxonomy, make_draft
+from restyle._input.item import Item, as_item
+from restyle._listing import ListingDraft, Taxonomy, make_draft
 from restyle._options import (
     check_count,
     check_identification,
@@ -40,7 +41,6 @@ from restyle._options import (
     renamed,
     resolve_component,
 )
-from restyle._pipeline import budget as _budget
 from restyle._pipeline.batching import BATCH_PHOTOS, Batches
 from restyle._pipeline.budget import CALL_LIMIT, Budget, CallLimit
 from restyle._pipeline.identify import IdentifyResult, examine, synthesize
@@ -52,7 +52,7 @@ from restyle._pipeline.pricing import (
     estimate_price,
 )
 from restyle._pipeline.rerank import Reranker, RerankResult
-from restyle._pipeline.roles import find_roles, warm_up_roles
+from restyle._pipeline.roles import prepare_item, warm_up_roles, whole_item_vectors
 from restyle._pipeline.search import SearchResult, search_marketplaces
 from restyle._pipeline.trace import Trace, write_recording
 from restyle._plugin.components import (
@@ -65,7 +65,6 @@ from restyle._plugin.components import (
     activate,
     deactivate,
 )
-from restyle._plugin.contracts import check_vectors
 from restyle._plugin.registry import PluginRegistry
 from restyle._progress import progress_bar
 from restyle._ray.executor import Executor, RayExecutor, analyze_on_ray
@@ -78,7 +77,7 @@ from restyle._store.catalog import (
     ListingLimits,
 )
 from restyle._store.holdout import HeldOutCatalog, catalog_ids
-from restyle._types import Analysis, Comp, Identification, Opinion, PhotoRole
+from restyle._types import Analysis, Comp, Identification, Opinion
 
 # The store sits below Ray and takes an executor by what it does: the name
 # "ray" of Catalog.build(executor="ray") is given it here, above both.
@@ -152,21 +151,14 @@ class Engine:
             "half_life_days", half_life_days, DEFAULT_HALF_LIFE_DAYS,
             "price_half_life_days", price_half_life_days))
         check_parts(plugins=plugins, fetcher=fetcher, reranker=reranker)
-        if catalog is not None and not isinstance(catalog, (str, os.PathLike, Catalog)):
-            raise ConfigurationError(
-                f"catalog must be a restyle.Catalog or its directory path, got {catalog!r}")
         self.registry = PluginRegistry(
             plugins=plugins, load_entrypoints=load_entrypoints, strict=strict_plugins
         )
         self.reranker = reranker or Reranker(fetcher=fetcher or Fetcher())
-        # The catalog: an open Catalog (what ``engine.catalog`` gives), or its folder.
-        self._catalog: Catalog | None = None
-        if isinstance(catalog, Catalog):
-            self._catalog, self.catalog_dir = catalog, catalog.directory
-        else:
-            self.catalog_dir = Path(catalog).expanduser() if catalog else _settings.catalog_dir()
+        self._catalog, self.catalog_dir = _catalog_argument(catalog)
         self._catalog_lock = threading.Lock()
         self._calls = CallLimit()
+        self._drafts = DraftTaxonomies()
         self._resolve_components(encoder=encoder, model=model, experts=experts,
                                  synthesizer=synthesizer, marketplaces=marketplaces)
         if self._catalog is not None and self._catalog.model_id != self.encoder.model_id:
@@ -337,38 +329,14 @@ class Engine:
 
     def _load_item(self, image: ImageInput | Photo | Item, budget: Budget,
                    problems: list[str] | None = None) -> list[Photo]:
-        """The item's photos read and decoded through the input gate by the end
-        of the experts' stage (reading is part of the analysis), each with its
-        role: the photos that show the item whole first. A photo that could
-        not be read is told in ``problems`` (the item fails only when none can)."""
-        loaded = load_item(as_item(image), deadline=budget.stage("experts").end)
+        """The item's photos, read by the end of the experts' stage, with their
+        roles, the whole-item ones first (see :func:`prepare_item`); a photo
+        that could not be read is told in ``problems``."""
+        photos, unread = prepare_item(as_item(image), encoder=self.encoder,
+                                      deadline=budget.stage("experts").end)
         if problems is not None:
-            problems.extend(loaded.problems)
-        photos = list(loaded.photos)
-        vectors: list[np.ndarray | None] = [None] * len(photos)
-        if len(photos) > 1 and any(p.role is None for p in photos):
-            vectors = self._item_vectors(photos, budget.stage("experts").end)
-        placed = find_roles(photos, vectors, self.encoder)
-        return ([p for p in placed if p.role is PhotoRole.WHOLE]
-                + [p for p in placed if p.role is not PhotoRole.WHOLE])
-
-    def _item_vectors(self, photos: Sequence[Photo], deadline: float) -> list[np.ndarray | None]:
-        """The photos' vectors, those not kept yet encoded in one batch (and
-        kept on the photos); None for each when the batch fails."""
-        encoder = self.encoder
-        missing = [p for p in photos if p.vector(encoder.model_id) is None]
-        if missing:
-            try:
-                rows = _budget.call(
-                    encoder, f"encoder {encoder.name}", encoder.encode_images,
-                    [p.image for p in missing], deadline=deadline,
-                    check=partial(check_vectors, encoder, count=len(missing)))
-            except Exception as exc:
-                logger.info("the item's photos were not encoded together: %s", describe(exc))
-                return [p.vector(encoder.model_id) for p in photos]
-            for photo, row in zip(missing, rows, strict=True):
-                photo.keep_vector(encoder.model_id, row)
-        return [p.vector(encoder.model_id) for p in photos]
+            problems.extend(unread)
+        return photos
 
     def _experts_deadline(self, budget: Budget) -> float:
         return budget.stage("experts", cap=self.identify_budget).end
@@ -458,25 +426,6 @@ class Engine:
                                               budget)
             return list(reranked.comps)
 
-    def _photo_embedding(self, photo: Photo, deadline: float) -> np.ndarray:
-        encoder = self.encoder
-        known = photo.vector(encoder.model_id)
-        if known is not None:  # the experts needed it too: no call to wait for
-            return known
-        label = f"encoder {encoder.name}"
-        try:
-            vector: np.ndarray = _budget.call(encoder, label, encoder.photo_vector, photo,
-                                              deadline=deadline)
-        except (_budget.Overdue, _budget.ComponentBusy) as exc:
-            raise EncoderError(f"the photo could not be encoded: {exc}") from None
-        except RestyleError:
-            raise
-        except Exception as exc:
-            raise EncoderError(
-                f"{label} could not encode the photo: {describe(exc)}"
-            ) from (None if exposes_secret(exc) else exc)
-        return vector
-
     def _find_comps(
         self, photos: Sequence[Photo], identification: Identification, budget: Budget,
         hidden: frozenset[str] = frozenset(),
@@ -485,14 +434,9 @@ class Engine:
         none does), by their vectors' normalised mean; re-rank each comp by its
         best match among them. Returns their vectors, one row each."""
         search_deadline = budget.stage("search").end
-        whole = [p for p in photos if p.role is PhotoRole.WHOLE] or list(photos)
-        rows = np.stack([self._photo_embedding(p, search_deadline) for p in whole])
-        embedding = rows[0]
-        if len(rows) > 1:
-            mean = rows.mean(axis=0)
-            embedding = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+        whole, rows, embedding = whole_item_vectors(photos, self.encoder, search_deadline)
         search = search_marketplaces(
-            self.marketplaces, whole[0], identification, embedding=embedding,
+            self.marketplaces, whole, identification, embedding=embedding,
             model_id=self.encoder.model_id, wanted=self.comps_wanted, limit=self.max_comps,
             deadline=search_deadline, exclude=hidden,
         )
@@ -544,17 +488,14 @@ class Engine:
             identified = self._identify(photos, budget)
             search, reranked, embedding = self._find_comps(
                 photos, identified.identification, budget, hidden)
-            price = estimate_price(reranked.comps, minimum_comps=self.minimum_comps,
-                                   half_life_days=self.half_life_days, now=moment)
             analysis = Analysis(
                 photo=photos[0].info(),
                 photos=tuple(p.info(thumbnail_side=STRIP_SIDE)
                              for p in sorted(photos, key=lambda p: p.index)),
-                opinions=identified.opinions,
-                identification=identified.identification,
-                query=search.query,
-                comps=reranked.comps,
-                price=price,
+                opinions=identified.opinions, identification=identified.identification,
+                query=search.query, comps=reranked.comps,
+                price=estimate_price(reranked.comps, minimum_comps=self.minimum_comps,
+                                     half_life_days=self.half_life_days, now=moment),
                 model_id=self.encoder.model_id,
                 warnings=(*problems, *search.warnings, *reranked.warnings),
                 elapsed=round(time.monotonic() - budget.start, 4),
@@ -592,7 +533,8 @@ class Engine:
         # catalog directory this Engine resolved (from the environment, or
         # relative to here).
         arguments = {**self._arguments, "catalog": str(self.catalog_dir.absolute())}
-        items = images if isinstance(images, Sequence) else list(images)
+        # Items of several photos travel as they are: each actor's Engine reads them.
+        items: Sequence[Any] = images if isinstance(images, Sequence) else list(images)
         return analyze_on_ray(partial(Engine, **arguments), items, deadline=deadline,
                               executor=executor, batch_photos=BATCH_PHOTOS)
 
@@ -683,27 +625,23 @@ class Engine:
         (:data:`~restyle._listing.DRAFT_DEADLINE` or the Engine's, the
         shorter); what could not be decided is in ``problems``.
         """
-        from restyle.marketplaces.ebay import MARKETPLACE_CURRENCIES, EbayTaxonomy
-
-        marketplace = marketplace_id or _settings.env_str("EBAY_MARKETPLACE_ID") or "EBAY_US"
-        if marketplace not in MARKETPLACE_CURRENCIES:
-            raise ConfigurationError(f"unknown eBay marketplace id {marketplace!r}; use one of "
-                                     f"{', '.join(sorted(MARKETPLACE_CURRENCIES))}")
-        seconds = min(self.deadline, DRAFT_DEADLINE) if deadline is None else check_seconds(
-            "deadline", deadline)
-        if taxonomy is None and not offline and _settings.env_str("EBAY_CLIENT_ID") \
-                and _settings.env_str("EBAY_CLIENT_SECRET"):
-            # Kept, so that its cache of categories serves every draft of this Engine.
-            taxonomy = self.__dict__.setdefault("_draft_taxonomy", EbayTaxonomy())
-        writer = getattr(self.synthesizer, "write_description", None) if write else None
-        if write and not callable(writer):
-            name = self.synthesizer.name
-
-            def writer(facts: Any) -> Any:
-                raise ConfigurationError(f"the {name} synthesizer writes no descriptions")
-
+        chosen = self._drafts.settings(
+            synthesizer=self.synthesizer, engine_deadline=self.deadline,
+            marketplace_id=marketplace_id, taxonomy=taxonomy, offline=offline, write=write,
+            deadline=deadline)
         with self._running("draft"):
-            return make_draft(analysis, price=price, marketplace_id=marketplace,
-                              taxonomy=None if offline else taxonomy, condition=condition,
-                              currency=MARKETPLACE_CURRENCIES[marketplace], writer=writer,
-                              deadline=seconds)
+            return make_draft(analysis, price=price, marketplace_id=chosen.marketplace_id,
+                              taxonomy=chosen.taxonomy, condition=condition,
+                              currency=chosen.currency, writer=chosen.writer,
+                              deadline=chosen.seconds)
+
+
+def _catalog_argument(catalog: object) -> tuple[Catalog | None, Path]:
+    """``Engine(catalog=)``: an open Catalog (what ``engine.catalog`` gives) and
+    its folder, or a folder (the environment's when None)."""
+    if isinstance(catalog, Catalog):
+        return catalog, catalog.directory
+    if catalog is not None and not isinstance(catalog, (str, os.PathLike)):
+        raise ConfigurationError(
+            f"catalog must be a restyle.Catalog or its directory path, got {catalog!r}")
+    return None, Path(catalog).expanduser() if catalog else _settings.catalog_dir()

@@ -1,23 +1,30 @@
-"""Which photo of an item shows what: the whole item, the brand tag, the care
-label, a detail or a flaw, found from each photo's vector by the encoder's
-text tower (zero-shot, as the ``clip`` expert labels a photo), when the
-caller did not say. Roles the caller gave always win.
+"""An item's photos made ready for the stages: read through the gate, encoded
+together, and each told what it shows (the whole item, the brand tag, the
+care label, a detail or a flaw), found from its vector by the encoder's text
+tower (zero-shot, as the ``clip`` expert labels a photo) when the caller did
+not say. Roles the caller gave always win.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 
+from restyle._errors import EncoderError, RestyleError
 from restyle._input.imaging import Photo
+from restyle._input.item import Item, load_item
+from restyle._pipeline import budget as _budget
 from restyle._pipeline.prompts import prompt_vectors
 from restyle._plugin.components import Encoder
-from restyle._secrets import describe
+from restyle._plugin.contracts import check_vectors
+from restyle._secrets import describe, exposes_secret
 from restyle._types import PhotoRole
 
-__all__ = ["ROLE_PROMPTS", "find_roles", "role_prompts", "warm_up_roles"]
+__all__ = ["ROLE_PROMPTS", "find_roles", "prepare_item", "role_prompts", "warm_up_roles",
+           "whole_item_vectors"]
 
 logger = logging.getLogger("restyle")
 
@@ -117,3 +124,73 @@ def find_roles(photos: Sequence[Photo], vectors: Sequence[np.ndarray | None],
             placed[index] = chosen.placed(chosen.index, PhotoRole.WHOLE,
                                           round(found[[i for _, i in found].index(index)][0], 4))
     return placed
+
+
+def prepare_item(item: Item, *, encoder: Encoder, deadline: float
+                 ) -> tuple[list[Photo], tuple[str, ...]]:
+    """The item's photos read and decoded through the input gate by
+    ``deadline`` (reading is part of the analysis), each with its role, the
+    photos that show the item whole first; and why each photo that could not
+    be read could not (the item fails only when none can). The photos whose
+    roles must be found are encoded in one batch for it."""
+    loaded = load_item(item, deadline=deadline)
+    photos = list(loaded.photos)
+    vectors: list[np.ndarray | None] = [None] * len(photos)
+    if len(photos) > 1 and any(p.role is None for p in photos):
+        vectors = _vectors(photos, encoder, deadline)
+    placed = find_roles(photos, vectors, encoder)
+    return ([p for p in placed if p.role is PhotoRole.WHOLE]
+            + [p for p in placed if p.role is not PhotoRole.WHOLE]), loaded.problems
+
+
+def _vectors(photos: Sequence[Photo], encoder: Encoder, deadline: float
+             ) -> list[np.ndarray | None]:
+    """The photos' vectors, those not kept yet encoded in one batch (and kept
+    on the photos); None for each when the batch fails."""
+    missing = [p for p in photos if p.vector(encoder.model_id) is None]
+    if missing:
+        try:
+            rows = _budget.call(
+                encoder, f"encoder {encoder.name}", encoder.encode_images,
+                [p.image for p in missing], deadline=deadline,
+                check=partial(check_vectors, encoder, count=len(missing)))
+        except Exception as exc:
+            logger.info("the item's photos were not encoded together: %s", describe(exc))
+            return [p.vector(encoder.model_id) for p in photos]
+        for photo, row in zip(missing, rows, strict=True):
+            photo.keep_vector(encoder.model_id, row)
+    return [p.vector(encoder.model_id) for p in photos]
+
+
+def whole_item_vectors(photos: Sequence[Photo], encoder: Encoder, deadline: float
+                       ) -> tuple[Photo, np.ndarray, np.ndarray]:
+    """The first photo that shows the item whole, the vectors of all that do
+    (one row each; every photo's when none does) and the vector a search is
+    made with: theirs, or their normalised mean. Each vector is the one the
+    photo keeps, else computed by ``deadline`` (an EncoderError when it
+    cannot be)."""
+    whole = [p for p in photos if p.role is PhotoRole.WHOLE] or list(photos)
+    rows = np.stack([_photo_vector(p, encoder, deadline) for p in whole])
+    if len(rows) == 1:
+        return whole[0], rows, rows[0]
+    mean = rows.mean(axis=0)
+    return whole[0], rows, (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+
+
+def _photo_vector(photo: Photo, encoder: Encoder, deadline: float) -> np.ndarray:
+    known = photo.vector(encoder.model_id)
+    if known is not None:  # the experts needed it too: no call to wait for
+        return known
+    label = f"encoder {encoder.name}"
+    try:
+        vector: np.ndarray = _budget.call(encoder, label, encoder.photo_vector, photo,
+                                          deadline=deadline)
+    except (_budget.Overdue, _budget.ComponentBusy) as exc:
+        raise EncoderError(f"the photo could not be encoded: {exc}") from None
+    except RestyleError:
+        raise
+    except Exception as exc:
+        raise EncoderError(
+            f"{label} could not encode the photo: {describe(exc)}"
+        ) from (None if exposes_secret(exc) else exc)
+    return vector
