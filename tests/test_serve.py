@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,6 @@ pytest.importorskip("uvicorn")
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 TOKEN = "s3cret-token-of-the-test-0123456789"
-HOSTILE = '<img src=x onerror="document.title=\'pwned\'"> Acme jacket'
 
 #: A server: an Engine of fakes (its encoder slowed by ``delay`` seconds a
 #: call) behind create_app, on a socket bound here; the port goes to stdout.
@@ -54,9 +53,11 @@ class SlowEncoder(ColorEncoder):
     def warm_up(self):
         time.sleep(config.get("warm_up", 0))
 
-listings = [Listing(marketplace="shop", listing_id=f"l{i}", title=config["title"],
+titles = config["titles"]
+listings = [Listing(marketplace="shop", listing_id=f"l{i}", title=titles[i % len(titles)],
                     price=Money(amount=Decimal(20 + i), currency="USD"), sold=True,
-                    url=f"https://shop.example/l{i}", image_url=config.get("image_url"))
+                    url=f"https://shop.example/l{i}",
+                    image_url=config["image_url"] and config["image_url"].format(i=i))
             for i in range(4)]
 encoder = SlowEncoder()
 if config.get("batch"):
@@ -118,9 +119,9 @@ def _read_log(served: Served) -> None:
 
 
 def start(tmp_path: Path, *, delay: float = 0.0, warm_up: float = 0.0, batch: bool = False,
-          title: str = "Acme jacket", image_url: str | None = None, ready: bool = True,
-          **settings: Any) -> Served:
-    config = {"delay": delay, "warm_up": warm_up, "batch": batch, "title": title,
+          titles: Sequence[str] = ("Acme jacket",), image_url: str | None = None,
+          ready: bool = True, **settings: Any) -> Served:
+    config = {"delay": delay, "warm_up": warm_up, "batch": batch, "titles": list(titles),
               "image_url": image_url, "settings": settings}
     script = tmp_path / "launch_server.py"
     script.write_text(LAUNCHER)
