@@ -111,3 +111,23 @@ def test_a_terminal_ipython_is_not_a_kernel(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.delitem(sys.modules, "ipykernel")
     ipython.get_ipython = lambda: types.SimpleNamespace(kernel=object())  # type: ignore[attr-defined]
     assert not in_kernel()
+
+
+def test_the_command_lines_log_lines_are_written_above_any_bar(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    from tqdm import tqdm
+
+    from restyle.cli import _logging_to_stderr
+
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    with _logging_to_stderr(0):
+        bar = tqdm(total=10, file=sys.stderr, desc="Building", mininterval=0)
+        bar.update(3)
+        logging.getLogger("restyle").warning("a row was rejected")
+        bar.close()
+    text = err.getvalue()
+    before = text[: text.index("WARNING restyle: a row was rejected")]
+    assert "Building" in before and before.endswith("\r")  # the bar cleared first

@@ -19,6 +19,7 @@ from contextlib import contextmanager, suppress
 
 from restyle._errors import RestyleError
 from restyle._pipeline import budget as _budget
+from restyle._progress import BarSafeStream
 from restyle._secrets import HTTP_LOGGERS, RedactingFilter, protect_loggers, redact
 from restyle.cli.analyze import analyze_command
 from restyle.cli.arguments import command_parser, ray_values_attached
@@ -140,7 +141,8 @@ def _logging_to_stderr(verbosity: int) -> Iterator[None]:
     are shown only from -vvv on.
     """
     level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
-    handler = logging.StreamHandler(sys.stderr)
+    # Written around any progress bar (a catalog build's too): above it, never through it.
+    handler = logging.StreamHandler(BarSafeStream(sys.stderr))
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()
