@@ -381,3 +381,54 @@ def test_checkpoints_append_segments_and_save_unencoded_ids(tmp_path: Path) -> N
     assert len(again) == 1_410 and 1_410 in again
     np.testing.assert_array_equal(np.sort(again.ids()), ids)
     assert len(load_index(path, dim=24)) == 1_410  # without the vectors: counted
+
+
+def test_the_plan_for_ten_to_the_eight_quotes_the_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/scale.md's plan: each constant it names, and its training schedule,
+    are what the code has and does."""
+    import re
+
+    monkeypatch.undo()  # the real sizes, not this module's small ones
+
+    from restyle.cli.arguments import command_parser
+    from tests.conftest import ROOT
+
+    plan = (ROOT / "docs" / "scale.md").read_text().split("## A costed plan for 10^8")[1]
+    quoted = dict(re.findall(r"^\| [^|]+ \| ([\d,]+)[^|]* \| `([^`]+)` \|$", plan, re.M))
+    quoted = {name: int(value.replace(",", "")) for value, name in quoted.items()}
+    build = command_parser().parse_args(["catalog", "build", "listings.jsonl"])
+    code = {name: getattr(_shards, name) for name in quoted if hasattr(_shards, name)}
+    code["nlist_for(10**8)"] = _shards.nlist_for(10**8)
+    code["--checkpoint-every"] = build.checkpoint_every
+    assert quoted == code and len(quoted) >= 10
+
+    rows = re.findall(r"^\| ([\d,]+) \| ([\d,]+) \| ([\d,]+) \|$", plan, re.M)
+    schedule = [tuple(int(v.replace(",", "")) for v in row) for row in rows]
+    assert schedule == chooser.training_schedule(
+        10**8, checkpoint_every=build.checkpoint_every)
+
+
+def test_the_command_line_sets_the_checkpoint_size(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_model_spec: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from restyle._store import catalog as store
+    from restyle.cli import main
+    from tests.conftest import SAMPLE_LISTINGS
+
+    code = main(["catalog", "build", str(SAMPLE_LISTINGS), "--catalog", str(tmp_path / "a"),
+                 "--checkpoint-every", "0", "--no-plugins", "--model", tiny_model_spec])
+    assert code != 0 and "--checkpoint-every must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+    seen: list[int] = []
+    real = store.Catalog.build
+
+    def build(self: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs["checkpoint_every"])
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(store.Catalog, "build", build)
+    code = main(["catalog", "build", str(SAMPLE_LISTINGS), "--catalog", str(tmp_path / "b"),
+                 "--checkpoint-every", "5", "--no-plugins", "--model", tiny_model_spec])
+    assert code == 0, capsys.readouterr().err
+    assert seen == [5]
