@@ -106,7 +106,7 @@ def wait_ready(url: str, timeout: float = 60.0, headers: dict[str, str] | None =
         try:
             if requests.get(f"{url}/v1/ready", timeout=5).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
             pass
         time.sleep(0.1)
     raise AssertionError("the server never became ready")
