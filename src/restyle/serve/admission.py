@@ -18,7 +18,7 @@ import functools
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 __all__ = ["Admission", "Refused"]
 
@@ -68,9 +68,7 @@ class Admission:
         self.admit()
         self.waiting += 1
         try:
-            await asyncio.wait_for(self._slots.acquire(), max(0.0, ends - time.monotonic()))
-        except asyncio.TimeoutError:
-            raise Refused("timeout") from None
+            await self._acquire(max(0.0, ends - time.monotonic()))
         finally:
             self.waiting -= 1
         self.running += 1
@@ -82,6 +80,23 @@ class Admission:
                                           max(0.0, ends + SLACK - time.monotonic()))
         except asyncio.TimeoutError:
             raise Refused("timeout") from None
+
+    async def _acquire(self, timeout: float) -> None:
+        """A slot within ``timeout`` seconds, else Refused("timeout"); a slot
+        granted just as the wait ends (or is cancelled) is given back, never lost."""
+        acquiring = asyncio.ensure_future(self._slots.acquire())
+        try:
+            done, _ = await asyncio.wait({acquiring}, timeout=timeout)
+        except asyncio.CancelledError:
+            self._give_back(acquiring)
+            raise
+        if not done:
+            self._give_back(acquiring)
+            raise Refused("timeout")
+
+    def _give_back(self, acquiring: asyncio.Future[Any]) -> None:
+        if not acquiring.cancel():  # it had already got the slot
+            self._slots.release()
 
     def _release(self, _: object) -> None:
         self.running -= 1

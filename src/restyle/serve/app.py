@@ -96,9 +96,8 @@ def engine_components(engine: Engine) -> dict[str, Any]:
     """What ``GET /v1/plugins`` tells: the Engine's components by kind and name,
     the encoder's model, and how many plugins failed to load (their errors
     stay in the server's log)."""
-    encoder = getattr(engine.encoder, "inner", engine.encoder)
     return {
-        "encoder": {"name": encoder.name, "model_id": engine.encoder.model_id},
+        "encoder": {"name": engine.encoder.name, "model_id": engine.encoder.model_id},
         "experts": [e.name for e in engine.experts],
         "synthesizer": engine.synthesizer.name,
         "marketplaces": [m.name for m in engine.marketplaces],

@@ -10,6 +10,7 @@ it in as text only).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from importlib import resources
 
 from fastapi import FastAPI
@@ -38,7 +39,7 @@ def add_page(app: FastAPI) -> None:
                           include_in_schema=False)
 
 
-def _file_route(body: bytes, media_type: str):  # type: ignore[no-untyped-def]
+def _file_route(body: bytes, media_type: str) -> Callable[[], Awaitable[Response]]:
     async def page_file() -> Response:
         return Response(body, media_type=media_type, headers={
             "Content-Security-Policy": POLICY, "X-Content-Type-Options": "nosniff",
