@@ -102,3 +102,18 @@ def test_a_catalog_built_in_fp32_is_not_searched_with_int8_vectors(
                     load_entrypoints=False)
     with pytest.raises(Exception, match="int8:"):
         engine.catalog  # noqa: B018 - opening it checks the model
+
+
+def test_the_model_thread_gives_freed_memory_back_once_idle(
+        tiny_encoder: OpenClipEncoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from restyle.encoders.openclip import threads
+
+    trimmed = threading.Event()
+    monkeypatch.setattr(threads, "_TRIM_AFTER", 0.05)
+    monkeypatch.setattr(threads, "_give_back_free_memory", trimmed.set)
+    tiny_encoder.encode_images(_pictures())
+    # Within a run of batches nothing is trimmed; once idle, the heap is.
+    assert trimmed.wait(10)
+    assert threads._malloc_trim() is not None or not sys.platform.startswith("linux")

@@ -16,6 +16,7 @@ open_clip's own path.
 
 from __future__ import annotations
 
+import gc
 import logging
 from pathlib import Path
 from typing import Any
@@ -156,3 +157,4 @@ def _own_memory(model: Any) -> None:
     mapping (and the pages read from it) goes once nothing else holds it."""
     for tensor in (*model.parameters(), *model.buffers()):
         tensor.data = tensor.data.clone()
+    gc.collect()  # the modules replaced may sit in reference cycles holding the mapping

@@ -40,6 +40,12 @@ def quantize_int8(model: Any) -> Any:
             if (isinstance(attn, nn.MultiheadAttention) and not hasattr(block, "ln_1_kv")
                     and attn._qkv_same_embed_dim and attn.in_proj_weight is not None):
                 block.attn = _SelfAttention(attn)
+            for layer in block.modules():
+                if isinstance(layer, nn.Linear) and layer.bias is not None:
+                    # The int8 layer keeps the bias it is given: a copy of its
+                    # own, not a view that would keep a mapped file in memory.
+                    layer.bias = nn.Parameter(layer.bias.detach().clone(),
+                                              requires_grad=False)
             quantize_dynamic(block, {nn.Linear}, dtype=torch.qint8,  # type: ignore[no-untyped-call]
                              inplace=True)
             fc = getattr(getattr(block, "mlp", None), "c_fc", None)

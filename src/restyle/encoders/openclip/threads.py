@@ -3,6 +3,7 @@ that lets the interpreter's exit wait for it (see the package docstring)."""
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import queue
 import sys
@@ -112,8 +113,15 @@ class _ModelThread:
         return _wait(self.submit(fn, *args), what)
 
     def _work(self) -> None:
+        worked = False
         while True:
-            fn, future, threads = self._jobs.get()
+            try:
+                fn, future, threads = self._jobs.get(timeout=_TRIM_AFTER if worked else None)
+            except queue.Empty:  # idle for a while after some work
+                _give_back_free_memory()
+                worked = False
+                continue
+            worked = True
             if future.set_running_or_notify_cancel():
                 try:
                     with _TORCH_WORK.section():
@@ -121,6 +129,33 @@ class _ModelThread:
                         _settle(future, fn)
                 except EncoderError as exc:  # exiting: the job is not started
                     future.set_exception(exc)
+
+
+#: Seconds the model thread waits for more work before it gives the memory
+#: its last batch freed back to the system.
+_TRIM_AFTER = 0.5
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None where the C library has none."""
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+def _give_back_free_memory() -> None:
+    """Return the C heap's free pages to the system. A batch's activations
+    (tens to hundreds of MB) are freed into glibc's heaps, which keep them:
+    a warm Engine that once encoded a batch of comps would hold that much
+    more than its model for good (measured by bench/engine_memory.py). Done
+    only when the model thread has been idle a while: within a run of batches
+    the memory is used again at once."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _torch_threads() -> int | None:
