@@ -2,7 +2,7 @@
 Playwright, at a phone's width, against the real server (uvicorn in a
 subprocess): pick a photo, see the identification with its evidence, the
 comps with their thumbnails and the price, edit the draft and export it; a
-hostile listing title stays text.
+hostile listing title stays text; the token asked for when the service wants it.
 
 ``RESTYLE_SCREENSHOTS=DIR`` also saves the screenshot there (docs/images is
 where docs/serving.md shows it)."""
@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from restyle.testing import sample_image
-from tests.test_serve import jpeg, start, stop
+from tests.test_serve import TOKEN, jpeg, start, stop
 
 CHROMIUM = Path("/usr/bin/chromium")
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -72,7 +72,7 @@ def see_the_result(page: Any, images: str) -> None:
 
 def test_the_page_analyses_a_photo_and_exports_the_edited_draft(
         tmp_path: Path, images: str) -> None:
-    served = start(tmp_path, titles=TITLES, image_url=images)
+    served = start(tmp_path, titles=TITLES, image_url=images, token=TOKEN)
     photo = tmp_path / "jacket.jpg"
     photo.write_bytes(jpeg())
     try:
@@ -91,7 +91,13 @@ def test_the_page_analyses_a_photo_and_exports_the_edited_draft(
             assert page.locator("#token-label").is_hidden()  # asked for only after a 401
             picker.set_input_files(str(photo))
             page.click("#go")
+            # The service wants its token: the page says so and asks for it.
+            sync_api.expect(page.locator("#status")).to_have_text(
+                "This service wants its bearer token: 'Authorization: Bearer TOKEN'.")
+            page.fill("#token", TOKEN)
+            page.click("#go")
             page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+            assert page.locator("#token-label").is_hidden()  # kept for the tab
 
             see_the_result(page, images)
 

@@ -60,7 +60,10 @@ $("upload").addEventListener("submit", async (event) => {
       setStatus(message, true);
       return;
     }
-    if (token) sessionStorage.setItem("restyle-token", token);
+    if (token) {
+      sessionStorage.setItem("restyle-token", token);
+      $("token-label").hidden = true;
+    }
     show(body);
     setStatus("Done.");
   } catch (err) {
