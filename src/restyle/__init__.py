@@ -31,8 +31,10 @@ see docs/architecture.md):
 - ``_options``: the checks of the Engine's arguments and options.
 - ``_engine``: the Engine, which composes the pipeline.
 - ``_evaluation/``: recordings and their replay, backtests.
+- ``serve/``: the HTTP service and its page, the public response schema,
+  cross-request batching, Ray Serve (``restyle serve``).
 - ``cli/`` (arguments, analyze and its outputs, catalog, model, logs,
-  evaluate, plugins), ``testing/``: the
+  evaluate, plugins, serve), ``testing/``: the
   outermost floor.
 """
 
