@@ -183,11 +183,16 @@ def run_application(address: str, make_app: Callable[[], Any], settings: ServeSe
     for SIGTERM or Ctrl-C and take the application down: its replicas finish
     the requests in flight first."""
     ray = connect(address)
+    # Heard from now on (after Ray's own handlers): a signal while the
+    # application deploys takes it down as soon as it is up.
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
     serve.start(http_options={"host": settings.host, "port": settings.port})
     serve.run(make_app(), name=APP_NAME, route_prefix="/")
     sys.stderr.write(f"restyle serve: on Ray Serve, http://{settings.host}:{settings.port}/ "
                      f"({'token required' if settings.token else 'no token'})\n")
-    _wait_for_a_signal()
+    stop.wait()
     # Taken down within the grace: a Ctrl-C in a terminal may have ended a
     # local Ray's own processes too, and then nothing would answer.
     down = threading.Thread(target=_take_down, daemon=True)
@@ -200,10 +205,3 @@ def run_application(address: str, make_app: Callable[[], Any], settings: ServeSe
 def _take_down() -> None:
     serve.delete(APP_NAME)
     serve.shutdown()  # type: ignore[no-untyped-call]
-
-
-def _wait_for_a_signal() -> None:
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
