@@ -1,7 +1,7 @@
 """Running the app on uvicorn, with a graceful shutdown.
 
 On SIGTERM or SIGINT the service stops taking work at once: the listening
-socket closes (new connections are refused), a request that still comes on a
+socket closes (new connections are refused), an analysis still asked on a
 kept-alive connection gets 503 ``shutting_down`` with Retry-After, and the
 requests in flight finish (for up to ``settings.grace`` seconds) before the
 process exits.
