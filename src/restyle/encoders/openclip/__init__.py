@@ -21,7 +21,13 @@ instructions (AVX512-BF16 or AMX) the whole model is cast to bfloat16, which
 more than doubles ViT-B-32 throughput while keeping embeddings within cosine
 0.9999 of fp32 (bf16 *autocast* is avoided: it is several times slower than
 fp32 for open_clip); elsewhere fp32. ``precision="fp32"`` or
-``RESTYLE_PRECISION=fp32`` turns the fast path off.
+``RESTYLE_PRECISION=fp32`` turns the fast path off. ``precision="int8"``
+(opt-in, CPU only) makes both towers' transformer blocks int8 dynamic-quantized
+layers (see ``quantize``); its vectors carry the model id ``int8:MODEL``.
+
+Loading: a model with a local weights file is built on the meta device and
+given the file's tensors mapped from disk, never a second copy of them (see
+``load``).
 
 Threads: every model call runs on one daemon thread of this package (see
 ``threads._ModelThread``), and the standard open_clip preprocessing (shortest-side
@@ -43,6 +49,8 @@ The modules, along their jobs:
 - ``spec``: model strings parsed, the device and the precision chosen;
 - ``sources``: where the weights come from (the Hub, probed, or its cache);
 - ``threads``: the model thread, deadlines, and the torch work the exit waits for;
+- ``load``: the model built from its weights file without a second copy;
+- ``quantize``: the int8 path for CPUs without bfloat16;
 - ``pixels``: the standard preprocessing on uint8 pixels;
 - ``encoder``: :class:`OpenClipEncoder`, its model cache and its encoding.
 """
