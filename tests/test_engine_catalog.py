@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from restyle import Catalog, ConfigurationError, Engine
+from restyle import Catalog, ConfigurationError, Engine, RestyleError
 from tests.conftest import SAMPLE_LISTINGS, SAMPLE_PHOTO
 from tests.fakes.components import ColorEncoder
 
@@ -65,3 +65,22 @@ def test_stats_count_sold_and_asking_listings(tmp_path: Path) -> None:
     stats = Catalog.stats(tmp_path / "c")
     assert (stats.rows, stats.sold, stats.asking) == (12, 3, 9)
     assert stats.to_dict()["sold"] == 3
+
+
+def test_a_build_shows_its_total_and_a_ray_cluster_out_of_reach_leaves_no_catalog(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from restyle import RayExecutor
+
+    engine = Engine(encoder=ColorEncoder(), catalog=tmp_path / "c", experts=[],
+                    marketplaces=[], load_entrypoints=False)
+    assert engine.build_catalog(SAMPLE_LISTINGS, progress=True, checkpoint_every=5).added == 12
+    assert "/12 " in capsys.readouterr().err  # the bar knew the file's rows
+    engine.catalog.close()
+    with pytest.raises(ConfigurationError, match="checkpoint_every"):
+        engine.build_catalog(SAMPLE_LISTINGS, checkpoint_every=0)
+
+    elsewhere = Engine(encoder=ColorEncoder(), catalog=tmp_path / "none", experts=[],
+                       marketplaces=[], load_entrypoints=False)
+    with pytest.raises(RestyleError):
+        elsewhere.build_catalog(SAMPLE_LISTINGS, executor=RayExecutor(address="127.0.0.1:1"))
+    assert not (tmp_path / "none").exists()

@@ -432,3 +432,4 @@ def test_the_command_line_sets_the_checkpoint_size(
                  "--checkpoint-every", "5", "--no-plugins", "--model", tiny_model_spec])
     assert code == 0, capsys.readouterr().err
     assert seen == [5]
+

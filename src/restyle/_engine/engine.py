@@ -67,7 +67,7 @@ from restyle._plugin.components import (
 )
 from restyle._plugin.registry import PluginRegistry
 from restyle._progress import progress_bar
-from restyle._ray.executor import Executor, RayExecutor, analyze_on_ray
+from restyle._ray.executor import Executor, RayExecutor, analyze_on_ray, ray_executor
 from restyle._secrets import describe, exposes_secret, without_secrets
 from restyle._store.catalog import (
     EXECUTORS,
@@ -272,15 +272,26 @@ class Engine:
     def build_catalog(
         self, source: str | Path | None = None, *, progress: bool | None = None,
         images_root: str | Path | None = None, limits: ListingLimits | None = None,
-        executor: Executor = None, listings: str | Path | None = None,
+        executor: Executor = None, checkpoint_every: int = 2000,
+        listings: str | Path | None = None,
     ) -> BuildReport:
         """Add the listings of ``source``, a JSONL, CSV or Parquet file, to this
         Engine's catalog (see :meth:`Catalog.build`); image URLs are fetched with
-        this Engine's fetcher. ``executor="ray"`` or a :class:`~restyle.RayExecutor`
-        builds on Ray. (``listings=`` is the deprecated name of ``source``.)"""
+        this Engine's fetcher; the work is saved every ``checkpoint_every``
+        listings. ``executor="ray"`` or a :class:`~restyle.RayExecutor` builds on
+        Ray, connected before the catalog is made: a cluster out of reach leaves
+        no catalog behind. (``listings=`` is the deprecated name of ``source``.)"""
         source = renamed("source", source, None, "listings", listings)[0]
         if source is None:
             raise ConfigurationError("build_catalog needs the listings file (source)")
+        if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) \
+                or checkpoint_every < 1:
+            raise ConfigurationError(
+                f"checkpoint_every must be a whole number of listings, at least 1, got "
+                f"{checkpoint_every!r}")
+        if executor is not None:
+            executor = ray_executor(executor)
+            executor.connect()
         with self._running("build_catalog"):
             with self._catalog_lock:
                 if self._catalog is None:
@@ -288,7 +299,7 @@ class Engine:
                 catalog = self._catalog
             return catalog.build(source, self.encoder, progress=progress,
                                  images_root=images_root, limits=limits, fetcher=self.fetcher,
-                                 executor=executor)
+                                 executor=executor, checkpoint_every=checkpoint_every)
 
     def _context_hiding(self, hidden: frozenset[str]) -> Context:
         """This Engine's context, with the catalog listings among ``hidden``

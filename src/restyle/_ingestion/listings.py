@@ -33,6 +33,7 @@ from restyle._ingestion.images import (
 from restyle._ingestion.reading import (
     COLUMNS,
     FORMATS,
+    count_rows,
     listings_format,
     read_listings,
     split_listings,
@@ -69,6 +70,7 @@ __all__ = [
     "StoredAlready",
     "batches",
     "checked_embeddings",
+    "count_rows",
     "decode_listing_image",
     "draft_side",
     "embed_listings",

@@ -18,7 +18,8 @@ from restyle._errors import CatalogError
 from restyle._ingestion.rejections import clip, preview
 from restyle._ingestion.rows import ListingLimits, SourcePart, SourceRow
 
-__all__ = ["COLUMNS", "FORMATS", "listings_format", "read_listings", "split_listings"]
+__all__ = ["COLUMNS", "COUNTED_BYTES", "FORMATS", "count_rows", "listings_format", "read_listings",
+           "split_listings"]
 
 #: File suffixes and the format each is read as.
 FORMATS: Mapping[str, str] = MappingProxyType({
@@ -115,6 +116,33 @@ def _jsonl_parts(fh: IO[bytes], part_bytes: int) -> list[SourcePart]:
     if start < position or not parts:
         parts.append(SourcePart(start=start, stop=None, first_row=first_row))
     return parts
+
+
+#: Largest JSONL or CSV file whose rows are counted before a build (about a
+#: second's read); a larger one's build shows no total.
+COUNTED_BYTES = 1 << 30
+
+
+def count_rows(source: str | Path) -> int | None:
+    """About how many rows ``source`` holds, cheaply, for a progress bar's total
+    and its time left: a Parquet file's metadata; a JSONL or CSV file's lines
+    (less CSV's header) when it is at most :data:`COUNTED_BYTES`; else None."""
+    path = Path(source)
+    try:
+        kind = listings_format(path)
+        if kind == "parquet":
+            return int(_open_parquet(path).metadata.num_rows)
+        with _open_listings(path) as fh:
+            if os.fstat(fh.fileno()).st_size > COUNTED_BYTES:
+                return None
+            lines = last = 0
+            while chunk := fh.read(1 << 20):
+                lines += chunk.count(b"\n")
+                last = chunk[-1]
+            lines += last not in (0, 0x0A)  # a last line with no newline
+    except CatalogError:
+        return None
+    return max(0, lines - (kind == "csv"))
 
 
 def listings_format(path: Path) -> str:

@@ -183,17 +183,23 @@ class BuildTarget(Protocol):
     def run_index_on(self, runner: Runner) -> None:
         """Where the index trains and encodes from now on."""
 
+    def finish(self) -> None:
+        """End the build: its index made compact (a sharded index's segments
+        merged) and durable."""
+
 
 def write_build(target: BuildTarget, run: AbstractContextManager[EncodedRun],
                 encoder: Encoder, *, fetcher: Fetcher | None, limits: ListingLimits,
-                checkpoint_every: int, progress: bool | None) -> BuildReport:
+                checkpoint_every: int, progress: bool | None,
+                total: int | None = None) -> BuildReport:
     """Write a build's encoded batches into ``target`` with the one write loop;
-    on any failure, forget the work since the last checkpoint."""
+    on any failure, forget the work since the last checkpoint. ``total`` is
+    about how many rows the listings file holds (the progress bar's)."""
     report = BuildReport()
     rejected = RejectedFile(target.directory)
     writer = Writer(target, encoder, report, rejected, fetcher=fetcher, limits=limits,
                     checkpoint_every=checkpoint_every)
-    bar = progress_bar(total=None, desc="Building catalog", unit="row", enabled=progress)
+    bar = progress_bar(total=total, desc="Building catalog", unit="row", enabled=progress)
     try:
         with run as encoded:
             target.run_index_on(encoded.index_runner)
@@ -202,6 +208,7 @@ def write_build(target: BuildTarget, run: AbstractContextManager[EncodedRun],
                     writer.write(batch)
                     bar.update(batch.rows)
                 writer.checkpoint()
+                target.finish()
             finally:
                 target.run_index_on(run_here)
     except BaseException:

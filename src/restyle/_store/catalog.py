@@ -36,6 +36,7 @@ from restyle._ingestion.listings import (
     ListingRow,
     LoadedImage,
     Rejection,
+    count_rows,
 )
 from restyle._plugin.components import Encoder
 from restyle._store import check as _checking
@@ -293,7 +294,8 @@ class Catalog:
                                 limits=limits, fetcher=fetcher, batch_size=batch_size,
                                 checkpoint_every=checkpoint_every, executor=executor)
         return write_build(self, run, encoder, fetcher=fetcher, limits=limits,
-                           checkpoint_every=checkpoint_every, progress=progress)
+                           checkpoint_every=checkpoint_every, progress=progress,
+                           total=count_rows(source) if progress is not False else None)
 
     def _encoded_run(
         self, source: Path, encoder: Encoder, *, images_root: str | Path | None,
@@ -356,6 +358,14 @@ class Catalog:
             )
             save_index(self.index, self.directory / INDEX_NAME)
             db.commit()
+
+    def finish(self) -> None:
+        """End a build: a sharded index's segments (appended at each checkpoint)
+        merged into one per shard and saved; a flat index is one piece already."""
+        with self._lock:
+            if isinstance(self.index, ShardedIndex):
+                self.index.merge()
+                save_index(self.index, self.directory / INDEX_NAME)
 
     def abandon(self) -> None:
         """Forget the work since the last checkpoint, in the database and in memory."""
