@@ -188,12 +188,12 @@ def test_analyze_many_matches_one_at_a_time_and_encodes_the_photos_together(
 def test_analyze_many_in_several_batches_keeps_the_order_and_the_answers(
     tiny_encoder: OpenClipEncoder, catalog_copy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from restyle import _engine
+    from restyle._engine import engine as engine_module
 
     engine = Engine(encoder=tiny_encoder, catalog=catalog_copy, load_entrypoints=False)
     photos = sorted((EXAMPLES / "catalog" / "images").glob("*.jpg"))[:9]
     one_by_one = [engine.analyze(p) for p in photos]
-    monkeypatch.setattr(_engine, "BATCH_PHOTOS", 4)
+    monkeypatch.setattr(engine_module, "BATCH_PHOTOS", 4)
     batches = batch_sizes(tiny_encoder, monkeypatch)
     images: list[object] = [*photos[:5], b"not a photo", *photos[5:]]
     together = engine.analyze_many(images, return_exceptions=True,  # type: ignore[arg-type]
