@@ -383,3 +383,27 @@ def test_analyze_iter_yields_each_photo_as_soon_as_it_is_done() -> None:
     second = next(stream)
     assert isinstance(first, Analysis) and isinstance(second, Analysis)
     assert second.opinions[0].ok, second.opinions[0].error  # not timed out waiting for the first
+
+
+def test_analyze_many_reads_a_batchs_photos_at_once() -> None:
+    import io
+
+    both = threading.Barrier(2, timeout=5)
+
+    class Meeting(io.BytesIO):
+        """A photo whose read goes on only once the other photo's read has begun."""
+
+        def read(self, size: int | None = -1) -> bytes:
+            if self.tell() == 0:
+                both.wait()
+            return super().read(size)
+
+    def jpeg(color: tuple[int, int, int]) -> bytes:
+        out = io.BytesIO()
+        colored(color).save(out, format="JPEG")
+        return out.getvalue()
+
+    engine = Engine(experts=[], encoder=ColorEncoder(), marketplaces=[], load_entrypoints=False)
+    results = engine.analyze_many([Meeting(jpeg((200, 0, 0))), Meeting(jpeg((0, 0, 200)))],
+                                  return_exceptions=True, progress=False)
+    assert all(isinstance(r, Analysis) for r in results), results

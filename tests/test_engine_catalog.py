@@ -84,3 +84,14 @@ def test_a_build_shows_its_total_and_a_ray_cluster_out_of_reach_leaves_no_catalo
     with pytest.raises(RestyleError):
         elsewhere.build_catalog(SAMPLE_LISTINGS, executor=RayExecutor(address="127.0.0.1:1"))
     assert not (tmp_path / "none").exists()
+
+
+def test_an_engine_chooses_its_models_precision(tiny_model_spec: str) -> None:
+    engine = Engine(model=tiny_model_spec, precision="int8", experts=[], marketplaces=[],
+                    load_entrypoints=False)
+    assert engine.encoder.precision == "int8"  # type: ignore[attr-defined]
+    assert engine.encoder.model_id.startswith("int8:")
+    with pytest.raises(ConfigurationError, match="precision"):
+        Engine(precision="int4", experts=[], marketplaces=[], load_entrypoints=False)
+    with pytest.raises(ConfigurationError, match="precision= choose"):
+        Engine(encoder=ColorEncoder(), precision="int8", load_entrypoints=False)

@@ -33,20 +33,25 @@ __all__ = [
 C = TypeVar("C", bound=Component)
 
 
-def model_encoder(model: object, encoder: str | Encoder) -> Encoder:
-    """The openclip encoder for ``model``; ``model`` with another encoder is a mistake."""
+def model_encoder(model: object, encoder: str | Encoder, precision: object = None) -> Encoder:
+    """The openclip encoder for ``model`` in ``precision`` (``fp32``, ``fp16``,
+    ``bf16``, ``int8``; None: the best for the device); ``model`` or
+    ``precision`` with another encoder is a mistake."""
+    if precision is not None and not isinstance(precision, str):
+        raise ConfigurationError(f"precision must be a name such as 'int8', got {precision!r}")
     if not isinstance(model, str) or not model.strip():
         raise ConfigurationError(f"model must be a model name such as "
                                  f"'ViT-B-32/laion2b_s34b_b79k', got {model!r}")
     if encoder != _settings.DEFAULT_ENCODER:
         raise ConfigurationError(
-            f"model= chooses the {_settings.DEFAULT_ENCODER} encoder's model, but the encoder "
+            f"model= and precision= choose the {_settings.DEFAULT_ENCODER} encoder's model, but "
+            f"the encoder "
             f"is {getattr(encoder, 'name', encoder)!r}; configure that encoder itself instead"
         )
     from restyle.encoders.openclip import OpenClipEncoder
 
-    chosen = OpenClipEncoder(model)
     try:
+        chosen = OpenClipEncoder(model, precision=precision)
         chosen.spec  # noqa: B018 - parse now, so a malformed name fails here, not mid-analysis
     except RestyleError as exc:
         raise ConfigurationError(str(exc)) from None

@@ -12,12 +12,11 @@ from contextlib import contextmanager
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
 from restyle import _settings
-from restyle._engine.drafting import DraftTaxonomies
 from restyle._errors import ConfigurationError, PluginError, RestyleError
 from restyle._input.fetching import Fetcher
 from restyle._input.imaging import ImageInput, Photo
@@ -88,6 +87,9 @@ DEFAULT_DEADLINE = 60.0
 
 __all__ = ["BATCH_PHOTOS", "DEFAULT_DEADLINE", "Engine"]
 
+if TYPE_CHECKING:
+    from restyle._engine.drafting import DraftTaxonomies
+
 logger = logging.getLogger("restyle")
 
 #: Longest side of the thumbnails of an analysis's strip of photos (``Analysis.photos``).
@@ -121,6 +123,7 @@ class Engine:
         marketplaces: Sequence[str | Marketplace] | None = None,
         encoder: str | Encoder | None = None,
         model: str | None = None,
+        precision: str | None = None,
         catalog: str | Path | Catalog | None = None,
         plugins: Sequence[object] = (),
         load_entrypoints: bool = True,
@@ -158,9 +161,10 @@ class Engine:
         self._catalog, self.catalog_dir = _catalog_argument(catalog)
         self._catalog_lock = threading.Lock()
         self._calls = CallLimit()
-        self._drafts = DraftTaxonomies()
-        self._resolve_components(encoder=encoder, model=model, experts=experts,
-                                 synthesizer=synthesizer, marketplaces=marketplaces)
+        self._drafts: DraftTaxonomies | None = None  # made by the first draft
+        self._resolve_components(encoder=encoder, model=model, precision=precision,
+                                 experts=experts, synthesizer=synthesizer,
+                                 marketplaces=marketplaces)
         if self._catalog is not None and self._catalog.model_id != self.encoder.model_id:
             raise ConfigurationError(
                 f"the catalog {self._catalog.directory} holds vectors of model "
@@ -168,7 +172,7 @@ class Engine:
                 f"({self.encoder.model_id}): open it with the same model")
 
     def _resolve_components(
-        self, *, encoder: str | Encoder | None, model: str | None,
+        self, *, encoder: str | Encoder | None, model: str | None, precision: str | None,
         experts: Sequence[str | Expert] | None, synthesizer: str | Synthesizer | None,
         marketplaces: Sequence[str | Marketplace] | None,
     ) -> None:
@@ -176,8 +180,10 @@ class Engine:
         expert_specs: Sequence[Any] | None = check_names("experts", experts)
         market_specs: Sequence[Any] | None = check_names("marketplaces", marketplaces)
         encoder_spec = encoder or _settings.env_str("RESTYLE_ENCODER") or _settings.DEFAULT_ENCODER
-        if model is not None:
-            encoder_spec = model_encoder(model, encoder_spec)
+        if model is not None or precision is not None:
+            encoder_spec = model_encoder(
+                model or _settings.env_str("RESTYLE_MODEL") or _settings.DEFAULT_MODEL,
+                encoder_spec, precision)
         resolve = partial(resolve_component, self.registry)
         self.encoder: Encoder = resolve(
             "encoder", encoder_spec, Encoder)  # type: ignore[type-abstract]
@@ -636,6 +642,10 @@ class Engine:
         (:data:`~restyle._listing.DRAFT_DEADLINE` or the Engine's, the
         shorter); what could not be decided is in ``problems``.
         """
+        from restyle._engine.drafting import DraftTaxonomies  # only a draft needs it
+
+        if self._drafts is None:
+            self._drafts = DraftTaxonomies()
         chosen = self._drafts.settings(
             synthesizer=self.synthesizer, engine_deadline=self.deadline,
             marketplace_id=marketplace_id, taxonomy=taxonomy, offline=offline, write=write,

@@ -8,6 +8,7 @@ encoder, the default deadline and the context each encoder call runs in.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,8 +30,10 @@ BATCH_PHOTOS = 16
 #: Analyses run at once (their experts and marketplaces wait on the network
 #: while the others compute).
 ANALYSIS_WORKERS = 4
+#: Photos of a batch decoded at once.
+DECODE_WORKERS = max(1, min(4, os.cpu_count() or 1))
 
-__all__ = ["ANALYSIS_WORKERS", "BATCH_PHOTOS", "Batches"]
+__all__ = ["ANALYSIS_WORKERS", "BATCH_PHOTOS", "DECODE_WORKERS", "Batches"]
 
 logger = logging.getLogger("restyle")
 
@@ -87,18 +90,25 @@ class Batches:
                deadline: float | None) -> _StartedBatch:
         """Decode the photos and start their embeddings in one encoder call (an
         item of several photos is read and encoded by its own analysis)."""
-        photos: list[Photo | Item | RestyleError] = []
         seconds = self.deadline if deadline is None else deadline
-        for image in images:
+
+        def read(image: ImageInput | Photo | Item) -> Photo | Item | RestyleError:
             try:
                 item = as_item(image)
                 if len(item) > 1 or item.roles[0] is not None:
-                    photos.append(item)
-                    continue
-                photos.append(load_photo(item.photos[0], deadline=time.monotonic()
-                                         + seconds * STAGE_MARKS["experts"]))
+                    return item  # read and encoded by its own analysis
+                return load_photo(item.photos[0], deadline=time.monotonic()
+                                  + seconds * STAGE_MARKS["experts"])
             except RestyleError as exc:
-                photos.append(exc)
+                return exc
+
+        # Decoded on both cores at once (the gate bounds the memory of decodes in flight).
+        if len(images) > 1:
+            with ThreadPoolExecutor(max_workers=min(DECODE_WORKERS, len(images)),
+                                    thread_name_prefix="restyle decode") as pool:
+                photos = list(pool.map(read, images))
+        else:
+            photos = [read(image) for image in images]
         decoded = [p for p in photos if isinstance(p, Photo)]
         pending = None
         if len(decoded) > 1:  # one photo alone gains nothing from a batch
