@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -32,6 +32,7 @@ from restyle.serve.schema import (
     FORM_BYTES,
     PublicAnalysis,
     PublicError,
+    documented_errors,
     draft_strategy,
     error_body,
     item_from_uploads,
@@ -99,24 +100,13 @@ async def invalid_request(request: Request, exc: RequestValidationError) -> JSON
     return _answer("invalid_request")
 
 
-def _documented(*codes: str) -> dict[int | str, dict[str, Any]]:
-    """The OpenAPI entries of the errors ``codes``, one a status."""
-    entries: dict[int | str, dict[str, Any]] = {}
-    for code in codes:
-        status, message = ERRORS[code]
-        entry = entries.setdefault(status, {"model": PublicError, "description": ""})
-        entry["description"] = " / ".join(filter(None, [entry["description"],
-                                                        f"{code}: {message}"]))
-    return entries
-
-
 def get_engine(request: Request) -> Engine:
     engine: Engine = request.app.state.engine
     return engine
 
 
 @app.post("/analyze", response_model=PublicAnalysis,
-          responses=_documented("no_image", "too_many_photos", "bad_roles", "bad_draft",
+          responses=documented_errors("no_image", "too_many_photos", "bad_roles", "bad_draft",
                                 "unreadable_image", "too_large", "invalid_request",
                                 "unavailable"))
 async def analyze(

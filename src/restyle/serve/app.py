@@ -35,6 +35,7 @@ from restyle.serve.schema import (
     SCHEMA_VERSION,
     PublicAnalysis,
     PublicError,
+    documented_errors,
     draft_strategy,
     error_body,
     item_from_uploads,
@@ -74,17 +75,6 @@ def _answer(code: str, retry_after: int) -> JSONResponse:
     if code == "unauthorized":
         headers["WWW-Authenticate"] = "Bearer"
     return JSONResponse(body, status_code=status, headers=headers)
-
-
-def _documented(*codes: str) -> dict[int | str, dict[str, Any]]:
-    """The OpenAPI entries of the errors ``codes``, one a status."""
-    entries: dict[int | str, dict[str, Any]] = {}
-    for code in codes:
-        status, message = ERRORS[code]
-        entry = entries.setdefault(status, {"model": PublicError, "description": ""})
-        entry["description"] = " / ".join(filter(None, [entry["description"],
-                                                        f"{code}: {message}"]))
-    return entries
 
 
 _UPLOAD_ERRORS = ("no_image", "too_many_photos", "bad_roles", "bad_draft", "unreadable_image",
@@ -224,7 +214,7 @@ def _add_routes(app: FastAPI, engine: Engine, admission: Admission,
         return {"status": "ok"}
 
     @app.get("/v1/ready", summary="Warm and taking requests (no token needed)",
-             responses=_documented("warming_up", "shutting_down"))
+             responses=documented_errors("warming_up", "shutting_down"))
     async def ready() -> dict[str, Any]:
         if admission.draining:
             raise ApiError("shutting_down")
@@ -233,13 +223,13 @@ def _add_routes(app: FastAPI, engine: Engine, admission: Admission,
         return {"status": "ready", "running": admission.running, "waiting": admission.waiting,
                 "concurrency": admission.concurrency, "queue": admission.queue}
 
-    @app.get("/v1/plugins", responses=_documented("unauthorized"),
+    @app.get("/v1/plugins", responses=documented_errors("unauthorized"),
              summary="The Engine's components")
     async def plugins() -> dict[str, Any]:
         return engine_components(engine)
 
     @app.post("/v1/analyze", response_model=PublicAnalysis,
-              responses=_documented(*_UPLOAD_ERRORS), summary="Analyze an item's photos")
+              responses=documented_errors(*_UPLOAD_ERRORS), summary="Analyze an item's photos")
     async def analyze(
         request: Request,
         image: Annotated[list[UploadFile], File(description=_PHOTO_FIELD)],
@@ -255,7 +245,7 @@ def _add_routes(app: FastAPI, engine: Engine, admission: Admission,
         return await _serve_analysis(request, work, ends)
 
     @app.post("/v1/draft", response_model=PublicAnalysis,
-              responses=_documented(*_UPLOAD_ERRORS),
+              responses=documented_errors(*_UPLOAD_ERRORS),
               summary="Analyze an item's photos and draft its listing")
     async def draft(
         request: Request,

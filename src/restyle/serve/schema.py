@@ -24,6 +24,7 @@ Needs pydantic only (the ``serve`` extra installs it), not FastAPI.
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
@@ -56,6 +57,7 @@ __all__ = [
     "PublicMoney",
     "PublicPhoto",
     "PublicPrice",
+    "documented_errors",
     "draft_strategy",
     "error_body",
     "error_schema",
@@ -184,6 +186,18 @@ class PublicError(BaseModel):
     """The response to a request that could not be analysed."""
 
     error: PublicErrorDetail
+
+
+def documented_errors(*codes: str) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` entries of the errors ``codes``, one a status
+    (for a FastAPI route's ``responses=``)."""
+    entries: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        status, message = ERRORS[code]
+        entry = entries.setdefault(status, {"model": PublicError, "description": ""})
+        entry["description"] = " / ".join(filter(None, [entry["description"],
+                                                        f"{code}: {message}"]))
+    return entries
 
 
 def error_body(code: str) -> tuple[int, dict[str, object]]:
