@@ -93,5 +93,5 @@ def test_an_engine_chooses_its_models_precision(tiny_model_spec: str) -> None:
     assert engine.encoder.model_id.startswith("int8:")
     with pytest.raises(ConfigurationError, match="precision"):
         Engine(precision="int4", experts=[], marketplaces=[], load_entrypoints=False)
-    with pytest.raises(ConfigurationError, match="precision= choose"):
+    with pytest.raises(ConfigurationError, match="precision= chooses"):
         Engine(encoder=ColorEncoder(), precision="int8", load_entrypoints=False)

@@ -44,9 +44,9 @@ def model_encoder(model: object, encoder: str | Encoder, precision: object = Non
                                  f"'ViT-B-32/laion2b_s34b_b79k', got {model!r}")
     if encoder != _settings.DEFAULT_ENCODER:
         raise ConfigurationError(
-            f"model= and precision= choose the {_settings.DEFAULT_ENCODER} encoder's model, but "
-            f"the encoder "
-            f"is {getattr(encoder, 'name', encoder)!r}; configure that encoder itself instead"
+            f"{'model=' if precision is None else 'precision='} chooses the "
+            f"{_settings.DEFAULT_ENCODER} encoder's model, but the encoder is "
+            f"{getattr(encoder, 'name', encoder)!r}; configure that encoder itself instead"
         )
     from restyle.encoders.openclip import OpenClipEncoder
 

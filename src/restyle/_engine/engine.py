@@ -182,7 +182,8 @@ class Engine:
         encoder_spec = encoder or _settings.env_str("RESTYLE_ENCODER") or _settings.DEFAULT_ENCODER
         if model is not None or precision is not None:
             encoder_spec = model_encoder(
-                model or _settings.env_str("RESTYLE_MODEL") or _settings.DEFAULT_MODEL,
+                model if model is not None
+                else _settings.env_str("RESTYLE_MODEL") or _settings.DEFAULT_MODEL,
                 encoder_spec, precision)
         resolve = partial(resolve_component, self.registry)
         self.encoder: Encoder = resolve(
