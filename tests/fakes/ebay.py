@@ -220,7 +220,8 @@ class FakeEbay:
 
     # -- serving ---------------------------------------------------------------
 
-    def _respond(self, request: Request) -> Reply:
+    def _record(self, request: Request) -> tuple[Recorded, Reply | None]:
+        """The request, recorded, and the reply scripted for its path, if any."""
         parts = urlsplit(request.path)
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         recorded = Recorded(request.method, parts.path, query,
@@ -228,8 +229,16 @@ class FakeEbay:
         with self._lock:
             self.requests.append(recorded)
             scripted = self._scripts[parts.path].popleft() if self._scripts[parts.path] else None
+        if scripted is None:
+            return recorded, None
+        return recorded, _reply(scripted.status, scripted.body, scripted.headers,
+                                delay=scripted.delay)
+
+    def _respond(self, request: Request) -> Reply:
+        parts = urlsplit(request.path)
+        recorded, scripted = self._record(request)
         if scripted is not None:
-            return _reply(scripted.status, scripted.body, scripted.headers, delay=scripted.delay)
+            return scripted
         method = request.method
         if parts.path == TOKEN_PATH and method == "POST":
             return self._token(recorded)

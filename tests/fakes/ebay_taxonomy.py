@@ -12,9 +12,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
-
-from requests.structures import CaseInsensitiveDict
+from urllib.parse import urlsplit
 
 from restyle.testing import Reply, Request
 from tests.fakes.ebay import (
@@ -64,14 +62,10 @@ class FakeEbaySeller(FakeEbay):
         parts = urlsplit(request.path)
         if not parts.path.startswith((TAXONOMY, "/sell/")):
             return super()._respond(request)
-        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-        recorded = Recorded(request.method, parts.path, query,
-                            CaseInsensitiveDict(request.headers), request.body)
-        with self._lock:
-            self.requests.append(recorded)
-            scripted = self._scripts[parts.path].popleft() if self._scripts[parts.path] else None
+        recorded, scripted = self._record(request)
         if scripted is not None:
-            return _reply(scripted.status, scripted.body, scripted.headers, delay=scripted.delay)
+            return scripted
+        query = recorded.query
         if parts.path.startswith(INVENTORY):
             return self._inventory(recorded)
         refused = self._application_token(recorded)
