@@ -37,11 +37,11 @@ ROOT = Path(__file__).resolve().parent.parent
 PHOTO = ROOT / "examples" / "photo.jpg"
 LISTINGS = ROOT / "examples" / "catalog" / "listings.jsonl"
 
-FLOOR = """
-import sys, torch, open_clip
-from PIL import Image
-folder, lean = sys.argv[1], sys.argv[2] == "lean"
-if lean:
+# A floor's model: the local model folder ``folder`` loaded as restyle loads it
+# (``how == "lean"``: built on the meta device, its weights mapped from the
+# file) or by open_clip's own path; gives ``model`` and ``pre``.
+LOAD_MODEL = """
+if how == "lean":
     from safetensors import safe_open
     model, _, pre = open_clip.create_model_and_transforms(
         "local-dir:" + folder, load_weights=False, device="meta")
@@ -50,6 +50,13 @@ if lean:
     model.attn_mask = torch.full((77, 77), float("-inf")).triu_(1)
 else:
     model, _, pre = open_clip.create_model_and_transforms("local-dir:" + folder)
+"""
+
+FLOOR = """
+import sys, torch, open_clip
+from PIL import Image
+folder, how = sys.argv[1], sys.argv[2]
+""" + LOAD_MODEL + """
 with torch.inference_mode():
     model.eval().encode_image(pre(Image.open(sys.argv[3]).convert("RGB")).unsqueeze(0))
 """

@@ -32,7 +32,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.cold_start import LISTINGS, PHOTO, ROOT, save_model
+from bench.cold_start import LISTINGS, LOAD_MODEL, PHOTO, ROOT, save_model
 
 REPORT = """
 def report(**extra):
@@ -45,15 +45,7 @@ FLOOR = """
 import importlib.util, json, sys, torch, open_clip, faiss
 from PIL import Image
 folder, how, precision, index, photo, quantize_py = sys.argv[1:7]
-if how == "lean":
-    from safetensors import safe_open
-    model, _, pre = open_clip.create_model_and_transforms(
-        "local-dir:" + folder, load_weights=False, device="meta")
-    with safe_open(folder + "/open_clip_model.safetensors", framework="pt") as f:
-        model.load_state_dict({k: f.get_tensor(k) for k in f.keys()}, assign=True)
-    model.attn_mask = torch.full((77, 77), float("-inf")).triu_(1)
-else:
-    model, _, pre = open_clip.create_model_and_transforms("local-dir:" + folder)
+""" + LOAD_MODEL + """
 model.eval()
 if precision == "int8":
     spec = importlib.util.spec_from_file_location("quantize", quantize_py)
