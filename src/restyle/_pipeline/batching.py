@@ -33,7 +33,8 @@ ANALYSIS_WORKERS = 4
 #: Photos of a batch decoded at once.
 DECODE_WORKERS = max(1, min(4, os.cpu_count() or 1))
 
-__all__ = ["ANALYSIS_WORKERS", "BATCH_PHOTOS", "DECODE_WORKERS", "Batches"]
+__all__ = ["ANALYSIS_WORKERS", "BATCH_PHOTOS", "DECODE_WORKERS", "Batches", "encode_together",
+           "keep_vectors"]
 
 logger = logging.getLogger("restyle")
 
@@ -112,17 +113,10 @@ class Batches:
         decoded = [p for p in photos if isinstance(p, Photo)]
         pending = None
         if len(decoded) > 1:  # one photo alone gains nothing from a batch
-            encoder = self.encoder
             with self.running():
-                try:
-                    pending = _budget.start(
-                        encoder, f"encoder {encoder.name}", encoder.encode_images,
-                        [p.image for p in decoded],
-                        deadline=time.monotonic() + seconds * STAGE_MARKS["search"],
-                        check=partial(check_vectors, encoder, count=len(decoded)))
-                except RestyleError as exc:
-                    logger.debug("batch encoding of %d photos not started: %s",
-                                 len(decoded), exc)
+                pending = encode_together(
+                    self.encoder, decoded,
+                    deadline=time.monotonic() + seconds * STAGE_MARKS["search"])
         return _StartedBatch(photos=photos, embeddings=pending)
 
     def _finish(self, started: _StartedBatch,
@@ -131,8 +125,8 @@ class Batches:
         each yielded (in input order) as soon as it and those before it are done."""
         photos = started.photos
         if started.embeddings is not None:
-            self._remember_embeddings(started.embeddings,
-                                      [p for p in photos if isinstance(p, Photo)])
+            keep_vectors(started.embeddings, [p for p in photos if isinstance(p, Photo)],
+                         self.encoder.model_id)
 
         def one(photo: Photo | Item | RestyleError) -> Analysis | RestyleError:
             if isinstance(photo, RestyleError):
@@ -149,14 +143,29 @@ class Batches:
                                 thread_name_prefix="restyle analyze") as pool:
             yield from pool.map(one, photos)
 
-    def _remember_embeddings(self, pending: Pending, photos: Sequence[Photo]) -> None:
-        """Give each photo its vector from the batch; on any failure each
-        analysis encodes its photo itself."""
-        model_id = self.encoder.model_id
-        try:
-            vectors = pending.result()  # checked on the worker
-        except Exception as exc:
-            logger.debug("batch encoding of %d photos failed: %s", len(photos), exc)
-            return
-        for photo, vector in zip(photos, vectors, strict=True):
-            photo.keep_vector(model_id, vector)
+
+def encode_together(encoder: Encoder, photos: Sequence[Photo], *,
+                    deadline: float) -> Pending | None:
+    """The photos' vectors under way in one encoder call, checked on its worker
+    (see :func:`keep_vectors`); None when the call could not start (each photo
+    is then encoded on its own when it is needed)."""
+    try:
+        return _budget.start(encoder, f"encoder {encoder.name}", encoder.encode_images,
+                             [p.image for p in photos], deadline=deadline,
+                             check=partial(check_vectors, encoder, count=len(photos)))
+    except RestyleError as exc:
+        logger.debug("batch encoding of %d photos not started: %s", len(photos), exc)
+        return None
+
+
+def keep_vectors(pending: Pending, photos: Sequence[Photo], model_id: str) -> bool:
+    """Give each photo its vector from :func:`encode_together`'s call, once it
+    is done; False (nothing kept) when the call failed."""
+    try:
+        vectors = pending.result()  # checked on the worker
+    except Exception as exc:
+        logger.debug("batch encoding of %d photos failed: %s", len(photos), exc)
+        return False
+    for photo, vector in zip(photos, vectors, strict=True):
+        photo.keep_vector(model_id, vector)
+    return True

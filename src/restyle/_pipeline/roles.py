@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from functools import partial
 
 import numpy as np
 
@@ -17,9 +16,9 @@ from restyle._errors import EncoderError, RestyleError
 from restyle._input.imaging import Photo
 from restyle._input.item import Item, load_item
 from restyle._pipeline import budget as _budget
+from restyle._pipeline.batching import encode_together, keep_vectors
 from restyle._pipeline.prompts import prompt_vectors
 from restyle._plugin.components import Encoder
-from restyle._plugin.contracts import check_vectors
 from restyle._secrets import describe, exposes_secret
 from restyle._types import PhotoRole
 
@@ -119,10 +118,9 @@ def find_roles(photos: Sequence[Photo], vectors: Sequence[np.ndarray | None],
                                                                           strict=True))
                  if s is not None and p.role is None]
         if found:
-            index = max(found)[1]
+            best, index = max(found)
             chosen = placed[index]
-            placed[index] = chosen.placed(chosen.index, PhotoRole.WHOLE,
-                                          round(found[[i for _, i in found].index(index)][0], 4))
+            placed[index] = chosen.placed(chosen.index, PhotoRole.WHOLE, round(best, 4))
     return placed
 
 
@@ -146,19 +144,11 @@ def prepare_item(item: Item, *, encoder: Encoder, deadline: float
 def _vectors(photos: Sequence[Photo], encoder: Encoder, deadline: float
              ) -> list[np.ndarray | None]:
     """The photos' vectors, those not kept yet encoded in one batch (and kept
-    on the photos); None for each when the batch fails."""
+    on the photos); None for each the batch could not give."""
     missing = [p for p in photos if p.vector(encoder.model_id) is None]
-    if missing:
-        try:
-            rows = _budget.call(
-                encoder, f"encoder {encoder.name}", encoder.encode_images,
-                [p.image for p in missing], deadline=deadline,
-                check=partial(check_vectors, encoder, count=len(missing)))
-        except Exception as exc:
-            logger.info("the item's photos were not encoded together: %s", describe(exc))
-            return [p.vector(encoder.model_id) for p in photos]
-        for photo, row in zip(missing, rows, strict=True):
-            photo.keep_vector(encoder.model_id, row)
+    pending = encode_together(encoder, missing, deadline=deadline) if missing else None
+    if pending is not None:
+        keep_vectors(pending, missing, encoder.model_id)
     return [p.vector(encoder.model_id) for p in photos]
 
 
