@@ -277,3 +277,19 @@ def test_the_notebook_view_shows_the_strip_and_which_photo_backs_each_field(
     assert "brand = Nike: google-vision" in html and "photo 2, tag)" in html
     alone = engine_for(vision).analyze(picture(FRONT))._repr_html_()
     assert "figcaption" not in alone and "photo 1" not in alone
+
+
+def test_an_item_from_a_folder_takes_its_photos_by_name(tmp_path: Any) -> None:
+    (tmp_path / "b-tag.png").write_bytes(picture(TAG))
+    (tmp_path / "a-front.png").write_bytes(picture(FRONT))
+    (tmp_path / "._a-front.png").write_bytes(b"macOS metadata")  # hidden: not a photo
+    (tmp_path / "notes.txt").write_text("not a photo")
+    (tmp_path / "inner").mkdir()
+    (tmp_path / "inner" / "c.png").write_bytes(picture(LABEL))  # a sub-folder's: not taken
+    item = Item.from_folder(tmp_path)
+    assert [p.name for p in item.photos] == ["a-front.png", "b-tag.png"]  # type: ignore[union-attr]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigurationError, match="no JPEG, PNG"):
+        Item.from_folder(tmp_path / "empty")
+    with pytest.raises(ConfigurationError, match="is not a folder"):
+        Item.from_folder(tmp_path / "a-front.png")

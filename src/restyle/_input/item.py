@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,10 @@ __all__ = [
     "ITEM_MAX_PIXEL_BYTES",
     "Item",
     "LoadedItem",
+    "as_item",
+    "is_photo_file",
     "load_item",
+    "photo_files",
 ]
 
 #: Most photos one item may have.
@@ -110,19 +113,34 @@ class Item:
     def from_folder(cls, folder: str | os.PathLike[str]) -> Item:
         """The photos of ``folder`` (not its sub-folders), in name order, as one
         item whose roles restyle finds."""
-        return cls(*photo_files(folder))
+        path = Path(folder).expanduser()
+        if not path.is_dir():
+            raise ConfigurationError(f"{path} is not a folder")
+        files = photo_files(path)
+        if not files:
+            raise ConfigurationError(f"no {FORMAT_NAMES} files in {path}")
+        return cls(*(path / name for name in files))
 
 
-def photo_files(folder: str | os.PathLike[str]) -> list[Path]:
-    """The photo files directly in ``folder`` (hidden ones left out), in name order."""
-    path = Path(folder).expanduser()
-    if not path.is_dir():
-        raise ConfigurationError(f"{path} is not a folder")
-    files = sorted(p for p in path.iterdir() if not p.name.startswith(".")
-                   and p.suffix.lower() in PHOTO_SUFFIXES and p.is_file())
-    if not files:
-        raise ConfigurationError(f"no {FORMAT_NAMES} files in {path}")
-    return files
+def is_photo_file(path: Path) -> bool:
+    """Whether ``path`` is a file whose suffix names a photo format."""
+    return path.suffix.lower() in PHOTO_SUFFIXES and path.is_file()
+
+
+def photo_files(folder: str | os.PathLike[str], *, recursive: bool = False) -> list[Path]:
+    """The photos in ``folder`` (and its subfolders when ``recursive``),
+    relative to it, sorted by name; none when it holds none.
+
+    Hidden files and folders are left out: they are a system's or a tool's
+    (``._photo.jpg`` from macOS, ``.thumbnails/``), not the user's photos.
+    """
+    found: list[Path] = []
+    for root, folders, files in os.walk(folder):
+        folders[:] = [f for f in folders if not f.startswith(".")] if recursive else []
+        base = Path(root).relative_to(folder)
+        found += [base / name for name in files
+                  if not name.startswith(".") and is_photo_file(Path(root, name))]
+    return sorted(found)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +202,3 @@ def as_item(value: object) -> Item:
             "restyle.Item(*photos), or analyze several items with analyze_many")
     return Item(value)  # type: ignore[arg-type]
 
-
-def items_of(values: Iterable[object]) -> Iterable[Item]:
-    return (as_item(v) for v in values)

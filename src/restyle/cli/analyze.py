@@ -15,9 +15,8 @@ from restyle import _settings
 from restyle._engine import Engine
 from restyle._errors import CatalogError, RestyleError
 from restyle._input.imaging import Photo, load_photo
-from restyle._input.item import ITEM_MAX_PHOTOS, Item
+from restyle._input.item import ITEM_MAX_PHOTOS, Item, is_photo_file, photo_files
 from restyle._input.limits import FORMAT_NAMES
-from restyle._input.limits import PHOTO_SUFFIXES as _SUFFIXES
 from restyle._progress import logging_through_bars, progress_bar, status_line
 from restyle._store.catalog import Catalog
 from restyle._types import Analysis, PhotoRole
@@ -32,10 +31,7 @@ from restyle.cli.common import (
 )
 from restyle.cli.outputs import RunOutputs
 
-__all__ = ["PHOTO_SUFFIXES", "analyze_command"]
-
-#: What a folder or a glob contributes: files with these suffixes, in any case.
-PHOTO_SUFFIXES = tuple(sorted(_SUFFIXES))
+__all__ = ["analyze_command"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +128,7 @@ def _photo_inputs(args: argparse.Namespace) -> tuple[list[_PhotoInput], bool]:
         path = Path(os.path.expanduser(arg))
         if path.is_dir():
             single = False
-            found = _folder_photos(path, recursive=args.recursive)
+            found = photo_files(path, recursive=args.recursive)
             inputs += [_PhotoInput(os.path.join(arg, str(name)), path / name) for name in found]
             if not found:
                 hint = "" if args.recursive or not _has_subfolders(path) else (
@@ -142,7 +138,7 @@ def _photo_inputs(args: argparse.Namespace) -> tuple[list[_PhotoInput], bool]:
         elif not path.exists() and any(c in arg for c in "*?["):
             single = False
             matches = sorted(glob.glob(os.path.expanduser(arg), recursive=True))
-            matched = [m for m in matches if _is_photo_file(Path(m))]
+            matched = [m for m in matches if is_photo_file(Path(m))]
             inputs += [_PhotoInput(match, Path(match)) for match in matched]
             if not matched:
                 inputs.append(_PhotoInput(arg, None, f"no {FORMAT_NAMES} files match"))
@@ -180,7 +176,7 @@ def _folder_items(arguments: list[str]) -> list[_PhotoInput]:
             if entry.name.startswith("."):
                 continue
             if entry.is_dir():
-                photos = _folder_photos(entry, recursive=False)
+                photos = photo_files(entry, recursive=False)
                 if not photos:
                     inputs.append(_PhotoInput(name, None, f"no {FORMAT_NAMES} files in this "
                                                           "item's folder"))
@@ -189,7 +185,7 @@ def _folder_items(arguments: list[str]) -> list[_PhotoInput]:
                                                           f"at most {ITEM_MAX_PHOTOS}"))
                 else:
                     inputs.append(_PhotoInput(name, Item(*(entry / p for p in photos))))
-            elif _is_photo_file(entry):
+            elif is_photo_file(entry):
                 inputs.append(_PhotoInput(name, entry))
     if not inputs:
         raise UsageError("--items found no item folders or photos in "
@@ -213,27 +209,8 @@ def _is_terminal(stream: TextIO) -> bool:
         return False
 
 
-def _is_photo_file(path: Path) -> bool:
-    return path.suffix.lower() in PHOTO_SUFFIXES and path.is_file()
-
-
 def _has_subfolders(folder: Path) -> bool:
     return any(entry.is_dir() and not entry.name.startswith(".") for entry in folder.iterdir())
-
-
-def _folder_photos(folder: Path, *, recursive: bool) -> list[Path]:
-    """The photos in ``folder`` (and its subfolders), relative to it, sorted by name.
-
-    Hidden files and folders are left out: they are a system's or a tool's
-    (``._photo.jpg`` from macOS, ``.thumbnails/``), not the user's photos.
-    """
-    found: list[Path] = []
-    for root, folders, files in os.walk(folder):
-        folders[:] = [f for f in folders if not f.startswith(".")] if recursive else []
-        base = Path(root).relative_to(folder)
-        found += [base / name for name in files
-                  if not name.startswith(".") and _is_photo_file(Path(root, name))]
-    return sorted(found)
 
 
 def _named_catalog(args: argparse.Namespace) -> bool:
