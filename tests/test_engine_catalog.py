@@ -95,3 +95,18 @@ def test_an_engine_chooses_its_models_precision(tiny_model_spec: str) -> None:
         Engine(precision="int4", experts=[], marketplaces=[], load_entrypoints=False)
     with pytest.raises(ConfigurationError, match="precision= chooses"):
         Engine(encoder=ColorEncoder(), precision="int8", load_entrypoints=False)
+
+
+def test_a_build_without_a_bar_does_not_count_the_files_rows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from restyle._store import catalog as catalog_module
+
+    counted: list[object] = []
+    monkeypatch.setattr(catalog_module, "count_rows", lambda source: counted.append(source))
+    engine = Engine(encoder=ColorEncoder(), catalog=tmp_path / "c", experts=[],
+                    marketplaces=[], load_entrypoints=False)
+    assert engine.build_catalog(SAMPLE_LISTINGS, progress=False).added == 12
+    assert counted == []
+    engine.build_catalog(SAMPLE_LISTINGS, progress=True)
+    assert len(counted) == 1
+    engine.catalog.close()

@@ -11,7 +11,7 @@ import importlib.util
 import logging
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
@@ -21,16 +21,20 @@ __all__ = ["BarSafeStream", "in_kernel", "logging_through_bars", "progress_bar",
 STATUS_REFRESH = 0.5
 
 
-def progress_bar(*, total: int | None, desc: str, unit: str, enabled: bool | None) -> Any:
+def progress_bar(*, total: int | Callable[[], int | None] | None, desc: str, unit: str,
+                 enabled: bool | None) -> Any:
     """A tqdm bar; ``enabled=None`` shows it only where someone is watching.
 
     Someone is watching in a Jupyter kernel (the bar is a widget when ipywidgets
     is installed, else text on stderr, which Jupyter shows too) and when stderr
-    is a terminal; output piped to a file or a log stays clean.
+    is a terminal; output piped to a file or a log stays clean. A ``total``
+    that costs something to find (a function) is found only for a bar shown.
     """
     kernel = in_kernel()
     if enabled is None:
         enabled = kernel or _stderr_is_terminal()
+    if callable(total):
+        total = total() if enabled else None
     if enabled and kernel:
         widget = _widget_tqdm()
         if widget is not None:

@@ -191,10 +191,11 @@ class BuildTarget(Protocol):
 def write_build(target: BuildTarget, run: AbstractContextManager[EncodedRun],
                 encoder: Encoder, *, fetcher: Fetcher | None, limits: ListingLimits,
                 checkpoint_every: int, progress: bool | None,
-                total: int | None = None) -> BuildReport:
+                total: Callable[[], int | None] | None = None) -> BuildReport:
     """Write a build's encoded batches into ``target`` with the one write loop;
     on any failure, forget the work since the last checkpoint. ``total`` is
-    about how many rows the listings file holds (the progress bar's)."""
+    about how many rows the listings file holds (the progress bar's, found only
+    for a bar shown)."""
     report = BuildReport()
     rejected = RejectedFile(target.directory)
     writer = Writer(target, encoder, report, rejected, fetcher=fetcher, limits=limits,

@@ -295,7 +295,7 @@ class Catalog:
                                 checkpoint_every=checkpoint_every, executor=executor)
         return write_build(self, run, encoder, fetcher=fetcher, limits=limits,
                            checkpoint_every=checkpoint_every, progress=progress,
-                           total=count_rows(source) if progress is not False else None)
+                           total=partial(count_rows, source))
 
     def _encoded_run(
         self, source: Path, encoder: Encoder, *, images_root: str | Path | None,
