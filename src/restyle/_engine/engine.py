@@ -382,8 +382,7 @@ class Engine:
             return self._identify(self._load_item(image, budget), budget).identification
 
     def _identify(self, photos: Sequence[Photo], budget: Budget) -> IdentifyResult:
-        opinions = examine(self.experts, sorted(photos, key=lambda p: p.index),
-                           deadline=self._experts_deadline(budget))
+        opinions = examine(self.experts, photos, deadline=self._experts_deadline(budget))
         identification = synthesize(
             self.synthesizer, opinions, photos, deadline=budget.stage("synthesize").end,
             fallback=self._fallback_synthesizer, borrow_until=budget.stage("search").end,
@@ -506,10 +505,10 @@ class Engine:
             identified = self._identify(photos, budget)
             search, reranked, embedding = self._find_comps(
                 photos, identified.identification, budget, hidden)
+            in_order = tuple(sorted(photos, key=lambda p: p.index))  # photos: whole ones first
             analysis = Analysis(
                 photo=photos[0].info(),
-                photos=tuple(p.info(thumbnail_side=STRIP_SIDE)
-                             for p in sorted(photos, key=lambda p: p.index)),
+                photos=tuple(p.info(thumbnail_side=STRIP_SIDE) for p in in_order),
                 opinions=identified.opinions, identification=identified.identification,
                 query=search.query, comps=reranked.comps,
                 price=estimate_price(reranked.comps, minimum_comps=self.minimum_comps,
@@ -520,7 +519,7 @@ class Engine:
             )
             if record is not None:
                 write_recording(record, Trace(
-                    photo=photos[0], photos=tuple(sorted(photos, key=lambda p: p.index)),
+                    photo=photos[0], photos=in_order,
                     analysis=analysis, found=search.found,
                     search_warnings=search.warnings, rerank_warnings=reranked.warnings,
                     embedding=embedding, vectors=reranked.vectors,

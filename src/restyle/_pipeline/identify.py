@@ -70,8 +70,8 @@ def examine(experts: Sequence[Expert], photos: Photo | Sequence[Photo], *,
     asked at once and each answered
     by ``deadline`` or the expert's own ``timeout``, whichever comes first. One
     that fails, overruns, is busy or answers off its contract gives an Opinion
-    saying so."""
-    item = [photos] if isinstance(photos, Photo) else list(photos)
+    saying so. The opinions come in the photos' order in the item."""
+    item = [photos] if isinstance(photos, Photo) else sorted(photos, key=lambda p: p.index)
     asked = [(expert, photo) for photo in item for expert in experts
              if len(item) == 1 or expert.photo_roles is None or photo.role in expert.photo_roles]
     started = [_start(expert, photo, deadline) for expert, photo in asked]  # all at once
