@@ -576,6 +576,26 @@ def alive_nodes() -> int:
     return sum(1 for node in ray.nodes() if node["Alive"])
 
 
+class MeetingEncoder(ColorEncoder):
+    """The colour encoder whose actors each wait, at their first batch, until
+    ``actors`` of them have one: a fast actor cannot take every batch before a
+    slower node's actor has started, so each node's actor embeds."""
+
+    def __init__(self, folder: Path, actors: int) -> None:
+        super().__init__()
+        self.folder, self.actors = str(folder), actors
+        self.met = False
+
+    def encode_images(self, images: Any) -> np.ndarray:
+        if not self.met:
+            Path(self.folder, str(os.getpid())).touch()
+            deadline = time.monotonic() + 60
+            while len(os.listdir(self.folder)) < self.actors and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.met = True
+        return super().encode_images(images)
+
+
 def test_a_build_across_two_nodes_is_the_local_catalog(
     ray_address: str, tmp_path: Path, image_server: FakeServer,
     caplog: pytest.LogCaptureFixture,
@@ -598,8 +618,9 @@ def test_a_build_across_two_nodes_is_the_local_catalog(
             time.sleep(0.2)
         folder = tmp_path / "listings"
         source = write_listings(folder, generated_listings(folder, image_server, n=200))
-        encoder = ColorEncoder()
-        local = build(tmp_path / "local", source, encoder, fetcher=LOCAL_NET)
+        local = build(tmp_path / "local", source, ColorEncoder(), fetcher=LOCAL_NET)
+        (tmp_path / "met").mkdir()
+        encoder = MeetingEncoder(tmp_path / "met", actors=2)
         with caplog.at_level(logging.DEBUG, logger="restyle.ray"):
             distributed = build(tmp_path / "ray", source, encoder, fetcher=LOCAL_NET,
                                 executor=RayExecutor(actors=2, actor_cpus=3, task_cpus=0.25,
