@@ -17,8 +17,12 @@ second part repeats it all while a competing process keeps one CPU busy
 with numpy matrix products. The CPU time (all threads of this process) is
 printed beside the wall-clock time.
 
+The catalog is generated in one process and measured in another, as a web
+worker meets it: the time it takes to open, and the memory it and the warm
+Engine take beside the model's (target: the index plus 200 MB).
+
     PYTHONPATH=src:. python bench/analyze.py [--listings 10000] [--rounds 5] [--photos 6]
-        [--load-threads 1] [--skip-loaded]
+        [--catalog FOLDER] [--load-threads 1] [--skip-loaded]
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -74,43 +79,53 @@ def unit(x: np.ndarray) -> np.ndarray:
 
 
 def fill_catalog(catalog: Catalog, anchors: np.ndarray, n: int, folder: Path) -> None:
-    """``n`` listings: look-alikes of each anchor vector, the rest in clusters."""
+    """``n`` listings: look-alikes of each anchor vector, the rest in clusters
+    (a cluster of about 50 listings each), generated and stored 10,000 at a time."""
     rng = np.random.default_rng(7)
     dim = anchors.shape[1]
     # Each row names its own image file; analyses use the stored vectors and never
     # read them, so the files are not written.
     per_anchor = 40
     centres = unit(rng.standard_normal((max(1, n // 50), dim)))
-    rows: list[DecodedListing] = []
-    vectors = np.empty((n, dim), np.float32)
-    for i in range(n):
-        anchor = i // per_anchor if i < per_anchor * len(anchors) else None
-        if anchor is not None:
+    report = BuildReport()
+    chunk = 10_000
+    progress = time.perf_counter()
+    for start in range(0, n, chunk):
+        numbers = np.arange(start, min(n, start + chunk))
+        m = len(numbers)
+        brands = rng.integers(len(BRANDS), size=m)
+        categories = rng.integers(len(CATEGORIES), size=m)
+        noise = rng.standard_normal((m, dim)).astype(np.float32) / np.sqrt(dim)
+        vectors = unit(centres[rng.integers(len(centres), size=m)] + 0.8 * noise)
+        for j in range(min(m, max(0, per_anchor * len(anchors) - start))):
             # Look-alikes are often the same kind of thing, less often the same
             # brand: the most specific queries find a few, and relaxing finds more.
-            brand = BRANDS[anchor] if rng.random() < 0.2 else BRANDS[rng.integers(len(BRANDS))]
-            category = (CATEGORIES[anchor % len(CATEGORIES)] if rng.random() < 0.6
-                        else CATEGORIES[rng.integers(len(CATEGORIES))])
-            vectors[i] = unit(anchors[anchor] + 0.35 * rng.standard_normal(dim) / np.sqrt(dim))
-        else:
-            brand = BRANDS[rng.integers(len(BRANDS))]
-            category = CATEGORIES[rng.integers(len(CATEGORIES))]
-            centre = centres[rng.integers(len(centres))]
-            vectors[i] = unit(centre + 0.8 * rng.standard_normal(dim) / np.sqrt(dim))
-        colour = COLOURS[rng.integers(len(COLOURS))]
-        row = ListingRow(
-            number=i, listing_id=f"item-{i:06d}",
-            title=f"{brand} {colour} {category}, size {rng.choice(['S', 'M', 'L', 'XL'])}",
-            brand=brand, category=category, condition=CONDITIONS[rng.integers(len(CONDITIONS))],
-            price=Decimal(int(rng.integers(800, 25000))) / 100, currency="USD",
-            url=f"https://shop.example.com/item-{i:06d}",
-            image=str(folder / "images" / f"item-{i:06d}.jpg"), image_as_written="",
-            sold=bool(rng.random() < 0.3),
-        )
-        rows.append(DecodedListing(row=row, sha256=f"{i:064x}", image=None))  # type: ignore[arg-type]
-    report = BuildReport()
-    for start in range(0, n, 1000):
-        catalog.store(rows[start : start + 1000], vectors[start : start + 1000], report)
+            anchor = (start + j) // per_anchor
+            if rng.random() < 0.2:
+                brands[j] = anchor
+            if rng.random() < 0.6:
+                categories[j] = anchor % len(CATEGORIES)
+            vectors[j] = unit(anchors[anchor] + 0.35 * noise[j])
+        colours = rng.integers(len(COLOURS), size=m)
+        sizes = rng.integers(4, size=m)
+        conditions = rng.integers(len(CONDITIONS), size=m)
+        prices = rng.integers(800, 25000, size=m)
+        sold = rng.random(m) < 0.3
+        rows = [DecodedListing(row=ListingRow(
+            number=int(i), listing_id=f"item-{i:07d}",
+            title=f"{BRANDS[b]} {COLOURS[c]} {CATEGORIES[k]}, size {'SMLX'[z] if z < 3 else 'XL'}",
+            brand=BRANDS[b], category=CATEGORIES[k], condition=CONDITIONS[q],
+            price=Decimal(int(p)) / 100, currency="USD",
+            url=f"https://shop.example.com/item-{i:07d}",
+            image=str(folder / "images" / f"item-{i:07d}.jpg"), image_as_written="",
+            sold=bool(s)), sha256=f"{i:064x}", image=None)  # type: ignore[arg-type]
+            for i, b, c, k, z, q, p, s in zip(numbers, brands, colours, categories, sizes,
+                                               conditions, prices, sold, strict=True)]
+        for at in range(0, m, 1000):
+            catalog.store(rows[at : at + 1000], vectors[at : at + 1000], report)
+        if time.perf_counter() - progress > 30:
+            progress = time.perf_counter()
+            print(f"  {start + m} listings stored", flush=True)
     catalog.checkpoint()
     assert report.added == n
 
@@ -161,57 +176,112 @@ def measure(engine: Engine, catalog: Catalog, photos: list[bytes], rounds: int,
     return o_wall / b_wall, o_cpu / b_cpu
 
 
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def index_bytes(directory: Path) -> int:
+    """The catalog's vector index on disk: its file, or its shards' folder."""
+    return sum(p.stat().st_size for p in directory.rglob("vectors*") if p.is_file())
+
+
+def bench_model(name: str, count: int) -> tuple[OpenClipEncoder, list[bytes], np.ndarray]:
+    """The encoder (random weights, seeded: the same in every process), the
+    bench photos as JPEG and their vectors."""
+    import torch
+
+    torch.manual_seed(0)
+    encoder = OpenClipEncoder(name, device="cpu")
+    encoder.load()
+    images = synthetic_photos(count, seed=11)
+    return encoder, [jpeg(img) for img in images], encoder.encode_images(images)
+
+
+def fill(folder: Path, args: argparse.Namespace) -> None:
+    """The catalog for ``--listings``, kept in ``folder`` (filled once)."""
+    marker = folder / "listings.txt"
+    wanted = f"{args.listings} {args.photos}"
+    if marker.exists() and marker.read_text() == wanted:
+        print(f"reusing the catalog of {args.listings} listings in {folder}")
+        return
+    shutil.rmtree(folder / "catalog", ignore_errors=True)
+    encoder, _, anchors = bench_model(args.model, args.photos)
+    start = time.perf_counter()
+    with Catalog.open(folder / "catalog", encoder, create=True) as catalog:
+        fill_catalog(catalog, anchors, args.listings, folder)
+    marker.write_text(wanted)
+    print(f"{args.listings} listings stored in {time.perf_counter() - start:.1f} s")
+
+
+def measure_here(folder: Path, args: argparse.Namespace) -> None:
+    """The measurements, in a process of their own: the catalog opened as a
+    web worker opens it, and the memory it costs beside the model's."""
+    import torch
+
+    encoder, photos, _ = bench_model(args.model, args.photos)
+    floor = rss_mb()
+    start = time.perf_counter()
+    catalog = Catalog.open(folder / "catalog", encoder)
+    opened = time.perf_counter() - start
+    size = index_bytes(folder / "catalog") / 2**20
+    print(f"{len(catalog)} listings, a {type(catalog.index).__name__} of {size:.0f} MB; model "
+          f"{args.model} ({encoder.precision}), torch {torch.__version__}, "
+          f"{os.cpu_count()} CPUs, {args.photos} photos of 800x600 JPEG")
+    print(f"the catalog opens in {opened:.2f} s (target < 2 s; its files in the page cache)")
+    engine = Engine(encoder=encoder, catalog=catalog, load_entrypoints=False,
+                    reranker=Reranker(cache=None), max_comps=MAX_COMPS)
+    for p in photos:  # warm: taxonomy prompts, index, caches, threads
+        engine.analyze(p)
+        unavoidable(engine, catalog, p)
+    first = engine.analyze(photos[0])
+    print(f"a warm analysis: {len(first.comps)} comps, brand {first.identification.brand!r},"
+          f" price {first.price.estimate} {first.price.currency}, "
+          f"query step of the first comp {first.comps[0].query_step!r}")
+    measure(engine, catalog, photos, args.rounds, "no added load")
+    cost = rss_mb() - floor
+    print(f"memory: the process holds {rss_mb():.0f} MB, {floor:.0f} MB of it the model and "
+          f"photos before the catalog; the catalog and the warm Engine {cost:.0f} MB = the "
+          f"index ({size:.0f} MB) + {cost - size:.0f} MB (target: index + 200 MB)")
+    if args.skip_loaded:
+        return
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(args.load_threads),
+               OMP_NUM_THREADS=str(args.load_threads), MKL_NUM_THREADS=str(args.load_threads))
+    spinner = subprocess.Popen([sys.executable, "-c", _SPIN], env=env)
+    try:
+        time.sleep(1.0)
+        plural = "s" if args.load_threads > 1 else ""
+        measure(engine, catalog, photos, args.rounds,
+                f"beside a process keeping {args.load_threads} CPU{plural} busy")
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--listings", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--photos", type=int, default=6)
     parser.add_argument("--model", default="ViT-B-32/random")
+    parser.add_argument("--catalog", type=Path,
+                        help="keep the generated catalog in this folder, and reuse it")
     parser.add_argument("--load-threads", type=int, default=1,
                         help="threads of the competing process (its BLAS threads)")
     parser.add_argument("--skip-loaded", action="store_true")
+    parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-
-    import torch
-
-    torch.manual_seed(0)
-    encoder = OpenClipEncoder(args.model, device="cpu")
-    encoder.load()
-    images = synthetic_photos(args.photos, seed=11)
-    photos = [jpeg(img) for img in images]
-    anchors = encoder.encode_images(images)
+    if args.measure:
+        measure_here(args.catalog, args)
+        return
     with tempfile.TemporaryDirectory() as home:
-        folder = Path(home)
-        start = time.perf_counter()
-        with Catalog.open(folder / "catalog", encoder, create=True) as catalog:
-            fill_catalog(catalog, anchors, args.listings, folder)
-        print(f"{args.listings} listings stored in {time.perf_counter() - start:.1f} s; model "
-              f"{args.model} ({encoder.precision}), torch {torch.__version__}, "
-              f"{os.cpu_count()} CPUs, {args.photos} photos of 800x600 JPEG")
-        engine = Engine(encoder=encoder, catalog=folder / "catalog", load_entrypoints=False,
-                        reranker=Reranker(cache=None), max_comps=MAX_COMPS)
-        catalog = engine.catalog
-        for p in photos:  # warm: taxonomy prompts, index, caches, threads
-            engine.analyze(p)
-            unavoidable(engine, catalog, p)
-        first = engine.analyze(photos[0])
-        print(f"a warm analysis: {len(first.comps)} comps, brand {first.identification.brand!r},"
-              f" price {first.price.estimate} {first.price.currency}, "
-              f"query step of the first comp {first.comps[0].query_step!r}")
-        measure(engine, catalog, photos, args.rounds, "no added load")
-        if args.skip_loaded:
-            return
-        env = dict(os.environ, OPENBLAS_NUM_THREADS=str(args.load_threads),
-                   OMP_NUM_THREADS=str(args.load_threads), MKL_NUM_THREADS=str(args.load_threads))
-        spinner = subprocess.Popen([sys.executable, "-c", _SPIN], env=env)
-        try:
-            time.sleep(1.0)
-            plural = "s" if args.load_threads > 1 else ""
-            measure(engine, catalog, photos, args.rounds,
-                    f"beside a process keeping {args.load_threads} CPU{plural} busy")
-        finally:
-            spinner.kill()
-            spinner.wait()
+        folder = args.catalog or Path(home)
+        folder.mkdir(parents=True, exist_ok=True)
+        fill(folder, args)
+        subprocess.run([sys.executable, __file__, *sys.argv[1:], "--catalog", str(folder),
+                        "--measure"], check=True)
 
 
 if __name__ == "__main__":
