@@ -596,26 +596,55 @@ class MeetingEncoder(ColorEncoder):
         return super().encode_images(images)
 
 
+@contextmanager
+def second_node(ray_address: str, log: Path, *, cpus: int = 4) -> Iterator[None]:
+    """A second node of ``cpus`` CPUs joined to the cluster with ``ray start
+    --address`` for the block, its output in ``log``; stopped and gone after."""
+    ray_cli = Path(sys.executable).with_name("ray")
+    with log.open("wb") as out:
+        node = subprocess.Popen(
+            [str(ray_cli), "start", f"--address={ray_address}", f"--num-cpus={cpus}", "--block",
+             "--object-store-memory=200000000", f"--node-manager-port={free_port()}",
+             f"--object-manager-port={free_port()}",
+             f"--dashboard-agent-listen-port={free_port()}",
+             f"--metrics-export-port={free_port()}"],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 60
+            while alive_nodes() < 2:
+                assert node.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, "the second node did not join"
+                time.sleep(0.2)
+            yield
+        finally:
+            node.send_signal(signal.SIGTERM)  # `ray start --block` stops its node
+            try:
+                node.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(node.pid, signal.SIGKILL)
+                node.wait()
+            deadline = time.monotonic() + 60
+            while alive_nodes() > 1 and time.monotonic() < deadline:
+                time.sleep(0.2)
+
+
+#: Two encoder actors that fit only one to a node of four CPUs.
+ONE_ACTOR_A_NODE = RayExecutor(actors=2, actor_cpus=3, task_cpus=0.25, batch_size=8)
+
+
+def nodes_that_embedded(caplog: pytest.LogCaptureFixture) -> set[str]:
+    """The nodes a build's shards say their vectors were embedded on (its debug log)."""
+    return {n for r in caplog.records if "embedded on" in r.getMessage()
+            for n in r.args[-1].split(", ") if n != "no node"}  # type: ignore[index, union-attr]
+
+
 def test_a_build_across_two_nodes_is_the_local_catalog(
     ray_address: str, tmp_path: Path, image_server: FakeServer,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A second node joins with ``ray start --address``; each node has room for
     one encoder actor of three CPUs, so both embed."""
-    ray_cli = Path(sys.executable).with_name("ray")
-    log = (tmp_path / "node.log").open("wb")
-    node = subprocess.Popen(
-        [str(ray_cli), "start", f"--address={ray_address}", "--num-cpus=4", "--block",
-         "--object-store-memory=200000000", f"--node-manager-port={free_port()}",
-         f"--object-manager-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
-         f"--metrics-export-port={free_port()}"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while alive_nodes() < 2:
-            assert node.poll() is None, (tmp_path / "node.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the second node did not join"
-            time.sleep(0.2)
+    with second_node(ray_address, tmp_path / "node.log"):
         folder = tmp_path / "listings"
         source = write_listings(folder, generated_listings(folder, image_server, n=200))
         local = build(tmp_path / "local", source, ColorEncoder(), fetcher=LOCAL_NET)
@@ -623,21 +652,7 @@ def test_a_build_across_two_nodes_is_the_local_catalog(
         encoder = MeetingEncoder(tmp_path / "met", actors=2)
         with caplog.at_level(logging.DEBUG, logger="restyle.ray"):
             distributed = build(tmp_path / "ray", source, encoder, fetcher=LOCAL_NET,
-                                executor=RayExecutor(actors=2, actor_cpus=3, task_cpus=0.25,
-                                                     batch_size=8))
+                                executor=ONE_ACTOR_A_NODE)
         assert distributed == local
         assert_same_catalog(tmp_path / "local", tmp_path / "ray", cosine=0.99999)
-        nodes = {n for r in caplog.records if "embedded on" in r.getMessage()
-                 for n in r.args[-1].split(", ") if n != "no node"}  # type: ignore[index, union-attr]
-        assert len(nodes) == 2
-    finally:
-        node.send_signal(signal.SIGTERM)  # `ray start --block` stops its node
-        try:
-            node.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(node.pid, signal.SIGKILL)
-            node.wait()
-        log.close()
-        deadline = time.monotonic() + 60
-        while alive_nodes() > 1 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        assert len(nodes_that_embedded(caplog)) == 2

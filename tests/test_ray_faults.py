@@ -1,5 +1,5 @@
-"""Ray builds that lose a worker: each stage's worker killed mid-build, the
-build still the local one; what a build that cannot go on says; an actor pool
+"""Ray builds that lose a worker: each stage's worker killed mid-build on a
+two-node cluster, the build still the local one; what a build that cannot go on says; an actor pool
 larger than the cluster; a cluster that cannot be reached or wants a token."""
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from restyle._ray.build import STAGING_NAME
 from restyle.testing import ColorEncoder, FakeServer, Reply
 from tests.test_ray import (
     LOCAL_NET,
+    ONE_ACTOR_A_NODE,
     SMALL,
+    MeetingEncoder,
     assert_same_catalog,
     build,
     committed_rows,
@@ -35,6 +37,8 @@ from tests.test_ray import (
     generated_listings,
     jpeg_bytes,
     local_ray,
+    nodes_that_embedded,
+    second_node,
     write_listings,
 )
 
@@ -126,21 +130,27 @@ STAGES = ["_read_part", "_load_rows", "_StoredImages", "_Embedder", "_write_shar
 
 def test_a_worker_killed_in_every_stage_leaves_the_build_equal_to_the_local_one(
     ray_address: str, killed_build_case: dict[str, Path], tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """One build, and the first worker of each stage killed while it runs: the
-    stored-images actor and the encoder actors are restarted, the tasks run
-    again, and the catalog is the local build's."""
+    """One build on two nodes (an encoder actor on each), and the first worker
+    of each stage killed while it runs: the stored-images actor and the encoder
+    actors are restarted, the tasks run again, and the catalog is the local
+    build's."""
     case = killed_build_case
     target = tmp_path / "ray"
     shutil.copytree(case["before"], target)
     killers = [Killer(stage) for stage in STAGES]
+    (tmp_path / "met").mkdir()
     with ExitStack() as stack:
+        stack.enter_context(second_node(ray_address, tmp_path / "node.log"))
         for killer in killers:
             stack.enter_context(killer)
-        report = build(target, case["source"], ColorEncoder(), fetcher=LOCAL_NET,
-                       executor=SMALL, checkpoint_every=100)
+        stack.enter_context(caplog.at_level(logging.DEBUG, logger="restyle.ray"))
+        report = build(target, case["source"], MeetingEncoder(tmp_path / "met", actors=2),
+                       fetcher=LOCAL_NET, executor=ONE_ACTOR_A_NODE, checkpoint_every=100)
     assert [k.killed is not None for k in killers] == [True] * len(STAGES), [
         k.killed for k in killers]
+    assert len(nodes_that_embedded(caplog)) == 2
     assert report["rejected"] > 3000
     assert_same_catalog(case["local"], target, cosine=0.99999)
 
