@@ -64,12 +64,14 @@ def index_present(path: Path) -> bool:
     return path.is_file() or (shards_path(path) / MANIFEST).is_file()
 
 
-def load_index(path: Path, *, dim: int,
-               exact: ExactVectors | None = None) -> VectorIndex | ShardedIndex:
-    """The index saved for ``path``: the sharded one if its manifest is there."""
+def load_index(path: Path, *, dim: int, exact: ExactVectors | None = None,
+               mapped: bool = False) -> VectorIndex | ShardedIndex:
+    """The index saved for ``path``: the sharded one if its manifest is there.
+    ``mapped``: a flat index's vectors mapped from its file, to search only
+    (a sharded index maps its segments always)."""
     if (shards_path(path) / MANIFEST).is_file():
         return ShardedIndex.load(path, dim=dim, exact=exact)
-    return VectorIndex.load(path, dim=dim)
+    return VectorIndex.load(path, dim=dim, mapped=mapped)
 
 
 def _temporary_patterns(path: Path) -> list[tuple[Path, list[re.Pattern[str]]]]:

@@ -146,6 +146,8 @@ class VectorIndex:
         self.scan_fraction: float | None = None
         # What the last IVF tried would have scanned (for benchmarks).
         self._ivf_fraction: float | None = None
+        # Mapped from its file (see load): searched in place, never changed.
+        self._mapped = False
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -178,6 +180,7 @@ class VectorIndex:
         """
         id_array, vectors = ids_and_rows(ids, vectors, self.dim)
         with self._lock:
+            self._changeable()
             if len(self):
                 self._index.remove_ids(id_array)
             size = len(self) + len(id_array)
@@ -190,9 +193,21 @@ class VectorIndex:
 
     def remove(self, ids: np.ndarray | list[int]) -> int:
         with self._lock:
+            self._changeable()
             if not len(self):
                 return 0
             return int(self._index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64)))
+
+    @property
+    def mapped(self) -> bool:
+        """Whether the vectors are mapped from the index's file, to search only."""
+        return self._mapped
+
+    def _changeable(self) -> None:
+        """Refuse to change a mapped index: faiss would abort the process."""
+        if self._mapped:
+            raise CatalogError("the vector index was opened to search, mapped from its file; "
+                               "open the catalog for writing to change it")
 
     def reconstruct(self, item_id: int) -> np.ndarray | None:
         with self._lock:
@@ -327,10 +342,16 @@ class VectorIndex:
     def load(
         cls, path: str | os.PathLike[str], *, dim: int,
         approximate_above: int = APPROXIMATE_ABOVE, target_recall: float = 0.95,
+        mapped: bool = False,
     ) -> VectorIndex:
+        """The index saved at ``path``. ``mapped``: its vectors mapped from the
+        file, not read (a million vectors open in a tenth of a second, and the
+        processes that search one catalog share its pages); such an index is
+        only searched (changing it raises CatalogError). Saves replace the file
+        (:meth:`save`), so a mapped index keeps the file it opened."""
         faiss = _faiss()
         try:
-            index = faiss.read_index(str(path))
+            index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC if mapped else 0)
         except RuntimeError as exc:
             raise CatalogError(f"vector index {path} cannot be read: {exc}") from exc
         if index.d != dim:
@@ -338,7 +359,7 @@ class VectorIndex:
         self = cls(dim, approximate_above=approximate_above, target_recall=target_recall)
         if hasattr(index, "nprobe") and index.direct_map.type != faiss.DirectMap.Hashtable:
             index.set_direct_map_type(faiss.DirectMap.Hashtable)
-        self._index = index
+        self._index, self._mapped = index, mapped
         if hasattr(index, "nprobe") or index.ntotal > approximate_above:
             self._planned_at = int(index.ntotal)  # chosen when it was built
         return self

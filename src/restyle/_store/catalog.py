@@ -185,7 +185,9 @@ class Catalog:
                 )
             return VectorIndex(self.dim)
         try:
-            index = load_index(path, dim=self.dim, exact=self._exact_vectors)
+            # Opened to search, a flat index is mapped from its file, not read.
+            index = load_index(path, dim=self.dim, exact=self._exact_vectors,
+                               mapped=self.readonly)
         except CatalogError as exc:
             raise CatalogError(f"{exc}; {repair}") from exc
         if len(index) < rows:
@@ -252,6 +254,11 @@ class Catalog:
             self._db = db
             self.readonly = False
             remove_stale_temporaries(self.directory)
+            if isinstance(self.index, VectorIndex) and self.index.mapped:
+                # Mapped from its file to search: read whole (as saved now) to change.
+                with self._database() as db:
+                    (rows,) = db.execute("SELECT COUNT(*) FROM items").fetchone()
+                self.index = self._load_index(int(rows))
 
     # -- building ------------------------------------------------------------
 
