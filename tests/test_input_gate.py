@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
 from restyle import CompFlag, Engine, ImageError, Listing, Money, Opinion, Reranker, load_photo
@@ -34,6 +36,7 @@ from restyle._input.imaging import (
     Photo,
     decode,
 )
+from restyle._input.jpeg import scan_end
 from restyle.testing import FakeServer, Reply, image_bytes
 from tests.fakes.components import ColorEncoder, ListMarketplace, ScriptedExpert
 
@@ -103,6 +106,26 @@ def slow_jpeg() -> bytes:
 def scan_bomb() -> bytes:
     """4,000 scans of a 1024x1024 image in about 60 KB: seconds of CPU to decode."""
     return with_scans(progressive(1024), 4000)
+
+
+SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7]")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([0x00, 0x12, 0xD0, 0xD7, 0xD8, 0xD9, 0xFF]), max_size=64),
+       st.integers(0, 5), st.integers(0, 50_000))
+@example(tail=[0xFF, 0x12], pos=0, padding=16 * 1024 - 1)  # across the first span's end
+@example(tail=[0xFF, 0x00, 0xFF, 0xD9], pos=0, padding=16 * 1024 - 2)
+@example(tail=[0xFF], pos=0, padding=48 * 1024)  # a last 0xFF ends nothing
+def test_a_scans_end_is_found_as_the_markers_define_it(
+    tail: list[int], pos: int, padding: int,
+) -> None:
+    """Entropy-coded data ends at a 0xFF that is no stuffed zero and no restart
+    marker: the numpy search agrees with that definition wherever the end lies
+    (in its first span, across spans, at the last byte, nowhere)."""
+    data = b"\x55" * padding + bytes(tail)
+    found = SCAN_END.search(data, pos)
+    assert scan_end(data, pos) == (found.start() if found else None)
 
 
 def test_a_normal_progressive_jpeg_is_decoded() -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numpy as np
+
 from restyle._errors import ImageError
 from restyle._input.limits import (
     JPEG_MAX_COEFFICIENT_BYTES,
@@ -17,7 +19,7 @@ from restyle._input.limits import (
     JPEG_MAX_SEGMENTS,
 )
 
-__all__ = ["JpegLayout", "check_coefficients", "jpeg_layout"]
+__all__ = ["JpegLayout", "check_coefficients", "jpeg_layout", "scan_end"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +40,8 @@ _SOF_PROGRESSIVE = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
 _NO_LENGTH = frozenset({0x00, 0x01, *range(0xD0, 0xD9)})  # stuffing, TEM, RSTn, SOI
 _EOI, _SOS = 0xD9, 0xDA
 _FILL = re.compile(rb"\xff+")
-# The end of a scan's entropy-coded data: a 0xFF that is neither a stuffed
-# zero nor a restart marker.
-_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7]")
+#: The first and the largest span :func:`scan_end` looks at in one step.
+_SCAN_STEP, _SCAN_STEP_MAX = 16 * 1024, 1024 * 1024
 _BLOCK_BYTES = 64 * 2  # one 8x8 block of 16-bit coefficients
 
 
@@ -91,16 +92,36 @@ def jpeg_layout(data: bytes, what: str) -> JpegLayout:
                     f"{what} is a JPEG of more than {JPEG_MAX_SCANS} scans, restyle's limit "
                     "(a progressive JPEG has about 10)"
                 )
-            found = _SCAN_END.search(data, pos)
+            found = scan_end(data, pos)
             if found is None:
                 break
-            pos = found.start()
+            pos = found
     if frame is None:
         return JpegLayout(0, 0, progressive, scans, 0)
     height, width, sampling = frame
     buffered = progressive or scans > 1
     return JpegLayout(width, height, progressive, scans,
                        _coefficient_bytes(width, height, sampling) if buffered else 0)
+
+
+def scan_end(data: bytes, pos: int) -> int | None:
+    """Where the entropy-coded data from ``pos`` ends: the first 0xFF that is
+    neither a stuffed zero nor a restart marker (None: none before the end).
+    Searched by numpy in growing spans, which runs without the GIL: the photos
+    of concurrent analyses are checked on both cores."""
+    array = np.frombuffer(data, np.uint8)
+    last = len(array) - 1  # a 0xFF needs a byte after it
+    step = _SCAN_STEP
+    while pos < last:
+        stop = min(last, pos + step)
+        marks = np.flatnonzero(array[pos:stop] == 0xFF) + pos
+        if len(marks):
+            after = array[marks + 1]
+            ends = np.flatnonzero((after != 0x00) & ((after < 0xD0) | (after > 0xD7)))
+            if len(ends):
+                return int(marks[ends[0]])
+        pos, step = stop, min(2 * step, _SCAN_STEP_MAX)
+    return None
 
 
 def _frame(body: bytes) -> tuple[int, int, list[tuple[int, int]]] | None:
