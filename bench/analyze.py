@@ -176,11 +176,13 @@ def measure(engine: Engine, catalog: Catalog, photos: list[bytes], rounds: int,
     return o_wall / b_wall, o_cpu / b_cpu
 
 
-def rss_mb() -> float:
+def rss_mb(field: str = "VmRSS") -> float:
+    """This process's resident memory (``RssFile``: the part mapped from files,
+    shared with every process that maps them; ``RssAnon``: its own)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
+    raise RuntimeError(f"no {field}")
 
 
 def index_bytes(directory: Path) -> int:
@@ -244,7 +246,9 @@ def measure_here(folder: Path, args: argparse.Namespace) -> None:
     cost = rss_mb() - floor
     print(f"memory: the process holds {rss_mb():.0f} MB, {floor:.0f} MB of it the model and "
           f"photos before the catalog; the catalog and the warm Engine {cost:.0f} MB = the "
-          f"index ({size:.0f} MB) + {cost - size:.0f} MB (target: index + 200 MB)")
+          f"index ({size:.0f} MB) + {cost - size:.0f} MB (target: index + 200 MB); of all it "
+          f"holds, {rss_mb('RssFile'):.0f} MB is mapped from files (the index's pages, shared "
+          f"by the processes that search it) and {rss_mb('RssAnon'):.0f} MB its own")
     if args.skip_loaded:
         return
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(args.load_threads),
