@@ -242,8 +242,10 @@ def test_a_catalog_past_the_threshold_gets_a_sharded_index(
 
 
 def test_an_interrupted_build_keeps_the_sharded_index_of_its_last_checkpoint(
-    tmp_path: Path, shard_above: None,
+    tmp_path: Path, shard_above: None, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from restyle._store import catalog as store
+
     source = listings(tmp_path / "listings", 400)
     directory = tmp_path / "catalog"
 
@@ -256,6 +258,13 @@ def test_an_interrupted_build_keeps_the_sharded_index_of_its_last_checkpoint(
                 raise RuntimeError("out of memory")
             return super().encode_images(images)
 
+    def planned(*args: Any, **kwargs: Any) -> Any:
+        plan = plan_training(*args, **kwargs)
+        Failing.calls = 0  # the build's own batches are counted, not the drawn rows'
+        return plan
+
+    plan_training = store.plan_training
+    monkeypatch.setattr(store, "plan_training", planned)
     failing = Failing(bins=3)
     with Catalog.open(directory, failing, create=True) as catalog, pytest.raises(RuntimeError):
         catalog.build(source, failing, progress=False, batch_size=16, checkpoint_every=100)

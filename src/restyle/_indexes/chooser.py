@@ -14,6 +14,7 @@ import logging
 import re
 import shutil
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,12 +43,14 @@ from restyle._indexes.sharded import (
 __all__ = [
     "TUNING_SAMPLE",
     "NearestIds",
+    "TrainingPlan",
     "grow_index",
     "index_present",
     "load_index",
     "probes_near",
     "remove_stale_index_temporaries",
     "save_index",
+    "sharded_above",
     "stale_index_temporaries",
     "training_schedule",
     "training_size",
@@ -111,6 +114,23 @@ def save_index(index: VectorIndex | ShardedIndex, path: Path) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@dataclass(frozen=True, slots=True)
+class TrainingPlan:
+    """A build's sharded index planned before the build starts: trained once,
+    for the ``size`` vectors the catalog will hold at its end, on a sample
+    drawn evenly across the whole input. ``drawn`` are the vectors of the rows
+    drawn from the part of the input stored after the training (encoded ahead);
+    the rest of the sample is drawn from the vectors stored by then."""
+
+    size: int
+    drawn: np.ndarray
+
+
+def sharded_above() -> int:
+    """The size past which a flat index becomes a sharded one."""
+    return max(MINIMUM_SIZE, sharded_index.SHARDED_AT_LEAST, sharded_index.SHARDED_ABOVE)
+
+
 class NearestIds:
     """The exact 10 nearest ids of a few probe vectors, kept up to date while
     vectors stream past in chunks (so no more than a chunk is in memory)."""
@@ -145,7 +165,7 @@ def grow_index(
     index: VectorIndex | ShardedIndex, *,
     vectors: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]],
     sample: Callable[[int], np.ndarray], exact: ExactVectors | None,
-    runner: Runner = run_here, above: int | None = None,
+    runner: Runner = run_here, above: int | None = None, plan: TrainingPlan | None = None,
 ) -> VectorIndex | ShardedIndex:
     """``index``, kept fit for its size (what a checkpoint calls).
 
@@ -159,7 +179,8 @@ def grow_index(
     :data:`~restyle._indexes.sharded.RETUNE_GROWTH` times the vectors it was
     tuned with, and trained again from a fresh sample once it holds more than
     :data:`~restyle._indexes.sharded.RETRAIN_GROWTH` times the vectors it was
-    trained for."""
+    trained for. With a ``plan``, the flat index is trained for the plan's
+    size on its sample (:class:`TrainingPlan`)."""
     if isinstance(index, ShardedIndex):
         size = len(index)
         if size > sharded_index.RETRAIN_GROWTH * max(index.trained_size, 1):
@@ -172,18 +193,30 @@ def grow_index(
                 nearest.add(ids, chunk)
             index.tune(nearest.probes, nearest.ids)
         return index
-    limit = max(MINIMUM_SIZE, sharded_index.SHARDED_AT_LEAST,
-                sharded_index.SHARDED_ABOVE if above is None else above)
+    limit = sharded_above() if above is None else max(
+        MINIMUM_SIZE, sharded_index.SHARDED_AT_LEAST, above)
     if len(index) <= limit:
         return index
-    return _trained(len(index), vectors=vectors, sample=sample, exact=exact, runner=runner)
+    return _trained(len(index), vectors=vectors, sample=sample, exact=exact, runner=runner,
+                    plan=plan)
 
 
 def _trained(size: int, *, vectors: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]],
              sample: Callable[[int], np.ndarray], exact: ExactVectors | None,
-             runner: Runner) -> ShardedIndex:
-    """A sharded index of every vector, trained for ``size`` on a sample, and tuned."""
-    training = sample(training_size(size))
+             runner: Runner, plan: TrainingPlan | None = None) -> ShardedIndex:
+    """A sharded index of every vector, trained for ``size`` (the plan's, when
+    larger) on a sample (the stored vectors' part of the plan's), and tuned."""
+    if plan is not None and plan.size > size:
+        size = plan.size
+        wanted = training_size(size)
+        drawn = plan.drawn[:wanted]
+        stored = sample(max(0, wanted - len(drawn)))
+        training = np.concatenate([stored, drawn]) if len(drawn) else stored
+        logger.info("training the sharded index once, for the %d vectors the build ends with, "
+                    "on %d drawn across its input (%d of them ahead of the build)",
+                    size, len(training), len(drawn))
+    else:
+        training = sample(training_size(size))
     grown = ShardedIndex.train(training, size=size, exact=exact, runner=runner)
     nearest = NearestIds(probes_near(training))
     for ids, chunk in vectors():
@@ -201,16 +234,13 @@ def training_size(size: int) -> int:
 
 def training_schedule(final: int, *, checkpoint_every: int) -> list[tuple[int, int, int]]:
     """When a catalog built from empty to ``final`` vectors, a checkpoint every
-    ``checkpoint_every``, trains its sharded index: (vectors held, lists, sample)
-    at each training (what docs/scale.md's plan quotes)."""
-    out: list[tuple[int, int, int]] = []
-    size = 0
-    while size < final:
-        size = min(final, size + checkpoint_every)
-        trained = out[-1][0] if out else 0
-        if (not out and size > sharded_index.SHARDED_ABOVE) or (
-                out and size > sharded_index.RETRAIN_GROWTH * trained):
-            out.append((size, nlist_for(size), training_size(size)))
-            # The next training comes past RETRAIN_GROWTH times this one.
-            size = max(size, sharded_index.RETRAIN_GROWTH * size - checkpoint_every)
-    return out
+    ``checkpoint_every``, trains its sharded index: (vectors held, lists,
+    sample) at each training (what docs/scale.md's plan quotes). The build
+    knows the size it ends with (its input's rows, counted or estimated: see
+    :class:`TrainingPlan`), so it trains once, at its first checkpoint past
+    the threshold, for that size."""
+    limit = sharded_above()
+    if final <= limit:
+        return []
+    held = min(final, (limit // checkpoint_every + 1) * checkpoint_every)
+    return [(held, nlist_for(final), training_size(final))]

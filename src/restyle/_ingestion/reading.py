@@ -18,7 +18,8 @@ from restyle._errors import CatalogError
 from restyle._ingestion.rejections import clip, preview
 from restyle._ingestion.rows import ListingLimits, SourcePart, SourceRow
 
-__all__ = ["COLUMNS", "COUNTED_BYTES", "FORMATS", "count_rows", "listings_format", "read_listings",
+__all__ = ["COLUMNS", "COUNTED_BYTES", "FORMATS", "count_rows", "draw_rows", "estimate_rows",
+           "listings_format", "read_listings",
            "split_listings"]
 
 #: File suffixes and the format each is read as.
@@ -143,6 +144,115 @@ def count_rows(source: str | Path) -> int | None:
     except CatalogError:
         return None
     return max(0, lines - (kind == "csv"))
+
+
+def estimate_rows(source: str | Path) -> int | None:
+    """How many rows ``source`` holds: counted (:func:`count_rows`) or, for a
+    JSONL or CSV file too large to count, its size over the mean length of
+    lines drawn across it; None when it cannot be read."""
+    counted = count_rows(source)
+    if counted is not None:
+        return counted
+    path = Path(source)
+    try:
+        if listings_format(path) == "parquet":
+            return None
+        with _open_listings(path) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            start = len(fh.readline()) if listings_format(path) == "csv" else 0
+            lines = _drawn_lines(fh, start, size, _ESTIMATE_LINES)
+    except CatalogError:
+        return None
+    if not lines:
+        return 0
+    return round((size - start) * len(lines) / sum(len(line) for line in lines))
+
+
+def draw_rows(source: str | Path, target: Path, count: int, *, after: float = 0.0) -> int:
+    """Write to ``target`` up to ``count`` rows of ``source`` drawn evenly over
+    the part of it past the fraction ``after`` (of its bytes, or of a Parquet
+    file's rows), without reading the rest: JSONL and CSV (its header first)
+    as they are, Parquet's rows as JSONL; how many were written. ``target``'s
+    suffix must be the format written. A row is drawn once however many draws
+    land in it, so a small file gives each of its rows."""
+    path = Path(source)
+    after = min(1.0, max(0.0, after))
+    if listings_format(path) == "parquet":
+        rows = _drawn_parquet_rows(path, count, after)
+        target.write_text("".join(json.dumps(row, default=str) + "\n" for row in rows),
+                          encoding="utf-8")
+        return len(rows)
+    with _open_listings(path) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        header = fh.readline() if listings_format(path) == "csv" else b""
+        lines = _drawn_lines(fh, len(header), size, count, after=after)
+    with target.open("wb") as out:
+        out.write(header if header.endswith(b"\n") or not header else header + b"\n")
+        for line in lines:
+            out.write(line if line.endswith(b"\n") else line + b"\n")
+    return len(lines)
+
+
+#: Lines drawn to estimate the rows of a file too large to count.
+_ESTIMATE_LINES = 2_000
+
+
+def _drawn_lines(fh: IO[bytes], start: int, size: int, count: int, *,
+                 after: float = 0.0) -> list[bytes]:
+    """Up to ``count`` distinct non-blank lines, each the first to begin at or
+    after one of ``count`` offsets spread evenly over ``[low, size)``, where
+    ``low`` lies the fraction ``after`` of the way from ``start`` (the first
+    line's offset) to the end."""
+    low = start + int(after * (size - start))
+    if count < 1 or low >= size:
+        return []
+    longest = ListingLimits().row_bytes
+    lines: list[bytes] = []
+    seen: set[int] = set()
+    for offset in range(low, size, max(1, -(-(size - low) // count))):
+        if offset > start:
+            # Past the line holding the byte before: the next begins here or later.
+            fh.seek(offset - 1)
+            while (rest := fh.readline(_SKIP_CHUNK)) and not rest.endswith(b"\n"):
+                pass
+        else:
+            fh.seek(start)
+        begin = fh.tell()
+        line = fh.readline(longest + 1)  # a longer row would be refused: not drawn
+        if begin not in seen and line.strip() and len(line) <= longest:
+            seen.add(begin)
+            lines.append(line)
+    return lines[:count]
+
+
+def _drawn_parquet_rows(path: Path, count: int, after: float) -> list[dict[str, Any]]:
+    """Up to ``count`` rows spread evenly over a Parquet file's rows past the
+    fraction ``after``, reading only the row groups that hold them."""
+    parquet = _open_parquet(path)
+    import pyarrow as pa
+
+    metadata = parquet.metadata
+    total = int(metadata.num_rows)
+    low = int(after * total)
+    if count < 1 or low >= total:
+        return []
+    wanted = sorted({low + (i * (total - low)) // count for i in range(min(count, total - low))})
+    columns = [name for name in parquet.schema_arrow.names if name in COLUMNS]
+    rows: list[dict[str, Any]] = []
+    first = 0
+    try:
+        for group in range(metadata.num_row_groups):
+            last = first + metadata.row_group(group).num_rows
+            inside = [i - first for i in wanted if first <= i < last]
+            if inside:
+                table = parquet.read_row_group(group, columns=columns)
+                rows += table.take(pa.array(inside)).to_pylist()
+            first = last
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise CatalogError(
+            f"listings file {path.name} cannot be read as Parquet: {clip(str(exc), 200)}"
+        ) from exc
+    return rows
 
 
 def listings_format(path: Path) -> str:

@@ -27,7 +27,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from restyle._errors import CatalogError
-from restyle._indexes.chooser import grow_index, index_present, load_index, save_index
+from restyle._indexes.chooser import (
+    TrainingPlan,
+    grow_index,
+    index_present,
+    load_index,
+    save_index,
+)
 from restyle._indexes.flat import VectorIndex
 from restyle._indexes.sharded import Runner, ShardedIndex, run_here
 from restyle._ingestion.listings import (
@@ -70,6 +76,7 @@ from restyle._store.database import (
     where_in,
 )
 from restyle._store.files import DB_NAME, INDEX_NAME, remove_stale_temporaries
+from restyle._store.planning import plan_training
 from restyle._store.search import (
     MARKETPLACE_NAME,
     SEARCH_POOL,
@@ -103,6 +110,11 @@ logger = logging.getLogger("restyle.catalog")
 _RECENT_SEARCHES = 32
 
 
+def _none_stored(listing_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """The images stored for ``listing_ids`` when none is taken as stored."""
+    return {}
+
+
 class Catalog:
     """A local catalog directory, opened for one encoder model.
 
@@ -125,6 +137,8 @@ class Catalog:
         self._generation = 0
         #: Where a sharded index trains and encodes (Ray tasks in a Ray build).
         self.index_runner: Runner = run_here
+        #: What a build's index trains on when it becomes sharded (see plan_training).
+        self.index_plan: TrainingPlan | None = None
         if not os.path.lexists(self._db_path):
             if not create:
                 raise CatalogError(missing(self.directory))
@@ -297,21 +311,33 @@ class Catalog:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         limits = limits or ListingLimits()
-        run = self._encoded_run(Path(source).expanduser(), encoder, images_root=images_root,
-                                limits=limits, fetcher=fetcher, batch_size=batch_size,
-                                checkpoint_every=checkpoint_every, executor=executor)
-        return write_build(self, run, encoder, fetcher=fetcher, limits=limits,
-                           checkpoint_every=checkpoint_every, progress=progress,
-                           total=partial(count_rows, source))
+        path = Path(source).expanduser()
+        stages = partial(self._encoded_run, encoder=encoder, images_root=images_root,
+                         limits=limits, fetcher=fetcher, batch_size=batch_size,
+                         checkpoint_every=checkpoint_every, executor=executor)
+        if not isinstance(self.index, ShardedIndex):
+            self._writable()
+            self.index_plan = plan_training(
+                path, self.directory, held=len(self), dim=self.dim, progress=progress,
+                encoded=partial(stages, base=path.absolute().parent, stored=False))
+        try:
+            return write_build(self, stages(path), encoder, fetcher=fetcher, limits=limits,
+                               checkpoint_every=checkpoint_every, progress=progress,
+                               total=partial(count_rows, source))
+        finally:
+            self.index_plan = None
 
     def _encoded_run(
-        self, source: Path, encoder: Encoder, *, images_root: str | Path | None,
+        self, source: Path, *, encoder: Encoder, images_root: str | Path | None,
         limits: ListingLimits, fetcher: Fetcher | None, batch_size: int,
         checkpoint_every: int, executor: str | BuildExecutor | None,
+        base: Path | None = None, stored: bool = True,
     ) -> AbstractContextManager[EncodedRun]:
         """A build's stages, in this process or on ``executor``, with the
-        catalog reopened for writing."""
-        base = source.absolute().parent
+        catalog reopened for writing: ``source``'s local images found in
+        ``base`` (default: its folder); rows stored with the same image are
+        skipped unless not ``stored``."""
+        base = base or source.absolute().parent
         root = base
         if images_root is not None:
             root = Path(images_root).expanduser().absolute()
@@ -319,13 +345,13 @@ class Catalog:
                 raise CatalogError(f"images root {images_root} is not a directory")
         self._writable()
         if executor is None:
-            return encoded_here(source, encoder, current=self.current_images, base=base,
-                                images_root=root, limits=limits, fetcher=fetcher,
-                                batch_size=batch_size)
+            current = self.current_images if stored else _none_stored
+            return encoded_here(source, encoder, current=current, base=base, images_root=root,
+                                limits=limits, fetcher=fetcher, batch_size=batch_size)
         return build_executor(executor).encoded_listings(
             source, encoder, base=base, images_root=root, limits=limits, fetcher=fetcher,
             batch_size=batch_size, checkpoint_every=checkpoint_every, directory=self.directory,
-            stored_images=partial(stored_images, self._db_path) if len(self) else None,
+            stored_images=partial(stored_images, self._db_path) if stored and len(self) else None,
         )
 
     # The write side a build uses (restyle._store.build.BuildTarget): rows and
@@ -361,7 +387,7 @@ class Catalog:
             self.index = grow_index(
                 self.index, vectors=lambda: stored_vectors(db, self.dim),
                 sample=lambda n: sample_vectors(db, self.dim, n), exact=self._exact_vectors,
-                runner=self.index_runner,
+                runner=self.index_runner, plan=self.index_plan,
             )
             save_index(self.index, self.directory / INDEX_NAME)
             db.commit()

@@ -11,22 +11,25 @@ from restyle._indexes.flat import remove_stale_temporaries as remove_stale_files
 from restyle._indexes.flat import stale_temporaries as stale_files
 from restyle._indexes.flat import temporary_pattern
 
-__all__ = ["DB_NAME", "INDEX_NAME", "REJECTED_NAME", "REJECTED_STEM",
+__all__ = ["DB_NAME", "DRAWN_STEM", "INDEX_NAME", "REJECTED_NAME", "REJECTED_STEM",
            "remove_stale_temporaries", "stale_temporaries"]
 
 DB_NAME = "catalog.sqlite"
 INDEX_NAME = "vectors.faiss"
 REJECTED_NAME = "rejected.jsonl"
 REJECTED_STEM = "rejected"  # its temporaries are .rejected.XXXXXXXX.jsonl
+#: The rows a build draws for its index's training: .drawn.XXXXXXXX.jsonl (or .csv).
+DRAWN_STEM = "drawn"
 
 
 def _temporary_patterns() -> list[re.Pattern[str]]:
-    return [temporary_pattern(REJECTED_STEM, ".jsonl")]
+    return [temporary_pattern(REJECTED_STEM, ".jsonl"), temporary_pattern(DRAWN_STEM, ".jsonl"),
+            temporary_pattern(DRAWN_STEM, ".csv")]
 
 
 def stale_temporaries(directory: Path) -> list[Path]:
     """Temporary files that restyle's own atomic writes (the index, its shards,
-    ``rejected.jsonl``) left in ``directory`` when stopped midway, and that no
+    ``rejected.jsonl``, a build's drawn rows) left in ``directory`` when stopped midway, and that no
     live writer holds. Nothing is written."""
     return [*stale_index_temporaries(directory / INDEX_NAME),
             *stale_files(directory, _temporary_patterns())]
