@@ -441,6 +441,24 @@ def test_an_unclosed_csv_quote_rejects_its_line_as_malformed_and_every_row_is_co
     assert report.rejected[0].data == {"_line": 'stray,"Shirt blue,30,images/ls-tee-red.jpg'}
 
 
+def test_a_quote_that_swallows_a_line_not_utf8_loses_no_row_after_it(folder: Path) -> None:
+    """A record whose quote closes on the next line with too few fields, then a
+    lone quote that swallows a line of bad bytes and the rows after it: each
+    bad line is rejected on its own, and the good rows after are kept."""
+    good = ",".join(GOOD[key] for key in ("id", "title", "price", "image"))
+    path = folder / "listings.csv"
+    path.write_bytes(b'id,title,price,image\n"random-\n"\n\x80\n' + good.encode() + b"\n")
+    report, stored = build(folder, path)
+    assert set(stored) == {"good"}
+    assert reasons(report) == {
+        2: "malformed CSV: a quoted field on line 2 is never closed (it would have "
+           "swallowed line 3)",
+        3: "malformed CSV: a quoted field on line 3 is never closed (it would have "
+           "swallowed lines 4-5)",
+        4: "row is not UTF-8 text (byte 0x80 at offset 0)",
+    }
+
+
 def test_csv_bad_bytes_and_nuls_reject_or_clean_only_their_row(folder: Path) -> None:
     path = write_csv(folder, [{**GOOD, "id": "nul", "title": "a\x00b"}, GOOD],
                      extra=b"latin,caf\xe9,5,images/ls-tee-red.jpg\n" + b"after,ok,6,"

@@ -364,7 +364,10 @@ def _csv_rows(fh: IO[bytes], limits: ListingLimits, path: Path) -> Iterator[Sour
                 continue
             header = [name.strip() for name in fields]
             continue
-        if error is None and _unclosed_quote(fields, header, len(lines.handed)):
+        # A quote never closed swallows the lines after it, bad ones too: the
+        # record's own fault is its first line's, and the others are read again.
+        if (error is None or len(lines.handed) > 1) and _unclosed_quote(
+                fields, header, len(lines.handed)):
             yield lines.unclosed_quote()
         elif error is not None:
             yield SourceRow(number=first, data=preview(_record(header, fields)), error=error)
