@@ -315,8 +315,8 @@ class Catalog:
         stages = partial(self._encoded_run, encoder=encoder, images_root=images_root,
                          limits=limits, fetcher=fetcher, batch_size=batch_size,
                          checkpoint_every=checkpoint_every, executor=executor)
+        self._writable()  # the index as saved now, read whole
         if not isinstance(self.index, ShardedIndex):
-            self._writable()
             self.index_plan = plan_training(
                 path, self.directory, held=len(self), dim=self.dim, progress=progress,
                 encoded=partial(stages, base=path.absolute().parent, stored=False))
