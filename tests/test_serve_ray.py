@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -88,6 +89,44 @@ def test_the_app_on_ray_serve_batches_the_encoder_across_replicas(tmp_path: Path
         assert all(a.json()["identification"]["brand"] == "Acme" for a in answers)
         sizes = [int(line) for line in log.read_text().split()]
         assert max(sizes) > 1  # photos of several requests in one model batch
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            status = process.wait(120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert status == 0, process.stderr.read() if process.stderr else ""
+
+
+def test_the_command_line_serves_a_catalog_on_ray_serve(
+    tmp_path: Path, tiny_model_spec: str, tiny_encoder: Any, catalog_copy: Path,
+) -> None:
+    """`restyle serve --ray local`: the command's own Engine (the model and the
+    catalog it names) deployed on a Ray it starts, quarter-CPU replicas; an
+    analysis finds the catalog's comps; SIGTERM ends it with status 0."""
+    import os
+
+    from tests.conftest import SAMPLE_PHOTO
+    from tests.test_serve import _free_port
+
+    port = _free_port()
+    env = {**os.environ, "RESTYLE_SERVE_TOKEN": TOKEN, "RESTYLE_HOME": str(tmp_path / "home")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "restyle", "serve", "--ray", "local", "--port", str(port),
+         "--model", tiny_model_spec, "--catalog", str(catalog_copy), "--no-plugins",
+         "--replica-cpus", "0.25"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        wait_ready(url, timeout=240)
+        plugins = requests.get(url + "/v1/plugins", headers=auth, timeout=30).json()
+        assert plugins["encoder"]["model_id"] == tiny_encoder.model_id
+        answer = post(url, SAMPLE_PHOTO.read_bytes(), headers=auth, timeout=120)
+        assert answer.status_code == 200, answer.text
+        comps = answer.json()["comps"]
+        assert comps and all(c["marketplace"] == "catalog" for c in comps)
     finally:
         process.send_signal(signal.SIGTERM)
         try:
