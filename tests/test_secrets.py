@@ -849,3 +849,42 @@ def test_redacting_repr_hides_a_secret_registered_after_the_value_was_made() -> 
     assert repr(value) == (f"{Outer.__qualname__}(inner={Inner.__qualname__}(title='a "
                            f"{REDACTED} b'), items=({Inner.__qualname__}(title='{REDACTED}'),))")
     assert repr(value.items) == f"({Inner.__qualname__}(title='{REDACTED}'),)"
+
+
+# -- redaction inside redaction ---------------------------------------------------------
+
+
+def test_redaction_that_runs_inside_redaction_neither_deadlocks_nor_loses_a_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Logging runs inside anything: a finalizer the garbage collector calls
+    while this very thread compiles the registry's expression (a client's
+    ``__del__`` that logs as it closes) redacts again, and registers again.
+    Run on a thread, so that a deadlock fails the test instead of hanging it."""
+    import re
+    import threading
+
+    from restyle import _secrets
+
+    first, second = f"sk-{uuid.uuid4().hex}", f"sk-{uuid.uuid4().hex}"
+    register(first)
+    compile_ = re.compile
+    inner: list[str] = []
+
+    def compile_and_log(pattern: Any, flags: int = 0) -> Any:
+        if not inner:  # once: the finalizer logs a line holding both secrets
+            inner.append("")
+            register(second)
+            inner[0] = redact(f"closing {first} {second}")
+        return compile_(pattern, flags)
+
+    monkeypatch.setattr(_secrets.re, "compile", compile_and_log)
+    register(f"sk-{uuid.uuid4().hex}")  # the expression must be compiled again
+    outcome: list[str] = []
+    thread = threading.Thread(target=lambda: outcome.append(redact(f"{first} and {second}")),
+                              daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "redaction inside redaction deadlocked"
+    assert outcome == ["<redacted> and <redacted>"]
+    assert inner == ["closing <redacted> <redacted>"]

@@ -115,14 +115,22 @@ def basic_credentials(user: str, password: str) -> Secret:
 
 
 class _Registry:
-    """Every registered value, and one regular expression that finds them all."""
+    """Every registered value, and one regular expression that finds them all.
+
+    Read without a lock: redaction runs inside logging, and logging may run
+    inside anything, a finalizer the garbage collector calls while this very
+    thread compiles the expression included. The values are one frozen set,
+    replaced whole; the expression is kept with the set it was compiled from,
+    and compiled again (harmlessly, perhaps twice) when the set has changed.
+    """
 
     __slots__ = ("_lock", "_pattern", "_values")
 
     def __init__(self) -> None:
-        self._values: set[str] = set()
-        self._pattern: re.Pattern[str] | None = None
-        self._lock = threading.Lock()
+        self._values: frozenset[str] = frozenset()
+        self._pattern: tuple[frozenset[str], re.Pattern[str]] | None = None
+        # Only writers take it; reentrant, as a finalizer may register too.
+        self._lock = threading.RLock()
 
     def __repr__(self) -> str:
         return f"<{len(self._values)} registered secrets>"
@@ -134,16 +142,24 @@ class _Registry:
         forms = {value, quote(value, safe=""), quote_plus(value, safe=""),
                  value.replace("/", "\\/")}
         with self._lock:
-            self._values.update(forms)
-            self._pattern = None
+            while True:  # again if a reentrant add replaced the set meanwhile
+                current = self._values
+                grown = current | forms
+                if self._values is current:
+                    self._values = grown
+                    return
 
     def pattern(self) -> re.Pattern[str] | None:
-        with self._lock:
-            if self._pattern is None and self._values:
-                # Longest first, so that a value holding another is replaced whole.
-                ordered = sorted(self._values, key=len, reverse=True)
-                self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
-            return self._pattern
+        values, cached = self._values, self._pattern
+        if cached is not None and cached[0] is values:
+            return cached[1]
+        if not values:
+            return None
+        # Longest first, so that a value holding another is replaced whole.
+        ordered = sorted(values, key=len, reverse=True)
+        compiled = re.compile("|".join(re.escape(v) for v in ordered))
+        self._pattern = (values, compiled)
+        return compiled
 
 
 _REGISTRY = _Registry()
