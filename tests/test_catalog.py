@@ -724,11 +724,11 @@ def test_a_catalog_opened_to_search_maps_its_index_and_keeps_the_file_it_opened(
     the catalog reopened for writing reads the index as saved then."""
     query = ColorEncoder().encode_images([Image.new("RGB", (8, 8), (30, 60, 200))])[0]
     with Catalog.open(built, ColorEncoder(), readonly=False) as writer:
-        assert not writer.index.mapped  # type: ignore[union-attr]
+        assert not writer.index.mapped()
         expected = writer.index.search(query[None], 5)
     with Catalog.open(built, ColorEncoder()) as reader:
         index = reader.index
-        assert index.mapped  # type: ignore[union-attr]
+        assert index.mapped()
         np.testing.assert_array_equal(index.search(query[None], 5)[1], expected[1])
         with pytest.raises(CatalogError, match="mapped from its file"):
             index.remove([int(expected[1][0][0])])
@@ -739,7 +739,7 @@ def test_a_catalog_opened_to_search_maps_its_index_and_keeps_the_file_it_opened(
         assert len(index) == 240
         np.testing.assert_array_equal(index.search(query[None], 5)[1], expected[1])
         assert reader.remove(["nw-jacket-blue-1"]) == 1  # reopened for writing
-        assert not reader.index.mapped and len(reader.index) == 238  # type: ignore[union-attr]
+        assert not reader.index.mapped() and len(reader.index) == 238
 
 
 def test_removing_then_dying_before_the_index_is_saved_leaves_only_stray_vectors(

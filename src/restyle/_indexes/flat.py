@@ -198,9 +198,9 @@ class VectorIndex:
                 return 0
             return int(self._index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64)))
 
-    @property
     def mapped(self) -> bool:
-        """Whether the vectors are mapped from the index's file, to search only."""
+        """Whether the vectors are mapped from the index's file, to search only
+        (a sharded index's ``mapped()`` counts its segments mapped)."""
         return self._mapped
 
     def _changeable(self) -> None:

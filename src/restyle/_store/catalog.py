@@ -268,7 +268,7 @@ class Catalog:
             self._db = db
             self.readonly = False
             remove_stale_temporaries(self.directory)
-            if isinstance(self.index, VectorIndex) and self.index.mapped:
+            if isinstance(self.index, VectorIndex) and self.index.mapped():
                 # Mapped from its file to search: read whole (as saved now) to change.
                 with self._database() as db:
                     (rows,) = db.execute("SELECT COUNT(*) FROM items").fetchone()
