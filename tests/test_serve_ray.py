@@ -61,6 +61,16 @@ sys.exit(run_application("auto", lambda: application(
 '''
 
 
+def terminate(process: subprocess.Popen[str]) -> int:
+    """SIGTERM, then the status it ends with (killed if it has not within 120 s)."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
 def test_the_app_on_ray_serve_batches_the_encoder_across_replicas(tmp_path: Path) -> None:
     from tests.test_serve import _free_port
 
@@ -90,12 +100,7 @@ def test_the_app_on_ray_serve_batches_the_encoder_across_replicas(tmp_path: Path
         sizes = [int(line) for line in log.read_text().split()]
         assert max(sizes) > 1  # photos of several requests in one model batch
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            status = process.wait(120)
-        finally:
-            if process.poll() is None:
-                process.kill()
+        status = terminate(process)
     assert status == 0, process.stderr.read() if process.stderr else ""
 
 
@@ -128,10 +133,5 @@ def test_the_command_line_serves_a_catalog_on_ray_serve(
         comps = answer.json()["comps"]
         assert comps and all(c["marketplace"] == "catalog" for c in comps)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            status = process.wait(120)
-        finally:
-            if process.poll() is None:
-                process.kill()
+        status = terminate(process)
     assert status == 0, process.stderr.read() if process.stderr else ""
