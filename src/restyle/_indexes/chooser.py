@@ -126,9 +126,12 @@ class TrainingPlan:
     drawn: np.ndarray
 
 
-def sharded_above() -> int:
-    """The size past which a flat index becomes a sharded one."""
-    return max(MINIMUM_SIZE, sharded_index.SHARDED_AT_LEAST, sharded_index.SHARDED_ABOVE)
+def sharded_above(above: int | None = None) -> int:
+    """The size past which a flat index becomes a sharded one: ``above``
+    (default :data:`~restyle._indexes.sharded.SHARDED_ABOVE`), never below the
+    least a sharded index takes."""
+    return max(MINIMUM_SIZE, sharded_index.SHARDED_AT_LEAST,
+               sharded_index.SHARDED_ABOVE if above is None else above)
 
 
 class NearestIds:
@@ -193,9 +196,7 @@ def grow_index(
                 nearest.add(ids, chunk)
             index.tune(nearest.probes, nearest.ids)
         return index
-    limit = sharded_above() if above is None else max(
-        MINIMUM_SIZE, sharded_index.SHARDED_AT_LEAST, above)
-    if len(index) <= limit:
+    if len(index) <= sharded_above(above):
         return index
     return _trained(len(index), vectors=vectors, sample=sample, exact=exact, runner=runner,
                     plan=plan)
