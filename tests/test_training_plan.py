@@ -172,3 +172,28 @@ def test_a_build_that_stays_under_the_limit_draws_nothing(
         assert catalog.build(source, encoder, progress=False).added == 40
         assert catalog.index.kind == "flat"
     assert drawn == []
+
+
+def test_the_plan_and_the_progress_bar_share_one_count_of_the_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from restyle._store import catalog as store
+
+    monkeypatch.setattr(_shards, "SHARDED_ABOVE", 100)
+    monkeypatch.setattr(_shards, "SHARDED_AT_LEAST", 0)
+    monkeypatch.setattr(_shards, "SHARD_IDS", 64)
+    counts: list[Path] = []
+    count_rows = reading.count_rows
+
+    def counting(path: Path) -> int | None:
+        counts.append(path)
+        return count_rows(path)
+
+    for module in (store, reading):  # the bar's count and the plan's estimate
+        monkeypatch.setattr(module, "count_rows", counting)
+    source = sorted_listings(tmp_path / "listings", 300)
+    encoder = ColorEncoder(bins=3)
+    with Catalog.open(tmp_path / "catalog", encoder, create=True) as catalog:
+        catalog.build(source, encoder, progress=True, checkpoint_every=260)
+        assert isinstance(catalog.index, ShardedIndex) and catalog.index.trained_size == 300
+    assert counts == [source]

@@ -9,7 +9,7 @@ import json
 import os
 import stat
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import IO, Any
@@ -146,13 +146,15 @@ def count_rows(source: str | Path) -> int | None:
     return max(0, lines - (kind == "csv"))
 
 
-def estimate_rows(source: str | Path) -> int | None:
-    """How many rows ``source`` holds: counted (:func:`count_rows`) or, for a
-    JSONL or CSV file too large to count, its size over the mean length of
-    lines drawn across it; None when it cannot be read."""
-    counted = count_rows(source)
-    if counted is not None:
-        return counted
+def estimate_rows(source: str | Path, *,
+                  counted: Callable[[], int | None] | None = None) -> int | None:
+    """How many rows ``source`` holds: counted (:func:`count_rows`, or
+    ``counted`` when the caller keeps the count) or, for a JSONL or CSV file
+    too large to count, its size over the mean length of lines drawn across
+    it; None when it cannot be read."""
+    rows = counted() if counted is not None else count_rows(source)
+    if rows is not None:
+        return rows
     path = Path(source)
     try:
         if listings_format(path) == "parquet":

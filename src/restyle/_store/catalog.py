@@ -20,7 +20,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -312,6 +312,8 @@ class Catalog:
             raise ValueError("batch_size must be at least 1")
         limits = limits or ListingLimits()
         path = Path(source).expanduser()
+        # Counted once, for the plan and the progress bar alike.
+        counted = cache(partial(count_rows, path))
         stages = partial(self._encoded_run, encoder=encoder, images_root=images_root,
                          limits=limits, fetcher=fetcher, batch_size=batch_size,
                          checkpoint_every=checkpoint_every, executor=executor)
@@ -319,11 +321,12 @@ class Catalog:
         if not isinstance(self.index, ShardedIndex):
             self.index_plan = plan_training(
                 path, self.directory, held=len(self), dim=self.dim, progress=progress,
-                encoded=partial(stages, base=path.absolute().parent, stored=False))
+                encoded=partial(stages, base=path.absolute().parent, stored=False),
+                counted=counted)
         try:
             return write_build(self, stages(path), encoder, fetcher=fetcher, limits=limits,
                                checkpoint_every=checkpoint_every, progress=progress,
-                               total=partial(count_rows, source))
+                               total=counted)
         finally:
             self.index_plan = None
 

@@ -30,6 +30,7 @@ logger = logging.getLogger("restyle.catalog")
 def plan_training(
     source: Path, directory: Path, *, held: int, dim: int,
     encoded: Callable[[Path], AbstractContextManager[EncodedRun]], progress: bool | None,
+    counted: Callable[[], int | None] | None = None,
 ) -> TrainingPlan | None:
     """The training plan of a build of ``source`` into a catalog of ``held``
     vectors in ``directory`` (None when the build stays under the flat
@@ -37,8 +38,10 @@ def plan_training(
     estimated). The index trains at the first checkpoint past the limit, so
     the input's part after the limit's row is drawn now, into a file in the
     catalog's folder (a Ray build's workers read it there), and encoded by
-    ``encoded``, the build's own stages, with nothing taken as stored."""
-    rows = estimate_rows(source)
+    ``encoded``, the build's own stages, with nothing taken as stored.
+    ``counted``: the source's rows as the build counts them (see
+    :func:`~restyle._ingestion.reading.estimate_rows`)."""
+    rows = estimate_rows(source, counted=counted)
     limit = sharded_above()
     if rows is None or held + rows <= limit:
         return None
