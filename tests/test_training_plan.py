@@ -197,3 +197,13 @@ def test_the_plan_and_the_progress_bar_share_one_count_of_the_rows(
         catalog.build(source, encoder, progress=True, checkpoint_every=260)
         assert isinstance(catalog.index, ShardedIndex) and catalog.index.trained_size == 300
     assert counts == [source]
+
+
+def test_a_file_too_small_to_pass_the_limit_is_told_by_its_size(tmp_path: Path) -> None:
+    """The most rows a listings file can hold that a build stores, from its
+    size alone: the shortest row that can be stored is 8 bytes."""
+    source = tmp_path / "listings.csv"
+    source.write_text("a,b,1,c\n" * 10 + "a,b,1,c")  # the last line without its newline
+    assert reading.most_rows(source) == 11
+    assert len(list(read_listings(source))) == 10  # the first line is the header
+    assert reading.most_rows(tmp_path / "listings.parquet") is None

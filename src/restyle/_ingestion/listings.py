@@ -37,6 +37,7 @@ from restyle._ingestion.reading import (
     draw_rows,
     estimate_rows,
     listings_format,
+    most_rows,
     read_listings,
     split_listings,
 )
@@ -82,6 +83,7 @@ __all__ = [
     "listings_format",
     "load_images",
     "load_unstored",
+    "most_rows",
     "read_listings",
     "rejection_json",
     "split_listings",

@@ -18,9 +18,8 @@ from restyle._errors import CatalogError
 from restyle._ingestion.rejections import clip, preview
 from restyle._ingestion.rows import ListingLimits, SourcePart, SourceRow
 
-__all__ = ["COLUMNS", "COUNTED_BYTES", "FORMATS", "count_rows", "draw_rows", "estimate_rows",
-           "listings_format", "read_listings",
-           "split_listings"]
+__all__ = ["COLUMNS", "COUNTED_BYTES", "FORMATS", "MIN_ROW_BYTES", "count_rows", "draw_rows",
+           "estimate_rows", "listings_format", "most_rows", "read_listings", "split_listings"]
 
 #: File suffixes and the format each is read as.
 FORMATS: Mapping[str, str] = MappingProxyType({
@@ -144,6 +143,26 @@ def count_rows(source: str | Path) -> int | None:
     except CatalogError:
         return None
     return max(0, lines - (kind == "csv"))
+
+
+#: The fewest bytes a row that can be stored takes: a CSV line ``a,b,1,c`` and
+#: its newline (id, title, price and image are needed; the last line may end
+#: without its newline).
+MIN_ROW_BYTES = 8
+
+
+def most_rows(source: str | Path) -> int | None:
+    """The most rows ``source`` could hold that a build stores, from its size
+    alone (nothing read): a JSONL or CSV file's bytes over
+    :data:`MIN_ROW_BYTES`; None for a Parquet file (compressed: its size bounds
+    nothing) or a file that cannot be looked at."""
+    path = Path(source)
+    try:
+        if listings_format(path) == "parquet":
+            return None
+        return (path.stat().st_size + 1) // MIN_ROW_BYTES
+    except (CatalogError, OSError):
+        return None
 
 
 def estimate_rows(source: str | Path, *,

@@ -17,7 +17,7 @@ import numpy as np
 
 from restyle._indexes.chooser import TrainingPlan, sharded_above, training_size
 from restyle._indexes.flat import temporary_for
-from restyle._ingestion.listings import draw_rows, estimate_rows, listings_format
+from restyle._ingestion.listings import draw_rows, estimate_rows, listings_format, most_rows
 from restyle._progress import progress_bar
 from restyle._store.build import EncodedRun
 from restyle._store.files import DRAWN_STEM
@@ -41,8 +41,11 @@ def plan_training(
     ``encoded``, the build's own stages, with nothing taken as stored.
     ``counted``: the source's rows as the build counts them (see
     :func:`~restyle._ingestion.reading.estimate_rows`)."""
-    rows = estimate_rows(source, counted=counted)
     limit = sharded_above()
+    most = most_rows(source)
+    if most is not None and held + most <= limit:
+        return None  # too small to pass the limit, told from its size: nothing read
+    rows = estimate_rows(source, counted=counted)
     if rows is None or held + rows <= limit:
         return None
     size = held + rows
